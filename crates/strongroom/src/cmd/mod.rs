@@ -1,0 +1,6 @@
+//! One module per command family; each exposes its clap arguments and a `run` returning the
+//! process exit code.
+
+pub mod client;
+pub mod luks;
+pub mod server;

@@ -1,0 +1,46 @@
+//! The `strongroom` binary: one executable for the key manager (`server`), its operator CLI
+//! (Vault-compatible `operator`, `kv`, `read`, `write`, ...), the LUKS2 tool (`luks`) and,
+//! later, the volume manager and CSI driver.
+//!
+//! Only argument parsing and exit codes live here; every command delegates to a library crate.
+
+mod args;
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "strongroom", version, about = "Encrypted per-tenant volumes and a Vault-compatible key manager")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the key manager (Vault/OpenBao HTTP API).
+    Server(cmd::server::ServerArgs),
+    /// LUKS2 volumes: format, dump, test and manage keyslots.
+    #[command(subcommand)]
+    Luks(cmd::luks::LuksCommand),
+    #[command(flatten)]
+    Client(cmd::client::ClientCommand),
+}
+
+fn main() {
+    // Vault's CLI uses Go-style single-dash long flags (`-dev`, `-key-shares=5`); accept both.
+    let argv = args::normalize(std::env::args_os());
+    let cli = Cli::parse_from(argv);
+    let code = match cli.command {
+        Command::Server(a) => cmd::server::run(a),
+        Command::Luks(c) => cmd::luks::run(c),
+        Command::Client(c) => cmd::client::run(c),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
