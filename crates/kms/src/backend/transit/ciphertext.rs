@@ -1,0 +1,316 @@
+//! Pure, dependency-free decoding of transit wire values, kept separate so it can be fuzzed
+//! (`crates/kms/fuzz`, target `transit_ciphertext`, includes this file by path).
+//!
+//! * [`go_b64_decode`]: Go's `base64.StdEncoding.DecodeString`, bit for bit — same accepted
+//!   inputs (newlines skipped, non-zero trailing bits tolerated) and the same
+//!   `illegal base64 data at input byte N` positions, because clients see those messages.
+//! * [`parse_versioned`]: `vault:v<N>:<base64>` as OpenBao's `DecryptWithFactory` reads it:
+//!   prefix, field split, Go `strconv.Atoi` version; the payload is decoded separately so that
+//!   callers can apply the version policy checks first, in OpenBao's order.
+//! * [`split_nonce`]: `nonce ‖ ciphertext ‖ tag`.
+//!
+//! Nothing here panics on any input.
+
+use std::fmt;
+
+/// The version prefix every transit ciphertext, HMAC and signature starts with.
+pub const PREFIX: &str = "vault:v";
+
+/// Go's `base64.CorruptInputError`: the offending byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct B64Error(pub usize);
+
+impl fmt::Display for B64Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "illegal base64 data at input byte {}", self.0)
+    }
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn decode_sym(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// Standard padded base64, as Go's `base64.StdEncoding.EncodeToString`.
+pub fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(ALPHABET[(v >> 18) as usize & 63] as char);
+        out.push(ALPHABET[(v >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            ALPHABET[(v >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            ALPHABET[v as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// Go's `base64.StdEncoding.DecodeString` (padded, non-strict). A port of Go's
+/// `decodeQuantum`, which defines both what is accepted and where an error is reported.
+pub fn go_b64_decode(s: &str) -> Result<Vec<u8>, B64Error> {
+    let src = s.as_bytes();
+    let mut out = Vec::with_capacity(src.len() / 4 * 3);
+    let mut si = 0usize;
+    while si < src.len() {
+        let mut dbuf = [0u8; 4];
+        let mut dlen = 4usize;
+        let mut j = 0usize;
+        let mut trailing: Option<B64Error> = None;
+        while j < 4 {
+            if si == src.len() {
+                if j == 0 {
+                    return Ok(out);
+                }
+                // j == 1, or any short quantum with padding expected
+                return Err(B64Error(si - j));
+            }
+            let c = src[si];
+            si += 1;
+            if let Some(v) = decode_sym(c) {
+                dbuf[j] = v;
+                j += 1;
+                continue;
+            }
+            if c == b'\n' || c == b'\r' {
+                continue;
+            }
+            if c != b'=' {
+                return Err(B64Error(si - 1));
+            }
+            // padding
+            match j {
+                0 | 1 => return Err(B64Error(si - 1)),
+                2 => {
+                    while si < src.len() && (src[si] == b'\n' || src[si] == b'\r') {
+                        si += 1;
+                    }
+                    if si == src.len() {
+                        return Err(B64Error(src.len()));
+                    }
+                    if src[si] != b'=' {
+                        return Err(B64Error(si - 1));
+                    }
+                    si += 1;
+                }
+                _ => {}
+            }
+            while si < src.len() && (src[si] == b'\n' || src[si] == b'\r') {
+                si += 1;
+            }
+            if si < src.len() {
+                trailing = Some(B64Error(si));
+            }
+            dlen = j;
+            break;
+        }
+        let val = (u32::from(dbuf[0]) << 18)
+            | (u32::from(dbuf[1]) << 12)
+            | (u32::from(dbuf[2]) << 6)
+            | u32::from(dbuf[3]);
+        let bytes = [(val >> 16) as u8, (val >> 8) as u8, val as u8];
+        // dlen is 2, 3 or 4 here (0/1 returned above)
+        out.extend_from_slice(&bytes[..dlen - 1]);
+        if let Some(e) = trailing {
+            return Err(e);
+        }
+    }
+    Ok(out)
+}
+
+/// Go's `strconv.Atoi` on a 64-bit platform: optional sign, at least one ASCII digit,
+/// nothing else, no overflow.
+pub fn go_atoi(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let (neg, digits) = match b.first() {
+        Some(b'+') => (false, &b[1..]),
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        v = if neg {
+            v.checked_mul(10)?.checked_sub(digit)?
+        } else {
+            v.checked_mul(10)?.checked_add(digit)?
+        };
+    }
+    Some(v)
+}
+
+/// Why a `vault:v<N>:...` value could not even be split. The texts are OpenBao's, for
+/// ciphertexts; HMAC verification words them differently (see [`VersionedError::hmac_msg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionedError {
+    NoPrefix,
+    WrongFields,
+    BadVersion,
+}
+
+impl VersionedError {
+    pub fn ciphertext_msg(self) -> &'static str {
+        match self {
+            VersionedError::NoPrefix => "invalid ciphertext: no prefix",
+            VersionedError::WrongFields => "invalid ciphertext: wrong number of fields",
+            VersionedError::BadVersion => "invalid ciphertext: version number could not be decoded",
+        }
+    }
+    pub fn hmac_msg(self) -> &'static str {
+        match self {
+            VersionedError::NoPrefix => "invalid HMAC to verify: no prefix",
+            VersionedError::WrongFields => "invalid HMAC: wrong number of fields",
+            VersionedError::BadVersion => "invalid HMAC: version number could not be decoded",
+        }
+    }
+}
+
+/// A split `vault:v<N>:<body>` value. `version` is as written (may be 0 or negative);
+/// `body` is still base64 — decode it with [`Versioned::payload`] after the version checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versioned<'a> {
+    pub version: i64,
+    pub body: &'a str,
+}
+
+impl Versioned<'_> {
+    pub fn payload(&self) -> Result<Vec<u8>, B64Error> {
+        go_b64_decode(self.body)
+    }
+}
+
+pub fn parse_versioned(s: &str) -> Result<Versioned<'_>, VersionedError> {
+    let rest = s.strip_prefix(PREFIX).ok_or(VersionedError::NoPrefix)?;
+    let (ver, body) = rest.split_once(':').ok_or(VersionedError::WrongFields)?;
+    let version = go_atoi(ver).ok_or(VersionedError::BadVersion)?;
+    Ok(Versioned { version, body })
+}
+
+/// `vault:v<N>:<base64(payload)>`.
+pub fn format_versioned(version: i64, payload: &[u8]) -> String {
+    format!("{PREFIX}{version}:{}", b64_encode(payload))
+}
+
+/// Split an AEAD payload into nonce and sealed part (ciphertext ‖ tag). Too short for a
+/// nonce → OpenBao's `invalid ciphertext length`; a sealed part shorter than the tag is left
+/// to the AEAD, which reports an authentication failure (as Go's `cipher.AEAD.Open` does).
+pub fn split_nonce(payload: &[u8], nonce_len: usize) -> Result<(&[u8], &[u8]), &'static str> {
+    if payload.len() < nonce_len {
+        return Err("invalid ciphertext length");
+    }
+    Ok(payload.split_at(nonce_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64_matches_go_errors() {
+        // positions observed on OpenBao 2.7.2
+        assert_eq!(go_b64_decode("not base64!!"), Err(B64Error(3)));
+        assert_eq!(go_b64_decode("aGk"), Err(B64Error(0)));
+        assert_eq!(go_b64_decode("!!"), Err(B64Error(0)));
+        assert_eq!(go_b64_decode("1"), Err(B64Error(0)));
+        assert_eq!(go_b64_decode("bad!"), Err(B64Error(3)));
+        assert_eq!(go_b64_decode("x"), Err(B64Error(0)));
+        // Go semantics: padding rules, trailing garbage, newlines
+        assert_eq!(go_b64_decode("aGk=aGk="), Err(B64Error(4)));
+        assert_eq!(go_b64_decode("aG=="), Ok(b"h".to_vec()));
+        assert_eq!(go_b64_decode("aG="), Err(B64Error(3)));
+        assert_eq!(go_b64_decode("a==="), Err(B64Error(1)));
+        assert_eq!(go_b64_decode("===="), Err(B64Error(0)));
+        assert_eq!(go_b64_decode("aG=x"), Err(B64Error(2)));
+        assert_eq!(go_b64_decode("aGk=\n"), Ok(b"hi".to_vec()));
+        assert_eq!(go_b64_decode("aG\r\nk="), Ok(b"hi".to_vec()));
+        assert_eq!(go_b64_decode("aGl="), Ok(b"hi".to_vec())); // non-zero trailing bits
+        assert_eq!(go_b64_decode(""), Ok(vec![]));
+        assert_eq!(go_b64_decode("\n"), Ok(vec![]));
+        assert_eq!(
+            go_b64_decode("aGVsbG8gb3BlbmJhbw=="),
+            Ok(b"hello openbao".to_vec())
+        );
+    }
+
+    #[test]
+    fn b64_roundtrip() {
+        for n in 0..70u8 {
+            let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
+            let e = b64_encode(&data);
+            assert_eq!(go_b64_decode(&e).unwrap(), data);
+        }
+        assert_eq!(b64_encode(b"hello openbao"), "aGVsbG8gb3BlbmJhbw==");
+    }
+
+    #[test]
+    fn atoi_like_go() {
+        assert_eq!(go_atoi("1"), Some(1));
+        assert_eq!(go_atoi("+1"), Some(1));
+        assert_eq!(go_atoi("-1"), Some(-1));
+        assert_eq!(go_atoi("01"), Some(1));
+        assert_eq!(go_atoi("-0"), Some(0));
+        assert_eq!(go_atoi(""), None);
+        assert_eq!(go_atoi("+"), None);
+        assert_eq!(go_atoi("1_0"), None);
+        assert_eq!(go_atoi(" 1"), None);
+        assert_eq!(go_atoi("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(go_atoi("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(go_atoi("9223372036854775808"), None);
+        assert_eq!(go_atoi("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn versioned_parsing() {
+        assert_eq!(parse_versioned("garbage"), Err(VersionedError::NoPrefix));
+        assert_eq!(parse_versioned("vault:"), Err(VersionedError::NoPrefix));
+        assert_eq!(
+            parse_versioned("vault:v1"),
+            Err(VersionedError::WrongFields)
+        );
+        assert_eq!(
+            parse_versioned("vault:vx:AAAA"),
+            Err(VersionedError::BadVersion)
+        );
+        assert_eq!(
+            parse_versioned("vault:v:AAAA"),
+            Err(VersionedError::BadVersion)
+        );
+        let v = parse_versioned("vault:v12:AA:AA").unwrap();
+        assert_eq!((v.version, v.body), (12, "AA:AA"));
+        let v = parse_versioned("vault:v1:").unwrap();
+        assert_eq!(v.payload().unwrap(), Vec::<u8>::new());
+        let s = format_versioned(3, b"\x00\x01payload");
+        let v = parse_versioned(&s).unwrap();
+        assert_eq!(
+            (v.version, v.payload().unwrap()),
+            (3, b"\x00\x01payload".to_vec())
+        );
+        assert_eq!(split_nonce(&[0; 3], 12), Err("invalid ciphertext length"));
+        assert_eq!(split_nonce(&[0; 12], 12).unwrap().1.len(), 0);
+    }
+}

@@ -1,0 +1,485 @@
+//! Transit named keys ("policies" in OpenBao's code): the stored document, per-version key
+//! material, and the symmetric crypto done with it.
+//!
+//! Storage: one JSON document per key at `policy/<name>` in the mount's barrier view (so it is
+//! encrypted by the barrier); key bytes are base64 inside it and live in memory only in
+//! [`Zeroizing`] buffers.
+//!
+//! Crypto, chosen to be wire-compatible with OpenBao:
+//! * `aes256-gcm96` / `aes128-gcm96` / `chacha20-poly1305` (aws-lc), 96-bit random nonce,
+//!   payload = `nonce(12) ‖ ciphertext ‖ tag(16)`, `associated_data` as AEAD AAD.
+//! * Derived keys (`derived=true`): the per-request key is
+//!   `HKDF-SHA256(IKM = version key, salt = none, info = context)` truncated to the cipher's key
+//!   length — OpenBao's `hkdf_sha256` KDF, so a context mismatch yields a different key and the
+//!   AEAD tag check fails.
+//! * HMAC: each version has a separate random 32-byte HMAC key (as OpenBao), never the
+//!   encryption key.
+
+use crate::crypto::random_vec;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+use super::ciphertext::{b64_encode, go_b64_decode};
+
+pub const TAG_LEN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "aes256-gcm96")]
+    Aes256Gcm96,
+    #[serde(rename = "aes128-gcm96")]
+    Aes128Gcm96,
+    #[serde(rename = "chacha20-poly1305")]
+    ChaCha20Poly1305,
+}
+
+/// What a `type` value names.
+pub enum TypeLookup {
+    Supported(KeyType),
+    /// A type OpenBao has that Strongroom does not implement (yet).
+    Unsupported,
+    Unknown,
+}
+
+impl KeyType {
+    pub fn lookup(s: &str) -> TypeLookup {
+        match s {
+            "aes256-gcm96" => TypeLookup::Supported(KeyType::Aes256Gcm96),
+            "aes128-gcm96" => TypeLookup::Supported(KeyType::Aes128Gcm96),
+            "chacha20-poly1305" => TypeLookup::Supported(KeyType::ChaCha20Poly1305),
+            "xchacha20-poly1305" | "ecdsa-p256" | "ecdsa-p384" | "ecdsa-p521" | "ed25519"
+            | "rsa-2048" | "rsa-3072" | "rsa-4096" | "hmac" | "external-key" => {
+                TypeLookup::Unsupported
+            }
+            _ => TypeLookup::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Aes256Gcm96 => "aes256-gcm96",
+            KeyType::Aes128Gcm96 => "aes128-gcm96",
+            KeyType::ChaCha20Poly1305 => "chacha20-poly1305",
+        }
+    }
+
+    pub fn key_len(self) -> usize {
+        match self {
+            KeyType::Aes128Gcm96 => 16,
+            KeyType::Aes256Gcm96 | KeyType::ChaCha20Poly1305 => 32,
+        }
+    }
+
+    fn algorithm(self) -> &'static aws_lc_rs::aead::Algorithm {
+        match self {
+            KeyType::Aes256Gcm96 => &aws_lc_rs::aead::AES_256_GCM,
+            KeyType::Aes128Gcm96 => &aws_lc_rs::aead::AES_128_GCM,
+            KeyType::ChaCha20Poly1305 => &aws_lc_rs::aead::CHACHA20_POLY1305,
+        }
+    }
+
+    /// Go's error text for a failed AEAD open (clients see it).
+    pub fn auth_error(self) -> &'static str {
+        match self {
+            KeyType::ChaCha20Poly1305 => "chacha20poly1305: message authentication failed",
+            _ => "cipher: message authentication failed",
+        }
+    }
+}
+
+/// Secret bytes, zeroized on drop, stored as base64 in the (barrier-encrypted) document.
+#[derive(Clone)]
+pub struct Secret(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let enc = Zeroizing::new(b64_encode(&self.0));
+        s.serialize_str(&enc)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        go_b64_decode(&s)
+            .map(|v| Secret(Zeroizing::new(v)))
+            .map_err(|_| serde::de::Error::custom("invalid key encoding"))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub key: Secret,
+    pub hmac_key: Secret,
+    /// Unix seconds (what the API shows in `keys`).
+    pub creation_time: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyPolicy {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+    pub derived: bool,
+    /// Always `hkdf_sha256` for keys created here.
+    pub kdf: String,
+    pub exportable: bool,
+    pub allow_plaintext_backup: bool,
+    pub deletion_allowed: bool,
+    pub min_decryption_version: i64,
+    pub min_encryption_version: i64,
+    pub min_available_version: i64,
+    pub latest_version: i64,
+    /// Seconds; 0 = no automatic rotation.
+    pub auto_rotate_period: u64,
+    pub keys: BTreeMap<i64, KeyEntry>,
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl KeyPolicy {
+    pub fn new(name: &str, key_type: KeyType, derived: bool, auto_rotate_period: u64) -> Self {
+        let mut p = KeyPolicy {
+            name: name.to_string(),
+            key_type,
+            derived,
+            kdf: "hkdf_sha256".into(),
+            exportable: false,
+            allow_plaintext_backup: false,
+            deletion_allowed: false,
+            min_decryption_version: 1,
+            min_encryption_version: 0,
+            min_available_version: 0,
+            latest_version: 0,
+            auto_rotate_period,
+            keys: BTreeMap::new(),
+        };
+        p.rotate();
+        p
+    }
+
+    /// Add a fresh key version and make it the latest.
+    pub fn rotate(&mut self) {
+        let entry = KeyEntry {
+            key: Secret(random_vec(self.key_type.key_len())),
+            hmac_key: Secret(random_vec(32)),
+            creation_time: now_unix(),
+        };
+        self.latest_version += 1;
+        self.keys.insert(self.latest_version, entry);
+        if self.min_decryption_version == 0 {
+            self.min_decryption_version = 1;
+        }
+    }
+
+    /// Drop versions below `min_available_version` for good (trim).
+    pub fn trim(&mut self) {
+        let min = self.min_available_version;
+        self.keys.retain(|v, _| *v >= min);
+    }
+
+    /// A version as OpenBao's in-memory key map holds it: versions below
+    /// `min_decryption_version` are archived and unusable until the minimum is lowered.
+    pub fn entry(&self, ver: i64) -> Option<&KeyEntry> {
+        if ver < self.min_decryption_version {
+            return None;
+        }
+        self.keys.get(&ver)
+    }
+
+    /// Whether automatic rotation is due at `now`.
+    pub fn rotation_due(&self, now: i64) -> bool {
+        if self.auto_rotate_period == 0 {
+            return false;
+        }
+        match self.keys.get(&self.latest_version) {
+            Some(e) => now.saturating_sub(e.creation_time) >= self.auto_rotate_period as i64,
+            None => false,
+        }
+    }
+
+    /// The API's key info (`keys/<name>` read, create, rotate, config, trim).
+    pub fn info(&self) -> serde_json::Value {
+        let mut keys = serde_json::Map::new();
+        for (v, e) in &self.keys {
+            if *v >= self.min_decryption_version {
+                keys.insert(v.to_string(), serde_json::json!(e.creation_time));
+            }
+        }
+        let mut m = serde_json::json!({
+            "allow_plaintext_backup": self.allow_plaintext_backup,
+            "auto_rotate_period": self.auto_rotate_period,
+            "deletion_allowed": self.deletion_allowed,
+            "derived": self.derived,
+            "exportable": self.exportable,
+            "imported_key": false,
+            "keys": keys,
+            "latest_version": self.latest_version,
+            "min_available_version": self.min_available_version,
+            "min_decryption_version": self.min_decryption_version,
+            "min_encryption_version": self.min_encryption_version,
+            "name": self.name,
+            "soft_deleted": false,
+            "supports_decryption": true,
+            "supports_derivation": true,
+            "supports_encryption": true,
+            "supports_signing": false,
+            "type": self.key_type.as_str(),
+        });
+        if self.derived {
+            let o = m.as_object_mut().expect("object");
+            o.insert("kdf".into(), serde_json::json!(self.kdf));
+            o.insert("convergent_encryption".into(), serde_json::json!(false));
+        }
+        m
+    }
+
+    /// The encryption key for `ver` (already validated to exist), derived per context for
+    /// derived keys. Errors are OpenBao's user-facing texts.
+    pub fn enc_key(&self, ver: i64, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+        let n = self.key_type.key_len();
+        if !self.derived {
+            let e = self.entry(ver).ok_or("no such key version")?;
+            return Ok(Zeroizing::new(e.key.0[..n.min(e.key.0.len())].to_vec()));
+        }
+        if ver <= 0 || ver > self.latest_version {
+            return Err("invalid key version".into());
+        }
+        if context.is_empty() {
+            return Err(MISSING_CONTEXT.into());
+        }
+        let e = self.entry(ver).ok_or("no such key version")?;
+        Ok(hkdf_sha256(&e.key.0, context, n))
+    }
+}
+
+pub const MISSING_CONTEXT: &str = "missing 'context' for key derivation; the key was created using a derived key, which means additional, per-request information must be included in order to perform operations with the key";
+
+/// RFC 5869 HKDF-SHA256 with an empty salt (= HashLen zero bytes), `info = context`.
+pub fn hkdf_sha256(ikm: &[u8], info: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    use hmac::{Hmac, Mac};
+    type H = Hmac<sha2::Sha256>;
+    let mut ext = <H as Mac>::new_from_slice(&[0u8; 32]).expect("any key length");
+    ext.update(ikm);
+    let prk = Zeroizing::new(ext.finalize().into_bytes().to_vec());
+    let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
+    let mut t = Zeroizing::new(Vec::<u8>::new());
+    let mut counter = 1u8;
+    while out.len() < len {
+        let mut m = <H as Mac>::new_from_slice(&prk).expect("any key length");
+        m.update(&t);
+        m.update(info);
+        m.update(&[counter]);
+        *t = m.finalize().into_bytes().to_vec();
+        out.extend_from_slice(&t);
+        counter = counter.wrapping_add(1);
+    }
+    out.truncate(len);
+    out
+}
+
+fn aead_key(kt: KeyType, key: &[u8]) -> Result<LessSafeKey, String> {
+    UnboundKey::new(kt.algorithm(), key)
+        .map(LessSafeKey::new)
+        .map_err(|_| "could not derive enc key, length not correct".to_string())
+}
+
+/// Encrypt: `nonce ‖ ciphertext ‖ tag` with a fresh random nonce.
+pub fn seal(kt: KeyType, key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
+    let k = aead_key(kt, key)?;
+    let nonce = crate::crypto::random_bytes::<NONCE_LEN>();
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(&nonce[..]);
+    let mut body = plaintext.to_vec();
+    k.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(*nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| "encryption failed".to_string())?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decrypt a payload produced by [`seal`] (or by OpenBao).
+pub fn open(
+    kt: KeyType,
+    key: &[u8],
+    aad: &[u8],
+    payload: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let (nonce, sealed) =
+        super::ciphertext::split_nonce(payload, NONCE_LEN).map_err(|e| e.to_string())?;
+    let k = aead_key(kt, key)?;
+    if sealed.len() < TAG_LEN {
+        return Err(kt.auth_error().into());
+    }
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    let mut buf = Zeroizing::new(sealed.to_vec());
+    let len = k
+        .open_in_place(
+            Nonce::assume_unique_for_key(n),
+            Aad::from(aad),
+            &mut buf[..],
+        )
+        .map_err(|_| kt.auth_error().to_string())?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Hash functions for `hmac/` and `verify/` (OpenBao's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashAlg {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+    Sha3_256,
+    Sha3_384,
+    Sha3_512,
+}
+
+impl HashAlg {
+    /// `None` for unknown names and for ones Strongroom does not implement
+    /// (`none`, `sha3-224`).
+    pub fn parse(s: &str) -> Option<HashAlg> {
+        Some(match s {
+            "sha1" => HashAlg::Sha1,
+            "sha2-224" => HashAlg::Sha224,
+            "sha2-256" => HashAlg::Sha256,
+            "sha2-384" => HashAlg::Sha384,
+            "sha2-512" => HashAlg::Sha512,
+            "sha3-256" => HashAlg::Sha3_256,
+            "sha3-384" => HashAlg::Sha3_384,
+            "sha3-512" => HashAlg::Sha3_512,
+            _ => return None,
+        })
+    }
+}
+
+/// HMAC(key, data) with the given hash.
+pub fn hmac(alg: HashAlg, key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    fn rc<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = <M as Mac>::new_from_slice(key).expect("any key length");
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+    match alg {
+        HashAlg::Sha224 => rc::<Hmac<sha2::Sha224>>(key, data),
+        HashAlg::Sha256 => rc::<Hmac<sha2::Sha256>>(key, data),
+        HashAlg::Sha384 => rc::<Hmac<sha2::Sha384>>(key, data),
+        HashAlg::Sha512 => rc::<Hmac<sha2::Sha512>>(key, data),
+        HashAlg::Sha1 => {
+            let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+            aws_lc_rs::hmac::sign(&k, data).as_ref().to_vec()
+        }
+        HashAlg::Sha3_256 => hmac_digest(&aws_lc_rs::digest::SHA3_256, key, data),
+        HashAlg::Sha3_384 => hmac_digest(&aws_lc_rs::digest::SHA3_384, key, data),
+        HashAlg::Sha3_512 => hmac_digest(&aws_lc_rs::digest::SHA3_512, key, data),
+    }
+}
+
+/// RFC 2104 HMAC over an aws-lc digest (used for SHA-3, which aws-lc's `hmac` lacks).
+fn hmac_digest(alg: &'static aws_lc_rs::digest::Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::digest;
+    let block = alg.block_len();
+    let mut k = Zeroizing::new(vec![0u8; block]);
+    if key.len() > block {
+        let h = digest::digest(alg, key);
+        k[..h.as_ref().len()].copy_from_slice(h.as_ref());
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut ipad = Zeroizing::new(k.iter().map(|b| b ^ 0x36).collect::<Vec<u8>>());
+    let opad = Zeroizing::new(k.iter().map(|b| b ^ 0x5c).collect::<Vec<u8>>());
+    let mut inner = digest::Context::new(alg);
+    inner.update(&ipad);
+    inner.update(data);
+    let ih = inner.finish();
+    let mut outer = digest::Context::new(alg);
+    outer.update(&opad);
+    outer.update(ih.as_ref());
+    ipad.clear();
+    outer.finish().as_ref().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn hkdf_rfc5869_case3() {
+        // RFC 5869 A.3: zero-length salt and info
+        let ikm = [0x0bu8; 22];
+        let okm = hkdf_sha256(&ikm, &[], 42);
+        assert_eq!(
+            hex(&okm),
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+        );
+    }
+
+    #[test]
+    fn hmac_vectors() {
+        // python3: hmac.new(b"key", b"The quick brown fox jumps over the lazy dog", H).hexdigest()
+        let d = b"The quick brown fox jumps over the lazy dog";
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha256, b"key", d)),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha1, b"key", d)),
+            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        );
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha3_256, b"key", d)),
+            "8c6e0683409427f8931711b10ca92a506eb1fafa48fadd66d76126f47ac2c333"
+        );
+        // key longer than the SHA3-512 block (72 bytes) is hashed first
+        let long = [0xaau8; 100];
+        assert_eq!(hmac(HashAlg::Sha3_512, &long, d).len(), 64);
+    }
+
+    #[test]
+    fn seal_open_all_types() {
+        for kt in [
+            KeyType::Aes256Gcm96,
+            KeyType::Aes128Gcm96,
+            KeyType::ChaCha20Poly1305,
+        ] {
+            let key = random_vec(kt.key_len());
+            let c = seal(kt, &key, b"ad", b"hello").unwrap();
+            assert_eq!(c.len(), 12 + 5 + 16);
+            assert_eq!(&open(kt, &key, b"ad", &c).unwrap()[..], b"hello");
+            assert_eq!(open(kt, &key, b"", &c).unwrap_err(), kt.auth_error());
+            assert_eq!(
+                open(kt, &key, b"ad", &c[..3]).unwrap_err(),
+                "invalid ciphertext length"
+            );
+            assert_eq!(
+                open(kt, &key, b"ad", &c[..20]).unwrap_err(),
+                kt.auth_error()
+            );
+        }
+    }
+}

@@ -1,0 +1,1537 @@
+//! Transit secrets engine: encryption as a service, wire-compatible with OpenBao's `transit`
+//! (paths, parameters, status codes and error texts; see `protocol-notes.md` §8).
+//!
+//! Paths (relative to the mount):
+//! `keys` (list) · `keys/<k>` (read/create/delete) · `keys/<k>/config` · `keys/<k>/rotate` ·
+//! `keys/<k>/trim` · `encrypt/<k>` · `decrypt/<k>` · `rewrap/<k>` ·
+//! `datakey/{plaintext,wrapped}/<k>` · `random[/<source>][/<bytes>]` · `hmac/<k>[/<algo>]` ·
+//! `verify/<k>[/<algo>]` · `export/<type>/<k>[/<ver>]` (always refused: keys are not
+//! exportable).
+//!
+//! Key types: `aes256-gcm96` (default), `aes128-gcm96`, `chacha20-poly1305`. Crypto details and
+//! the storage layout are in [`keys`]; the ciphertext decoder is in [`ciphertext`] (pure, fuzzed).
+//!
+//! Automatic rotation (`auto_rotate_period`) is performed by [`Transit::rotate_due_keys`], which
+//! the core should call periodically (OpenBao checks hourly).
+
+pub mod ciphertext;
+pub mod keys;
+pub mod params;
+
+#[cfg(test)]
+mod tests;
+
+use super::Backend;
+use crate::barrier::View;
+use crate::fields::Data;
+use crate::request::{multierror, ApiError, Operation, Request, Response};
+use ciphertext::{format_versioned, go_b64_decode, parse_versioned};
+use keys::{HashAlg, KeyPolicy, KeyType, TypeLookup};
+use params::{go_type, ignored_warning, Params};
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+const POLICY_PREFIX: &str = "policy/";
+const TOO_OLD: &str = "ciphertext or signature version is disallowed by policy (too old)";
+const RANDOM_MAX_BYTES: i64 = 128 * 1024;
+
+pub struct Transit {
+    view: View,
+    /// Serializes read-modify-write of key documents (create, upsert, rotate, config, trim,
+    /// delete). Encrypt/decrypt only read.
+    write_lock: Mutex<()>,
+}
+
+/// OpenBao's `GenericNameRegex`: `\w(([\w-.]+)?\w)?` (ASCII).
+fn is_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) => {
+            word(f) && word(l) && b.iter().all(|&c| word(c) || c == b'-' || c == b'.')
+        }
+        _ => false,
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg)
+}
+
+fn internal(msg: &str) -> ApiError {
+    ApiError::internal(multierror(msg))
+}
+
+/// An item's decoded plaintext and context.
+type DecodedInput = (Zeroizing<Vec<u8>>, Vec<u8>);
+
+/// A per-item failure; `Internal` ones map to 500 as in OpenBao (`errutil.InternalError`).
+#[derive(Clone, Debug)]
+enum ItemErr {
+    User(String),
+    Internal(String),
+}
+
+impl ItemErr {
+    fn msg(&self) -> &str {
+        match self {
+            ItemErr::User(m) | ItemErr::Internal(m) => m,
+        }
+    }
+    fn into_api(self) -> ApiError {
+        match self {
+            ItemErr::User(m) => bad(m),
+            ItemErr::Internal(m) => internal(&m),
+        }
+    }
+}
+
+/// One element of `batch_input` (or the single request), for encrypt/decrypt/rewrap.
+#[derive(Default)]
+struct Item {
+    plaintext: String,
+    ciphertext: String,
+    context: String,
+    key_version: i64,
+    associated_data: String,
+    reference: String,
+}
+
+/// One string field of a batch item, mapstructure-style (see [`decode_batch`]).
+fn string_field(
+    m: &Map<String, Value>,
+    i: usize,
+    errs: &mut Vec<String>,
+    name: &str,
+    slot: &mut String,
+    nil_ok: bool,
+    required: Option<&str>,
+) {
+    match m.get(name) {
+        Some(Value::String(s)) => *slot = s.clone(),
+        Some(Value::Null) if nil_ok => {}
+        Some(other) => errs.push(format!(
+            "'[{i}].{name}' expected type 'string', got unconvertible type '{}'",
+            go_type(other)
+        )),
+        None => {
+            if let Some(what) = required {
+                errs.push(format!("'[{i}].{name}' missing {what}"));
+            }
+        }
+    }
+}
+
+/// OpenBao's `decodeBatchRequestItems` (encrypt/decrypt): typed fields, required
+/// plaintext/ciphertext. Errors become a 500 `failed to parse batch input: ...`.
+fn decode_batch(
+    raw: &Value,
+    require_plaintext: bool,
+    require_ciphertext: bool,
+) -> Result<Vec<Item>, ApiError> {
+    let fail = |m: String| Err(internal(&format!("failed to parse batch input: {m}")));
+    let arr = match raw {
+        Value::Array(a) => a,
+        other => {
+            let t = match other {
+                Value::String(_) => "string",
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "json.Number",
+                _ => "map[string]interface {}",
+            };
+            return fail(format!("source data must be an array or slice, got {t}"));
+        }
+    };
+    let mut items = Vec::with_capacity(arr.len());
+    let mut errs: Vec<String> = Vec::new();
+    for (i, v) in arr.iter().enumerate() {
+        let Value::Object(m) = v else {
+            return fail(format!("[{i}] expected a map, got '{}'", go_type(v)));
+        };
+        let mut it = Item::default();
+        string_field(m, i, &mut errs, "context", &mut it.context, true, None);
+        string_field(
+            m,
+            i,
+            &mut errs,
+            "ciphertext",
+            &mut it.ciphertext,
+            true,
+            require_ciphertext.then_some("ciphertext to decrypt"),
+        );
+        string_field(
+            m,
+            i,
+            &mut errs,
+            "plaintext",
+            &mut it.plaintext,
+            false,
+            require_plaintext.then_some("plaintext to encrypt"),
+        );
+        match m.get("key_version") {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(k) => it.key_version = k,
+                None => errs.push(format!(
+                    "error decoding json.Number into [{i}].key_version: strconv.ParseInt: parsing \"{n}\": invalid syntax"
+                )),
+            },
+            Some(other) => errs.push(format!(
+                "'[{i}].key_version' expected type 'int', got unconvertible type '{}'",
+                go_type(other)
+            )),
+        }
+        string_field(
+            m,
+            i,
+            &mut errs,
+            "associated_data",
+            &mut it.associated_data,
+            true,
+            None,
+        );
+        string_field(m, i, &mut errs, "reference", &mut it.reference, true, None);
+        items.push(it);
+    }
+    if !errs.is_empty() {
+        return fail(errs.join("\n"));
+    }
+    Ok(items)
+}
+
+/// mapstructure-style lenient decoding (rewrap, hmac, verify): strings, numbers as strings.
+fn decode_batch_loose(raw: &Value) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let fail = |m: String| Err(internal(&format!("failed to parse batch input: {m}")));
+    let Value::Array(arr) = raw else {
+        return fail(format!(
+            "'' source data must be an array or slice, got {}",
+            go_type(raw)
+        ));
+    };
+    let mut out = Vec::with_capacity(arr.len());
+    for (i, v) in arr.iter().enumerate() {
+        let Value::Object(m) = v else {
+            return fail(format!(
+                "'[{i}]' expected a map, got '{}'",
+                match v {
+                    Value::Number(_) => "string",
+                    other => go_type(other),
+                }
+            ));
+        };
+        let mut norm = Map::new();
+        for (k, val) in m {
+            let s = match val {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Null => continue,
+                other => {
+                    return fail(format!(
+                        "'[{i}][{k}]' expected type 'string', got unconvertible type '{}'",
+                        go_type(other)
+                    ))
+                }
+            };
+            norm.insert(k.clone(), Value::String(s));
+        }
+        out.push(norm);
+    }
+    Ok(out)
+}
+
+fn item_str(m: &Map<String, Value>, k: &str) -> Option<String> {
+    m.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Status for a batch with failures (OpenBao's `batchRequestResponse`).
+fn batch_status(
+    resp: Response,
+    p: &Params,
+    successes: bool,
+    user_err: bool,
+    internal_err: bool,
+) -> Result<Response, ApiError> {
+    if !user_err && !internal_err {
+        return Ok(resp);
+    }
+    let mut code: u16 = if user_err { 400 } else { 500 };
+    let mut resp = resp;
+    if successes && p.has("partial_failure_response_code") {
+        let c = p.int("partial_failure_response_code")?.unwrap_or(0);
+        if (1..=599).contains(&c) {
+            code = c as u16;
+        } else {
+            resp = resp.with_warning(format!(
+                "invalid HTTP response code override from partial_failure_response_code, reverting to {code}"
+            ));
+        }
+    }
+    Ok(resp.with_status(code))
+}
+
+fn b64_item(s: &str) -> Result<Zeroizing<Vec<u8>>, ItemErr> {
+    go_b64_decode(s)
+        .map(Zeroizing::new)
+        .map_err(|e| ItemErr::User(e.to_string()))
+}
+
+fn aad(ad: &str) -> Result<Vec<u8>, ItemErr> {
+    if ad.is_empty() {
+        return Ok(vec![]);
+    }
+    go_b64_decode(ad).map_err(|e| {
+        ItemErr::Internal(format!(
+            "unable to get associated_data/additional_data from factory[0]: {e}"
+        ))
+    })
+}
+
+/// `Policy.EncryptWithFactory` for the symmetric types: returns the ciphertext and the
+/// version used. Checks in OpenBao's order.
+fn encrypt_item(
+    p: &KeyPolicy,
+    ver: i64,
+    context: &[u8],
+    plaintext: &[u8],
+    ad: &str,
+) -> Result<(String, i64), ItemErr> {
+    let ver =
+        match ver {
+            0 => p.latest_version,
+            v if v < 0 => {
+                return Err(ItemErr::User(
+                    "requested version for encryption is negative".into(),
+                ))
+            }
+            v if v > p.latest_version => {
+                return Err(ItemErr::User(
+                    "requested version for encryption is higher than the latest key version".into(),
+                ))
+            }
+            v if v < p.min_encryption_version => return Err(ItemErr::User(
+                "requested version for encryption is less than the minimum encryption key version"
+                    .into(),
+            )),
+            v => v,
+        };
+    let key = p.enc_key(ver, context).map_err(ItemErr::User)?;
+    let ad = aad(ad)?;
+    let payload = keys::seal(p.key_type, &key, &ad, plaintext).map_err(ItemErr::Internal)?;
+    Ok((format_versioned(ver, &payload), ver))
+}
+
+/// `Policy.DecryptWithFactory` for the symmetric types.
+fn decrypt_item(
+    p: &KeyPolicy,
+    ct: &str,
+    context: &[u8],
+    ad: &str,
+) -> Result<Zeroizing<Vec<u8>>, ItemErr> {
+    let v = parse_versioned(ct).map_err(|e| ItemErr::User(e.ciphertext_msg().into()))?;
+    let ver = if v.version == 0 { 1 } else { v.version };
+    if ver > p.latest_version {
+        return Err(ItemErr::User(
+            "invalid ciphertext: version is too new".into(),
+        ));
+    }
+    if p.min_decryption_version > 0 && ver < p.min_decryption_version {
+        return Err(ItemErr::User(TOO_OLD.into()));
+    }
+    let payload = v
+        .payload()
+        .map_err(|_| ItemErr::User("invalid ciphertext: could not decode base64".into()))?;
+    let key = p.enc_key(ver, context).map_err(ItemErr::User)?;
+    let ad = aad(ad)?;
+    keys::open(p.key_type, &key, &ad, &payload).map_err(ItemErr::User)
+}
+
+const KEYS_FIELDS: &[&str] = &[
+    "name",
+    "type",
+    "derived",
+    "convergent_encryption",
+    "exportable",
+    "allow_plaintext_backup",
+    "context",
+    "auto_rotate_period",
+    "key_size",
+    "external_key_ref",
+];
+const CONFIG_FIELDS: &[&str] = &[
+    "name",
+    "min_decryption_version",
+    "min_encryption_version",
+    "deletion_allowed",
+    "exportable",
+    "allow_plaintext_backup",
+    "auto_rotate_period",
+];
+const ROTATE_FIELDS: &[&str] = &["name", "external_key_ref"];
+const TRIM_FIELDS: &[&str] = &["name", "min_available_version"];
+const ENCRYPT_FIELDS: &[&str] = &[
+    "name",
+    "plaintext",
+    "context",
+    "type",
+    "convergent_encryption",
+    "key_version",
+    "partial_failure_response_code",
+    "associated_data",
+    "batch_input",
+];
+const DECRYPT_FIELDS: &[&str] = &[
+    "name",
+    "ciphertext",
+    "context",
+    "partial_failure_response_code",
+    "associated_data",
+    "batch_input",
+];
+const REWRAP_FIELDS: &[&str] = &[
+    "name",
+    "ciphertext",
+    "context",
+    "key_version",
+    "batch_input",
+];
+const DATAKEY_FIELDS: &[&str] = &[
+    "name",
+    "plaintext",
+    "context",
+    "bits",
+    "key_version",
+    "associated_data",
+];
+const RANDOM_FIELDS: &[&str] = &["urlbytes", "bytes", "format", "source"];
+const HMAC_FIELDS: &[&str] = &[
+    "name",
+    "input",
+    "algorithm",
+    "urlalgorithm",
+    "key_version",
+    "batch_input",
+];
+const VERIFY_FIELDS: &[&str] = &[
+    "name",
+    "context",
+    "signature",
+    "hmac",
+    "input",
+    "urlalgorithm",
+    "hash_algorithm",
+    "algorithm",
+    "prehashed",
+    "signature_algorithm",
+    "marshaling_algorithm",
+    "salt_length",
+    "batch_input",
+];
+
+fn with_ignored(resp: Response, d: &Data, known: &[&str]) -> Response {
+    match ignored_warning(d, known) {
+        Some(w) => resp.with_warning(w),
+        None => resp,
+    }
+}
+
+fn is_write(op: Operation) -> bool {
+    matches!(op, Operation::Create | Operation::Update)
+}
+
+impl Transit {
+    pub fn new(view: View) -> Self {
+        Self {
+            view,
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    fn load(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
+        Ok(self.view.get_json(&format!("{POLICY_PREFIX}{name}"))?)
+    }
+
+    fn store(&self, p: &KeyPolicy) -> Result<(), ApiError> {
+        Ok(self
+            .view
+            .put_json(&format!("{POLICY_PREFIX}{}", p.name), p)?)
+    }
+
+    /// Rotate every key whose `auto_rotate_period` has elapsed since its latest version was
+    /// created. Returns how many keys were rotated. Meant to be called periodically by the core.
+    pub fn rotate_due_keys(&self) -> Result<usize, ApiError> {
+        let now = keys::now_unix();
+        let mut n = 0;
+        for name in self.view.list(POLICY_PREFIX)? {
+            if name.ends_with('/') {
+                continue;
+            }
+            let Some(p) = self.load(&name)? else { continue };
+            if !p.rotation_due(now) {
+                continue;
+            }
+            let _g = self.write_lock.lock();
+            if let Some(mut p) = self.load(&name)? {
+                if p.rotation_due(now) {
+                    p.rotate();
+                    self.store(&p)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- keys ------------------------------------------------------------------------
+
+    fn list_keys(&self) -> Result<Response, ApiError> {
+        let mut names: Vec<String> = self
+            .view
+            .list(POLICY_PREFIX)?
+            .into_iter()
+            .filter(|n| !n.ends_with('/'))
+            .collect();
+        if names.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        names.sort();
+        Ok(Response::data(json!({ "keys": names })))
+    }
+
+    fn read_key(&self, name: &str) -> Result<Response, ApiError> {
+        match self.load(name)? {
+            Some(p) => Ok(Response::data(p.info())),
+            None => Err(ApiError::not_found()),
+        }
+    }
+
+    fn write_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let p = Params::validated(d);
+        let derived = p.bool_or("derived", false)?;
+        let convergent = p.bool_or("convergent_encryption", false)?;
+        let key_type = p.str_or("type", "aes256-gcm96")?;
+        let key_size = p.int_or("key_size", 0)?;
+        let exportable = p.bool_or("exportable", false)?;
+        let external_key_ref = p.str_or("external_key_ref", "")?;
+        let plaintext_backup = p.bool_or("allow_plaintext_backup", false)?;
+        let auto_rotate = p.duration("auto_rotate_period")?.unwrap_or(0);
+        p.str("context")?;
+
+        if auto_rotate != 0 && auto_rotate < 3600 {
+            return Err(bad(
+                "auto rotate period must be 0 to disable or at least an hour",
+            ));
+        }
+        if !derived && convergent {
+            return Err(bad(
+                "convergent encryption requires derivation to be enabled",
+            ));
+        }
+        let kt = match KeyType::lookup(&key_type) {
+            TypeLookup::Supported(kt) => kt,
+            TypeLookup::Unsupported => {
+                return Err(bad(format!(
+                    "key type {key_type} is not supported by this server; supported types: aes256-gcm96, aes128-gcm96, chacha20-poly1305"
+                )))
+            }
+            TypeLookup::Unknown => return Err(bad(format!("unknown key type {key_type}"))),
+        };
+        if key_size != 0 {
+            return Err(bad(format!(
+                "key_size is not valid for algorithm {}",
+                kt.as_str()
+            )));
+        }
+        if !external_key_ref.is_empty() {
+            return Err(bad(
+                "must provide type=external-key to use external_key_ref",
+            ));
+        }
+        if convergent {
+            return Err(bad("convergent encryption is not supported by this server"));
+        }
+        if exportable {
+            return Err(bad(
+                "exportable keys are not supported by this server: key material never leaves it",
+            ));
+        }
+        if plaintext_backup {
+            return Err(bad(
+                "allow_plaintext_backup is not supported by this server: key material never leaves it",
+            ));
+        }
+
+        let _g = self.write_lock.lock();
+        let policy = match self.load(name)? {
+            Some(existing) => existing,
+            None => {
+                let np = KeyPolicy::new(name, kt, derived, auto_rotate);
+                self.store(&np)?;
+                np
+            }
+        };
+        Ok(with_ignored(Response::data(policy.info()), d, KEYS_FIELDS))
+    }
+
+    fn delete_key(&self, name: &str) -> Result<Response, ApiError> {
+        let _g = self.write_lock.lock();
+        let p = self.load(name)?.ok_or_else(|| {
+            bad(format!(
+                "error deleting policy {name}: could not delete key; not found"
+            ))
+        })?;
+        if !p.deletion_allowed {
+            return Err(bad(format!(
+                "error deleting policy {name}: deletion is not allowed for this key"
+            )));
+        }
+        self.view.delete(&format!("{POLICY_PREFIX}{name}"))?;
+        Ok(Response::no_content())
+    }
+
+    fn config_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let min_dec = prm.int("min_decryption_version")?;
+        let min_enc = prm.int("min_encryption_version")?;
+        let deletion_allowed = prm.bool("deletion_allowed")?;
+        let exportable = prm.bool("exportable")?;
+        let plaintext_backup = prm.bool("allow_plaintext_backup")?;
+        let auto_rotate = prm.duration("auto_rotate_period")?;
+
+        let _g = self.write_lock.lock();
+        let mut p = self
+            .load(name)?
+            .ok_or_else(|| bad(format!("no existing key named {name} could be found")))?;
+        let mut warning = None;
+        let mut persist = false;
+
+        if let Some(mut v) = min_dec {
+            if v < 0 {
+                return Err(bad("min decryption version cannot be negative"));
+            }
+            if v == 0 {
+                v = 1;
+                warning = Some("since Vault 0.3 (prior to the OpenBao fork), transit key numbering starts at 1; forcing minimum to 1");
+            }
+            if v != p.min_decryption_version {
+                if v > p.latest_version {
+                    return Err(bad(format!(
+                        "cannot set min decryption version of {v}, latest key version is {}",
+                        p.latest_version
+                    )));
+                }
+                p.min_decryption_version = v;
+                persist = true;
+            }
+        }
+        if let Some(v) = min_enc {
+            if v < 0 {
+                return Err(bad("min encryption version cannot be negative"));
+            }
+            if v != p.min_encryption_version {
+                if v > p.latest_version {
+                    return Err(bad(format!(
+                        "cannot set min encryption version of {v}, latest key version is {}",
+                        p.latest_version
+                    )));
+                }
+                p.min_encryption_version = v;
+                persist = true;
+            }
+        }
+        if p.min_encryption_version > 0 && p.min_encryption_version < p.min_decryption_version {
+            return Err(bad(format!(
+                "cannot set min encryption/decryption values; min encryption version of {} must be greater than or equal to min decryption version of {}",
+                p.min_encryption_version, p.min_decryption_version
+            )));
+        }
+        if let Some(v) = deletion_allowed {
+            if v != p.deletion_allowed {
+                p.deletion_allowed = v;
+                persist = true;
+            }
+        }
+        if exportable == Some(true) {
+            return Err(bad(
+                "exportable keys are not supported by this server: key material never leaves it",
+            ));
+        }
+        if plaintext_backup == Some(true) {
+            return Err(bad(
+                "allow_plaintext_backup is not supported by this server: key material never leaves it",
+            ));
+        }
+        if let Some(secs) = auto_rotate {
+            if secs != 0 && secs < 3600 {
+                return Err(bad(
+                    "auto rotate period must be 0 to disable or at least an hour",
+                ));
+            }
+            if secs != p.auto_rotate_period {
+                p.auto_rotate_period = secs;
+                persist = true;
+            }
+        }
+        if persist {
+            if p.min_available_version > p.min_encryption_version {
+                return Err(bad(
+                    "min encryption version should not be less than min available version",
+                ));
+            }
+            if p.min_available_version > p.min_decryption_version {
+                return Err(bad(
+                    "min decryption version should not be less then min available version",
+                ));
+            }
+            self.store(&p)?;
+        }
+        let mut resp = Response::data(p.info());
+        if let Some(w) = warning {
+            resp = resp.with_warning(w);
+        }
+        Ok(with_ignored(resp, d, CONFIG_FIELDS))
+    }
+
+    fn rotate_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let ext = prm.str_or("external_key_ref", "")?;
+        let _g = self.write_lock.lock();
+        let mut p = self.load(name)?.ok_or_else(|| bad("key not found"))?;
+        if !ext.is_empty() {
+            return Err(bad(format!(
+                "cannot use external_key_ref on key of type {}",
+                p.key_type.as_str()
+            )));
+        }
+        p.rotate();
+        self.store(&p)?;
+        Ok(with_ignored(Response::data(p.info()), d, ROTATE_FIELDS))
+    }
+
+    fn trim_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let min_avail = prm.int("min_available_version")?;
+        let _g = self.write_lock.lock();
+        let mut p = self.load(name)?.ok_or_else(|| bad("invalid key name"))?;
+        let Some(v) = min_avail else {
+            return Err(bad("missing min_available_version"));
+        };
+        let msg = if v < p.min_available_version {
+            Some("minimum available version cannot be decremented")
+        } else if p.min_encryption_version == 0 {
+            Some("minimum available version cannot be set when minimum encryption version is not set")
+        } else if p.min_decryption_version == 0 {
+            Some("minimum available version cannot be set when minimum decryption version is not set")
+        } else if v > p.min_encryption_version {
+            Some("minimum available version cannot be greater than minmum encryption version")
+        } else if v > p.min_decryption_version {
+            Some("minimum available version cannot be greater than minimum decryption version")
+        } else if v < 0 {
+            Some("minimum available version cannot be negative")
+        } else if v == 0 {
+            Some("minimum available version should be positive")
+        } else {
+            None
+        };
+        if let Some(m) = msg {
+            return Err(bad(m));
+        }
+        p.min_available_version = v;
+        p.trim();
+        self.store(&p)?;
+        Ok(with_ignored(Response::data(p.info()), d, TRIM_FIELDS))
+    }
+
+    // ---- encrypt / decrypt / rewrap ----------------------------------------------------
+
+    fn encrypt(&self, name: &str, req: &Request) -> Result<Response, ApiError> {
+        let d = &req.data;
+        let prm = Params::lazy(d);
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let mut items = match batch_raw {
+            Some(raw) => {
+                let items = decode_batch(raw, true, false)?;
+                if items.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                items
+            }
+            None => {
+                let Some(plaintext) = prm.str("plaintext")? else {
+                    return Err(bad("missing plaintext to encrypt"));
+                };
+                vec![Item {
+                    plaintext,
+                    context: prm.str_or("context", "")?,
+                    key_version: prm.int_or("key_version", 0)?,
+                    associated_data: prm.str_or("associated_data", "")?,
+                    ..Item::default()
+                }]
+            }
+        };
+        let context_set = !items[0].context.is_empty();
+
+        // Pre-pass: input decoding (before the key is looked up or created).
+        let mut decoded: Vec<Result<DecodedInput, ItemErr>> = Vec::with_capacity(items.len());
+        for it in &items {
+            if it.context.is_empty() == context_set {
+                return Err(bad(
+                    "context should be set either in all the request blocks or in none",
+                ));
+            }
+            let r = b64_item(&it.plaintext).and_then(|pt| {
+                let ctx = if it.context.is_empty() {
+                    vec![]
+                } else {
+                    go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))?
+                };
+                Ok((pt, ctx))
+            });
+            decoded.push(r);
+        }
+
+        // Look up the key; create it on first use (upsert), derived iff a context was given.
+        let mut warning = None;
+        let policy = match self.load(name)? {
+            Some(p) => {
+                if req.op == Operation::Create {
+                    warning = Some("Attempted creation of the key during the encrypt operation, but it was created beforehand");
+                }
+                p
+            }
+            None => {
+                let convergent = Params::lazy(d).bool_or("convergent_encryption", false)?;
+                if convergent && !context_set {
+                    return Err(bad("convergent encryption requires derivation to be enabled, so context is required"));
+                }
+                if convergent {
+                    return Err(bad("convergent encryption is not supported by this server"));
+                }
+                let key_type = prm.str_or("type", "aes256-gcm96")?;
+                let kt = match KeyType::lookup(&key_type) {
+                    TypeLookup::Supported(kt) => kt,
+                    _ if key_type.starts_with("ecdsa-p")
+                        && matches!(
+                            key_type.as_str(),
+                            "ecdsa-p256" | "ecdsa-p384" | "ecdsa-p521"
+                        ) =>
+                    {
+                        return Err(bad(format!(
+                            "key type {key_type} not supported for this operation"
+                        )))
+                    }
+                    TypeLookup::Unsupported if key_type == "xchacha20-poly1305" => {
+                        return Err(bad(format!(
+                            "key type {key_type} is not supported by this server"
+                        )))
+                    }
+                    _ => return Err(bad(format!("unknown key type {key_type}"))),
+                };
+                let _g = self.write_lock.lock();
+                match self.load(name)? {
+                    Some(p) => p,
+                    None => {
+                        let np = KeyPolicy::new(name, kt, context_set, 0);
+                        self.store(&np)?;
+                        np
+                    }
+                }
+            }
+        };
+
+        let mut results: Vec<Result<(String, i64), ItemErr>> = Vec::with_capacity(items.len());
+        let (mut successes, mut user_err, mut internal_err) = (false, false, false);
+        for (it, dec) in items.iter().zip(decoded) {
+            let r = dec.and_then(|(pt, ctx)| {
+                encrypt_item(&policy, it.key_version, &ctx, &pt, &it.associated_data)
+            });
+            match &r {
+                Ok(_) => successes = true,
+                Err(ItemErr::User(_)) => user_err = true,
+                Err(ItemErr::Internal(_)) => internal_err = true,
+            }
+            results.push(r);
+        }
+
+        let mut resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(items.iter_mut())
+                .map(|(r, it)| {
+                    let mut m = Map::new();
+                    match r {
+                        Ok((ct, v)) => {
+                            m.insert("ciphertext".into(), json!(ct));
+                            m.insert("key_version".into(), json!(v));
+                        }
+                        Err(e) => {
+                            m.insert("error".into(), json!(e.msg()));
+                        }
+                    }
+                    m.insert("reference".into(), json!(std::mem::take(&mut it.reference)));
+                    Value::Object(m)
+                })
+                .collect();
+            Response::data(json!({ "batch_results": out }))
+        } else {
+            let (ct, v) = results
+                .pop()
+                .expect("one item")
+                .map_err(ItemErr::into_api)?;
+            Response::data(json!({ "ciphertext": ct, "key_version": v }))
+        };
+        if let Some(w) = warning {
+            resp = resp.with_warning(w);
+        }
+        let resp = with_ignored(resp, d, ENCRYPT_FIELDS);
+        batch_status(resp, &prm, successes, user_err, internal_err)
+    }
+
+    fn decrypt(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let mut items = match batch_raw {
+            Some(raw) => {
+                let items = decode_batch(raw, false, true)?;
+                if items.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                items
+            }
+            None => {
+                let ciphertext = prm.str_or("ciphertext", "")?;
+                let context = prm.str_or("context", "")?;
+                let associated_data = prm.str_or("associated_data", "")?;
+                if ciphertext.is_empty() {
+                    return Err(bad("missing ciphertext to decrypt"));
+                }
+                vec![Item {
+                    ciphertext,
+                    context,
+                    associated_data,
+                    ..Item::default()
+                }]
+            }
+        };
+        let context_set = !items[0].context.is_empty();
+        let mut ctxs: Vec<Result<Vec<u8>, ItemErr>> = Vec::with_capacity(items.len());
+        for it in &items {
+            if it.context.is_empty() == context_set {
+                return Err(bad(
+                    "context should be set either in all the request blocks or in none",
+                ));
+            }
+            if it.ciphertext.is_empty() {
+                ctxs.push(Err(ItemErr::User("missing ciphertext to decrypt".into())));
+                continue;
+            }
+            ctxs.push(if it.context.is_empty() {
+                Ok(vec![])
+            } else {
+                go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))
+            });
+        }
+        let policy = self
+            .load(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+
+        let (mut successes, mut user_err, mut internal_err) = (false, false, false);
+        let mut results = Vec::with_capacity(items.len());
+        for (it, ctx) in items.iter().zip(ctxs) {
+            let r =
+                ctx.and_then(|c| decrypt_item(&policy, &it.ciphertext, &c, &it.associated_data));
+            match &r {
+                Ok(_) => successes = true,
+                Err(ItemErr::User(_)) => user_err = true,
+                Err(ItemErr::Internal(_)) => internal_err = true,
+            }
+            results.push(r);
+        }
+        let resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(items.iter_mut())
+                .map(|(r, it)| {
+                    let mut m = Map::new();
+                    match r {
+                        Ok(pt) => {
+                            m.insert("plaintext".into(), json!(ciphertext::b64_encode(&pt)));
+                        }
+                        Err(e) => {
+                            m.insert("plaintext".into(), json!(""));
+                            m.insert("error".into(), json!(e.msg()));
+                        }
+                    }
+                    m.insert("reference".into(), json!(std::mem::take(&mut it.reference)));
+                    Value::Object(m)
+                })
+                .collect();
+            Response::data(json!({ "batch_results": out }))
+        } else {
+            let pt = results
+                .pop()
+                .expect("one item")
+                .map_err(ItemErr::into_api)?;
+            Response::data(json!({ "plaintext": ciphertext::b64_encode(&pt) }))
+        };
+        let resp = with_ignored(resp, d, DECRYPT_FIELDS);
+        batch_status(resp, &prm, successes, user_err, internal_err)
+    }
+
+    fn rewrap(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let mut items: Vec<Item> = match batch_raw {
+            Some(raw) => {
+                let raw_items = decode_batch_loose(raw)?;
+                if raw_items.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                let mut out = Vec::with_capacity(raw_items.len());
+                for (i, m) in raw_items.iter().enumerate() {
+                    let key_version = match item_str(m, "key_version") {
+                        None => 0,
+                        Some(s) => s.parse::<i64>().map_err(|_| {
+                            internal(&format!(
+                                "failed to parse batch input: 1 error(s) decoding:\n\n* cannot parse '[{i}].key_version' as int: strconv.ParseInt: parsing \"{s}\": invalid syntax"
+                            ))
+                        })?,
+                    };
+                    out.push(Item {
+                        ciphertext: item_str(m, "ciphertext").unwrap_or_default(),
+                        context: item_str(m, "context").unwrap_or_default(),
+                        reference: item_str(m, "reference").unwrap_or_default(),
+                        key_version,
+                        ..Item::default()
+                    });
+                }
+                out
+            }
+            None => {
+                let ciphertext = prm.str_or("ciphertext", "")?;
+                let context = prm.str_or("context", "")?;
+                let key_version = prm.int_or("key_version", 0)?;
+                if ciphertext.is_empty() {
+                    return Err(bad("missing ciphertext to decrypt"));
+                }
+                vec![Item {
+                    ciphertext,
+                    context,
+                    key_version,
+                    ..Item::default()
+                }]
+            }
+        };
+        let context_set = !items[0].context.is_empty();
+        let mut ctxs: Vec<Result<Vec<u8>, ItemErr>> = Vec::with_capacity(items.len());
+        for it in &items {
+            if it.context.is_empty() == context_set {
+                return Err(bad(
+                    "context should be set either in all the request blocks or in none",
+                ));
+            }
+            if it.ciphertext.is_empty() {
+                ctxs.push(Err(ItemErr::User("missing ciphertext to decrypt".into())));
+                continue;
+            }
+            ctxs.push(if it.context.is_empty() {
+                Ok(vec![])
+            } else {
+                go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))
+            });
+        }
+        let policy = self
+            .load(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+        let mut results = Vec::with_capacity(items.len());
+        for (it, ctx) in items.iter().zip(ctxs) {
+            let r = ctx.and_then(|c| {
+                let pt = decrypt_item(&policy, &it.ciphertext, &c, "")?;
+                encrypt_item(&policy, it.key_version, &c, &pt, "")
+            });
+            if let Err(ItemErr::Internal(m)) = &r {
+                return Err(internal(m));
+            }
+            results.push(r);
+        }
+        let resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(items.iter_mut())
+                .map(|(r, it)| {
+                    let mut m = Map::new();
+                    match r {
+                        Ok((ct, v)) => {
+                            m.insert("ciphertext".into(), json!(ct));
+                            m.insert("key_version".into(), json!(v));
+                        }
+                        Err(e) => {
+                            m.insert("error".into(), json!(e.msg()));
+                        }
+                    }
+                    m.insert("reference".into(), json!(std::mem::take(&mut it.reference)));
+                    Value::Object(m)
+                })
+                .collect();
+            Response::data(json!({ "batch_results": out }))
+        } else {
+            let (ct, v) = results
+                .pop()
+                .expect("one item")
+                .map_err(ItemErr::into_api)?;
+            Response::data(json!({ "ciphertext": ct, "key_version": v }))
+        };
+        Ok(with_ignored(resp, d, REWRAP_FIELDS))
+    }
+
+    // ---- datakey / random / hmac / verify ----------------------------------------------
+
+    fn datakey(&self, kind: &str, name: &str, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let ver = prm.int_or("key_version", 0)?;
+        let bits = prm.int_or("bits", 256)?;
+        let context_raw = prm.str_or("context", "")?;
+        let ad = prm.str_or("associated_data", "")?;
+        let with_plaintext = match kind {
+            "plaintext" => true,
+            "wrapped" => false,
+            _ => return Err(bad("Invalid path, must be 'plaintext' or 'wrapped'")),
+        };
+        let context = if context_raw.is_empty() {
+            vec![]
+        } else {
+            go_b64_decode(&context_raw).map_err(|_| bad("failed to base64-decode context"))?
+        };
+        let policy = self
+            .load(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+        let len = match bits {
+            512 => 64,
+            256 => 32,
+            128 => 16,
+            _ => return Err(bad("invalid bit length")),
+        };
+        let new_key = crate::crypto::random_vec(len);
+        let (ct, v) =
+            encrypt_item(&policy, ver, &context, &new_key, &ad).map_err(ItemErr::into_api)?;
+        let mut data = json!({ "ciphertext": ct, "key_version": v });
+        if with_plaintext {
+            let pt = Zeroizing::new(ciphertext::b64_encode(&new_key));
+            data["plaintext"] = json!(pt.as_str());
+        }
+        Ok(with_ignored(Response::data(data), d, DATAKEY_FIELDS))
+    }
+
+    fn random(&self, rest: Option<&str>, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let body_bytes = prm.int_or("bytes", 32)?;
+        let format = prm.str_or("format", "base64")?;
+        // `random(/<source>)?(/<urlbytes>.+)?` where <source> is a generic name.
+        let (src, url): (&str, &str) = match rest {
+            None => ("", ""),
+            Some(r) => {
+                let (first, tail) = match r.split_once('/') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (r, None),
+                };
+                if is_name(first) {
+                    (first, tail.unwrap_or(""))
+                } else {
+                    ("", r)
+                }
+            }
+        };
+        let atoi = |s: &str| -> Result<i64, ApiError> {
+            s.parse::<i64>().map_err(|e| {
+                let why = if matches!(
+                    e.kind(),
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                ) {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
+                bad(format!(
+                    "error parsing url-set byte count: strconv.Atoi: parsing {s:?}: {why}"
+                ))
+            })
+        };
+        let valid_source = |s: &str| matches!(s, "" | "platform" | "seal" | "all");
+        let (source, bytes) = if src.is_empty() {
+            ("platform", body_bytes)
+        } else if url.is_empty() && valid_source(src) {
+            (src, body_bytes)
+        } else if url.is_empty() {
+            ("platform", atoi(src)?)
+        } else {
+            (src, atoi(url)?)
+        };
+        if bytes < 1 {
+            return Err(bad("'bytes' cannot be less than 1"));
+        }
+        if bytes > RANDOM_MAX_BYTES {
+            return Err(bad(format!(
+                "'bytes' should be less than {RANDOM_MAX_BYTES}"
+            )));
+        }
+        if format != "hex" && format != "base64" {
+            return Err(bad(format!(
+                "unsupported encoding format {format:?}; must be \"hex\" or \"base64\""
+            )));
+        }
+        let warning = match source {
+            "" | "platform" | "all" => None,
+            "seal" => Some("no seal/entropy augmentation available, using platform entropy source"),
+            other => {
+                return Err(bad(format!(
+                    "unsupported entropy source {other:?}; must be \"platform\" or \"seal\", or \"all\""
+                )))
+            }
+        };
+        let buf = crate::crypto::random_vec(bytes as usize);
+        let out = if format == "hex" {
+            hex::encode(&buf[..])
+        } else {
+            ciphertext::b64_encode(&buf)
+        };
+        let mut resp = Response::data(json!({ "random_bytes": out }));
+        if let Some(w) = warning {
+            resp = resp.with_warning(w);
+        }
+        Ok(with_ignored(resp, d, RANDOM_FIELDS))
+    }
+
+    /// OpenBao's `Policy.HMACKey`.
+    fn hmac_key(p: &KeyPolicy, ver: i64) -> Result<&[u8], String> {
+        if ver < 0 {
+            return Err("key version does not exist (cannot be negative)".into());
+        }
+        if ver > p.latest_version {
+            return Err(format!(
+                "key version does not exist; latest key version is {}",
+                p.latest_version
+            ));
+        }
+        p.entry(ver)
+            .map(|e| &e.hmac_key.0[..])
+            .ok_or_else(|| "no such key version".to_string())
+    }
+
+    fn hmac(&self, name: &str, url_alg: Option<&str>, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let ver = prm.int_or("key_version", 0)?;
+        let alg_name = match url_alg {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => prm.str_or("algorithm", "sha2-256")?,
+        };
+        let policy = self
+            .load(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+        let ver = if ver == 0 {
+            policy.latest_version
+        } else if ver != policy.latest_version
+            && policy.min_encryption_version > 0
+            && ver < policy.min_encryption_version
+        {
+            return Err(bad(
+                "cannot generate HMAC: version is too old (disallowed by policy)",
+            ));
+        } else {
+            ver
+        };
+        let key = Zeroizing::new(Self::hmac_key(&policy, ver).map_err(bad)?.to_vec());
+        let Some(alg) = HashAlg::parse(&alg_name) else {
+            return Err(bad(if alg_name == "sha3-224" {
+                "unsupported algorithm \"sha3-224\" on this server".to_string()
+            } else {
+                "unsupported algorithm '\\x00'".to_string()
+            }));
+        };
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let inputs: Vec<Map<String, Value>> = match batch_raw {
+            Some(raw) => {
+                let v = decode_batch_loose(raw)?;
+                if v.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                v
+            }
+            None => {
+                let Some(input) = prm.str("input")? else {
+                    return Err(bad("missing input for HMAC"));
+                };
+                let mut m = Map::new();
+                m.insert("input".into(), json!(input));
+                vec![m]
+            }
+        };
+        let mut results: Vec<Result<String, String>> = Vec::with_capacity(inputs.len());
+        for m in &inputs {
+            let r = match item_str(m, "input") {
+                None => Err("missing input for HMAC".to_string()),
+                Some(s) => match go_b64_decode(&s) {
+                    Err(e) => Err(format!("unable to decode input as base64: {e}")),
+                    Ok(input) => Ok(format_versioned(ver, &keys::hmac(alg, &key, &input))),
+                },
+            };
+            results.push(r);
+        }
+        let resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(&inputs)
+                .map(|(r, m)| {
+                    let mut o = Map::new();
+                    match r {
+                        Ok(h) => o.insert("hmac".into(), json!(h)),
+                        Err(e) => o.insert("error".into(), json!(e)),
+                    };
+                    o.insert(
+                        "reference".into(),
+                        json!(item_str(m, "reference").unwrap_or_default()),
+                    );
+                    Value::Object(o)
+                })
+                .collect();
+            Response::data(json!({ "batch_results": out }))
+        } else {
+            let h = results.pop().expect("one item").map_err(bad)?;
+            Response::data(json!({ "hmac": h }))
+        };
+        Ok(with_ignored(resp, d, HMAC_FIELDS))
+    }
+
+    fn verify(&self, name: &str, url_alg: Option<&str>, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let items: Vec<Map<String, Value>> = match batch_raw {
+            Some(raw) => {
+                let v = decode_batch_loose(raw)?;
+                if v.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                v
+            }
+            None => {
+                let mut m = Map::new();
+                m.insert("input".into(), json!(prm.str_or("input", "")?));
+                if let Some(s) = prm.str("signature")? {
+                    m.insert("signature".into(), json!(s));
+                }
+                if let Some(h) = prm.str("hmac")? {
+                    m.insert("hmac".into(), json!(h));
+                }
+                m.insert("context".into(), json!(prm.str_or("context", "")?));
+                vec![m]
+            }
+        };
+        let (mut sig_found, mut hmac_found, mut missing) = (false, false, false);
+        for m in &items {
+            if m.contains_key("signature") {
+                sig_found = true;
+            } else if m.contains_key("hmac") {
+                hmac_found = true;
+            } else {
+                missing = true;
+            }
+        }
+        let single = batch_raw.is_none();
+        let err = if single && sig_found && hmac_found {
+            Some("provide one of 'signature' or 'hmac'")
+        } else if single && !sig_found && !hmac_found {
+            Some("neither a 'signature' nor an 'hmac' were given to verify")
+        } else if sig_found && hmac_found {
+            Some("elements of batch_input must all provide 'signature' or all provide 'hmac'")
+        } else if missing && sig_found {
+            Some("some elements of batch_input are missing 'signature'")
+        } else if missing && hmac_found {
+            Some("some elements of batch_input are missing 'hmac'")
+        } else if missing {
+            Some("no batch_input elements have 'signature' or 'hmac'")
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            return Err(bad(e));
+        }
+        let alg_name = match url_alg {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => match prm.str_or("hash_algorithm", "")? {
+                s if !s.is_empty() => s,
+                _ => match prm.str_or("algorithm", "")? {
+                    s if !s.is_empty() => s,
+                    _ => "sha2-256".to_string(),
+                },
+            },
+        };
+        if !hmac_found {
+            // signatures: no signing key types exist here
+            if HashAlg::parse(&alg_name).is_none() && alg_name != "none" {
+                return Err(bad(format!("invalid hash algorithm {alg_name:?}")));
+            }
+            let p = self
+                .load(name)?
+                .ok_or_else(|| bad("signature verification key not found"))?;
+            return Err(bad(format!(
+                "key type {} does not support verification",
+                p.key_type.as_str()
+            )));
+        }
+        let policy = self
+            .load(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+        let Some(alg) = HashAlg::parse(&alg_name) else {
+            return Err(bad(format!("invalid hash algorithm {alg_name:?}")));
+        };
+        let mut results: Vec<Result<bool, String>> = Vec::with_capacity(items.len());
+        for m in &items {
+            results.push((|| {
+                let input = item_str(m, "input").ok_or("missing input")?;
+                let input = go_b64_decode(&input)
+                    .map_err(|e| format!("unable to decode input as base64: {e}"))?;
+                let mac = item_str(m, "hmac").ok_or("missing hmac")?;
+                let v = parse_versioned(&mac).map_err(|e| e.hmac_msg().to_string())?;
+                let given = v
+                    .payload()
+                    .map_err(|e| format!("unable to decode verification HMAC as base64: {e}"))?;
+                if v.version > policy.latest_version {
+                    return Err("invalid HMAC: version is too new".to_string());
+                }
+                if policy.min_decryption_version > 0 && v.version < policy.min_decryption_version {
+                    return Err(
+                        "cannot verify HMAC: version is too old (disallowed by policy)".to_string(),
+                    );
+                }
+                let key = Self::hmac_key(&policy, v.version)?;
+                Ok(crate::crypto::ct_eq(&keys::hmac(alg, key, &input), &given))
+            })());
+        }
+        let resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(&items)
+                .map(|(r, m)| {
+                    let mut o = Map::new();
+                    match r {
+                        Ok(true) => {
+                            o.insert("valid".into(), json!(true));
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            o.insert("error".into(), json!(e));
+                        }
+                    }
+                    o.insert(
+                        "reference".into(),
+                        json!(item_str(m, "reference").unwrap_or_default()),
+                    );
+                    Value::Object(o)
+                })
+                .collect();
+            Response::data(json!({ "batch_results": out }))
+        } else {
+            let valid = results.pop().expect("one item").map_err(bad)?;
+            Response::data(json!({ "valid": valid }))
+        };
+        Ok(with_ignored(resp, d, VERIFY_FIELDS))
+    }
+
+    fn export(&self, name: &str) -> Result<Response, ApiError> {
+        match self.load(name)? {
+            None => Err(ApiError::not_found()),
+            Some(_) => Err(bad("private key material is not exportable")),
+        }
+    }
+}
+
+impl Backend for Transit {
+    fn handle(&self, req: &Request) -> Result<Response, ApiError> {
+        let rel = req.rel.as_str();
+        let op = req.op;
+        let d = &req.data;
+        let parts: Vec<&str> = rel.split('/').collect();
+        let unsupported_op = || Err(ApiError::unsupported_operation());
+        match parts.as_slice() {
+            ["keys"] | ["keys", ""] => match op {
+                Operation::List => self.list_keys(),
+                _ => unsupported_op(),
+            },
+            ["keys", name] if is_name(name) => match op {
+                Operation::Read => self.read_key(name),
+                Operation::Create | Operation::Update => self.write_key(name, d),
+                Operation::Delete => self.delete_key(name),
+                _ => unsupported_op(),
+            },
+            ["keys", name, action] if is_name(name) => {
+                if !matches!(*action, "config" | "rotate" | "trim") {
+                    return Err(ApiError::unsupported_path());
+                }
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                match *action {
+                    "config" => self.config_key(name, d),
+                    "rotate" => self.rotate_key(name, d),
+                    _ => self.trim_key(name, d),
+                }
+            }
+            [verb @ ("encrypt" | "decrypt" | "rewrap"), name] if is_name(name) => {
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                match *verb {
+                    "encrypt" => self.encrypt(name, req),
+                    "decrypt" => self.decrypt(name, d),
+                    _ => self.rewrap(name, d),
+                }
+            }
+            ["datakey", kind, name] if is_name(kind) && is_name(name) => {
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                self.datakey(kind, name, d)
+            }
+            ["random", ..] => {
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                let rest = rel.strip_prefix("random/").filter(|r| !r.is_empty());
+                if rel != "random" && rest.is_none() {
+                    return Err(ApiError::unsupported_path());
+                }
+                self.random(rest, d)
+            }
+            [verb @ ("hmac" | "verify"), name, ..] if is_name(name) => {
+                let prefix_len = verb.len() + 1 + name.len();
+                let alg = rel.get(prefix_len..).and_then(|r| r.strip_prefix('/'));
+                if rel.len() > prefix_len && alg.is_none_or(str::is_empty) {
+                    return Err(ApiError::unsupported_path());
+                }
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                if *verb == "hmac" {
+                    self.hmac(name, alg, d)
+                } else {
+                    self.verify(name, alg, d)
+                }
+            }
+            ["export", kind, name] | ["export", kind, name, _]
+                if is_name(kind) && is_name(name) =>
+            {
+                if op != Operation::Read {
+                    return unsupported_op();
+                }
+                self.export(name)
+            }
+            _ => Err(ApiError::unsupported_path()),
+        }
+    }
+
+    fn exists(&self, req: &Request) -> Result<Option<bool>, ApiError> {
+        match req.rel.split_once('/') {
+            Some(("encrypt", name)) if is_name(name) => Ok(Some(self.load(name)?.is_some())),
+            _ => Ok(None),
+        }
+    }
+}
