@@ -89,7 +89,7 @@ impl Error {
             })
             .unwrap_or_default();
         let response = body
-            .and_then(Secret::from_value)
+            .and_then(Secret::from_envelope)
             .filter(|s| s.data.is_some() || !s.warnings().is_empty())
             .map(Box::new);
         let api = ApiError {
@@ -204,6 +204,12 @@ mod tests {
         assert!(a.response.is_some());
         assert!(!format!("{e:?}").contains("hunter2"));
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn plain_error_body_is_not_a_response() {
+        let e = Error::from_status("GET", URL, 404, Some(json!({"errors": []})));
+        assert!(matches!(e, Error::NotFound(ref a) if a.response.is_none()));
     }
 
     #[test]

@@ -35,8 +35,7 @@ impl Secret {
     /// shows them.
     pub fn from_value(v: Value) -> Option<Secret> {
         let Value::Object(map) = v else { return None };
-        const ENVELOPE: [&str; 5] = ["request_id", "data", "auth", "lease_id", "wrap_info"];
-        if ENVELOPE.iter().any(|k| map.contains_key(*k)) {
+        if Self::is_envelope(&map) {
             serde_json::from_value(Value::Object(map)).ok()
         } else {
             Some(Secret {
@@ -44,6 +43,29 @@ impl Secret {
                 ..Default::default()
             })
         }
+    }
+
+    /// Parses a body only if it is a response envelope (used for error answers, whose
+    /// `{"errors":[...]}` must not become data).
+    pub fn from_envelope(v: Value) -> Option<Secret> {
+        match v {
+            Value::Object(map) if Self::is_envelope(&map) => {
+                serde_json::from_value(Value::Object(map)).ok()
+            }
+            _ => None,
+        }
+    }
+
+    fn is_envelope(map: &Map<String, Value>) -> bool {
+        const ENVELOPE: [&str; 6] = [
+            "request_id",
+            "data",
+            "auth",
+            "lease_id",
+            "wrap_info",
+            "warnings",
+        ];
+        ENVELOPE.iter().any(|k| map.contains_key(*k))
     }
 
     /// `data[key]` as a string.
