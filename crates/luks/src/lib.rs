@@ -1,1 +1,37 @@
-#![forbid(unsafe_code)]
+//! Pure-Rust LUKS2 engine, byte-compatible with cryptsetup (2.6+) in both directions.
+//!
+//! Layers, bottom up:
+//! - [`device`]: the [`BlockDevice`] trait (files, raw block devices; Ceph RBD later).
+//! - [`header`]: binary header + JSON area of both copies, checksums, copy selection and repair
+//!   ([`header::binary`], [`header::json`]), and [`validate`]: every JSON rule cryptsetup enforces.
+//! - [`kdf`], [`af`], [`digest`], [`cipher`] / [`xts`]: the crypto pieces of a keyslot.
+//! - [`keyslot`]: unlock / create keyslot material; [`update`]: crash-safe header writes.
+//! - [`volume`]: the high-level API (format, unlock, add/remove/change keys);
+//!   [`crypt`]: an encrypted block device reading and writing plaintext at byte offsets.
+//!
+//! `unsafe` is denied everywhere except the one FFI module [`xts::awslc`], whose invariants are
+//! written at its top.
+#![deny(unsafe_code)]
+
+pub mod af;
+pub mod cipher;
+pub mod crypt;
+pub mod device;
+pub mod digest;
+pub mod error;
+pub mod format;
+pub mod hash;
+pub mod header;
+pub mod kdf;
+pub mod keyslot;
+pub mod model;
+pub mod update;
+pub mod validate;
+pub mod volume;
+pub mod xts;
+
+pub use crypt::CryptDevice;
+pub use device::{BlockDevice, FileDevice, MemDevice};
+pub use error::{Error, HeaderCopy, Result};
+pub use format::{FormatParams, KdfParams};
+pub use volume::Volume;
