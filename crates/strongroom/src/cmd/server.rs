@@ -1,17 +1,125 @@
-//! `strongroom server` — the key manager.
+//! `strongroom server` — the key manager, configured like `bao server`.
 
+use anyhow::Context;
 use clap::Args;
+use std::path::PathBuf;
+use strongroom_kms::config::{ListenerConfig, ServerConfig, StorageConfig};
+use strongroom_kms::server;
 
 #[derive(Args)]
 pub struct ServerArgs {
     /// Path to a Vault/OpenBao-style HCL configuration file.
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
-    /// Development mode: in memory, initialized, unsealed, kv-v2 at secret/.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development mode: in memory, initialized, unsealed, root token printed, kv-v2 at secret/.
     #[arg(long)]
     pub dev: bool,
+    /// Root token id in dev mode (default: random).
+    #[arg(long, value_name = "ID")]
+    pub dev_root_token_id: Option<String>,
+    /// Listen address in dev mode.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
+    pub dev_listen_address: String,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
-pub fn run(_a: ServerArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("server: not built yet")
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
+    let cfg = match (&a.config, a.dev) {
+        (Some(path), false) => ServerConfig::load(path)?,
+        (None, true) | (Some(_), true) => {
+            let mut c = match &a.config {
+                Some(p) => ServerConfig::load(p)?,
+                None => ServerConfig {
+                    storage: StorageConfig::Inmem,
+                    listeners: vec![],
+                    api_addr: None,
+                    cluster_addr: None,
+                    ui: false,
+                    disable_mlock: true,
+                    log_level: None,
+                },
+            };
+            c.storage = StorageConfig::Inmem;
+            c.listeners = vec![ListenerConfig {
+                address: a.dev_listen_address.clone(),
+                tls_disable: true,
+                ..Default::default()
+            }];
+            c
+        }
+        (None, false) => anyhow::bail!("either -config FILE or -dev is required"),
+    };
+    let level = a
+        .log_level
+        .clone()
+        .or(cfg.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    init_logging(&level);
+    let core = server::build_core(&cfg, a.dev)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let serve = tokio::spawn(server::serve(core.clone(), cfg.listeners.clone(), Some(tx)));
+        if let Ok(addrs) = rx.await {
+            if a.dev {
+                let (root, key) = tokio::task::spawn_blocking({
+                    let core = core.clone();
+                    let id = a.dev_root_token_id.clone();
+                    move || core.init_dev(id.as_deref())
+                })
+                .await?
+                .map_err(|e| anyhow::anyhow!("dev init: {}", e.errors.join("; ")))?;
+                dev_mount_kv2(&core, &root)?;
+                let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
+                println!("==> Strongroom server started in dev mode (in memory, unsealed).\n");
+                println!("WARNING! dev mode is enabled! Data is kept in memory only and is lost on exit.");
+                println!("\nYou may need to set the following environment variables:\n");
+                println!("    $ export VAULT_ADDR='http://{addr}'\n");
+                println!("The unseal key and root token are displayed below in case you want to");
+                println!("seal/unseal the server or re-authenticate.\n");
+                println!("Unseal Key: {key}");
+                println!("Root Token: {root}\n");
+                println!("Development mode should NOT be used in production installations!");
+            } else {
+                for addr in addrs {
+                    println!("==> Strongroom server listening on {addr} (sealed until unsealed with `strongroom operator unseal`)");
+                }
+            }
+        }
+        serve.await??;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}
+
+fn dev_mount_kv2(core: &strongroom_kms::core::Core, root: &str) -> anyhow::Result<()> {
+    use strongroom_kms::core::Incoming;
+    use strongroom_kms::request::Operation;
+    let mut data = serde_json::Map::new();
+    data.insert("type".into(), serde_json::json!("kv"));
+    data.insert("options".into(), serde_json::json!({"version": "2"}));
+    core.handle(Incoming {
+        op: Operation::Update,
+        path: "sys/mounts/secret".into(),
+        data,
+        token: Some(zeroize::Zeroizing::new(root.to_string())),
+        content_type: None,
+        remote_addr: String::new(),
+    })
+    .map_err(|e| anyhow::anyhow!("mounting secret/: {}", e.errors.join("; ")))?;
+    Ok(())
 }

@@ -1,0 +1,227 @@
+//! `userpass` auth: users with passwords (stored as Argon2id PHC strings) and token
+//! settings; `login/<user>` answers without a token and asks the core for one.
+
+use super::Backend;
+use crate::barrier::View;
+use crate::fields;
+use crate::request::{ApiError, AuthSpec, Operation, Request, Response};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct User {
+    password_hash: String,
+    token_policies: Vec<String>,
+    token_ttl: u64,
+    token_max_ttl: u64,
+    token_period: u64,
+    token_num_uses: i64,
+    token_no_default_policy: bool,
+    token_bound_cidrs: Vec<String>,
+}
+
+pub struct Userpass {
+    view: View,
+    /// Verified against when the user does not exist, so timing does not reveal usernames.
+    dummy_hash: String,
+}
+
+fn hash_password(pw: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("hashing password: {e}")))
+}
+
+fn valid_username(u: &str) -> bool {
+    !u.is_empty() && !u.contains('/') && u.len() <= 256
+}
+
+impl Userpass {
+    pub fn new(view: View) -> Self {
+        let dummy_hash = hash_password("strongroom-dummy-password").unwrap_or_default();
+        Self { view, dummy_hash }
+    }
+
+    fn key(name: &str) -> String {
+        format!("user/{}", name.to_lowercase())
+    }
+
+    fn apply_token_fields(u: &mut User, d: &Map<String, Value>) -> Result<(), ApiError> {
+        if let Some(p) =
+            fields::opt_str_list(d, "token_policies")?.or(fields::opt_str_list(d, "policies")?)
+        {
+            u.token_policies = p;
+        }
+        if let Some(t) = fields::opt_duration(d, "token_ttl")?.or(fields::opt_duration(d, "ttl")?) {
+            u.token_ttl = t;
+        }
+        if let Some(t) =
+            fields::opt_duration(d, "token_max_ttl")?.or(fields::opt_duration(d, "max_ttl")?)
+        {
+            u.token_max_ttl = t;
+        }
+        if let Some(t) =
+            fields::opt_duration(d, "token_period")?.or(fields::opt_duration(d, "period")?)
+        {
+            u.token_period = t;
+        }
+        if let Some(n) = fields::opt_i64(d, "token_num_uses")? {
+            u.token_num_uses = n;
+        }
+        if let Some(b) = fields::opt_bool(d, "token_no_default_policy")? {
+            u.token_no_default_policy = b;
+        }
+        if let Some(c) = fields::opt_str_list(d, "token_bound_cidrs")? {
+            u.token_bound_cidrs = c;
+        }
+        Ok(())
+    }
+
+    fn user_json(u: &User) -> Value {
+        json!({
+            "policies": u.token_policies,
+            "token_policies": u.token_policies,
+            "ttl": u.token_ttl,
+            "token_ttl": u.token_ttl,
+            "max_ttl": u.token_max_ttl,
+            "token_max_ttl": u.token_max_ttl,
+            "period": u.token_period,
+            "token_period": u.token_period,
+            "num_uses": u.token_num_uses,
+            "token_num_uses": u.token_num_uses,
+            "bound_cidrs": u.token_bound_cidrs,
+            "token_bound_cidrs": u.token_bound_cidrs,
+            "token_explicit_max_ttl": 0,
+            "token_no_default_policy": u.token_no_default_policy,
+            "token_type": "default",
+        })
+    }
+
+    fn login(&self, name: &str, req: &Request) -> Result<Response, ApiError> {
+        let pw = Zeroizing::new(fields::opt_str(&req.data, "password")?.unwrap_or_default());
+        if pw.is_empty() {
+            return Err(ApiError::bad_request("missing password"));
+        }
+        let user: Option<User> = self.view.get_json(&Self::key(name))?;
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.as_str())
+            .unwrap_or(&self.dummy_hash);
+        let ok = PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        let (true, Some(u)) = (ok, user) else {
+            return Err(ApiError::bad_request("invalid username or password"));
+        };
+        let mut metadata = Map::new();
+        metadata.insert("username".into(), json!(name));
+        Ok(Response::login(AuthSpec {
+            policies: u.token_policies.clone(),
+            metadata,
+            display_name: format!("userpass-{name}"),
+            ttl: u.token_ttl,
+            max_ttl: u.token_max_ttl,
+            period: u.token_period,
+            num_uses: u.token_num_uses,
+            renewable: true,
+            no_default_policy: u.token_no_default_policy,
+        }))
+    }
+}
+
+impl Backend for Userpass {
+    fn unauthenticated(&self, rel: &str) -> bool {
+        rel.starts_with("login/")
+    }
+
+    fn exists(&self, req: &Request) -> Result<Option<bool>, ApiError> {
+        match req.rel.strip_prefix("users/") {
+            Some(n) if !n.contains('/') => Ok(Some(self.view.get(&Self::key(n))?.is_some())),
+            _ => Ok(None),
+        }
+    }
+
+    fn handle(&self, req: &Request) -> Result<Response, ApiError> {
+        let rel = req.rel.trim_end_matches('/');
+        let write = matches!(req.op, Operation::Create | Operation::Update);
+        if let Some(name) = rel.strip_prefix("login/") {
+            if !write {
+                return Err(ApiError::unsupported_operation());
+            }
+            return self.login(name, req);
+        }
+        if rel == "users" {
+            return match req.op {
+                Operation::List | Operation::Read => {
+                    let keys = self.view.list("user/")?;
+                    if keys.is_empty() {
+                        return Err(ApiError::not_found());
+                    }
+                    Ok(Response::data(json!({"keys": keys})))
+                }
+                _ => Err(ApiError::unsupported_operation()),
+            };
+        }
+        let Some(rest) = rel.strip_prefix("users/") else {
+            return Err(ApiError::unsupported_path());
+        };
+        let (name, sub) = rest.split_once('/').unwrap_or((rest, ""));
+        if !valid_username(name) {
+            return Err(ApiError::bad_request("invalid username"));
+        }
+        let key = Self::key(name);
+        match (sub, req.op) {
+            ("", Operation::Read) => {
+                let u: User = self.view.get_json(&key)?.ok_or_else(ApiError::not_found)?;
+                Ok(Response::data(Self::user_json(&u)))
+            }
+            ("", _) if write => {
+                let existing: Option<User> = self.view.get_json(&key)?;
+                let mut u = existing.clone().unwrap_or_default();
+                let pw = fields::opt_str(&req.data, "password")?.map(Zeroizing::new);
+                match (&pw, &existing) {
+                    (Some(p), _) if !p.is_empty() => u.password_hash = hash_password(p)?,
+                    (_, None) => return Err(ApiError::bad_request("missing password")),
+                    _ => {}
+                }
+                Self::apply_token_fields(&mut u, &req.data)?;
+                self.view.put_json(&key, &u)?;
+                Ok(Response::no_content())
+            }
+            ("", Operation::Delete) => {
+                self.view.delete(&key)?;
+                Ok(Response::no_content())
+            }
+            ("password", _) if write => {
+                let mut u: User = self
+                    .view
+                    .get_json(&key)?
+                    .ok_or_else(|| ApiError::bad_request("username does not exist"))?;
+                let pw =
+                    Zeroizing::new(fields::opt_str(&req.data, "password")?.unwrap_or_default());
+                if pw.is_empty() {
+                    return Err(ApiError::bad_request("missing password"));
+                }
+                u.password_hash = hash_password(&pw)?;
+                self.view.put_json(&key, &u)?;
+                Ok(Response::no_content())
+            }
+            ("policies", _) if write => {
+                let mut u: User = self
+                    .view
+                    .get_json(&key)?
+                    .ok_or_else(|| ApiError::bad_request("username does not exist"))?;
+                Self::apply_token_fields(&mut u, &req.data)?;
+                self.view.put_json(&key, &u)?;
+                Ok(Response::no_content())
+            }
+            ("" | "password" | "policies", _) => Err(ApiError::unsupported_operation()),
+            _ => Err(ApiError::unsupported_path()),
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Server configuration: the Vault/OpenBao HCL stanzas we support, typed and validated.
+//! Unknown stanzas and keys are errors naming them, so a setting is never silently ignored.
+
+use hcl::{Body, Expression, Structure};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("reading config {path}: {msg}")]
+    Read { path: String, msg: String },
+    #[error("parsing config: {0}")]
+    Parse(String),
+    #[error("config: unknown stanza or key {0:?}")]
+    Unknown(String),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    Inmem,
+    /// `raft` and `file` both map to the embedded single-node store.
+    Raft {
+        path: PathBuf,
+        node_id: Option<String>,
+    },
+    File {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub address: String,
+    pub tls_disable: bool,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_require_and_verify_client_cert: bool,
+    pub max_request_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub storage: StorageConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub api_addr: Option<String>,
+    pub cluster_addr: Option<String>,
+    pub ui: bool,
+    pub disable_mlock: bool,
+    pub log_level: Option<String>,
+}
+
+fn as_string(key: &str, e: &Expression) -> Result<String, ConfigError> {
+    match e {
+        Expression::String(s) => Ok(s.clone()),
+        Expression::Number(n) => Ok(n.to_string()),
+        Expression::Bool(b) => Ok(b.to_string()),
+        _ => Err(ConfigError::Invalid(format!("{key} must be a string"))),
+    }
+}
+
+fn as_bool(key: &str, e: &Expression) -> Result<bool, ConfigError> {
+    match e {
+        Expression::Bool(b) => Ok(*b),
+        Expression::String(s) => match s.as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" | "" => Ok(false),
+            _ => Err(ConfigError::Invalid(format!("{key} must be a boolean"))),
+        },
+        Expression::Number(n) => Ok(n.as_f64() != Some(0.0)),
+        _ => Err(ConfigError::Invalid(format!("{key} must be a boolean"))),
+    }
+}
+
+fn attrs(ctx: &str, body: &Body) -> Result<Vec<(String, Expression)>, ConfigError> {
+    let mut out = vec![];
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) => out.push((a.key.to_string(), a.expr.clone())),
+            Structure::Block(b) => {
+                return Err(ConfigError::Unknown(format!(
+                    "{ctx}.{}",
+                    b.identifier.as_str()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl ServerConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let body: Body = hcl::parse(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut storage = None;
+        let mut listeners = vec![];
+        let mut cfg = ServerConfig {
+            storage: StorageConfig::Inmem,
+            listeners: vec![],
+            api_addr: None,
+            cluster_addr: None,
+            ui: false,
+            disable_mlock: false,
+            log_level: None,
+        };
+        for s in body.iter() {
+            match s {
+                Structure::Attribute(a) => {
+                    let k = a.key.as_str();
+                    match k {
+                        "api_addr" => cfg.api_addr = Some(as_string(k, &a.expr)?),
+                        "cluster_addr" => cfg.cluster_addr = Some(as_string(k, &a.expr)?),
+                        "ui" => cfg.ui = as_bool(k, &a.expr)?,
+                        "disable_mlock" => cfg.disable_mlock = as_bool(k, &a.expr)?,
+                        "log_level" => cfg.log_level = Some(as_string(k, &a.expr)?),
+                        other => return Err(ConfigError::Unknown(other.to_string())),
+                    }
+                }
+                Structure::Block(b) => {
+                    let id = b.identifier.as_str();
+                    let label = b
+                        .labels
+                        .first()
+                        .map(|l| l.as_str().to_string())
+                        .unwrap_or_default();
+                    match id {
+                        "storage" => {
+                            if storage.is_some() {
+                                return Err(ConfigError::Invalid(
+                                    "only one storage stanza is allowed".into(),
+                                ));
+                            }
+                            storage = Some(Self::storage(&label, &b.body)?);
+                        }
+                        "listener" => listeners.push(Self::listener(&label, &b.body)?),
+                        "seal" => {
+                            if label != "shamir" {
+                                return Err(ConfigError::Invalid(format!(
+                                    "seal {label:?} is not supported; only \"shamir\""
+                                )));
+                            }
+                            attrs("seal", &b.body)?;
+                        }
+                        other => return Err(ConfigError::Unknown(other.to_string())),
+                    }
+                }
+            }
+        }
+        cfg.storage =
+            storage.ok_or_else(|| ConfigError::Invalid("a storage stanza is required".into()))?;
+        if listeners.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one listener stanza is required".into(),
+            ));
+        }
+        cfg.listeners = listeners;
+        Ok(cfg)
+    }
+
+    fn storage(kind: &str, body: &Body) -> Result<StorageConfig, ConfigError> {
+        let a = attrs(&format!("storage \"{kind}\""), body)?;
+        let get = |k: &str| a.iter().find(|(n, _)| n == k).map(|(_, e)| e);
+        let allowed: &[&str] = match kind {
+            "inmem" => &[],
+            "raft" => &["path", "node_id", "performance_multiplier"],
+            "file" => &["path"],
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage {other:?} is not supported; use \"raft\", \"file\" or \"inmem\""
+                )))
+            }
+        };
+        for (k, _) in &a {
+            if !allowed.contains(&k.as_str()) {
+                return Err(ConfigError::Unknown(format!("storage \"{kind}\".{k}")));
+            }
+        }
+        let path = || -> Result<PathBuf, ConfigError> {
+            get("path")
+                .map(|e| as_string("path", e).map(PathBuf::from))
+                .transpose()?
+                .ok_or_else(|| ConfigError::Invalid(format!("storage \"{kind}\" needs a path")))
+        };
+        Ok(match kind {
+            "inmem" => StorageConfig::Inmem,
+            "raft" => StorageConfig::Raft {
+                path: path()?,
+                node_id: get("node_id")
+                    .map(|e| as_string("node_id", e))
+                    .transpose()?,
+            },
+            _ => StorageConfig::File { path: path()? },
+        })
+    }
+
+    fn listener(kind: &str, body: &Body) -> Result<ListenerConfig, ConfigError> {
+        if kind != "tcp" {
+            return Err(ConfigError::Invalid(format!(
+                "listener {kind:?} is not supported; use \"tcp\""
+            )));
+        }
+        let mut l = ListenerConfig {
+            address: "127.0.0.1:8200".into(),
+            ..Default::default()
+        };
+        for (k, e) in attrs("listener \"tcp\"", body)? {
+            match k.as_str() {
+                "address" => l.address = as_string(&k, &e)?,
+                "cluster_address" => {}
+                "tls_disable" => l.tls_disable = as_bool(&k, &e)?,
+                "tls_cert_file" => l.tls_cert_file = Some(as_string(&k, &e)?.into()),
+                "tls_key_file" => l.tls_key_file = Some(as_string(&k, &e)?.into()),
+                "tls_client_ca_file" => l.tls_client_ca_file = Some(as_string(&k, &e)?.into()),
+                "tls_require_and_verify_client_cert" => {
+                    l.tls_require_and_verify_client_cert = as_bool(&k, &e)?
+                }
+                "max_request_size" => {
+                    let n: i64 = as_string(&k, &e)?.parse().map_err(|_| {
+                        ConfigError::Invalid("max_request_size must be a number".into())
+                    })?;
+                    l.max_request_size = (n > 0).then_some(n as usize);
+                }
+                other => return Err(ConfigError::Unknown(format!("listener \"tcp\".{other}"))),
+            }
+        }
+        if !l.tls_disable && (l.tls_cert_file.is_none() || l.tls_key_file.is_none()) {
+            return Err(ConfigError::Invalid(
+                "listener \"tcp\": tls_cert_file and tls_key_file are required unless tls_disable = true".into(),
+            ));
+        }
+        Ok(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openbao_raft_config_parses() {
+        let c = ServerConfig::parse(
+            r#"
+            storage "raft" {
+              path    = "/var/lib/bao"
+              node_id = "node1"
+            }
+            listener "tcp" {
+              address     = "127.0.0.1:8200"
+              tls_disable = true
+            }
+            api_addr      = "http://127.0.0.1:8200"
+            cluster_addr  = "https://127.0.0.1:8201"
+            ui            = true
+            disable_mlock = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::Raft {
+                path: "/var/lib/bao".into(),
+                node_id: Some("node1".into())
+            }
+        );
+        assert!(c.listeners[0].tls_disable);
+        assert!(c.ui);
+    }
+
+    #[test]
+    fn unknown_things_are_named() {
+        let base = "listener \"tcp\" { tls_disable = true }\n";
+        assert_eq!(
+            ServerConfig::parse(&format!("{base}storage \"inmem\" {{}}\nbogus = 1")).unwrap_err(),
+            ConfigError::Unknown("bogus".into())
+        );
+        assert_eq!(
+            ServerConfig::parse(&format!(
+                "{base}storage \"raft\" {{\n path = \"/x\"\n colour = 1\n}}"
+            ))
+            .unwrap_err(),
+            ConfigError::Unknown("storage \"raft\".colour".into())
+        );
+        assert!(
+            ServerConfig::parse("storage \"inmem\" {}\nlistener \"tcp\" { address = \"x\" }")
+                .unwrap_err()
+                .to_string()
+                .contains("tls_cert_file")
+        );
+        assert!(ServerConfig::parse(&format!("{base}storage \"consul\" {{}}")).is_err());
+        assert!(ServerConfig::parse("storage {").is_err());
+    }
+}

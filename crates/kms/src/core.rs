@@ -1,0 +1,362 @@
+//! The core: owns the barrier, the seal state and, while unsealed, the router, token store,
+//! policy store and audit broker. Every API request goes through [`Core::handle`]:
+//!
+//!   sealed? → route → authenticate token → create/update by existence → ACL → audit request
+//!   → backend → mint login token → audit response → count token use
+//!
+//! Status endpoints that must answer while sealed (health, seal-status, init, unseal) live in
+//! `seal.rs`; `sys/*` in `sys.rs`; `auth/token/*` in `token_api.rs`.
+
+use crate::audit::AuditBroker;
+use crate::barrier::{Barrier, View};
+use crate::mounts::{self, Handler, Mount, MountEntry, Router};
+use crate::policy::{Acl, Caps};
+use crate::policy_store::PolicyStore;
+use crate::request::{ApiError, Operation, Request, Response};
+use crate::seal::SealState;
+use crate::storage::Storage;
+use crate::token::{NewToken, TokenEntry, TokenStore};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub id: String,
+}
+
+/// Everything that exists only while unsealed.
+pub struct Unsealed {
+    pub router: Router,
+    pub tokens: TokenStore,
+    pub policies: PolicyStore,
+    pub audit: AuditBroker,
+    pub cluster: ClusterInfo,
+    pub active_since: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CoreOptions {
+    pub api_addr: Option<String>,
+    pub cluster_addr: Option<String>,
+    /// `-dev`: `sys/leader` reports `ha_enabled:false`.
+    pub dev: bool,
+    /// Maximum request body in bytes (413 beyond).
+    pub max_request_size: usize,
+}
+
+pub struct Core {
+    pub barrier: Arc<Barrier>,
+    pub seal: Mutex<SealState>,
+    pub state: RwLock<Option<Arc<Unsealed>>>,
+    pub options: CoreOptions,
+}
+
+/// The HTTP layer's view of a request before routing.
+pub struct Incoming {
+    pub op: Operation,
+    pub path: String,
+    pub data: serde_json::Map<String, Value>,
+    pub token: Option<zeroize::Zeroizing<String>>,
+    pub content_type: Option<String>,
+    pub remote_addr: String,
+}
+
+/// sys paths that need `sudo` in addition to the operation's capability.
+fn needs_sudo(path: &str, op: Operation) -> bool {
+    let p = path.trim_end_matches('/');
+    let sys_root = p == "sys/audit"
+        || p.starts_with("sys/audit/")
+        || p == "sys/rotate"
+        || p == "sys/seal"
+        || p == "sys/step-down"
+        || p.starts_with("sys/raw")
+        || (p.starts_with("sys/auth/") && !p.ends_with("/tune") && op != Operation::Read);
+    let token_root =
+        p.starts_with("auth/token/revoke-orphan") || p.starts_with("auth/token/accessors");
+    sys_root || token_root
+}
+
+fn op_caps(op: Operation) -> Caps {
+    match op {
+        Operation::Read => Caps::READ,
+        Operation::Create => Caps::CREATE,
+        Operation::Update => Caps::UPDATE,
+        Operation::Delete => Caps::DELETE,
+        Operation::List => Caps::LIST,
+        Operation::Patch => Caps::PATCH,
+    }
+}
+
+impl Core {
+    pub fn new(storage: Arc<dyn Storage>, options: CoreOptions) -> Arc<Self> {
+        Arc::new(Self {
+            barrier: Arc::new(Barrier::new(storage)),
+            seal: Mutex::new(SealState::default()),
+            state: RwLock::new(None),
+            options,
+        })
+    }
+
+    pub fn unsealed(&self) -> Result<Arc<Unsealed>, ApiError> {
+        self.state.read().clone().ok_or_else(ApiError::sealed)
+    }
+
+    pub fn storage_kind(&self) -> &'static str {
+        self.barrier.storage().kind()
+    }
+
+    /// After the barrier opens: load tables, build the router, token and policy stores.
+    pub(crate) fn post_unseal(&self) -> Result<(), ApiError> {
+        let b = self.barrier.clone();
+        let root = View::new(b.clone(), "");
+        let cluster: ClusterInfo = match root.get_json("core/cluster")? {
+            Some(c) => c,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let c = ClusterInfo {
+                    name: format!("vault-cluster-{}", &id[..8]),
+                    id,
+                };
+                root.put_json("core/cluster", &c)?;
+                c
+            }
+        };
+        let router = Router::default();
+        let mut secret: Vec<MountEntry> = root.get_json(mounts::MOUNTS_PATH)?.unwrap_or_default();
+        if secret.is_empty() {
+            secret = vec![
+                MountEntry::new(
+                    "cubbyhole/",
+                    "cubbyhole",
+                    "per-token private secret storage",
+                ),
+                MountEntry::new(
+                    "sys/",
+                    "system",
+                    "system endpoints used for control, policy and debugging",
+                ),
+            ];
+            root.put_json(mounts::MOUNTS_PATH, &secret)?;
+        }
+        let mut auth: Vec<MountEntry> = root.get_json(mounts::AUTH_PATH)?.unwrap_or_default();
+        if auth.is_empty() {
+            auth = vec![MountEntry::new(
+                "token/",
+                "token",
+                "token based credentials",
+            )];
+            root.put_json(mounts::AUTH_PATH, &auth)?;
+        }
+        for (entries, is_auth) in [(&secret, false), (&auth, true)] {
+            for e in entries.iter() {
+                let view = View::new(b.clone(), mounts::view_prefix(e, is_auth));
+                let handler = mounts::instantiate(e, view)?;
+                let prefix = if is_auth {
+                    format!("auth/{}", e.path)
+                } else {
+                    e.path.clone()
+                };
+                router.insert(Mount {
+                    entry: e.clone(),
+                    prefix,
+                    handler,
+                    is_auth,
+                });
+            }
+        }
+        let tokens = TokenStore::open(View::new(b.clone(), "sys/token/"))?;
+        let policies = PolicyStore::open(View::new(b.clone(), "sys/policy/"))?;
+        let audit = AuditBroker::load(View::new(b.clone(), "core/audit/"))?;
+        *self.state.write() = Some(Arc::new(Unsealed {
+            router,
+            tokens,
+            policies,
+            audit,
+            cluster,
+            active_since: chrono::Utc::now(),
+        }));
+        Ok(())
+    }
+
+    pub(crate) fn pre_seal(&self) {
+        *self.state.write() = None;
+        self.barrier.seal();
+    }
+
+    /// Persist the mount table that `prefix`'s kind belongs to.
+    pub(crate) fn save_mounts(&self, u: &Unsealed, auth: bool) -> Result<(), ApiError> {
+        let entries: Vec<MountEntry> = u
+            .router
+            .all()
+            .iter()
+            .filter(|m| m.is_auth == auth)
+            .map(|m| m.entry.clone())
+            .collect();
+        let path = if auth {
+            mounts::AUTH_PATH
+        } else {
+            mounts::MOUNTS_PATH
+        };
+        View::new(self.barrier.clone(), "").put_json(path, &entries)?;
+        Ok(())
+    }
+
+    pub fn acl_for(&self, u: &Unsealed, token: &TokenEntry) -> Result<Arc<Acl>, ApiError> {
+        u.policies.acl(&token.policies)
+    }
+
+    /// The full request pipeline.
+    pub fn handle(&self, inc: Incoming) -> Result<Response, ApiError> {
+        let u = self.unsealed()?;
+        let mut path = inc.path.trim_start_matches('/').to_string();
+        // Vault lists directories: a list of `ocs` is a list of `ocs/` (so `ocs/*` grants it)
+        if inc.op == Operation::List && !path.ends_with('/') && !path.is_empty() {
+            path.push('/');
+        }
+        let mount = u.router.route(&path);
+        let (prefix, rel) = match &mount {
+            Some(m) => (
+                m.prefix.clone(),
+                path[m.prefix.len().min(path.len())..].to_string(),
+            ),
+            None => (String::new(), path.clone()),
+        };
+        let unauth = match &mount {
+            Some(m) => match &m.handler {
+                Handler::Logical(b) => b.unauthenticated(&rel),
+                Handler::System => crate::sys::unauthenticated(&rel),
+                Handler::Token => false,
+            },
+            None => false,
+        };
+        let mut req = Request {
+            id: uuid::Uuid::new_v4().to_string(),
+            op: inc.op,
+            path: path.clone(),
+            mount: prefix,
+            rel,
+            data: inc.data,
+            token: None,
+            content_type: inc.content_type,
+            client_token: None,
+        };
+        let mut acl = None;
+        if !unauth {
+            let tok = inc
+                .token
+                .as_ref()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(ApiError::permission_denied)?;
+            let entry = u
+                .tokens
+                .lookup(tok)?
+                .ok_or_else(ApiError::permission_denied)?;
+            req.client_token = Some(Arc::new(tok.clone()));
+            let a = self.acl_for(&u, &entry)?;
+            req.token = Some(entry);
+            acl = Some(a);
+        }
+        // create vs update: ask the backend whether the target exists
+        if req.op == Operation::Update {
+            if let Some(Mount {
+                handler: Handler::Logical(b),
+                ..
+            }) = mount.as_deref()
+            {
+                if b.exists(&req)? == Some(false) {
+                    req.op = Operation::Create;
+                }
+            }
+        }
+        if let Some(a) = &acl {
+            let caps = a.capabilities(&path);
+            let mut allowed = caps.contains(op_caps(req.op));
+            if allowed && needs_sudo(&path, req.op) && !caps.contains(Caps::SUDO) {
+                allowed = false;
+            }
+            if !allowed && !self.special_allow(&u, &req, a)? {
+                u.audit.log_denied(&req, &inc.remote_addr);
+                return Err(ApiError::acl_denied());
+            }
+        }
+        let Some(mount) = mount else {
+            return Err(ApiError::new(
+                404,
+                format!("no handler for route {path:?}. route entry not found."),
+            ));
+        };
+        u.audit
+            .log_request(&req, &mount.entry.kind, &inc.remote_addr)?;
+        let result = match &mount.handler {
+            Handler::System => crate::sys::handle(self, &u, &req),
+            Handler::Token => crate::token_api::handle(self, &u, &req),
+            Handler::Logical(b) => b.handle(&req),
+        };
+        let result = result.and_then(|mut resp| {
+            if let Some(spec) = resp.login.take() {
+                let (tok, e) = u
+                    .tokens
+                    .create(NewToken {
+                        policies: spec.policies,
+                        no_default_policy: spec.no_default_policy,
+                        meta: spec.metadata,
+                        display_name: spec.display_name,
+                        num_uses: spec.num_uses,
+                        ttl: spec.ttl,
+                        explicit_max_ttl: spec.max_ttl,
+                        period: spec.period,
+                        renewable: spec.renewable,
+                        path: path.clone(),
+                        entity_id: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    })
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                resp.auth = Some(e.auth_block(&tok, crate::token::now()));
+            }
+            Ok(resp)
+        });
+        u.audit
+            .log_response(&req, &mount.entry.kind, &inc.remote_addr, &result)?;
+        if let Some(t) = &req.token {
+            // a revoke-self may already have removed it; ignore a missing entry
+            if t.num_uses > 0 {
+                let _ = u.tokens.use_once(t);
+            }
+        }
+        result
+    }
+
+    /// Paths that are allowed without an ACL grant: the UI mounts preflight answers for any
+    /// token with some capability under the mount.
+    fn special_allow(&self, u: &Unsealed, req: &Request, acl: &Acl) -> Result<bool, ApiError> {
+        if req.op == Operation::Read {
+            if let Some(target) = req.path.strip_prefix("sys/internal/ui/mounts/") {
+                if let Some(m) = u.router.route(target) {
+                    return Ok(acl.any_under(&m.prefix));
+                }
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `sys/leader` body.
+    pub fn leader(&self) -> Result<Value, ApiError> {
+        let u = self.unsealed()?;
+        if self.options.dev || self.storage_kind() == "inmem" {
+            return Ok(json!({"ha_enabled": false}));
+        }
+        Ok(json!({
+            "ha_enabled": true,
+            "is_self": true,
+            "active_time": u.active_since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            "leader_address": self.options.api_addr.clone().unwrap_or_default(),
+            "leader_cluster_address": self.options.cluster_addr.clone().unwrap_or_default(),
+            "raft_committed_index": 0,
+            "raft_applied_index": 0,
+        }))
+    }
+}

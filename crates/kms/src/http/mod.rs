@@ -1,0 +1,279 @@
+//! The Vault HTTP API surface: method and path mapping, body decoding, token extraction,
+//! unauthenticated status endpoints, and the exact response envelopes and headers OpenBao
+//! sends. Everything else is delegated to [`Core::handle`].
+
+mod body;
+
+use crate::core::{Core, Incoming};
+use crate::request::{ApiError, Operation, Response as LResponse, Shape};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+pub fn router(core: Arc<Core>) -> axum::Router {
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(core)
+}
+
+fn base_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
+}
+
+fn json_response(status: u16, body: Option<Vec<u8>>) -> Response {
+    let mut r = Response::new(match body {
+        Some(b) => Body::from(b),
+        None => Body::empty(),
+    });
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    base_headers(r.headers_mut());
+    r
+}
+
+pub fn error_response(e: &ApiError) -> Response {
+    json_response(
+        e.status,
+        Some(serde_json::to_vec(&json!({"errors": e.errors})).unwrap_or_default()),
+    )
+}
+
+fn render(resp: LResponse, request_id: &str) -> Response {
+    match resp.shape {
+        Shape::NoContent => json_response(204, None),
+        Shape::Raw => json_response(
+            resp.status,
+            Some(serde_json::to_vec(&resp.data.unwrap_or(Value::Null)).unwrap_or_default()),
+        ),
+        Shape::Envelope | Shape::EnvelopeLegacy => {
+            let mut m = Map::new();
+            if resp.shape == Shape::EnvelopeLegacy {
+                if let Some(Value::Object(d)) = &resp.data {
+                    for (k, v) in d {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            m.insert("request_id".into(), json!(request_id));
+            m.insert("lease_id".into(), json!(""));
+            m.insert("renewable".into(), json!(resp.renewable));
+            m.insert("lease_duration".into(), json!(resp.lease_duration));
+            m.insert("data".into(), resp.data.unwrap_or(Value::Null));
+            m.insert("wrap_info".into(), Value::Null);
+            m.insert(
+                "warnings".into(),
+                if resp.warnings.is_empty() {
+                    Value::Null
+                } else {
+                    json!(resp.warnings)
+                },
+            );
+            m.insert("auth".into(), resp.auth.unwrap_or(Value::Null));
+            json_response(
+                resp.status,
+                Some(serde_json::to_vec(&Value::Object(m)).unwrap_or_default()),
+            )
+        }
+    }
+}
+
+fn query_map(q: Option<&str>) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    if let Some(q) = q {
+        for (k, v) in body::form_pairs(q) {
+            m.insert(k, v);
+        }
+    }
+    m
+}
+
+fn token_of(h: &HeaderMap) -> Option<Zeroizing<String>> {
+    if let Some(t) = h.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        return Some(Zeroizing::new(t.trim().to_string()));
+    }
+    let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| Zeroizing::new(rest.trim().to_string()))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::new(413, "http: request body too large"))
+}
+
+async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let raw_path = parts.uri.path().to_string();
+    let Some(path) = raw_path.strip_prefix("/v1/") else {
+        if raw_path.starts_with("/v2/") || raw_path == "/v1" {
+            return json_response(404, Some(br#"{"errors":[]}"#.to_vec()));
+        }
+        let mut r = Response::new(Body::from("404 page not found\n"));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return r;
+    };
+    let path = body::percent_decode(path);
+    let query = query_map(parts.uri.query());
+    let method = parts.method.clone();
+
+    if let Some(ns) = parts
+        .headers
+        .get("x-vault-namespace")
+        .and_then(|v| v.to_str().ok())
+    {
+        let n = ns.trim_matches('/');
+        if !n.is_empty() && n != "root" {
+            let mut r = error_response(&ApiError::new(404, "namespace not found"));
+            if let Ok(v) = HeaderValue::from_str(ns) {
+                r.headers_mut().insert("x-vault-namespace", v);
+            }
+            return r;
+        }
+    }
+
+    let body = match read_body(body, core.options.max_request_size.max(1024)).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_string());
+
+    if query.contains_key("help") {
+        return json_response(
+            200,
+            Some(serde_json::to_vec(&json!({"help": format!("## PATH\n\n{path}\n\nStrongroom serves this path with the Vault API."), "see_also": null})).unwrap_or_default()),
+        );
+    }
+
+    // status endpoints: no token, answer while sealed, raw bodies
+    let status_path = path.trim_end_matches('/');
+    if matches!(
+        status_path,
+        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader"
+    ) {
+        if path.ends_with('/') && status_path == "sys/health" {
+            return error_response(&ApiError::permission_denied());
+        }
+        let data = match body::decode(&body, content_type.as_deref()) {
+            Ok(d) => d,
+            Err(e) => return error_response(&e),
+        };
+        return status_endpoint(&core, status_path, &method, &query, data);
+    }
+
+    let op = match method.as_str() {
+        "GET" if query.get("list").is_some_and(|v| v == "true" || v == "1") => Operation::List,
+        "GET" => Operation::Read,
+        "LIST" => Operation::List,
+        "PUT" | "POST" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        "PATCH" => Operation::Patch,
+        _ => return error_response(&ApiError::unsupported_operation()),
+    };
+    let mut data = match body::decode(&body, content_type.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return error_response(&e),
+    };
+    if matches!(op, Operation::Read | Operation::List | Operation::Delete) {
+        for (k, v) in &query {
+            if k != "list" {
+                data.entry(k.clone()).or_insert_with(|| json!(v));
+            }
+        }
+    }
+    let inc = Incoming {
+        op,
+        path: path.clone(),
+        data,
+        token: token_of(&parts.headers),
+        content_type,
+        remote_addr: remote,
+    };
+    let c = core.clone();
+    let result = if matches!(op, Operation::Read | Operation::List) {
+        c.handle(inc)
+    } else {
+        // writes may fsync: keep them off the async workers' hot path
+        tokio::task::spawn_blocking(move || c.handle(inc))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
+    };
+    match result {
+        Ok(resp) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            render(resp, &id)
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+fn status_endpoint(
+    core: &Core,
+    path: &str,
+    method: &Method,
+    query: &HashMap<String, String>,
+    data: Map<String, Value>,
+) -> Response {
+    let m = method.as_str();
+    let raw = |status: u16, v: Value| {
+        json_response(status, Some(serde_json::to_vec(&v).unwrap_or_default()))
+    };
+    match (path, m) {
+        ("sys/health", "GET") => {
+            let (s, b) = core.health(query);
+            raw(s, b)
+        }
+        ("sys/health", "HEAD") => json_response(core.health(query).0, None),
+        ("sys/health", _) => json_response(405, Some(br#"{"errors":[]}"#.to_vec())),
+        ("sys/seal-status", "GET") => match core.seal_status() {
+            Ok(v) => raw(200, v),
+            Err(e) => error_response(&e),
+        },
+        ("sys/init", "GET") => match core.seal_config() {
+            Ok(c) => raw(200, json!({"initialized": c.is_some()})),
+            Err(e) => error_response(&e),
+        },
+        ("sys/init", "PUT" | "POST") => match core.init(&data) {
+            Ok(v) => raw(200, v),
+            Err(e) => error_response(&e),
+        },
+        ("sys/unseal", "PUT" | "POST") => match core.unseal(&data) {
+            Ok(v) => raw(200, v),
+            Err(e) => error_response(&e),
+        },
+        ("sys/leader", "GET") => match core.leader() {
+            Ok(v) => raw(200, v),
+            Err(e) => error_response(&e),
+        },
+        _ => error_response(&ApiError::unsupported_operation()),
+    }
+}

@@ -1,0 +1,202 @@
+//! What flows through the router: a logical [`Request`], a [`Response`] and an [`ApiError`].
+//! The HTTP layer turns these into Vault's exact wire shapes.
+
+use crate::fields::Data;
+use crate::token::TokenEntry;
+use serde_json::Value;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Read,
+    /// A write to a path that does not exist yet (decided by the backend's existence check).
+    Create,
+    Update,
+    Delete,
+    List,
+    Patch,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::List => "list",
+            Operation::Patch => "patch",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Request {
+    /// `request_id` of the envelope and the audit log.
+    pub id: String,
+    pub op: Operation,
+    /// Full logical path without `/v1/`, e.g. `secret/data/app`.
+    pub path: String,
+    /// Mount point the router matched, e.g. `secret/` or `auth/userpass/`.
+    pub mount: String,
+    /// Path inside the mount, e.g. `data/app`.
+    pub rel: String,
+    pub data: Data,
+    /// The authenticated caller; `None` only on unauthenticated paths.
+    pub token: Option<Arc<TokenEntry>>,
+    pub content_type: Option<String>,
+    /// Set for requests the router forwards from the HTTP layer: the raw token, so
+    /// `auth/token/lookup-self` style paths can name it. Never logged.
+    pub client_token: Option<Arc<zeroize::Zeroizing<String>>>,
+}
+
+/// A login asks the core to mint a token with these properties.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSpec {
+    pub policies: Vec<String>,
+    pub metadata: serde_json::Map<String, Value>,
+    pub display_name: String,
+    pub ttl: u64,
+    pub max_ttl: u64,
+    pub period: u64,
+    pub num_uses: i64,
+    pub renewable: bool,
+    pub no_default_policy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `{"request_id", "lease_id", ..., "data", "auth", ...}`.
+    Envelope,
+    /// The envelope with `data` also copied to the top level (sys/mounts, sys/policy, ...).
+    EnvelopeLegacy,
+    /// 204, empty body.
+    NoContent,
+    /// The body is exactly `data` (sys/health, sys/seal-status, sys/init, ...).
+    Raw,
+}
+
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub shape: Shape,
+    pub data: Option<Value>,
+    /// A rendered `auth` block (token create, login).
+    pub auth: Option<Value>,
+    /// A login's request for a token; the core turns it into `auth`.
+    pub login: Option<AuthSpec>,
+    pub warnings: Vec<String>,
+    pub lease_duration: u64,
+    pub renewable: bool,
+}
+
+impl Response {
+    pub fn data(v: Value) -> Self {
+        Self {
+            status: 200,
+            shape: Shape::Envelope,
+            data: Some(v),
+            auth: None,
+            login: None,
+            warnings: vec![],
+            lease_duration: 0,
+            renewable: false,
+        }
+    }
+    pub fn legacy(v: Value) -> Self {
+        Self {
+            shape: Shape::EnvelopeLegacy,
+            ..Self::data(v)
+        }
+    }
+    pub fn raw(status: u16, v: Value) -> Self {
+        Self {
+            status,
+            shape: Shape::Raw,
+            ..Self::data(v)
+        }
+    }
+    pub fn no_content() -> Self {
+        Self {
+            status: 204,
+            shape: Shape::NoContent,
+            data: None,
+            ..Self::data(Value::Null)
+        }
+    }
+    pub fn login(spec: AuthSpec) -> Self {
+        Self {
+            data: None,
+            login: Some(spec),
+            ..Self::data(Value::Null)
+        }
+    }
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+    pub fn with_warning(mut self, w: impl Into<String>) -> Self {
+        self.warnings.push(w.into());
+        self
+    }
+}
+
+/// An error as Vault reports it: a status and the `errors` array.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {errors:?}")]
+pub struct ApiError {
+    pub status: u16,
+    pub errors: Vec<String>,
+}
+
+/// Vault wraps many logical errors with hashicorp/go-multierror's text.
+pub fn multierror(msg: &str) -> String {
+    format!("1 error occurred:\n\t* {msg}\n\n")
+}
+
+impl ApiError {
+    pub fn new(status: u16, msg: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: vec![msg.into()],
+        }
+    }
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(400, msg)
+    }
+    /// Missing, invalid or revoked token.
+    pub fn permission_denied() -> Self {
+        Self::new(403, "permission denied")
+    }
+    /// Valid token, policy says no.
+    pub fn acl_denied() -> Self {
+        Self::new(403, multierror("permission denied"))
+    }
+    pub fn not_found() -> Self {
+        Self {
+            status: 404,
+            errors: vec![],
+        }
+    }
+    pub fn unsupported_path() -> Self {
+        Self::new(404, multierror("unsupported path"))
+    }
+    pub fn unsupported_operation() -> Self {
+        Self::new(405, multierror("unsupported operation"))
+    }
+    pub fn sealed() -> Self {
+        Self::new(503, "Vault is sealed")
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(500, msg)
+    }
+}
+
+impl From<crate::barrier::BarrierError> for ApiError {
+    fn from(e: crate::barrier::BarrierError) -> Self {
+        match e {
+            crate::barrier::BarrierError::Sealed => ApiError::sealed(),
+            other => ApiError::internal(multierror(&other.to_string())),
+        }
+    }
+}

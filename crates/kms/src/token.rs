@@ -1,0 +1,543 @@
+//! The token store. Tokens are bearer secrets: only their HMAC (keyed by a per-cluster salt
+//! kept inside the barrier) is ever stored or used as a key, so neither the storage nor a
+//! storage dump can yield a usable token. Accessors are indexed the same way.
+//!
+//! Layout under `sys/token/`: `salt`, `id/<hmac(token)>` → [`TokenEntry`],
+//! `accessor/<hmac(accessor)>` → token hmac, `parent/<parent hmac>/<child hmac>` → "".
+
+use crate::barrier::{BarrierError, BarrierOp, View};
+use crate::crypto;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Vault's system default and maximum lease TTL: 768h.
+pub const DEFAULT_TTL: u64 = 768 * 3600;
+pub const MAX_TTL: u64 = 768 * 3600;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenEntry {
+    pub id_hash: String,
+    pub accessor: String,
+    pub policies: Vec<String>,
+    pub parent_hash: Option<String>,
+    pub meta: Map<String, Value>,
+    pub display_name: String,
+    pub num_uses: i64,
+    pub creation_time: i64,
+    /// TTL at creation (seconds, 0 = none).
+    pub creation_ttl: u64,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    /// Unix seconds; `None` never expires.
+    pub expire_time: Option<i64>,
+    pub last_renewal: Option<i64>,
+    pub renewable: bool,
+    pub path: String,
+    pub entity_id: String,
+}
+
+impl TokenEntry {
+    pub fn is_root(&self) -> bool {
+        self.policies.iter().any(|p| p == "root")
+    }
+    pub fn orphan(&self) -> bool {
+        self.parent_hash.is_none()
+    }
+    pub fn ttl_remaining(&self, now: i64) -> u64 {
+        self.expire_time
+            .map(|e| (e - now).max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// The `data` of lookup / lookup-self / lookup-accessor.
+    pub fn lookup_data(&self, id: Option<&str>, now: i64) -> Value {
+        let rfc = |t: i64| {
+            chrono::DateTime::from_timestamp(t, 0)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .unwrap_or_default()
+        };
+        let mut m = json!({
+            "accessor": self.accessor,
+            "creation_time": self.creation_time,
+            "creation_ttl": self.creation_ttl,
+            "display_name": self.display_name,
+            "entity_id": self.entity_id,
+            "expire_time": self.expire_time.map(rfc),
+            "explicit_max_ttl": self.explicit_max_ttl,
+            "id": id.unwrap_or(""),
+            "meta": if self.meta.is_empty() { Value::Null } else { Value::Object(self.meta.clone()) },
+            "num_uses": self.num_uses,
+            "orphan": self.orphan(),
+            "path": self.path,
+            "policies": self.policies,
+            "ttl": self.ttl_remaining(now),
+            "type": "service",
+        });
+        let o = m.as_object_mut().expect("object");
+        if self.expire_time.is_some() {
+            o.insert("issue_time".into(), json!(rfc(self.creation_time)));
+            o.insert("renewable".into(), json!(self.renewable));
+        }
+        if let Some(t) = self.last_renewal {
+            o.insert("last_renewal_time".into(), json!(t));
+            o.insert("last_renewal".into(), json!(rfc(t)));
+        }
+        if self.period > 0 {
+            o.insert("period".into(), json!(self.period));
+        }
+        m
+    }
+
+    /// The `auth` block returned when the token is created.
+    pub fn auth_block(&self, token: &str, now: i64) -> Value {
+        json!({
+            "client_token": token,
+            "accessor": self.accessor,
+            "policies": self.policies,
+            "token_policies": self.policies,
+            "metadata": if self.meta.is_empty() { Value::Null } else { Value::Object(self.meta.clone()) },
+            "lease_duration": self.ttl_remaining(now),
+            "renewable": self.renewable,
+            "entity_id": self.entity_id,
+            "token_type": "service",
+            "orphan": self.orphan(),
+            "mfa_requirement": null,
+            "num_uses": self.num_uses,
+        })
+    }
+}
+
+/// Everything needed to mint a token.
+#[derive(Clone, Debug, Default)]
+pub struct NewToken {
+    /// Caller-chosen id (`-id`); otherwise random.
+    pub id: Option<Zeroizing<String>>,
+    pub policies: Vec<String>,
+    pub no_default_policy: bool,
+    pub parent_hash: Option<String>,
+    pub meta: Map<String, Value>,
+    pub display_name: String,
+    pub num_uses: i64,
+    pub ttl: u64,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    pub renewable: bool,
+    pub path: String,
+    pub entity_id: String,
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn random_b62(n: usize) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(n));
+    while s.len() < n {
+        let bytes = crypto::random_vec(n * 2);
+        for b in bytes.iter() {
+            // rejection sampling keeps the alphabet uniform
+            if (*b as usize) < 62 * 4 && s.len() < n {
+                s.push(B62[(*b as usize) % 62] as char);
+            }
+        }
+    }
+    s
+}
+
+pub struct TokenStore {
+    view: View,
+    salt: Zeroizing<Vec<u8>>,
+    cache: RwLock<HashMap<String, Arc<TokenEntry>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TokenStore {
+    /// Open the store, creating the salt on first use.
+    pub fn open(view: View) -> Result<Self, BarrierError> {
+        let salt = match view.get("salt")? {
+            Some(s) => s,
+            None => {
+                let s = crypto::random_vec(32);
+                view.put("salt", &s)?;
+                s
+            }
+        };
+        Ok(Self {
+            view,
+            salt,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn hash(&self, token: &str) -> String {
+        hex::encode(crypto::hmac_sha256(&self.salt, token.as_bytes()))
+    }
+
+    fn accessor_key(&self, accessor: &str) -> String {
+        format!("accessor/{}", self.hash(&format!("accessor:{accessor}")))
+    }
+
+    /// Mint a token. Returns the secret token and its stored entry.
+    pub fn create(
+        &self,
+        spec: NewToken,
+    ) -> Result<(Zeroizing<String>, Arc<TokenEntry>), TokenError> {
+        let token = match spec.id {
+            Some(id) => {
+                if id.is_empty() || id.contains('.') && id.len() < 3 {
+                    return Err(TokenError::Invalid("invalid token id".into()));
+                }
+                if self.view.get(&format!("id/{}", self.hash(&id)))?.is_some() {
+                    return Err(TokenError::Invalid(
+                        "cannot create a token with a duplicate ID".into(),
+                    ));
+                }
+                id
+            }
+            None => Zeroizing::new(format!("s.{}", &*random_b62(24))),
+        };
+        let accessor = random_b62(24).to_string();
+        let mut policies: Vec<String> = spec.policies.clone();
+        if !spec.no_default_policy && !policies.iter().any(|p| p == "root") {
+            policies.push("default".into());
+        }
+        policies.sort();
+        policies.dedup();
+        let now = now();
+        let is_root = policies.iter().any(|p| p == "root");
+        let mut ttl = if spec.period > 0 {
+            spec.period
+        } else {
+            spec.ttl
+        };
+        if ttl == 0 && !is_root {
+            ttl = DEFAULT_TTL;
+        }
+        if spec.explicit_max_ttl > 0 && (ttl == 0 || ttl > spec.explicit_max_ttl) {
+            ttl = spec.explicit_max_ttl;
+        }
+        if spec.period == 0 && ttl > MAX_TTL {
+            ttl = MAX_TTL;
+        }
+        let entry = TokenEntry {
+            id_hash: self.hash(&token),
+            accessor: accessor.clone(),
+            policies,
+            parent_hash: spec.parent_hash.clone(),
+            meta: spec.meta,
+            display_name: spec.display_name,
+            num_uses: spec.num_uses,
+            creation_time: now,
+            creation_ttl: ttl,
+            explicit_max_ttl: spec.explicit_max_ttl,
+            period: spec.period,
+            expire_time: (ttl > 0).then_some(now + ttl as i64),
+            last_renewal: None,
+            renewable: spec.renewable && ttl > 0,
+            path: spec.path,
+            entity_id: spec.entity_id,
+        };
+        let mut ops = vec![
+            BarrierOp::Put(
+                format!("id/{}", entry.id_hash),
+                serde_json::to_vec(&entry).expect("entry serializes"),
+            ),
+            BarrierOp::Put(
+                self.accessor_key(&accessor),
+                entry.id_hash.clone().into_bytes(),
+            ),
+        ];
+        if let Some(p) = &spec.parent_hash {
+            ops.push(BarrierOp::Put(
+                format!("parent/{p}/{}", entry.id_hash),
+                vec![],
+            ));
+        }
+        self.view.commit(ops)?;
+        let entry = Arc::new(entry);
+        self.cache
+            .write()
+            .insert(entry.id_hash.clone(), entry.clone());
+        Ok((token, entry))
+    }
+
+    fn by_hash(&self, hash: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        if let Some(e) = self.cache.read().get(hash) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(e) = self.view.get_json::<TokenEntry>(&format!("id/{hash}"))? else {
+            return Ok(None);
+        };
+        let e = Arc::new(e);
+        self.cache.write().insert(hash.to_string(), e.clone());
+        Ok(Some(e))
+    }
+
+    /// A valid (unexpired, unrevoked, every ancestor valid) token's entry by hash.
+    pub fn valid_by_hash(&self, hash: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        let now = now();
+        let mut cur = hash.to_string();
+        let mut first = None;
+        // walk up: a token whose ancestor expired or was revoked is revoked with it
+        for _ in 0..64 {
+            let Some(e) = self.by_hash(&cur)? else {
+                return Ok(None);
+            };
+            if e.expire_time.is_some_and(|t| t <= now) {
+                // lazily remove the expired token and everything below it
+                self.revoke_tree(&e.id_hash)?;
+                return Ok(None);
+            }
+            let parent = e.parent_hash.clone();
+            if first.is_none() {
+                first = Some(e);
+            }
+            match parent {
+                None => return Ok(first),
+                Some(p) => cur = p,
+            }
+        }
+        Ok(first)
+    }
+
+    pub fn lookup(&self, token: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        self.valid_by_hash(&self.hash(token))
+    }
+
+    pub fn lookup_accessor(&self, accessor: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        let Some(h) = self.view.get(&self.accessor_key(accessor))? else {
+            return Ok(None);
+        };
+        let h = String::from_utf8_lossy(&h).to_string();
+        self.valid_by_hash(&h)
+    }
+
+    fn store(&self, e: TokenEntry) -> Result<Arc<TokenEntry>, BarrierError> {
+        self.view.put_json(&format!("id/{}", e.id_hash), &e)?;
+        let e = Arc::new(e);
+        self.cache.write().insert(e.id_hash.clone(), e.clone());
+        Ok(e)
+    }
+
+    /// Count one use of a limited-use token; the last use revokes it (after the request).
+    pub fn use_once(&self, e: &TokenEntry) -> Result<(), BarrierError> {
+        if e.num_uses <= 0 {
+            return Ok(());
+        }
+        if e.num_uses == 1 {
+            return self.revoke_tree(&e.id_hash);
+        }
+        let mut n = e.clone();
+        n.num_uses -= 1;
+        self.store(n).map(|_| ())
+    }
+
+    fn remove_one(&self, e: &TokenEntry, ops: &mut Vec<BarrierOp>) {
+        ops.push(BarrierOp::Delete(format!("id/{}", e.id_hash)));
+        ops.push(BarrierOp::Delete(self.accessor_key(&e.accessor)));
+        if let Some(p) = &e.parent_hash {
+            ops.push(BarrierOp::Delete(format!("parent/{p}/{}", e.id_hash)));
+        }
+    }
+
+    /// Revoke a token and all its descendants.
+    pub fn revoke_tree(&self, hash: &str) -> Result<(), BarrierError> {
+        let mut ops = Vec::new();
+        let mut stack = vec![hash.to_string()];
+        let mut gone = Vec::new();
+        while let Some(h) = stack.pop() {
+            for child in self.view.list(&format!("parent/{h}/"))? {
+                stack.push(child.clone());
+                ops.push(BarrierOp::Delete(format!("parent/{h}/{child}")));
+            }
+            if let Some(e) = self.by_hash(&h)? {
+                self.remove_one(&e, &mut ops);
+            }
+            gone.push(h);
+        }
+        self.view.commit(ops)?;
+        let mut c = self.cache.write();
+        for h in gone {
+            c.remove(&h);
+        }
+        Ok(())
+    }
+
+    /// Revoke only this token; its children become orphans.
+    pub fn revoke_orphan(&self, hash: &str) -> Result<(), BarrierError> {
+        let mut ops = Vec::new();
+        for child in self.view.list(&format!("parent/{hash}/"))? {
+            ops.push(BarrierOp::Delete(format!("parent/{hash}/{child}")));
+            if let Some(c) = self.by_hash(&child)? {
+                let mut c = (*c).clone();
+                c.parent_hash = None;
+                ops.push(BarrierOp::Put(
+                    format!("id/{}", c.id_hash),
+                    serde_json::to_vec(&c).expect("entry serializes"),
+                ));
+                self.cache.write().remove(&c.id_hash);
+            }
+        }
+        if let Some(e) = self.by_hash(hash)? {
+            self.remove_one(&e, &mut ops);
+        }
+        self.view.commit(ops)?;
+        self.cache.write().remove(hash);
+        Ok(())
+    }
+
+    /// Extend a token's lease. `increment` 0 means "its original TTL".
+    pub fn renew(
+        &self,
+        e: &TokenEntry,
+        increment: u64,
+    ) -> Result<(Arc<TokenEntry>, Vec<String>), TokenError> {
+        if e.expire_time.is_none() {
+            return Err(TokenError::Invalid("invalid lease ID".into()));
+        }
+        if !e.renewable {
+            return Err(TokenError::Invalid("lease is not renewable".into()));
+        }
+        let now = now();
+        let mut warnings = vec![];
+        let mut ttl = if e.period > 0 {
+            e.period
+        } else if increment > 0 {
+            increment
+        } else {
+            e.creation_ttl
+        };
+        if e.period == 0 {
+            let max_end = if e.explicit_max_ttl > 0 {
+                e.creation_time + e.explicit_max_ttl as i64
+            } else {
+                e.creation_time + MAX_TTL as i64
+            };
+            if now + ttl as i64 > max_end {
+                let capped = (max_end - now).max(0) as u64;
+                warnings.push(format!(
+                    "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+                    crate::duration::format_short(ttl),
+                    crate::duration::format_short(capped)
+                ));
+                ttl = capped;
+            }
+        }
+        let mut n = e.clone();
+        n.expire_time = Some(now + ttl as i64);
+        n.last_renewal = Some(now);
+        Ok((self.store(n)?, warnings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::barrier::Barrier;
+    use crate::storage::InmemStorage;
+
+    fn store() -> TokenStore {
+        let b = Arc::new(Barrier::new(Arc::new(InmemStorage::new())));
+        let k = crypto::random_bytes::<32>();
+        b.initialize(&k[..], vec![]).unwrap();
+        b.unseal(&k[..]).unwrap();
+        TokenStore::open(View::new(b, "sys/token/")).unwrap()
+    }
+
+    fn spec(policies: &[&str]) -> NewToken {
+        NewToken {
+            policies: policies.iter().map(|s| s.to_string()).collect(),
+            renewable: true,
+            path: "auth/token/create".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_lookup_and_cascade_revoke() {
+        let s = store();
+        let (parent, pe) = s.create(spec(&["ocs"])).unwrap();
+        assert!(parent.starts_with("s.") && parent.len() == 26);
+        assert_eq!(pe.policies, vec!["default", "ocs"]);
+        assert_eq!(pe.creation_ttl, DEFAULT_TTL);
+        let mut c = spec(&["x"]);
+        c.parent_hash = Some(pe.id_hash.clone());
+        let (child, ce) = s.create(c).unwrap();
+        assert!(s.lookup(&child).unwrap().is_some());
+        assert!(s.lookup_accessor(&ce.accessor).unwrap().is_some());
+        s.revoke_tree(&pe.id_hash).unwrap();
+        assert!(s.lookup(&parent).unwrap().is_none());
+        assert!(s.lookup(&child).unwrap().is_none());
+        assert!(s.lookup_accessor(&ce.accessor).unwrap().is_none());
+        assert!(s.lookup("bogus").unwrap().is_none());
+    }
+
+    #[test]
+    fn revoke_orphan_keeps_children() {
+        let s = store();
+        let (_p, pe) = s.create(spec(&["a"])).unwrap();
+        let mut c = spec(&["b"]);
+        c.parent_hash = Some(pe.id_hash.clone());
+        let (child, _) = s.create(c).unwrap();
+        s.revoke_orphan(&pe.id_hash).unwrap();
+        let ce = s.lookup(&child).unwrap().unwrap();
+        assert!(ce.orphan());
+    }
+
+    #[test]
+    fn expired_tokens_and_their_children_are_invalid() {
+        let s = store();
+        let (p, pe) = s.create(spec(&["a"])).unwrap();
+        let mut c = spec(&["b"]);
+        c.parent_hash = Some(pe.id_hash.clone());
+        let (child, _) = s.create(c).unwrap();
+        let mut expired = (*pe).clone();
+        expired.expire_time = Some(now() - 1);
+        s.store(expired).unwrap();
+        assert!(s.lookup(&child).unwrap().is_none());
+        assert!(s.lookup(&p).unwrap().is_none());
+    }
+
+    #[test]
+    fn use_limits_and_renew_caps() {
+        let s = store();
+        let mut sp = spec(&["a"]);
+        sp.num_uses = 2;
+        sp.ttl = 600;
+        sp.explicit_max_ttl = 900;
+        let (t, e) = s.create(sp).unwrap();
+        let (r, w) = s.renew(&e, 3600).unwrap();
+        assert_eq!(
+            w.len(),
+            1,
+            "renewal past explicit max is capped with a warning"
+        );
+        assert!(r.ttl_remaining(now()) <= 900);
+        s.use_once(&s.lookup(&t).unwrap().unwrap()).unwrap();
+        assert_eq!(s.lookup(&t).unwrap().unwrap().num_uses, 1);
+        s.use_once(&s.lookup(&t).unwrap().unwrap()).unwrap();
+        assert!(s.lookup(&t).unwrap().is_none());
+        let (_, root) = s.create(spec(&["root"])).unwrap();
+        assert!(root.expire_time.is_none());
+        assert_eq!(
+            s.renew(&root, 0).unwrap_err().to_string(),
+            "invalid lease ID"
+        );
+    }
+}

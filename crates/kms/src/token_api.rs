@@ -1,0 +1,228 @@
+//! `auth/token/*`: create, lookup, renew and revoke tokens over the token store.
+
+use crate::core::{Core, Unsealed};
+use crate::fields;
+use crate::request::{ApiError, Operation, Request, Response};
+use crate::token::{now, NewToken, TokenEntry, TokenError};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+fn tok_err(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Invalid(m) => ApiError::bad_request(m),
+        TokenError::Barrier(b) => b.into(),
+    }
+}
+
+fn caller(req: &Request) -> Result<&Arc<TokenEntry>, ApiError> {
+    req.token.as_ref().ok_or_else(ApiError::permission_denied)
+}
+
+fn is_sudo(core: &Core, u: &Unsealed, req: &Request) -> Result<bool, ApiError> {
+    let t = caller(req)?;
+    let acl = core.acl_for(u, t)?;
+    Ok(acl.is_root()
+        || acl
+            .capabilities(&req.path)
+            .contains(crate::policy::Caps::SUDO))
+}
+
+pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
+    let rel = req.rel.trim_end_matches('/');
+    let write = matches!(req.op, Operation::Update | Operation::Create);
+    let d = &req.data;
+    match rel {
+        "create" | "create-orphan" if write => create(core, u, req, rel == "create-orphan"),
+        "lookup-self" if req.op == Operation::Read || write => {
+            let t = caller(req)?;
+            let id = req.client_token.as_ref().map(|c| c.as_str());
+            Ok(Response::data(t.lookup_data(id, now())))
+        }
+        "lookup" if req.op == Operation::Read || write => {
+            let tok = fields::opt_str(d, "token")?
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ApiError::bad_request("missing token to lookup"))?;
+            let tok = Zeroizing::new(tok);
+            let e = u
+                .tokens
+                .lookup(&tok)?
+                .ok_or_else(|| ApiError::bad_request("bad token"))?;
+            Ok(Response::data(e.lookup_data(Some(&tok), now())))
+        }
+        "lookup-accessor" if write => {
+            let acc = fields::opt_str(d, "accessor")?
+                .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
+            let e = u
+                .tokens
+                .lookup_accessor(&acc)?
+                .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+            Ok(Response::data(e.lookup_data(None, now())))
+        }
+        "renew-self" | "renew" | "renew-accessor" if write => {
+            let (entry, token): (Arc<TokenEntry>, Option<String>) = match rel {
+                "renew-self" => (
+                    caller(req)?.clone(),
+                    req.client_token.as_ref().map(|c| c.to_string()),
+                ),
+                "renew" => {
+                    let t = fields::opt_str(d, "token")?
+                        .ok_or_else(|| ApiError::bad_request("missing token"))?;
+                    let e = u
+                        .tokens
+                        .lookup(&t)?
+                        .ok_or_else(|| ApiError::bad_request("invalid token"))?;
+                    (e, Some(t))
+                }
+                _ => {
+                    let a = fields::opt_str(d, "accessor")?
+                        .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
+                    let e = u
+                        .tokens
+                        .lookup_accessor(&a)?
+                        .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+                    (e, None)
+                }
+            };
+            let inc = fields::duration_or(d, "increment", 0)?;
+            let (ne, warnings) = u.tokens.renew(&entry, inc).map_err(tok_err)?;
+            let mut r = Response::data(serde_json::Value::Null);
+            r.data = None;
+            r.auth = Some(ne.auth_block(token.as_deref().unwrap_or(""), now()));
+            r.warnings = warnings;
+            Ok(r)
+        }
+        "revoke-self" if write => {
+            u.tokens.revoke_tree(&caller(req)?.id_hash)?;
+            Ok(Response::no_content())
+        }
+        "revoke" | "revoke-orphan" if write => {
+            let t = fields::opt_str(d, "token")?
+                .ok_or_else(|| ApiError::bad_request("missing token"))?;
+            if let Some(e) = u.tokens.lookup(&t)? {
+                if rel == "revoke" {
+                    u.tokens.revoke_tree(&e.id_hash)?;
+                } else {
+                    u.tokens.revoke_orphan(&e.id_hash)?;
+                }
+            }
+            Ok(Response::no_content())
+        }
+        "revoke-accessor" if write => {
+            let a = fields::opt_str(d, "accessor")?
+                .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
+            if let Some(e) = u.tokens.lookup_accessor(&a)? {
+                u.tokens.revoke_tree(&e.id_hash)?;
+            }
+            Ok(Response::no_content())
+        }
+        "create" | "create-orphan" | "lookup-self" | "lookup" | "lookup-accessor"
+        | "renew-self" | "renew" | "renew-accessor" | "revoke-self" | "revoke"
+        | "revoke-orphan" | "revoke-accessor" => Err(ApiError::unsupported_operation()),
+        _ => Err(ApiError::unsupported_path()),
+    }
+}
+
+fn create(
+    core: &Core,
+    u: &Unsealed,
+    req: &Request,
+    orphan_path: bool,
+) -> Result<Response, ApiError> {
+    let parent = caller(req)?.clone();
+    let d = &req.data;
+    let sudo = is_sudo(core, u, req)?;
+    let parent_is_root = parent.is_root();
+    if let Some(t) = fields::opt_str(d, "type")? {
+        if !t.is_empty() && t != "service" && t != "default" {
+            return Err(ApiError::bad_request(format!(
+                "token type {t:?} is not supported by this server; use \"service\""
+            )));
+        }
+    }
+    let no_parent = fields::bool_or(d, "no_parent", false)?;
+    if no_parent && !(parent_is_root || sudo) {
+        return Err(ApiError::bad_request(
+            "root or sudo privileges required to create orphan token",
+        ));
+    }
+    let mut policies = fields::opt_str_list(d, "policies")?.unwrap_or_default();
+    let no_default_policy = fields::bool_or(d, "no_default_policy", false)?;
+    if policies.is_empty() {
+        policies = parent.policies.clone();
+    }
+    if !parent_is_root {
+        let allowed = |p: &String| p == "default" || parent.policies.contains(p);
+        if !policies.iter().all(allowed) {
+            return Err(ApiError::bad_request(
+                "child policies must be subset of parent",
+            ));
+        }
+    }
+    if no_default_policy {
+        policies.retain(|p| p != "default");
+    }
+    let id = fields::opt_str(d, "id")?.filter(|s| !s.is_empty());
+    if id.is_some() && !parent_is_root {
+        return Err(ApiError::bad_request(
+            "root or sudo privileges required to specify token id",
+        ));
+    }
+    let period = fields::duration_or(d, "period", 0)?;
+    if period > 0 && !(parent_is_root || sudo) {
+        return Err(ApiError::bad_request(
+            "root or sudo privileges required to create periodic token",
+        ));
+    }
+    let ttl = fields::duration_or(d, "ttl", 0)?;
+    let explicit_max_ttl = fields::duration_or(d, "explicit_max_ttl", 0)?;
+    let num_uses = fields::i64_or(d, "num_uses", 0)?;
+    if num_uses < 0 {
+        return Err(ApiError::bad_request("number of uses cannot be negative"));
+    }
+    let display = fields::str_or(d, "display_name", "")?;
+    let display_name = if display.is_empty() {
+        "token".to_string()
+    } else {
+        format!(
+            "token-{}",
+            display
+                .trim()
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
+        )
+    };
+    let mut warnings = vec![];
+    let (tok, e) = u
+        .tokens
+        .create(NewToken {
+            id: id.map(Zeroizing::new),
+            policies,
+            no_default_policy,
+            parent_hash: if no_parent || orphan_path {
+                None
+            } else {
+                Some(parent.id_hash.clone())
+            },
+            meta: fields::opt_str_map(d, "meta")?.unwrap_or_default(),
+            display_name,
+            num_uses,
+            ttl,
+            explicit_max_ttl,
+            period,
+            renewable: fields::bool_or(d, "renewable", true)?,
+            path: req.path.clone(),
+            entity_id: String::new(),
+        })
+        .map_err(tok_err)?;
+    if ttl > crate::token::MAX_TTL && period == 0 {
+        warnings.push(format!(
+            "TTL of \"{}\" exceeded the effective max_ttl of \"{}\"; TTL value is capped accordingly",
+            crate::duration::format_short(ttl),
+            crate::duration::format_short(crate::token::MAX_TTL)
+        ));
+    }
+    let mut r = Response::data(serde_json::Value::Null);
+    r.data = None;
+    r.auth = Some(e.auth_block(&tok, now()));
+    r.warnings = warnings;
+    Ok(r)
+}
