@@ -26,7 +26,7 @@ fn norm_mount(p: &str) -> String {
 const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/", "audit/"];
 
 pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
-    let rel = req.rel.as_str();
+    let rel = req.rel.trim_end_matches('/');
     let op = req.op;
     let write = matches!(op, Operation::Update | Operation::Create);
     match rel {
