@@ -428,11 +428,31 @@ const VERIFY_FIELDS: &[&str] = &[
     "batch_input",
 ];
 
-fn with_ignored(resp: Response, d: &Data, known: &[&str]) -> Response {
-    match ignored_warning(d, known) {
-        Some(w) => resp.with_warning(w),
-        None => resp,
+/// The framework's warnings, appended after the handler's own: body fields the path does
+/// not declare, and body values overridden by a value captured from the path.
+fn framework_warnings(
+    resp: Result<Response, ApiError>,
+    d: &Data,
+    known: &[&str],
+    captures: &[&str],
+) -> Result<Response, ApiError> {
+    let mut resp = resp?;
+    if let Some(w) = ignored_warning(d, known) {
+        resp = resp.with_warning(w);
     }
+    let mut replaced: Vec<&str> = captures
+        .iter()
+        .copied()
+        .filter(|k| d.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    if !replaced.is_empty() {
+        replaced.sort_unstable();
+        resp = resp.with_warning(format!(
+            "Endpoint replaced the value of these parameters with the values captured from the endpoint's path: [{}]",
+            replaced.join(" ")
+        ));
+    }
+    Ok(resp)
 }
 
 fn is_write(op: Operation) -> bool {
@@ -570,7 +590,7 @@ impl Transit {
                 np
             }
         };
-        Ok(with_ignored(Response::data(policy.info()), d, KEYS_FIELDS))
+        Ok(Response::data(policy.info()))
     }
 
     fn delete_key(&self, name: &str) -> Result<Response, ApiError> {
@@ -689,7 +709,7 @@ impl Transit {
         if let Some(w) = warning {
             resp = resp.with_warning(w);
         }
-        Ok(with_ignored(resp, d, CONFIG_FIELDS))
+        Ok(resp)
     }
 
     fn rotate_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
@@ -705,7 +725,7 @@ impl Transit {
         }
         p.rotate();
         self.store(&p)?;
-        Ok(with_ignored(Response::data(p.info()), d, ROTATE_FIELDS))
+        Ok(Response::data(p.info()))
     }
 
     fn trim_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
@@ -739,7 +759,7 @@ impl Transit {
         p.min_available_version = v;
         p.trim();
         self.store(&p)?;
-        Ok(with_ignored(Response::data(p.info()), d, TRIM_FIELDS))
+        Ok(Response::data(p.info()))
     }
 
     // ---- encrypt / decrypt / rewrap ----------------------------------------------------
@@ -883,7 +903,6 @@ impl Transit {
         if let Some(w) = warning {
             resp = resp.with_warning(w);
         }
-        let resp = with_ignored(resp, d, ENCRYPT_FIELDS);
         batch_status(resp, &prm, successes, user_err, internal_err)
     }
 
@@ -974,7 +993,6 @@ impl Transit {
                 .map_err(ItemErr::into_api)?;
             Response::data(json!({ "plaintext": ciphertext::b64_encode(&pt) }))
         };
-        let resp = with_ignored(resp, d, DECRYPT_FIELDS);
         batch_status(resp, &prm, successes, user_err, internal_err)
     }
 
@@ -1081,7 +1099,7 @@ impl Transit {
                 .map_err(ItemErr::into_api)?;
             Response::data(json!({ "ciphertext": ct, "key_version": v }))
         };
-        Ok(with_ignored(resp, d, REWRAP_FIELDS))
+        Ok(resp)
     }
 
     // ---- datakey / random / hmac / verify ----------------------------------------------
@@ -1119,7 +1137,7 @@ impl Transit {
             let pt = Zeroizing::new(ciphertext::b64_encode(&new_key));
             data["plaintext"] = json!(pt.as_str());
         }
-        Ok(with_ignored(Response::data(data), d, DATAKEY_FIELDS))
+        Ok(Response::data(data))
     }
 
     fn random(&self, rest: Option<&str>, d: &Data) -> Result<Response, ApiError> {
@@ -1198,7 +1216,7 @@ impl Transit {
         if let Some(w) = warning {
             resp = resp.with_warning(w);
         }
-        Ok(with_ignored(resp, d, RANDOM_FIELDS))
+        Ok(resp)
     }
 
     /// OpenBao's `Policy.HMACKey`.
@@ -1298,7 +1316,7 @@ impl Transit {
             let h = results.pop().expect("one item").map_err(bad)?;
             Response::data(json!({ "hmac": h }))
         };
-        Ok(with_ignored(resp, d, HMAC_FIELDS))
+        Ok(resp)
     }
 
     fn verify(&self, name: &str, url_alg: Option<&str>, d: &Data) -> Result<Response, ApiError> {
@@ -1433,7 +1451,7 @@ impl Transit {
             let valid = results.pop().expect("one item").map_err(bad)?;
             Response::data(json!({ "valid": valid }))
         };
-        Ok(with_ignored(resp, d, VERIFY_FIELDS))
+        Ok(resp)
     }
 
     fn export(&self, name: &str) -> Result<Response, ApiError> {
@@ -1451,6 +1469,7 @@ impl Backend for Transit {
         let d = &req.data;
         let parts: Vec<&str> = rel.split('/').collect();
         let unsupported_op = || Err(ApiError::unsupported_operation());
+        let fw = |r, known, caps| framework_warnings(r, d, known, caps);
         match parts.as_slice() {
             ["keys"] | ["keys", ""] => match op {
                 Operation::List => self.list_keys(),
@@ -1458,7 +1477,9 @@ impl Backend for Transit {
             },
             ["keys", name] if is_name(name) => match op {
                 Operation::Read => self.read_key(name),
-                Operation::Create | Operation::Update => self.write_key(name, d),
+                Operation::Create | Operation::Update => {
+                    fw(self.write_key(name, d), KEYS_FIELDS, &["name"])
+                }
                 Operation::Delete => self.delete_key(name),
                 _ => unsupported_op(),
             },
@@ -1470,9 +1491,9 @@ impl Backend for Transit {
                     return unsupported_op();
                 }
                 match *action {
-                    "config" => self.config_key(name, d),
-                    "rotate" => self.rotate_key(name, d),
-                    _ => self.trim_key(name, d),
+                    "config" => fw(self.config_key(name, d), CONFIG_FIELDS, &["name"]),
+                    "rotate" => fw(self.rotate_key(name, d), ROTATE_FIELDS, &["name"]),
+                    _ => fw(self.trim_key(name, d), TRIM_FIELDS, &["name"]),
                 }
             }
             [verb @ ("encrypt" | "decrypt" | "rewrap"), name] if is_name(name) => {
@@ -1480,16 +1501,20 @@ impl Backend for Transit {
                     return unsupported_op();
                 }
                 match *verb {
-                    "encrypt" => self.encrypt(name, req),
-                    "decrypt" => self.decrypt(name, d),
-                    _ => self.rewrap(name, d),
+                    "encrypt" => fw(self.encrypt(name, req), ENCRYPT_FIELDS, &["name"]),
+                    "decrypt" => fw(self.decrypt(name, d), DECRYPT_FIELDS, &["name"]),
+                    _ => fw(self.rewrap(name, d), REWRAP_FIELDS, &["name"]),
                 }
             }
             ["datakey", kind, name] if is_name(kind) && is_name(name) => {
                 if !is_write(op) {
                     return unsupported_op();
                 }
-                self.datakey(kind, name, d)
+                fw(
+                    self.datakey(kind, name, d),
+                    DATAKEY_FIELDS,
+                    &["name", "plaintext"],
+                )
             }
             ["random", ..] => {
                 if !is_write(op) {
@@ -1499,7 +1524,7 @@ impl Backend for Transit {
                 if rel != "random" && rest.is_none() {
                     return Err(ApiError::unsupported_path());
                 }
-                self.random(rest, d)
+                fw(self.random(rest, d), RANDOM_FIELDS, &["source", "urlbytes"])
             }
             [verb @ ("hmac" | "verify"), name, ..] if is_name(name) => {
                 let prefix_len = verb.len() + 1 + name.len();
@@ -1510,10 +1535,12 @@ impl Backend for Transit {
                 if !is_write(op) {
                     return unsupported_op();
                 }
+                // unmatched optional groups are captured too (as "")
+                let caps: &[&str] = &["name", "urlalgorithm"];
                 if *verb == "hmac" {
-                    self.hmac(name, alg, d)
+                    fw(self.hmac(name, alg, d), HMAC_FIELDS, caps)
                 } else {
-                    self.verify(name, alg, d)
+                    fw(self.verify(name, alg, d), VERIFY_FIELDS, caps)
                 }
             }
             ["export", kind, name] | ["export", kind, name, _]
