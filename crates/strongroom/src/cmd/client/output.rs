@@ -171,8 +171,31 @@ pub fn print_warnings(w: &[String]) {
     }
     eprintln!("WARNING! The following warnings were returned from Vault:\n");
     for x in w {
-        eprintln!("  * {x}\n");
+        eprintln!("{}\n", wrap(&format!("* {x}"), 78, "  "));
     }
+}
+
+/// Word-wraps `text` at `width` columns, every line prefixed by `indent`.
+pub fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut lines = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        for word in para.split(' ') {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
+        .iter()
+        .map(|l| format!("{indent}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn list_of(v: &Option<Vec<String>>) -> Vec<String> {

@@ -233,10 +233,7 @@ pub fn policy(cmd: PolicyCommand) -> CliResult {
                 .map_err(ctx(format!("Error reading policy named {}", a.name)))?
             {
                 Some(p) => {
-                    print!("{p}");
-                    if !p.ends_with('\n') {
-                        println!();
-                    }
+                    println!("{}", p.trim());
                     Ok(0)
                 }
                 None => Err(CliError {

@@ -7,7 +7,7 @@ use strongroom_vault_client::{Client, Secret, SecretAuth, SecretString, TokenCre
 use super::ctx::{
     ctx, parse_kv_args, read_secret_line, token_helper_store, CliError, CliResult, Common,
 };
-use super::output::{auth_rows, kv_table, print_secret, Format};
+use super::output::{auth_rows, kv_table, print_secret, print_warnings, Format};
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
@@ -151,6 +151,7 @@ fn print_auth(s: &Secret, format: Format) {
     if format == Format::Json {
         print_secret(s, format);
     } else if let Some(a) = &s.auth {
+        print_warnings(s.warnings());
         print!("{}", kv_table(auth_rows(a)));
     }
 }
@@ -332,6 +333,16 @@ pub fn login(a: LoginArgs) -> CliResult {
     };
     if !a.no_store {
         token_helper_store(&auth.client_token)?;
+        if let Some(var) = ["VAULT_TOKEN", "BAO_TOKEN"]
+            .into_iter()
+            .find(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+        {
+            eprintln!(
+                "WARNING! The {var} environment variable is set! The value of this variable\n\
+                 will take precedence; if this is unwanted please unset {var} or update its\n\
+                 value accordingly.\n"
+            );
+        }
     }
     if a.token_only {
         println!("{}", auth.client_token.expose());
