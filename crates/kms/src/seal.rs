@@ -143,7 +143,8 @@ impl Core {
         }))
     }
 
-    /// Initialize and unseal in one step (for `-dev`), returning the root token and key.
+    /// Initialize and unseal in one step (for `-dev`) and mount kv-v2 at `secret/`; returns the
+    /// root token and the unseal key.
     pub fn init_dev(&self, root_token_id: Option<&str>) -> Result<(String, String), ApiError> {
         let out = self.init(&serde_json::Map::from_iter([
             ("secret_shares".to_string(), json!(1)),
@@ -173,6 +174,18 @@ impl Core {
             u.tokens.revoke_tree(&old.id_hash)?;
             root = id.to_string();
         }
+        // like `bao server -dev`: kv-v2 at secret/
+        let mut data = serde_json::Map::new();
+        data.insert("type".into(), json!("kv"));
+        data.insert("options".into(), json!({"version": "2"}));
+        self.handle(crate::core::Incoming {
+            op: crate::request::Operation::Update,
+            path: "sys/mounts/secret".into(),
+            data,
+            token: Some(Zeroizing::new(root.clone())),
+            content_type: None,
+            remote_addr: String::new(),
+        })?;
         Ok((root, key))
     }
 
@@ -189,9 +202,6 @@ impl Core {
             .ok_or_else(|| ApiError::bad_request("Vault is not initialized"))?;
         if crate::fields::bool_or(body, "reset", false)? {
             self.seal.lock().reset();
-            return self.seal_status();
-        }
-        if !self.barrier.is_sealed() {
             return self.seal_status();
         }
         let key_text = crate::fields::opt_str(body, "key")?.ok_or_else(|| {

@@ -83,7 +83,6 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
                 })
                 .await?
                 .map_err(|e| anyhow::anyhow!("dev init: {}", e.errors.join("; ")))?;
-                dev_mount_kv2(&core, &root)?;
                 let addr = addrs.first().map(|a| a.to_string()).unwrap_or_default();
                 println!("==> Strongroom server started in dev mode (in memory, unsealed).\n");
                 println!("WARNING! dev mode is enabled! Data is kept in memory only and is lost on exit.");
@@ -104,22 +103,4 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(0)
-}
-
-fn dev_mount_kv2(core: &strongroom_kms::core::Core, root: &str) -> anyhow::Result<()> {
-    use strongroom_kms::core::Incoming;
-    use strongroom_kms::request::Operation;
-    let mut data = serde_json::Map::new();
-    data.insert("type".into(), serde_json::json!("kv"));
-    data.insert("options".into(), serde_json::json!({"version": "2"}));
-    core.handle(Incoming {
-        op: Operation::Update,
-        path: "sys/mounts/secret".into(),
-        data,
-        token: Some(zeroize::Zeroizing::new(root.to_string())),
-        content_type: None,
-        remote_addr: String::new(),
-    })
-    .map_err(|e| anyhow::anyhow!("mounting secret/: {}", e.errors.join("; ")))?;
-    Ok(())
 }
