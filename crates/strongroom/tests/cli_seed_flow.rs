@@ -343,3 +343,13 @@ fn seed_flow_strongroom_cli_against_openbao() {
 fn seed_flow_bao_cli_against_openbao() {
     seed_flow(ServerKind::OpenBao, CliKind::Bao);
 }
+
+#[test]
+fn seed_flow_strongroom_cli_against_strongroom() {
+    seed_flow(ServerKind::Strongroom, CliKind::Strongroom);
+}
+
+#[test]
+fn seed_flow_bao_cli_against_strongroom() {
+    seed_flow(ServerKind::Strongroom, CliKind::Bao);
+}

@@ -128,6 +128,8 @@ pub struct Server {
     log: PathBuf,
     /// The root token of a dev server.
     pub root_token: Option<String>,
+    /// The command line, for [`Server::restart`].
+    args: Vec<String>,
 }
 
 impl Server {
@@ -236,6 +238,7 @@ impl Server {
             dir,
             log,
             root_token: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         // Any answer from sys/health (200/429/501/503...) means the listener is up.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -253,6 +256,41 @@ impl Server {
             s.addr,
             s.logs()
         ))
+    }
+
+    /// Kills the process (SIGKILL: no chance to flush anything) and starts it again with the
+    /// same config and storage directory; waits until `sys/health` answers.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let bin = match self.kind {
+            ServerKind::OpenBao => bao_bin(),
+            ServerKind::Strongroom => strongroom_bin(),
+        };
+        let logf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("server log");
+        let errf = logf.try_clone().expect("server log");
+        self.child = Command::new(&bin)
+            .args(&self.args)
+            .env_remove("VAULT_TOKEN")
+            .env_remove("BAO_TOKEN")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(logf)
+            .stderr(errf)
+            .spawn()
+            .expect("restart server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.health_code().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no answer after restart\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Base address, e.g. `http://127.0.0.1:41234`.
