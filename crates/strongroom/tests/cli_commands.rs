@@ -1,4 +1,5 @@
-//! Our CLI beyond the seed flow, against real OpenBao: KV v2, transit through
+//! Our CLI beyond the seed flow, against real OpenBao (and the same checks against
+//! `strongroom server`): KV v2, transit through
 //! `write`/`read`, stdin and `@file` data, tokens, unseal from stdin, disable/delete
 //! commands, exit codes; and byte-for-byte the same table output as the real `bao` CLI for
 //! read-only commands.
@@ -13,7 +14,11 @@ const ROOT: &str = "root-for-cli-tests";
 
 #[test]
 fn kv_v2_transit_tokens_and_exit_codes() {
-    let server = Server::start_dev(ServerKind::OpenBao, ROOT);
+    kv_v2_transit_tokens(ServerKind::OpenBao);
+}
+
+fn kv_v2_transit_tokens(kind: ServerKind) {
+    let server = Server::start_dev(kind, ROOT);
     let cli = Cli::new(CliKind::Strongroom, server.addr()).with_token(ROOT);
 
     // KV v2 at secret/ (dev mode)
@@ -251,7 +256,11 @@ fn kv_v2_transit_tokens_and_exit_codes() {
 
 #[test]
 fn unseal_from_stdin_on_raft_storage() {
-    let server = Server::start(ServerKind::OpenBao, Storage::Raft);
+    unseal_from_stdin(ServerKind::OpenBao);
+}
+
+fn unseal_from_stdin(kind: ServerKind) {
+    let server = Server::start(kind, Storage::Raft);
     let cli = Cli::new(CliKind::Strongroom, server.addr());
     let o = cli.run(&[
         "operator",
@@ -323,7 +332,11 @@ fn unseal_from_stdin_on_raft_storage() {
 /// Read-only commands print exactly what `bao` prints for the same data.
 #[test]
 fn table_output_matches_bao() {
-    let server = Server::start_dev(ServerKind::OpenBao, ROOT);
+    output_matches_bao(ServerKind::OpenBao);
+}
+
+fn output_matches_bao(kind: ServerKind) {
+    let server = Server::start_dev(kind, ROOT);
     let ours = Cli::new(CliKind::Strongroom, server.addr()).with_token(ROOT);
     let bao = Cli::new(CliKind::Bao, server.addr()).with_token(ROOT);
     for setup in [
@@ -343,6 +356,7 @@ fn table_output_matches_bao() {
     ] {
         ours.run(setup).expect_code(0, "setup");
     }
+    let mut diffs = Vec::new();
     for cmd in [
         &["status"][..],
         &["kv", "get", "secret/app"],
@@ -366,15 +380,24 @@ fn table_output_matches_bao() {
         &["operator", "init", "-status"],
     ] {
         let (a, b) = (ours.run(cmd), bao.run(cmd));
-        assert_eq!(
-            (a.code, &a.stdout),
-            (b.code, &b.stdout),
-            "`{}`: our output differs from bao's\n--- ours\n{}{}\n--- bao\n{}{}",
-            cmd.join(" "),
-            a.stdout,
-            a.stderr,
-            b.stdout,
-            b.stderr
-        );
+        if (a.code, &a.stdout) != (b.code, &b.stdout) {
+            diffs.push(format!("`{}`: our output differs from bao's\n--- ours (exit {})\n{}{}\n--- bao (exit {})\n{}{}", cmd.join(" "), a.code, a.stdout, a.stderr, b.code, b.stdout, b.stderr));
+        }
     }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n\n"));
+}
+
+#[test]
+fn kv_v2_transit_tokens_and_exit_codes_strongroom_server() {
+    kv_v2_transit_tokens(ServerKind::Strongroom);
+}
+
+#[test]
+fn unseal_from_stdin_on_raft_storage_strongroom_server() {
+    unseal_from_stdin(ServerKind::Strongroom);
+}
+
+#[test]
+fn table_output_matches_bao_strongroom_server() {
+    output_matches_bao(ServerKind::Strongroom);
 }

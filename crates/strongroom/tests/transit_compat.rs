@@ -508,6 +508,177 @@ fn http_scenario(kind: ServerKind) -> Vec<(String, u16, Value)> {
     r.req("unsupported op", "GET", "transit/encrypt/k1", None);
     r.req("rotate GET", "GET", "transit/keys/k1/rotate", None);
 
+    // odd inputs found by differential probing
+    for (step, path, body) in [
+        (
+            "batch key_version string",
+            "transit/encrypt/k2",
+            json!({"batch_input": [{"plaintext": "aGk=", "key_version": "1"}]}),
+        ),
+        (
+            "batch key_version float",
+            "transit/encrypt/k2",
+            json!({"batch_input": [{"plaintext": "aGk=", "key_version": 1.5}]}),
+        ),
+        (
+            "batch plaintext null",
+            "transit/encrypt/k2",
+            json!({"batch_input": [{"plaintext": null}]}),
+        ),
+        (
+            "batch context number",
+            "transit/encrypt/k2",
+            json!({"batch_input": [{"plaintext": "aGk=", "context": 5}]}),
+        ),
+        (
+            "batch not a list",
+            "transit/encrypt/k2",
+            json!({"batch_input": {"a": 1}}),
+        ),
+        (
+            "batch bad override",
+            "transit/encrypt/k2",
+            json!({"batch_input": [{"plaintext": "aGk="}, {"plaintext": "!"}], "partial_failure_response_code": 900}),
+        ),
+        (
+            "decrypt batch bad context",
+            "transit/decrypt/k2",
+            json!({"batch_input": [{"ciphertext": "vault:v1:AAAA", "context": "!!"}]}),
+        ),
+        (
+            "rewrap batch version string",
+            "transit/rewrap/k2",
+            json!({"batch_input": [{"ciphertext": "vault:v1:AAAA", "key_version": "1"}]}),
+        ),
+        (
+            "rewrap batch not a list",
+            "transit/rewrap/k2",
+            json!({"batch_input": "x"}),
+        ),
+        (
+            "hmac batch bool",
+            "transit/hmac/k2",
+            json!({"batch_input": [{"input": true}]}),
+        ),
+        (
+            "hmac url algorithm in body",
+            "transit/hmac/k2",
+            json!({"input": "aGk=", "urlalgorithm": "sha2-224"}),
+        ),
+        (
+            "hmac sha1",
+            "transit/hmac/k2/sha1",
+            json!({"input": "aGk="}),
+        ),
+        (
+            "hmac trailing slash",
+            "transit/hmac/k2/",
+            json!({"input": "aGk="}),
+        ),
+        (
+            "verify mixed batch",
+            "transit/verify/k2",
+            json!({"batch_input": [{"input": "aGk=", "hmac": "x"}, {"input": "aGk=", "signature": "x"}]}),
+        ),
+        (
+            "verify signature",
+            "transit/verify/k2",
+            json!({"input": "aGk=", "signature": "vault:v1:AAAA"}),
+        ),
+        ("random trailing slash", "transit/random/", json!({})),
+        (
+            "random body source",
+            "transit/random",
+            json!({"bytes": 4, "source": "seal"}),
+        ),
+        (
+            "random out of range",
+            "transit/random/99999999999999999999",
+            json!({}),
+        ),
+        (
+            "config negative duration",
+            "transit/keys/k2/config",
+            json!({"auto_rotate_period": "-1h"}),
+        ),
+        (
+            "config fractional duration",
+            "transit/keys/k2/config",
+            json!({"auto_rotate_period": 3600.5}),
+        ),
+        (
+            "config bool as int",
+            "transit/keys/k2/config",
+            json!({"min_decryption_version": true}),
+        ),
+        (
+            "config int as bool",
+            "transit/keys/k2/config",
+            json!({"deletion_allowed": 0}),
+        ),
+        (
+            "rotate external ref",
+            "transit/keys/k2/rotate",
+            json!({"external_key_ref": "a:b"}),
+        ),
+        (
+            "create external ref",
+            "transit/keys/x1",
+            json!({"external_key_ref": "a:b"}),
+        ),
+        (
+            "soft-delete wrong op",
+            "transit/keys/k2/soft-delete",
+            json!({}),
+        ),
+    ] {
+        r.put(step, path, body);
+    }
+    r.req("export bad type", "GET", "transit/export/bogus/k2", None);
+    r.req(
+        "export public key",
+        "GET",
+        "transit/export/public-key/k2",
+        None,
+    );
+    r.req(
+        "export cert chain",
+        "GET",
+        "transit/export/certificate-chain/k2",
+        None,
+    );
+    r.req("soft-delete", "DELETE", "transit/keys/k2/soft-delete", None);
+    r.req(
+        "soft-delete again",
+        "DELETE",
+        "transit/keys/k2/soft-delete",
+        None,
+    );
+    r.put(
+        "soft-deleted encrypt",
+        "transit/encrypt/k2",
+        json!({"plaintext": HELLO}),
+    );
+    r.put(
+        "soft-deleted hmac",
+        "transit/hmac/k2",
+        json!({"input": HELLO}),
+    );
+    r.req("soft-deleted rotate", "PUT", "transit/keys/k2/rotate", None);
+    r.req("soft-deleted read", "GET", "transit/keys/k2", None);
+    r.put("restore", "transit/keys/k2/soft-delete-restore", json!({}));
+    r.put(
+        "restore again",
+        "transit/keys/k2/soft-delete-restore",
+        json!({}),
+    );
+    r.req(
+        "soft-delete missing",
+        "DELETE",
+        "transit/keys/nokey/soft-delete",
+        None,
+    );
+
     // deletion
     r.req(
         "export not exportable",

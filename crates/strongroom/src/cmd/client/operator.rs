@@ -214,9 +214,6 @@ fn status_rows(st: &SealStatus, leader: Option<&Map<String, Value>>) -> Vec<(Str
         ));
     }
     rows.push(("Version".into(), st.version.clone()));
-    if !st.build_date.is_empty() {
-        rows.push(("Build Date".into(), st.build_date.clone()));
-    }
     if !st.commit_date.is_empty() {
         rows.push(("Commit Date".into(), st.commit_date.clone()));
     }
