@@ -141,6 +141,9 @@ pub struct KeyPolicy {
     /// Seconds; 0 = no automatic rotation.
     pub auto_rotate_period: u64,
     pub keys: BTreeMap<i64, KeyEntry>,
+    /// Soft-deleted keys refuse every cryptographic use until restored.
+    #[serde(default)]
+    pub soft_deleted: bool,
 }
 
 pub fn now_unix() -> i64 {
@@ -166,6 +169,7 @@ impl KeyPolicy {
             latest_version: 0,
             auto_rotate_period,
             keys: BTreeMap::new(),
+            soft_deleted: false,
         };
         p.rotate();
         p
@@ -232,7 +236,7 @@ impl KeyPolicy {
             "min_decryption_version": self.min_decryption_version,
             "min_encryption_version": self.min_encryption_version,
             "name": self.name,
-            "soft_deleted": false,
+            "soft_deleted": self.soft_deleted,
             "supports_decryption": true,
             "supports_derivation": true,
             "supports_encryption": true,
@@ -265,6 +269,8 @@ impl KeyPolicy {
         Ok(hkdf_sha256(&e.key.0, context, n))
     }
 }
+
+pub const SOFT_DELETED: &str = "refusing to use soft-deleted key";
 
 pub const MISSING_CONTEXT: &str = "missing 'context' for key derivation; the key was created using a derived key, which means additional, per-request information must be included in order to perform operations with the key";
 

@@ -200,8 +200,14 @@ fn decode_batch(
     Ok(items)
 }
 
-/// mapstructure-style lenient decoding (rewrap, hmac, verify): strings, numbers as strings.
-fn decode_batch_loose(raw: &Value) -> Result<Vec<Map<String, Value>>, ApiError> {
+/// mapstructure-style decoding (rewrap into a struct, hmac/verify into `map[string]string`):
+/// strings and JSON numbers (a string kind in Go) are accepted for string fields, numbers
+/// for `int_fields`; anything else is a 500 `failed to parse batch input: ...`.
+fn decode_batch_loose(
+    raw: &Value,
+    struct_style: bool,
+    int_fields: &[&str],
+) -> Result<Vec<Map<String, Value>>, ApiError> {
     let fail = |m: String| Err(internal(&format!("failed to parse batch input: {m}")));
     let Value::Array(arr) = raw else {
         return fail(format!(
@@ -210,10 +216,11 @@ fn decode_batch_loose(raw: &Value) -> Result<Vec<Map<String, Value>>, ApiError> 
         ));
     };
     let mut out = Vec::with_capacity(arr.len());
+    let mut errs = Vec::new();
     for (i, v) in arr.iter().enumerate() {
         let Value::Object(m) = v else {
             return fail(format!(
-                "'[{i}]' expected a map, got '{}'",
+                "decoding failed due to the following error(s):\n\n'[{i}]' expected a map, got '{}'",
                 match v {
                     Value::Number(_) => "string",
                     other => go_type(other),
@@ -222,20 +229,37 @@ fn decode_batch_loose(raw: &Value) -> Result<Vec<Map<String, Value>>, ApiError> 
         };
         let mut norm = Map::new();
         for (k, val) in m {
+            let field = if struct_style {
+                format!("[{i}].{k}")
+            } else {
+                format!("[{i}][{k}]")
+            };
+            let is_int = int_fields.contains(&k.as_str());
             let s = match val {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
                 Value::Null => continue,
+                Value::Number(n) => n.to_string(),
+                Value::String(s) if !is_int => s.clone(),
                 other => {
-                    return fail(format!(
-                        "'[{i}][{k}]' expected type 'string', got unconvertible type '{}'",
-                        go_type(other)
-                    ))
+                    errs.push(format!(
+                        "'{field}' expected type '{}', got unconvertible type '{}'",
+                        if is_int { "int" } else { "string" },
+                        match other {
+                            Value::String(_) => "string",
+                            o => go_type(o),
+                        }
+                    ));
+                    continue;
                 }
             };
             norm.insert(k.clone(), Value::String(s));
         }
         out.push(norm);
+    }
+    if !errs.is_empty() {
+        return fail(format!(
+            "decoding failed due to the following error(s):\n\n{}",
+            errs.join("\n")
+        ));
     }
     Ok(out)
 }
@@ -296,6 +320,9 @@ fn encrypt_item(
     plaintext: &[u8],
     ad: &str,
 ) -> Result<(String, i64), ItemErr> {
+    if p.soft_deleted {
+        return Err(ItemErr::User(keys::SOFT_DELETED.into()));
+    }
     let ver =
         match ver {
             0 => p.latest_version,
@@ -328,6 +355,9 @@ fn decrypt_item(
     context: &[u8],
     ad: &str,
 ) -> Result<Zeroizing<Vec<u8>>, ItemErr> {
+    if p.soft_deleted {
+        return Err(ItemErr::User(keys::SOFT_DELETED.into()));
+    }
     let v = parse_versioned(ct).map_err(|e| ItemErr::User(e.ciphertext_msg().into()))?;
     let ver = if v.version == 0 { 1 } else { v.version };
     if ver > p.latest_version {
@@ -471,6 +501,27 @@ impl Transit {
         Ok(self.view.get_json(&format!("{POLICY_PREFIX}{name}"))?)
     }
 
+    /// Load a key for use (encrypt, rewrap, datakey, hmac, read): if its
+    /// `auto_rotate_period` has elapsed, rotate it first, so automatic rotation holds even
+    /// between runs of [`Transit::rotate_due_keys`].
+    fn load_current(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
+        let Some(p) = self.load(name)? else {
+            return Ok(None);
+        };
+        if !p.rotation_due(keys::now_unix()) {
+            return Ok(Some(p));
+        }
+        let _g = self.write_lock.lock();
+        let Some(mut p) = self.load(name)? else {
+            return Ok(None);
+        };
+        if p.rotation_due(keys::now_unix()) {
+            p.rotate();
+            self.store(&p)?;
+        }
+        Ok(Some(p))
+    }
+
     fn store(&self, p: &KeyPolicy) -> Result<(), ApiError> {
         Ok(self
             .view
@@ -519,7 +570,7 @@ impl Transit {
     }
 
     fn read_key(&self, name: &str) -> Result<Response, ApiError> {
-        match self.load(name)? {
+        match self.load_current(name)? {
             Some(p) => Ok(Response::data(p.info())),
             None => Err(ApiError::not_found()),
         }
@@ -607,6 +658,23 @@ impl Transit {
         }
         self.view.delete(&format!("{POLICY_PREFIX}{name}"))?;
         Ok(Response::no_content())
+    }
+
+    /// `keys/<k>/soft-delete` (DELETE) and `keys/<k>/soft-delete-restore` (UPDATE).
+    fn soft_delete(&self, name: &str, delete: bool) -> Result<Response, ApiError> {
+        let _g = self.write_lock.lock();
+        let Some(mut p) = self.load(name)? else {
+            return Ok(Response::no_content());
+        };
+        let changed = p.soft_deleted != delete;
+        p.soft_deleted = delete;
+        self.store(&p)?;
+        let resp = Response::data(p.info());
+        Ok(match (changed, delete) {
+            (false, true) => resp.with_warning("key was already marked as soft deleted"),
+            (false, false) => resp.with_warning("key was already restored"),
+            _ => resp,
+        })
     }
 
     fn config_key(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
@@ -723,6 +791,9 @@ impl Transit {
                 p.key_type.as_str()
             )));
         }
+        if p.soft_deleted {
+            return Err(internal(keys::SOFT_DELETED));
+        }
         p.rotate();
         self.store(&p)?;
         Ok(Response::data(p.info()))
@@ -812,7 +883,7 @@ impl Transit {
 
         // Look up the key; create it on first use (upsert), derived iff a context was given.
         let mut warning = None;
-        let policy = match self.load(name)? {
+        let policy = match self.load_current(name)? {
             Some(p) => {
                 if req.op == Operation::Create {
                     warning = Some("Attempted creation of the key during the encrypt operation, but it was created beforehand");
@@ -1001,7 +1072,7 @@ impl Transit {
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
         let mut items: Vec<Item> = match batch_raw {
             Some(raw) => {
-                let raw_items = decode_batch_loose(raw)?;
+                let raw_items = decode_batch_loose(raw, true, &["key_version"])?;
                 if raw_items.is_empty() {
                     return Err(bad("missing batch input to process"));
                 }
@@ -1011,7 +1082,7 @@ impl Transit {
                         None => 0,
                         Some(s) => s.parse::<i64>().map_err(|_| {
                             internal(&format!(
-                                "failed to parse batch input: 1 error(s) decoding:\n\n* cannot parse '[{i}].key_version' as int: strconv.ParseInt: parsing \"{s}\": invalid syntax"
+                                "failed to parse batch input: decoding failed due to the following error(s):\n\ncannot parse '[{i}].key_version' as int: strconv.ParseInt: parsing \"{s}\": invalid syntax"
                             ))
                         })?,
                     };
@@ -1059,7 +1130,7 @@ impl Transit {
             });
         }
         let policy = self
-            .load(name)?
+            .load_current(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
         let mut results = Vec::with_capacity(items.len());
         for (it, ctx) in items.iter().zip(ctxs) {
@@ -1121,7 +1192,7 @@ impl Transit {
             go_b64_decode(&context_raw).map_err(|_| bad("failed to base64-decode context"))?
         };
         let policy = self
-            .load(name)?
+            .load_current(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
         let len = match bits {
             512 => 64,
@@ -1221,6 +1292,9 @@ impl Transit {
 
     /// OpenBao's `Policy.HMACKey`.
     fn hmac_key(p: &KeyPolicy, ver: i64) -> Result<&[u8], String> {
+        if p.soft_deleted {
+            return Err(keys::SOFT_DELETED.into());
+        }
         if ver < 0 {
             return Err("key version does not exist (cannot be negative)".into());
         }
@@ -1243,7 +1317,7 @@ impl Transit {
             _ => prm.str_or("algorithm", "sha2-256")?,
         };
         let policy = self
-            .load(name)?
+            .load_current(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
         let ver = if ver == 0 {
             policy.latest_version
@@ -1268,7 +1342,7 @@ impl Transit {
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
         let inputs: Vec<Map<String, Value>> = match batch_raw {
             Some(raw) => {
-                let v = decode_batch_loose(raw)?;
+                let v = decode_batch_loose(raw, false, &[])?;
                 if v.is_empty() {
                     return Err(bad("missing batch input to process"));
                 }
@@ -1324,7 +1398,7 @@ impl Transit {
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
         let items: Vec<Map<String, Value>> = match batch_raw {
             Some(raw) => {
-                let v = decode_batch_loose(raw)?;
+                let v = decode_batch_loose(raw, false, &[])?;
                 if v.is_empty() {
                     return Err(bad("missing batch input to process"));
                 }
@@ -1454,10 +1528,24 @@ impl Transit {
         Ok(resp)
     }
 
-    fn export(&self, name: &str) -> Result<Response, ApiError> {
-        match self.load(name)? {
-            None => Err(ApiError::not_found()),
-            Some(_) => Err(bad("private key material is not exportable")),
+    /// Nothing is exportable here; the refusals follow OpenBao's checks in order.
+    fn export(&self, kind: &str, name: &str) -> Result<Response, ApiError> {
+        if !matches!(
+            kind,
+            "encryption-key" | "signing-key" | "hmac-key" | "public-key" | "certificate-chain"
+        ) {
+            return Err(bad(format!("invalid export type: {kind}")));
+        }
+        let p = self.load(name)?.ok_or_else(ApiError::not_found)?;
+        match kind {
+            "public-key" => Err(internal(&format!(
+                "unknown key type {} for export type public-key",
+                p.key_type.as_str()
+            ))),
+            "certificate-chain" => Err(bad(
+                "certificate chain not supported for keys that do not support signing",
+            )),
+            _ => Err(bad("private key material is not exportable")),
         }
     }
 }
@@ -1470,6 +1558,9 @@ impl Backend for Transit {
         let parts: Vec<&str> = rel.split('/').collect();
         let unsupported_op = || Err(ApiError::unsupported_operation());
         let fw = |r, known, caps| framework_warnings(r, d, known, caps);
+        if is_write(op) && rel.ends_with('/') {
+            return Err(bad("cannot write to a path ending in '/'"));
+        }
         match parts.as_slice() {
             ["keys"] | ["keys", ""] => match op {
                 Operation::List => self.list_keys(),
@@ -1483,6 +1574,16 @@ impl Backend for Transit {
                 Operation::Delete => self.delete_key(name),
                 _ => unsupported_op(),
             },
+            ["keys", name, "soft-delete"] if is_name(name) => match op {
+                Operation::Delete => self.soft_delete(name, true),
+                _ => unsupported_op(),
+            },
+            ["keys", name, "soft-delete-restore"] if is_name(name) => {
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                fw(self.soft_delete(name, false), &["name"], &["name"])
+            }
             ["keys", name, action] if is_name(name) => {
                 if !matches!(*action, "config" | "rotate" | "trim") {
                     return Err(ApiError::unsupported_path());
@@ -1549,7 +1650,7 @@ impl Backend for Transit {
                 if op != Operation::Read {
                     return unsupported_op();
                 }
-                self.export(name)
+                self.export(kind, name)
             }
             _ => Err(ApiError::unsupported_path()),
         }

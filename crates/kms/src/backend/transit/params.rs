@@ -129,43 +129,44 @@ impl<'a> Params<'a> {
         Ok(self.bool(k)?.unwrap_or(default))
     }
 
-    /// `TypeDurationSecond`: seconds as number or numeric string, or a Go duration string.
+    /// `TypeDurationSecond` (OpenBao's `parseutil.ParseDurationSecond`): an integer number
+    /// of seconds (JSON number or string), or a Go duration string; negative values are
+    /// refused with the value in seconds, as OpenBao does.
     pub fn duration(&self, k: &str) -> Result<Option<u64>, ApiError> {
-        let neg = |s: &str| self.err(k, format!("cannot provide negative value '{s}'"));
-        match self.d.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => {
-                if let Some(u) = n.as_u64() {
-                    Ok(Some(u))
-                } else if n.as_f64().is_some_and(|f| f < 0.0) {
-                    Err(neg(&n.to_string()))
-                } else {
-                    Ok(Some(n.as_f64().unwrap_or(0.0) as u64))
-                }
+        let neg = |secs: i64| self.err(k, format!("cannot provide negative value '{secs}'"));
+        let text = match self.d.get(k) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => {
+                return Err(self.err(
+                    k,
+                    format!(
+                        "'' expected type 'int64', got unconvertible type '{}'",
+                        go_type(v)
+                    ),
+                ))
             }
-            Some(Value::String(s)) => {
-                if let Ok(i) = s.trim().parse::<i64>() {
-                    return if i < 0 {
-                        Err(neg(s))
-                    } else {
-                        Ok(Some(i as u64))
-                    };
-                }
-                if s.trim().starts_with('-') {
-                    return Err(neg(s));
-                }
-                duration::parse_secs(s)
-                    .map(Some)
-                    .map_err(|e| self.err(k, e.to_string()))
-            }
-            Some(v) => Err(self.err(
-                k,
-                format!(
-                    "'' expected type 'int64', got unconvertible type '{}'",
-                    go_type(v)
-                ),
-            )),
+        };
+        let t = text.trim();
+        if let Ok(i) = t.parse::<i64>() {
+            return if i < 0 {
+                Err(neg(i))
+            } else {
+                Ok(Some(i as u64))
+            };
         }
+        if t.parse::<f64>().is_ok() {
+            return Err(self.err(k, format!("time: missing unit in duration \"{text}\"")));
+        }
+        if let Some(rest) = t.strip_prefix('-') {
+            if let Ok(secs) = duration::parse_secs(rest) {
+                return Err(neg(-(secs as i64)));
+            }
+        }
+        duration::parse_secs(&text)
+            .map(Some)
+            .map_err(|e| self.err(k, e.to_string()))
     }
 }
 
@@ -217,6 +218,14 @@ mod tests {
             p.duration("p").unwrap_err().errors[0],
             "Field validation failed: error converting input for field \"p\": cannot provide negative value '-5'"
         );
+        let m2 = d(json!({"neg": "-1h", "frac": 3600.5, "ok": "1h30m", "n": 7200}));
+        let p2 = Params::validated(&m2);
+        assert!(p2.duration("neg").unwrap_err().errors[0]
+            .ends_with("cannot provide negative value '-3600'"));
+        assert!(p2.duration("frac").unwrap_err().errors[0]
+            .ends_with("time: missing unit in duration \"3600.5\""));
+        assert_eq!(p2.duration("ok").unwrap(), Some(5400));
+        assert_eq!(p2.duration("n").unwrap(), Some(7200));
         assert_eq!(
             p.duration("s").unwrap_err().errors[0],
             "Field validation failed: error converting input for field \"s\": time: invalid duration \"bogus\""

@@ -1256,6 +1256,58 @@ fn auto_rotation_is_due_after_period() {
         1
     );
     assert_eq!(t.rotate_due_keys().unwrap(), 0);
+    // lazily on use as well, without the periodic call
+    let mut p = t.load("r").unwrap().unwrap();
+    p.keys.get_mut(&2).unwrap().creation_time -= 3601;
+    t.store(&p).unwrap();
+    let ct = write(&t, "encrypt/r", json!({ "plaintext": HELLO }));
+    assert_eq!(ct["key_version"], 3);
+    assert_eq!(
+        ok(&t, Operation::Read, "keys/r", json!({}))["latest_version"],
+        3
+    );
+}
+
+#[test]
+fn replaced_and_ignored_param_warnings() {
+    let t = transit();
+    write(&t, "keys/k1", json!({}));
+    let r = call(
+        &t,
+        Operation::Update,
+        "hmac/k1",
+        json!({ "name": "k1", "input": "aGk=", "zzz": 1, "aaa": 2 }),
+    )
+    .unwrap();
+    assert_eq!(
+        r.warnings,
+        vec![
+            "Endpoint ignored these unrecognized parameters: [aaa zzz]".to_string(),
+            "Endpoint replaced the value of these parameters with the values captured from the endpoint's path: [name]".to_string(),
+        ]
+    );
+    let r = call(
+        &t,
+        Operation::Update,
+        "random/seal/4",
+        json!({ "source": "all" }),
+    )
+    .unwrap();
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert!(r.warnings[0].starts_with("no seal/entropy"));
+    // error responses carry no warnings; batch failures (status 400 with data) do
+    let r = call(
+        &t,
+        Operation::Update,
+        "encrypt/k1",
+        json!({ "batch_input": [{ "plaintext": "!" }], "x": 1 }),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.warnings,
+        vec!["Endpoint ignored these unrecognized parameters: [x]".to_string()]
+    );
 }
 
 #[test]
@@ -1320,4 +1372,86 @@ fn no_panics_on_odd_inputs() {
         let _ = call(&t, Operation::Update, rel, json!({}));
         let _ = call(&t, Operation::Read, rel, json!({}));
     }
+}
+
+#[test]
+fn soft_delete_blocks_use_until_restored() {
+    let t = transit();
+    write(&t, "keys/sd", json!({}));
+    let ct = enc(&t, "sd", HELLO);
+    let h = write(&t, "hmac/sd", json!({ "input": "aGk=" }))["hmac"].clone();
+    // missing keys: 204 both ways
+    assert_eq!(
+        call(&t, Operation::Delete, "keys/nokey/soft-delete", json!({}))
+            .unwrap()
+            .status,
+        204
+    );
+    assert_eq!(
+        call(
+            &t,
+            Operation::Update,
+            "keys/nokey/soft-delete-restore",
+            json!({})
+        )
+        .unwrap()
+        .status,
+        204
+    );
+    assert_eq!(
+        werr(&t, "keys/sd/soft-delete", json!({})),
+        (405, multierror("unsupported operation"))
+    );
+    let r = call(&t, Operation::Delete, "keys/sd/soft-delete", json!({})).unwrap();
+    assert_eq!(r.data.unwrap()["soft_deleted"], true);
+    assert!(r.warnings.is_empty());
+    let r = call(&t, Operation::Delete, "keys/sd/soft-delete", json!({})).unwrap();
+    assert_eq!(
+        r.warnings,
+        vec!["key was already marked as soft deleted".to_string()]
+    );
+    let sd = "refusing to use soft-deleted key".to_string();
+    assert_eq!(
+        werr(&t, "encrypt/sd", json!({ "plaintext": HELLO })),
+        (400, sd.clone())
+    );
+    assert_eq!(
+        werr(&t, "decrypt/sd", json!({ "ciphertext": ct })),
+        (400, sd.clone())
+    );
+    assert_eq!(
+        werr(&t, "rewrap/sd", json!({ "ciphertext": ct })),
+        (400, sd.clone())
+    );
+    assert_eq!(
+        werr(&t, "datakey/plaintext/sd", json!({})),
+        (400, sd.clone())
+    );
+    assert_eq!(
+        werr(&t, "hmac/sd", json!({ "input": "aGk=" })),
+        (400, sd.clone())
+    );
+    assert_eq!(
+        werr(&t, "verify/sd", json!({ "input": "aGk=", "hmac": h })),
+        (400, sd.clone())
+    );
+    assert_eq!(
+        werr(&t, "keys/sd/rotate", json!({})),
+        (500, multierror(&sd))
+    );
+    assert_eq!(
+        ok(&t, Operation::Read, "keys/sd", json!({}))["soft_deleted"],
+        true
+    );
+    let r = write(&t, "keys/sd/soft-delete-restore", json!({}));
+    assert_eq!(r["soft_deleted"], false);
+    assert_eq!(dec(&t, "sd", &ct), HELLO);
+    let r = call(
+        &t,
+        Operation::Update,
+        "keys/sd/soft-delete-restore",
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(r.warnings, vec!["key was already restored".to_string()]);
 }
