@@ -229,3 +229,30 @@ pub fn load(dev: &dyn BlockDevice, opts: LoadOptions) -> Result<(Header, LoadRep
         },
     ))
 }
+
+/// Encode one header copy around an arbitrary JSON area (no validation; the checksum is
+/// correct). For tests and fuzzing: lets inputs reach the JSON rules past the checksum.
+pub fn encode_raw_copy(primary: bool, hdr_size: u64, seqid: u64, json_area: &[u8]) -> Vec<u8> {
+    let json_len = (hdr_size as usize).saturating_sub(BIN_HDR_LEN);
+    let mut area = vec![0u8; json_len];
+    let n = json_area.len().min(json_len);
+    area[..n].copy_from_slice(&json_area[..n]);
+    let bin = BinHeader {
+        primary_magic: primary,
+        version: 2,
+        hdr_size,
+        seqid,
+        label: String::new(),
+        csum_alg: "sha256".into(),
+        salt: [0x5a; 64],
+        uuid: "00000000-0000-4000-8000-000000000000".into(),
+        subsystem: String::new(),
+        hdr_offset: if primary { 0 } else { hdr_size },
+        csum: [0; 64],
+    };
+    let mut enc = bin.encode().unwrap_or_else(|_| vec![0u8; BIN_HDR_LEN]);
+    let csum = binary::checksum(HashAlg::Sha256, &enc, &area);
+    binary::set_checksum(&mut enc, &csum);
+    enc.extend_from_slice(&area);
+    enc
+}

@@ -1,0 +1,656 @@
+//! Interop with the real cryptsetup (Debian cryptsetup-bin 2.6) in both directions. Every case
+//! skips with a message when cryptsetup is absent.
+
+mod common;
+
+use std::path::Path;
+use strongroom_luks::format::{FormatParams, KdfParams, KeyslotParams};
+use strongroom_luks::xts::Backend;
+use strongroom_luks::{Error, FileDevice, Volume};
+use zeroize::Zeroizing;
+
+const MIB: u64 = 1024 * 1024;
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len / 512)
+        .flat_map(|i| {
+            let mut s = format!("SEC{i:012}").into_bytes();
+            s.resize(512, b'.');
+            s
+        })
+        .collect()
+}
+
+fn kdf_variants() -> Vec<(&'static str, KdfParams, Vec<&'static str>)> {
+    vec![
+        (
+            "pbkdf2-sha256",
+            KdfParams::Pbkdf2 {
+                hash: "sha256".into(),
+                iterations: 1000,
+            },
+            vec!["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"],
+        ),
+        (
+            "pbkdf2-sha512",
+            KdfParams::Pbkdf2 {
+                hash: "sha512".into(),
+                iterations: 1000,
+            },
+            vec![
+                "--pbkdf",
+                "pbkdf2",
+                "--hash",
+                "sha512",
+                "--pbkdf-force-iterations",
+                "1000",
+            ],
+        ),
+        (
+            "argon2i",
+            KdfParams::Argon2i {
+                time: 4,
+                memory_kib: 32768,
+                cpus: 1,
+            },
+            vec![
+                "--pbkdf",
+                "argon2i",
+                "--pbkdf-force-iterations",
+                "4",
+                "--pbkdf-memory",
+                "32768",
+                "--pbkdf-parallel",
+                "1",
+            ],
+        ),
+        (
+            "argon2id",
+            KdfParams::Argon2id {
+                time: 4,
+                memory_kib: 32768,
+                cpus: 2,
+            },
+            vec![
+                "--pbkdf",
+                "argon2id",
+                "--pbkdf-force-iterations",
+                "4",
+                "--pbkdf-memory",
+                "32768",
+                "--pbkdf-parallel",
+                "2",
+            ],
+        ),
+    ]
+}
+
+fn create_file(path: &Path, len: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+}
+
+fn small_params(kdf: KdfParams, bits: usize, sector: u32) -> FormatParams {
+    FormatParams {
+        key_size_bits: bits,
+        sector_size: sector,
+        keyslot: KeyslotParams {
+            kdf,
+            ..Default::default()
+        },
+        data_offset: Some(2 * MIB),
+        ..FormatParams::default()
+    }
+}
+
+/// We format (all KDFs × 256/512-bit keys × 512/4096 sectors); cryptsetup dumps, tests the
+/// passphrase and dumps our volume key.
+#[test]
+fn we_format_cryptsetup_opens() {
+    need_cryptsetup!();
+    let tmp = tempfile::tempdir().unwrap();
+    let kf = tmp.path().join("key");
+    common::write_file(&kf, b"interop passphrase");
+    let mut cases = Vec::new();
+    for (name, kdf, _) in kdf_variants() {
+        for bits in [256, 512] {
+            for sector in [512u32, 4096] {
+                // Keep the run short: all sizes for pbkdf2, one each for the others.
+                if !name.starts_with("pbkdf2-sha256")
+                    && (bits, sector)
+                        != (if name == "argon2i" {
+                            (256, 512)
+                        } else {
+                            (512, 4096)
+                        })
+                {
+                    continue;
+                }
+                cases.push((name, kdf.clone(), bits, sector));
+            }
+        }
+    }
+    cases.push(("default-profile", KdfParams::default(), 512, 4096));
+    for (name, kdf, bits, sector) in cases {
+        let img = tmp.path().join(format!("{name}-{bits}-{sector}.img"));
+        let params = if name == "default-profile" {
+            create_file(&img, 17 * MIB);
+            FormatParams {
+                label: "strongroom".into(),
+                subsystem: "sub".into(),
+                ..FormatParams::default()
+            }
+        } else {
+            create_file(&img, 3 * MIB);
+            small_params(kdf, bits, sector)
+        };
+        let (vol, vk) = Volume::format(
+            FileDevice::open(&img, true).unwrap(),
+            &params,
+            b"interop passphrase",
+        )
+        .unwrap();
+        drop(vol);
+        let p = img.to_str().unwrap();
+        let dump = common::cs_ok(&["luksDump", p], None);
+        assert!(
+            dump.contains(&format!("sector: {sector} [bytes]")),
+            "{name}: {dump}"
+        );
+        common::cs_ok(
+            &[
+                "open",
+                "--test-passphrase",
+                "--key-file",
+                kf.to_str().unwrap(),
+                p,
+            ],
+            None,
+        );
+        assert_eq!(
+            common::cs_volume_key(&img, &kf, None),
+            &vk[..],
+            "{name} {bits} {sector}: volume key"
+        );
+        let bad = common::cs(&["open", "--test-passphrase", p], Some(b"wrong"));
+        assert!(!bad.status.success());
+    }
+}
+
+/// Detached header formatted by us; cryptsetup opens it with --header.
+#[test]
+fn we_format_detached_header() {
+    need_cryptsetup!();
+    let tmp = tempfile::tempdir().unwrap();
+    let kf = tmp.path().join("key");
+    common::write_file(&kf, b"detached");
+    let hdr = tmp.path().join("hdr.img");
+    let data = tmp.path().join("data.img");
+    create_file(&data, MIB);
+    let params = FormatParams {
+        detached: true,
+        ..FormatParams::default()
+    };
+    let (vol, vk) = Volume::format(
+        FileDevice::open(
+            &{
+                create_file(&hdr, 0);
+                hdr.clone()
+            },
+            true,
+        )
+        .unwrap(),
+        &params,
+        b"detached",
+    )
+    .unwrap();
+    assert_eq!(vol.data_segment().unwrap().offset, 0);
+    let u = vol.unlock(b"detached", None, false).unwrap();
+    let cd = vol
+        .crypt_device(FileDevice::open(&data, true).unwrap(), &u, Backend::Auto)
+        .unwrap();
+    cd.write(0, &pattern(64 * 1024)).unwrap();
+    drop(cd);
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "--header",
+            hdr.to_str().unwrap(),
+            "--key-file",
+            kf.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(common::cs_volume_key(&data, &kf, Some(&hdr)), &vk[..]);
+    // cryptsetup decrypts our data: offline decryption of a detached-header device.
+    common::cs_ok(
+        &[
+            "reencrypt",
+            "--decrypt",
+            "--force-offline-reencrypt",
+            "--header",
+            hdr.to_str().unwrap(),
+            "--key-file",
+            kf.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
+    let plain = std::fs::read(&data).unwrap();
+    assert!(
+        plain[..64 * 1024] == pattern(64 * 1024)[..],
+        "cryptsetup decrypted our ciphertext"
+    );
+}
+
+/// Our ciphertext, re-keyed by cryptsetup's offline reencryption (it decrypts with our key and
+/// encrypts with a new one), reads back as the original plaintext through our engine.
+#[test]
+fn cryptsetup_reencrypts_our_data() {
+    need_cryptsetup!();
+    let tmp = tempfile::tempdir().unwrap();
+    let kf = tmp.path().join("key");
+    common::write_file(&kf, b"reenc");
+    let data = pattern(256 * 1024);
+    for bits in [256, 512] {
+        for sector in [512u32, 4096] {
+            let img = tmp.path().join(format!("r-{bits}-{sector}.img"));
+            create_file(&img, 2 * MIB + data.len() as u64);
+            let params = small_params(KdfParams::default(), bits, sector);
+            let (vol, vk) =
+                Volume::format(FileDevice::open(&img, true).unwrap(), &params, b"reenc").unwrap();
+            let u = vol.unlock(b"reenc", None, false).unwrap();
+            vol.crypt_device(FileDevice::open(&img, true).unwrap(), &u, Backend::Auto)
+                .unwrap()
+                .write(0, &data)
+                .unwrap();
+            drop(vol);
+            common::cs_ok(
+                &[
+                    "reencrypt",
+                    "--force-offline-reencrypt",
+                    "--pbkdf",
+                    "pbkdf2",
+                    "--pbkdf-force-iterations",
+                    "1000",
+                    "--key-file",
+                    kf.to_str().unwrap(),
+                    img.to_str().unwrap(),
+                ],
+                None,
+            );
+            let vol = Volume::open(FileDevice::open(&img, false).unwrap()).unwrap();
+            let u = vol.unlock(b"reenc", None, false).unwrap();
+            assert_ne!(
+                &u.volume_key[..],
+                &vk[..],
+                "reencryption changed the volume key"
+            );
+            assert_eq!(common::cs_volume_key(&img, &kf, None), &u.volume_key[..]);
+            let cd = vol
+                .crypt_device(FileDevice::open(&img, false).unwrap(), &u, Backend::Auto)
+                .unwrap();
+            let mut back = vec![0u8; data.len()];
+            cd.read(0, &mut back).unwrap();
+            assert!(
+                back == data,
+                "{bits}/{sector}: plaintext after cryptsetup re-key"
+            );
+        }
+    }
+}
+
+/// cryptsetup formats and encrypts (offline `reencrypt --encrypt`) across pbkdf2 / argon2i /
+/// argon2id × 256/512-bit keys × 512/4096 sectors; we unlock, match the volume key and decrypt.
+#[test]
+fn cryptsetup_encrypts_we_decrypt() {
+    need_cryptsetup!();
+    let tmp = tempfile::tempdir().unwrap();
+    let kf = tmp.path().join("key");
+    common::write_file(&kf, b"cs-pass");
+    let data = pattern(128 * 1024);
+    for (name, _, cs_kdf) in kdf_variants() {
+        if name == "pbkdf2-sha512" {
+            continue;
+        }
+        for bits in ["256", "512"] {
+            for sector in ["512", "4096"] {
+                let img = tmp.path().join(format!("c-{name}-{bits}-{sector}.img"));
+                let mut content = data.clone();
+                content.resize(6 * MIB as usize, 0);
+                std::fs::write(&img, &content).unwrap();
+                let mut args = vec![
+                    "reencrypt",
+                    "--encrypt",
+                    "--type",
+                    "luks2",
+                    "--reduce-device-size",
+                    "4M",
+                ];
+                args.extend(cs_kdf.iter().copied());
+                args.extend([
+                    "--key-size",
+                    bits,
+                    "--sector-size",
+                    sector,
+                    "--key-file",
+                    kf.to_str().unwrap(),
+                    img.to_str().unwrap(),
+                ]);
+                common::cs_ok(&args, None);
+                let vol = Volume::open(FileDevice::open(&img, false).unwrap()).unwrap();
+                let u = vol.unlock(b"cs-pass", None, false).unwrap();
+                assert_eq!(
+                    common::cs_volume_key(&img, &kf, None),
+                    &u.volume_key[..],
+                    "{name}/{bits}/{sector}"
+                );
+                let seg = vol.data_segment().unwrap();
+                assert_eq!(seg.sector_size.to_string(), sector);
+                for backend in [Backend::Auto, Backend::RustCrypto] {
+                    let cd = vol
+                        .crypt_device(FileDevice::open(&img, false).unwrap(), &u, backend)
+                        .unwrap();
+                    let mut back = vec![0u8; data.len()];
+                    cd.read(0, &mut back).unwrap();
+                    assert!(
+                        back == data,
+                        "{name}/{bits}/{sector}: decrypting cryptsetup's ciphertext ({backend:?})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A volume cryptsetup formats as LUKS1 and converts to LUKS2 (20-byte digest) unlocks.
+#[test]
+fn luks1_converted_unlocks() {
+    need_cryptsetup!();
+    let tmp = tempfile::tempdir().unwrap();
+    let kf = tmp.path().join("key");
+    common::write_file(&kf, b"luks1");
+    let img = tmp.path().join("l1.img");
+    create_file(&img, 4 * MIB);
+    let p = img.to_str().unwrap();
+    common::cs_ok(
+        &[
+            "luksFormat",
+            "--type",
+            "luks1",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            kf.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    assert!(matches!(
+        Volume::open(FileDevice::open(&img, false).unwrap()),
+        Err(Error::NotLuks2(_))
+    ));
+    common::cs_ok(&["convert", "--type", "luks2", p], None);
+    let vol = Volume::open(FileDevice::open(&img, false).unwrap()).unwrap();
+    let u = vol.unlock(b"luks1", None, false).unwrap();
+    assert_eq!(common::cs_volume_key(&img, &kf, None), &u.volume_key[..]);
+    let d = strongroom_luks::model::DigestInfo::all(&vol.header().meta).unwrap();
+    assert_eq!(d[0].digest.len(), 20);
+}
+
+/// Keyslot management in both directions, and tokens preserved byte for byte across our writes.
+#[test]
+fn keyslots_and_tokens_roundtrip() {
+    need_cryptsetup!();
+    let tmp = tempfile::tempdir().unwrap();
+    let k = |n: &str, v: &[u8]| {
+        let p = tmp.path().join(n);
+        common::write_file(&p, v);
+        p
+    };
+    let k0 = k("k0", b"zero");
+    let k1 = k("k1", b"one");
+    let k2 = k("k2", b"two");
+    let k3 = k("k3", b"three");
+    let img = tmp.path().join("ks.img");
+    create_file(&img, 17 * MIB);
+    let p = img.to_str().unwrap();
+    let (vol, vk) = Volume::format(
+        FileDevice::open(&img, true).unwrap(),
+        &FormatParams::default(),
+        b"zero",
+    )
+    .unwrap();
+    drop(vol);
+    let token = tmp.path().join("token.json");
+    common::write_file(&token, br#"{"type":"strongroom-test","keyslots":["0"],"blob":"a/b+c==","n":7,"list":[1,{"x":null,"y":true}],"s":"caf\u00e9"}"#);
+    common::cs_ok(
+        &[
+            "token",
+            "import",
+            "--token-id",
+            "5",
+            "--json-file",
+            token.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    let exported = common::cs_ok(&["token", "export", "--token-id", "5", p], None);
+    // cryptsetup adds a key; we open it.
+    common::cs_ok(
+        &[
+            "luksAddKey",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            k0.to_str().unwrap(),
+            p,
+            k1.to_str().unwrap(),
+        ],
+        None,
+    );
+    let mut vol = Volume::open(FileDevice::open(&img, true).unwrap()).unwrap();
+    assert_eq!(
+        &vol.unlock(b"one", None, false).unwrap().volume_key[..],
+        &vk[..]
+    );
+    // We add a key (argon2id, prefer); cryptsetup opens it.
+    let params = KeyslotParams {
+        kdf: KdfParams::Argon2id {
+            time: 4,
+            memory_kib: 32768,
+            cpus: 1,
+        },
+        slot: Some(7),
+        priority: Some(2),
+    };
+    assert_eq!(vol.add_key(b"one", b"two", &params).unwrap(), 7);
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            k2.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "-S",
+            "7",
+            "--key-file",
+            k2.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    assert!(common::cs_ok(&["luksDump", p], None).contains("Priority:   prefer"));
+    // We change key 1 -> three; cryptsetup opens with three, not with one.
+    let mut vol = Volume::open(FileDevice::open(&img, true).unwrap()).unwrap();
+    assert_eq!(vol.change_key(b"one", b"three", None, None).unwrap(), 1);
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "-S",
+            "1",
+            "--key-file",
+            k3.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    assert!(!common::cs(
+        &[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            k1.to_str().unwrap(),
+            p
+        ],
+        None
+    )
+    .status
+    .success());
+    // We remove slot 0 (the token's keyslot); cryptsetup no longer opens with zero.
+    assert_eq!(vol.remove_key(b"zero", None).unwrap(), 0);
+    assert!(!common::cs(
+        &[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            k0.to_str().unwrap(),
+            p
+        ],
+        None
+    )
+    .status
+    .success());
+    // The token survived our writes (only its keyslot reference is gone, as cryptsetup does).
+    let after = common::cs_ok(&["token", "export", "--token-id", "5", p], None);
+    assert_eq!(
+        after.replace(r#""keyslots":[]"#, r#""keyslots":["0"]"#),
+        exported,
+        "token preserved"
+    );
+    // cryptsetup kills a slot we created; we no longer open with it.
+    common::cs_ok(
+        &["luksKillSlot", p, "7", "--key-file", k3.to_str().unwrap()],
+        None,
+    );
+    let vol = Volume::open(FileDevice::open(&img, false).unwrap()).unwrap();
+    assert!(matches!(
+        vol.unlock(b"two", None, false),
+        Err(Error::WrongKey)
+    ));
+    assert_eq!(vol.unlock(b"three", None, false).unwrap().slot, 1);
+}
+
+/// The CLI: format, dump, test-key, add-key, remove-key against cryptsetup.
+#[test]
+fn cli_end_to_end() {
+    need_cryptsetup!();
+    let bin = env!("CARGO_MANIFEST_DIR").to_string() + "/../../target/debug/strongroom";
+    if !Path::new(&bin).exists() {
+        eprintln!("SKIP: {bin} not built (cargo build -p strongroom)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kf = tmp.path().join("k");
+    let nf = tmp.path().join("n");
+    common::write_file(&kf, b"cli-key");
+    common::write_file(&nf, b"cli-new");
+    let img = tmp.path().join("cli.img");
+    create_file(&img, 17 * MIB);
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .arg("luks")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let p = img.to_str().unwrap();
+    assert!(run(&["format", "--key-file", kf.to_str().unwrap(), p])
+        .status
+        .success());
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            kf.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    let d = run(&["dump", "--json", p]);
+    assert!(d.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    assert_eq!(j["segments"]["0"]["sector_size"], 4096);
+    assert_eq!(
+        run(&["test-key", "--key-file", kf.to_str().unwrap(), p])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["test-key", "--key-file", nf.to_str().unwrap(), p])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert!(run(&[
+        "add-key",
+        "--key-file",
+        kf.to_str().unwrap(),
+        "--new-key-file",
+        nf.to_str().unwrap(),
+        p
+    ])
+    .status
+    .success());
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            nf.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    assert!(run(&["remove-key", "--key-file", kf.to_str().unwrap(), p])
+        .status
+        .success());
+    assert_eq!(
+        run(&["test-key", "--key-file", kf.to_str().unwrap(), p])
+            .status
+            .code(),
+        Some(2)
+    );
+    // A header cryptsetup rejects: both copies' checksums broken.
+    let mut raw = std::fs::read(&img).unwrap();
+    raw[0x1c0] ^= 1;
+    raw[0x4000 + 0x1c0] ^= 1;
+    std::fs::write(&img, &raw).unwrap();
+    assert!(!common::cs(&["luksDump", p], None).status.success());
+    assert_ne!(run(&["dump", p]).status.code(), Some(0));
+}
+
+#[test]
+fn secrets_not_in_debug() {
+    let p = FormatParams {
+        volume_key: Some(Zeroizing::new(vec![0xAB; 64])),
+        ..FormatParams::default()
+    };
+    assert!(!format!("{p:?}").contains("171"));
+    assert!(!format!("{p:?}").to_lowercase().contains("abab"));
+}
