@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(B64Error(pos)) => {
-            assert!(pos <= s.len(), "error offset {pos} beyond input {}", s.len());
+            assert!(
+                pos <= s.len(),
+                "error offset {pos} beyond input {}",
+                s.len()
+            );
             assert!(base64::engine::general_purpose::STANDARD.decode(s).is_err());
         }
     }
