@@ -2,7 +2,7 @@
 //! unauthenticated status endpoints, and the exact response envelopes and headers OpenBao
 //! sends. Everything else is delegated to [`Core::handle`].
 
-mod body;
+pub mod body;
 
 use crate::core::{Core, Incoming};
 use crate::request::{ApiError, Operation, Response as LResponse, Shape};
