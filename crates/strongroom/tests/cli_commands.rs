@@ -56,6 +56,10 @@ fn kv_v2_transit_tokens(kind: ServerKind) {
         .expect_stdout("====== Version 3 ======", "versions listed");
     let o = cli.run(&["kv", "list", "-format=json", "secret"]);
     assert_eq!(o.json(), json!(["app"]));
+    let o = cli
+        .with_env("VAULT_FORMAT", "json")
+        .run(&["kv", "list", "secret"]);
+    assert_eq!(o.json(), json!(["app"]), "VAULT_FORMAT=json");
     cli.run(&["kv", "delete", "secret/app"])
         .expect_code(0, "kv delete v2")
         .expect_stdout("secret/data/app", "delete path");

@@ -471,6 +471,7 @@ pub struct Cli {
     addr: String,
     home: std::rc::Rc<tempfile::TempDir>,
     token: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Cli {
@@ -480,6 +481,7 @@ impl Cli {
             addr: addr.to_owned(),
             home: std::rc::Rc::new(tempfile::tempdir().expect("tempdir")),
             token: None,
+            env: Vec::new(),
         }
     }
 
@@ -490,6 +492,21 @@ impl Cli {
             addr: self.addr.clone(),
             home: self.home.clone(),
             token: Some(token.to_owned()),
+            env: self.env.clone(),
+        }
+    }
+
+    /// The same CLI (same HOME, token) with one more environment variable, e.g.
+    /// `VAULT_CACERT` for a TLS listener.
+    pub fn with_env(&self, key: &str, value: &str) -> Cli {
+        let mut env = self.env.clone();
+        env.push((key.to_owned(), value.to_owned()));
+        Cli {
+            kind: self.kind,
+            addr: self.addr.clone(),
+            home: self.home.clone(),
+            token: self.token.clone(),
+            env,
         }
     }
 
@@ -533,6 +550,9 @@ impl Cli {
             .stderr(Stdio::piped());
         if let Some(t) = &self.token {
             cmd.env("VAULT_TOKEN", t).env("BAO_TOKEN", t);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .spawn()

@@ -271,10 +271,8 @@ fn auth_from_lookup(token: &SecretString, s: &Secret) -> SecretAuth {
         token_policies: strs("policies"),
         identity_policies: strs("identity_policies"),
         metadata: s.data_get("meta").and_then(Value::as_object).cloned(),
-        orphan: s
-            .data_get("orphan")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        // The Go CLI leaves `orphan` unset when it builds this block from a lookup.
+        orphan: false,
         entity_id: s.data_str("entity_id").unwrap_or_default().to_owned(),
         lease_duration: s.data_get("ttl").and_then(Value::as_i64).unwrap_or(0),
         renewable: s
