@@ -984,3 +984,225 @@ fn strongroom_refuses_exportable() {
         "{body}"
     );
 }
+
+/// vaultrs (the Rust client): its transit API against both servers. Outcomes are rendered as
+/// text (`ok ...` / `err <code> <errors>`), with random material normalized.
+mod vaultrs_transit {
+    use super::{common::Server, common::ServerKind, normalize, HELLO, TOKEN};
+    use serde_json::json;
+    use vaultrs::api::transit::requests::{
+        CreateKeyRequest, DataKeyType, DecryptDataRequest, EncryptDataRequest,
+        GenerateDataKeyRequest, GenerateHmacRequest, RandomBytesSource,
+        UpdateKeyConfigurationRequest, VerifySignedDataRequest,
+    };
+    use vaultrs::api::transit::{HashAlgorithm, KeyType, OutputFormat};
+    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+    use vaultrs::error::ClientError;
+    use vaultrs::transit::{data, generate, key};
+
+    fn show<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
+        match r {
+            Ok(v) => {
+                let s = format!("{v:?}");
+                // normalize ciphertexts/hmacs inside the Debug text
+                let words: Vec<String> = s
+                    .split('"')
+                    .map(|w| normalize(&json!(w), "").as_str().unwrap_or(w).to_string())
+                    .collect();
+                format!("ok {}", words.join("\""))
+            }
+            Err(ClientError::APIError { code, errors }) => format!("err {code} {errors:?}"),
+            Err(e) => format!("client error {e}"),
+        }
+    }
+
+    pub async fn run(kind: ServerKind) -> Vec<String> {
+        let server = Server::start_dev(kind, TOKEN);
+        let mut b = VaultClientSettingsBuilder::default();
+        b.address(server.addr()).token(TOKEN);
+        let c = VaultClient::new(b.build().unwrap()).unwrap();
+        let mut log = vec![];
+        vaultrs::sys::mount::enable(&c, "transit", "transit", None)
+            .await
+            .unwrap();
+        log.push(show(key::create(&c, "transit", "k1", None).await));
+        log.push(show(
+            key::create(
+                &c,
+                "transit",
+                "c1",
+                Some(CreateKeyRequest::builder().key_type(KeyType::Chacha20Poly1305)),
+            )
+            .await,
+        ));
+        log.push(show(
+            key::create(
+                &c,
+                "transit",
+                "d1",
+                Some(CreateKeyRequest::builder().derived(true)),
+            )
+            .await,
+        ));
+        let read = key::read(&c, "transit", "k1").await.unwrap();
+        log.push(format!(
+            "read {:?} {} {} {}",
+            read.key_type, read.derived, read.min_decryption_version, read.supports_encryption
+        ));
+        log.push(show(key::list(&c, "transit").await));
+        let ct = data::encrypt(&c, "transit", "k1", HELLO, None)
+            .await
+            .unwrap();
+        log.push(show(Ok::<_, ClientError>(ct.ciphertext.clone())));
+        log.push(show(
+            data::decrypt(&c, "transit", "k1", &ct.ciphertext, None).await,
+        ));
+        log.push(show(
+            data::decrypt(&c, "transit", "k1", "vault:v1:AAAA", None).await,
+        ));
+        log.push(show(
+            data::decrypt(&c, "transit", "c1", &ct.ciphertext, None).await,
+        ));
+        log.push(show(data::encrypt(&c, "transit", "d1", HELLO, None).await));
+        let dct = data::encrypt(
+            &c,
+            "transit",
+            "d1",
+            HELLO,
+            Some(EncryptDataRequest::builder().context("Y3R4")),
+        )
+        .await
+        .unwrap();
+        log.push(show(
+            data::decrypt(
+                &c,
+                "transit",
+                "d1",
+                &dct.ciphertext,
+                Some(DecryptDataRequest::builder().context("Y3R4")),
+            )
+            .await,
+        ));
+        log.push(show(
+            data::decrypt(
+                &c,
+                "transit",
+                "d1",
+                &dct.ciphertext,
+                Some(DecryptDataRequest::builder().context("eHl6")),
+            )
+            .await,
+        ));
+        log.push(show(key::rotate(&c, "transit", "k1").await));
+        let rw = data::rewrap(&c, "transit", "k1", &ct.ciphertext, None).await;
+        log.push(show(rw.as_ref().map(|r| r.ciphertext.clone()).map_err(
+            |e| ClientError::APIError {
+                code: 0,
+                errors: vec![e.to_string()],
+            },
+        )));
+        let dk = generate::data_key(
+            &c,
+            "transit",
+            "k1",
+            DataKeyType::Plaintext,
+            Some(GenerateDataKeyRequest::builder().bits(512u16)),
+        )
+        .await
+        .unwrap();
+        log.push(format!(
+            "datakey {} {}",
+            dk.plaintext.map(|p| p.len()).unwrap_or(0),
+            normalize(&json!(dk.ciphertext), "")
+        ));
+        log.push(show(
+            generate::data_key(
+                &c,
+                "transit",
+                "k1",
+                DataKeyType::Wrapped,
+                Some(GenerateDataKeyRequest::builder().bits(3u16)),
+            )
+            .await,
+        ));
+        log.push(show(
+            key::update(
+                &c,
+                "transit",
+                "k1",
+                Some(UpdateKeyConfigurationRequest::builder().min_decryption_version(2u64)),
+            )
+            .await,
+        ));
+        log.push(show(
+            data::decrypt(&c, "transit", "k1", &ct.ciphertext, None).await,
+        ));
+        let rnd = generate::random_bytes(
+            &c,
+            "transit",
+            OutputFormat::Hex,
+            RandomBytesSource::Platform,
+            None,
+        )
+        .await
+        .unwrap();
+        log.push(format!("random hex len {}", rnd.random_bytes.len()));
+        let h = generate::hmac(
+            &c,
+            "transit",
+            "c1",
+            HELLO,
+            Some(GenerateHmacRequest::builder().algorithm(HashAlgorithm::Sha2_512)),
+        )
+        .await
+        .unwrap();
+        log.push(show(Ok::<_, ClientError>(h.hmac.clone())));
+        log.push(show(
+            data::verify(
+                &c,
+                "transit",
+                "c1",
+                HELLO,
+                Some(
+                    VerifySignedDataRequest::builder()
+                        .hmac(h.hmac.clone())
+                        .hash_algorithm(HashAlgorithm::Sha2_512),
+                ),
+            )
+            .await,
+        ));
+        log.push(show(key::delete(&c, "transit", "k1").await));
+        log.push(show(
+            key::update(
+                &c,
+                "transit",
+                "k1",
+                Some(UpdateKeyConfigurationRequest::builder().deletion_allowed(true)),
+            )
+            .await,
+        ));
+        log.push(show(key::delete(&c, "transit", "k1").await));
+        log.push(show(key::read(&c, "transit", "k1").await));
+        log
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transit_vaultrs_matches_openbao() {
+    let reference = vaultrs_transit::run(ServerKind::OpenBao).await;
+    let ours = vaultrs_transit::run(ServerKind::Strongroom).await;
+    assert!(
+        reference
+            .iter()
+            .any(|l| l.contains("invalid ciphertext length")),
+        "{reference:#?}"
+    );
+    let d: Vec<String> = reference
+        .iter()
+        .zip(&ours)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("  openbao:    {a}\n  strongroom: {b}"))
+        .collect();
+    assert_eq!(reference.len(), ours.len());
+    assert!(d.is_empty(), "{} differences:\n{}", d.len(), d.join("\n"));
+}
