@@ -80,3 +80,25 @@ pub fn split(key: &[u8], stripes: u32, hash: HashAlg) -> Result<Zeroizing<Vec<u8
     xor_into(last, key);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_merge_roundtrip() {
+        for (len, hash) in [
+            (32, HashAlg::Sha256),
+            (64, HashAlg::Sha512),
+            (64, HashAlg::Sha1),
+            (20, HashAlg::Sha256),
+        ] {
+            let key: Vec<u8> = (0..len as u8).collect();
+            let m = split(&key, 4000, hash).unwrap();
+            assert_eq!(m.len(), split_sectors_len(len, 4000).unwrap());
+            assert_eq!(&merge(&m, len, 4000, hash).unwrap()[..], &key[..]);
+        }
+        assert!(merge(&[0u8; 10], 32, 4000, HashAlg::Sha256).is_err());
+        assert!(merge(&[], 32, 0, HashAlg::Sha256).is_err());
+    }
+}

@@ -676,3 +676,27 @@ fn luks2_keyslot(k: &Map<String, Value>, at: &str) -> V {
     get_int(area, &aa, "key_size")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_u64() {
+        assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "18446744073709551616",
+            "-512",
+            "+1",
+            "",
+            " 1",
+            "1 ",
+            "0x10",
+            "dynamic",
+        ] {
+            assert_eq!(parse_u64(bad), None, "{bad:?}");
+        }
+        assert!(numbered("007"));
+        assert!(!numbered("7a"));
+    }
+}

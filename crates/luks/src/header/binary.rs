@@ -187,3 +187,36 @@ pub fn set_checksum(bin: &mut [u8], csum: &[u8]) {
         c.copy_from_slice(&csum[..csum.len().min(LEN_CSUM)]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_parse_roundtrip_and_checks() {
+        let h = BinHeader {
+            primary_magic: false,
+            version: 2,
+            hdr_size: 0x8000,
+            seqid: 42,
+            label: "lbl".into(),
+            csum_alg: "sha256".into(),
+            salt: [3; 64],
+            uuid: "u".into(),
+            subsystem: "s".into(),
+            hdr_offset: 0x8000,
+            csum: [0; 64],
+        };
+        let b = h.encode().unwrap();
+        assert_eq!(BinHeader::parse(&b, 0x8000).unwrap(), h);
+        assert_eq!(BinHeader::parse(&b, 0).unwrap_err().field, "magic");
+        assert_eq!(
+            BinHeader::parse(&b, 0x4000).unwrap_err().field,
+            "hdr_offset"
+        );
+        assert!(BinHeader::parse(&b[..100], 0x8000).is_err());
+        let mut bad = h.clone();
+        bad.label = "x".repeat(48);
+        assert_eq!(bad.encode().unwrap_err().field, "label");
+    }
+}

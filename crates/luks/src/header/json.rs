@@ -53,3 +53,26 @@ pub fn build_area(meta: &Map<String, Value>, area_len: usize) -> Result<Vec<u8>,
     area[..text.len()].copy_from_slice(&text);
     Ok(area)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing() {
+        assert!(parse_area(b"{}\0\0").is_ok());
+        assert!(parse_area(b" {}\0").is_err());
+        assert!(parse_area(b"{}").is_err(), "no NUL");
+        assert!(parse_area(b"{}\0x").is_err(), "garbage after NUL");
+        assert!(parse_area(b"{}x\0").is_err(), "garbage after the JSON text");
+        assert!(parse_area(b"[]\0").is_err());
+        let m = parse_area(b"{\"a\":\"b/c\"}\0").unwrap();
+        assert_eq!(
+            to_text(&m),
+            b"{\"a\":\"b/c\"}",
+            "compact, no slash escaping"
+        );
+        assert!(build_area(&m, 11).is_err());
+        assert_eq!(build_area(&m, 12).unwrap().last(), Some(&0));
+    }
+}
