@@ -117,10 +117,14 @@ impl Device {
 pub struct AuditBroker {
     view: View,
     devices: RwLock<Vec<Arc<Device>>>,
+    failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AuditBroker {
-    pub fn load(view: View) -> Result<Self, BarrierError> {
+    pub fn load(
+        view: View,
+        failures: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Self, BarrierError> {
         let configs: Vec<DeviceConfig> = view.get_json("devices")?.unwrap_or_default();
         let mut devices = Vec::new();
         for c in configs {
@@ -138,6 +142,7 @@ impl AuditBroker {
         Ok(Self {
             view,
             devices: RwLock::new(devices),
+            failures,
         })
     }
 
@@ -194,7 +199,11 @@ impl AuditBroker {
         for d in &devices {
             match d.write_line(&build(d)) {
                 Ok(()) => ok += 1,
-                Err(e) => tracing::error!(path = %d.config.path, error = %e, "audit write failed"),
+                Err(e) => {
+                    self.failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(path = %d.config.path, error = %e, "audit write failed")
+                }
             }
         }
         if ok == 0 {

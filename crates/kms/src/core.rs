@@ -48,6 +48,7 @@ pub struct CoreOptions {
 }
 
 pub struct Core {
+    pub metrics: crate::metrics::Metrics,
     pub barrier: Arc<Barrier>,
     pub seal: Mutex<SealState>,
     pub state: RwLock<Option<Arc<Unsealed>>>,
@@ -62,6 +63,13 @@ pub struct Incoming {
     pub token: Option<zeroize::Zeroizing<String>>,
     pub content_type: Option<String>,
     pub remote_addr: String,
+}
+
+/// What the router decided, for metrics.
+#[derive(Default)]
+struct Routed {
+    mount_type: String,
+    rel: String,
 }
 
 /// sys paths that need `sudo` in addition to the operation's capability.
@@ -93,6 +101,7 @@ fn op_caps(op: Operation) -> Caps {
 impl Core {
     pub fn new(storage: Arc<dyn Storage>, options: CoreOptions) -> Arc<Self> {
         Arc::new(Self {
+            metrics: crate::metrics::Metrics::default(),
             barrier: Arc::new(Barrier::new(storage)),
             seal: Mutex::new(SealState::default()),
             state: RwLock::new(None),
@@ -169,7 +178,10 @@ impl Core {
         }
         let tokens = TokenStore::open(View::new(b.clone(), "sys/token/"))?;
         let policies = PolicyStore::open(View::new(b.clone(), "sys/policy/"))?;
-        let audit = AuditBroker::load(View::new(b.clone(), "core/audit/"))?;
+        let audit = AuditBroker::load(
+            View::new(b.clone(), "core/audit/"),
+            self.metrics.audit_failures.clone(),
+        )?;
         *self.state.write() = Some(Arc::new(Unsealed {
             router,
             tokens,
@@ -208,8 +220,38 @@ impl Core {
         u.policies.acl(&token.policies)
     }
 
-    /// The full request pipeline.
+    /// The full request pipeline, timed and counted for `sys/metrics`.
     pub fn handle(&self, inc: Incoming) -> Result<Response, ApiError> {
+        let start = std::time::Instant::now();
+        let op = inc.op;
+        let mut routed = Routed::default();
+        let result = self.handle_inner(inc, &mut routed);
+        let status = match &result {
+            Ok(r) => r.status,
+            Err(e) => e.status,
+        };
+        self.metrics
+            .record(&routed.mount_type, op.as_str(), status, start.elapsed());
+        if routed.mount_type == "transit" && status < 400 {
+            let mut parts = routed.rel.splitn(3, '/');
+            if let (Some(kind), Some(key)) = (parts.next(), parts.next()) {
+                if matches!(
+                    kind,
+                    "encrypt" | "decrypt" | "rewrap" | "datakey" | "hmac" | "verify"
+                ) {
+                    let key = if kind == "datakey" {
+                        parts.next().unwrap_or(key)
+                    } else {
+                        key
+                    };
+                    self.metrics.transit_op(key, kind);
+                }
+            }
+        }
+        result
+    }
+
+    fn handle_inner(&self, inc: Incoming, routed: &mut Routed) -> Result<Response, ApiError> {
         let u = self.unsealed()?;
         let mut path = inc.path.trim_start_matches('/').to_string();
         // Vault lists directories: a list of `ocs` is a list of `ocs/` (so `ocs/*` grants it)
@@ -283,11 +325,14 @@ impl Core {
             }
         }
         let Some(mount) = mount else {
+            routed.mount_type = "unrouted".into();
             return Err(ApiError::new(
                 404,
                 format!("no handler for route {path:?}. route entry not found."),
             ));
         };
+        routed.mount_type = mount.entry.kind.clone();
+        routed.rel = req.rel.clone();
         u.audit
             .log_request(&req, &mount.entry.kind, &inc.remote_addr)?;
         let result = match &mount.handler {

@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod duration;
 pub mod fields;
 pub mod http;
+pub mod metrics;
 pub mod mounts;
 pub mod policy;
 pub mod policy_store;

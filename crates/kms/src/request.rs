@@ -74,6 +74,8 @@ pub enum Shape {
     NoContent,
     /// The body is exactly `data` (sys/health, sys/seal-status, sys/init, ...).
     Raw,
+    /// `data` is a string sent as `text/plain` (Prometheus metrics).
+    Text,
 }
 
 #[derive(Clone, Debug)]

@@ -50,6 +50,23 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
             }
             Ok(Response::legacy(Value::Object(m)))
         }
+        "metrics" if op == Operation::Read => {
+            let g = crate::metrics::Gauges {
+                sealed: core.barrier.is_sealed(),
+                tokens: u.tokens.count().ok(),
+            };
+            match fields::opt_str(&req.data, "format")?.as_deref() {
+                Some("prometheus") => {
+                    let mut r = Response::data(Value::String(core.metrics.prometheus(&g)));
+                    r.shape = crate::request::Shape::Text;
+                    Ok(r)
+                }
+                None | Some("") | Some("json") => Ok(Response::raw(200, core.metrics.json(&g))),
+                Some(f) => Err(ApiError::bad_request(format!(
+                    "unsupported metrics format: {f}"
+                ))),
+            }
+        }
         "seal" if write => {
             core.seal_now();
             Ok(Response::no_content())

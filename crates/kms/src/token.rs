@@ -182,6 +182,11 @@ impl TokenStore {
         })
     }
 
+    /// Stored (not necessarily unexpired) tokens.
+    pub fn count(&self) -> Result<u64, BarrierError> {
+        Ok(self.view.list("id/")?.len() as u64)
+    }
+
     pub fn hash(&self, token: &str) -> String {
         hex::encode(crypto::hmac_sha256(&self.salt, token.as_bytes()))
     }

@@ -504,3 +504,92 @@ fn kv2_versions_cas_patch_delete_destroy() {
     assert_eq!(r.json()["data"]["options"]["version"], "2");
     assert_eq!(r.json()["data"]["path"], "secret/");
 }
+
+#[test]
+fn metrics_count_requests_transit_ops_and_seal_state() {
+    let s = start(1 << 20);
+    s.root("POST", "/v1/sys/mounts/kv1", Some(json!({"type": "kv"})));
+    s.root("PUT", "/v1/kv1/a", Some(json!({"v": "1"})));
+    for _ in 0..3 {
+        assert_eq!(s.root("GET", "/v1/kv1/a", None).status, 200);
+    }
+    assert_eq!(s.root("GET", "/v1/kv1/missing", None).status, 404);
+    s.root(
+        "POST",
+        "/v1/sys/mounts/transit",
+        Some(json!({"type": "transit"})),
+    );
+    let r = s.root(
+        "POST",
+        "/v1/transit/encrypt/vol-key",
+        Some(json!({"plaintext": "aGVsbG8="})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ct = r.json()["data"]["ciphertext"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.root(
+            "POST",
+            "/v1/transit/decrypt/vol-key",
+            Some(json!({"ciphertext": ct}))
+        )
+        .status,
+        200
+    );
+
+    let r = s.root("GET", "/v1/sys/metrics?format=prometheus", None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let p = r.body;
+    assert!(
+        p.contains(
+            "strongroom_requests_total{mount_type=\"kv\",operation=\"read\",status=\"2xx\"} 3"
+        ),
+        "{p}"
+    );
+    assert!(
+        p.contains(
+            "strongroom_requests_total{mount_type=\"kv\",operation=\"read\",status=\"4xx\"} 1"
+        ),
+        "{p}"
+    );
+    assert!(
+        p.contains(
+            "strongroom_request_duration_seconds_count{mount_type=\"kv\",operation=\"read\"} 4"
+        ),
+        "{p}"
+    );
+    assert!(
+        p.contains("strongroom_transit_operations_total{key=\"vol-key\",operation=\"encrypt\"} 1"),
+        "{p}"
+    );
+    assert!(
+        p.contains("strongroom_transit_operations_total{key=\"vol-key\",operation=\"decrypt\"} 1"),
+        "{p}"
+    );
+    assert!(p.contains("strongroom_sealed 0"));
+    assert!(p.contains("strongroom_audit_failures_total 0"));
+    assert!(p.contains("strongroom_tokens "));
+    let j = s.root("GET", "/v1/sys/metrics", None).json();
+    assert!(j["Counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["Name"] == "strongroom.requests" && c["Labels"]["mount_type"] == "kv"));
+    // a token without a grant on sys/metrics cannot read it
+    let t = s
+        .root(
+            "POST",
+            "/v1/auth/token/create",
+            Some(json!({"policies": ["default"]})),
+        )
+        .json();
+    let t = t["auth"]["client_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.req("GET", "/v1/sys/metrics", Some(&t), None, None).status,
+        403
+    );
+    assert_eq!(
+        s.root("GET", "/v1/sys/metrics?format=xml", None).status,
+        400
+    );
+}

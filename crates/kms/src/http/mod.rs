@@ -55,6 +55,20 @@ pub fn error_response(e: &ApiError) -> Response {
 fn render(resp: LResponse, request_id: &str) -> Response {
     match resp.shape {
         Shape::NoContent => json_response(204, None),
+        Shape::Text => {
+            let mut r = json_response(
+                resp.status,
+                resp.data
+                    .as_ref()
+                    .and_then(|d| d.as_str())
+                    .map(|s| s.as_bytes().to_vec()),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         Shape::Raw => json_response(
             resp.status,
             Some(serde_json::to_vec(&resp.data.unwrap_or(Value::Null)).unwrap_or_default()),

@@ -141,6 +141,10 @@ pub struct KeyPolicy {
     /// Seconds; 0 = no automatic rotation.
     pub auto_rotate_period: u64,
     pub keys: BTreeMap<i64, KeyEntry>,
+    /// Convergent encryption (derived keys only): the nonce is an HMAC of the plaintext, so
+    /// equal plaintext + context give equal ciphertexts. OpenBao's convergent version 3.
+    #[serde(default)]
+    pub convergent: bool,
     /// Soft-deleted keys refuse every cryptographic use until restored.
     #[serde(default)]
     pub soft_deleted: bool,
@@ -170,6 +174,7 @@ impl KeyPolicy {
             auto_rotate_period,
             keys: BTreeMap::new(),
             soft_deleted: false,
+            convergent: false,
         };
         p.rotate();
         p
@@ -246,7 +251,17 @@ impl KeyPolicy {
         if self.derived {
             let o = m.as_object_mut().expect("object");
             o.insert("kdf".into(), serde_json::json!(self.kdf));
-            o.insert("convergent_encryption".into(), serde_json::json!(false));
+            o.insert(
+                "convergent_encryption".into(),
+                serde_json::json!(self.convergent),
+            );
+            if self.convergent {
+                // OpenBao: -1 = versioned per key entry (all entries here are version 3)
+                o.insert(
+                    "convergent_encryption_version".into(),
+                    serde_json::json!(-1),
+                );
+            }
         }
         m
     }
@@ -254,7 +269,25 @@ impl KeyPolicy {
     /// The encryption key for `ver` (already validated to exist), derived per context for
     /// derived keys. Errors are OpenBao's user-facing texts.
     pub fn enc_key(&self, ver: i64, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.derive(ver, context, self.key_type.key_len())
+    }
+
+    /// For convergent keys: the encryption key and the 32-byte nonce-HMAC key, both from one
+    /// HKDF output (`enc ‖ hmac`); its prefix is exactly [`KeyPolicy::enc_key`].
+    pub fn convergent_keys(
+        &self,
+        ver: i64,
+        context: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>), String> {
         let n = self.key_type.key_len();
+        let both = self.derive(ver, context, n + 32)?;
+        Ok((
+            Zeroizing::new(both[..n].to_vec()),
+            Zeroizing::new(both[n..].to_vec()),
+        ))
+    }
+
+    fn derive(&self, ver: i64, context: &[u8], n: usize) -> Result<Zeroizing<Vec<u8>>, String> {
         if !self.derived {
             let e = self.entry(ver).ok_or("no such key version")?;
             return Ok(Zeroizing::new(e.key.0[..n.min(e.key.0.len())].to_vec()));
@@ -305,13 +338,42 @@ fn aead_key(kt: KeyType, key: &[u8]) -> Result<LessSafeKey, String> {
 
 /// Encrypt: `nonce ‖ ciphertext ‖ tag` with a fresh random nonce.
 pub fn seal(kt: KeyType, key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
+    seal_with_nonce(
+        kt,
+        key,
+        aad,
+        plaintext,
+        *crate::crypto::random_bytes::<NONCE_LEN>(),
+    )
+}
+
+/// Convergent encryption: nonce = HMAC-SHA256(hmac_key, plaintext)[..12].
+pub fn seal_convergent(
+    kt: KeyType,
+    key: &[u8],
+    hmac_key: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mac = crate::crypto::hmac_sha256(hmac_key, plaintext);
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&mac[..NONCE_LEN]);
+    seal_with_nonce(kt, key, aad, plaintext, nonce)
+}
+
+fn seal_with_nonce(
+    kt: KeyType,
+    key: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+    nonce: [u8; NONCE_LEN],
+) -> Result<Vec<u8>, String> {
     let k = aead_key(kt, key)?;
-    let nonce = crate::crypto::random_bytes::<NONCE_LEN>();
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce[..]);
     let mut body = plaintext.to_vec();
     k.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(*nonce),
+        Nonce::assume_unique_for_key(nonce),
         Aad::from(aad),
         &mut body,
     )

@@ -342,9 +342,16 @@ fn encrypt_item(
             )),
             v => v,
         };
-    let key = p.enc_key(ver, context).map_err(ItemErr::User)?;
-    let ad = aad(ad)?;
-    let payload = keys::seal(p.key_type, &key, &ad, plaintext).map_err(ItemErr::Internal)?;
+    let payload = if p.convergent {
+        let (key, nonce_key) = p.convergent_keys(ver, context).map_err(ItemErr::User)?;
+        let ad = aad(ad)?;
+        keys::seal_convergent(p.key_type, &key, &nonce_key, &ad, plaintext)
+    } else {
+        let key = p.enc_key(ver, context).map_err(ItemErr::User)?;
+        let ad = aad(ad)?;
+        keys::seal(p.key_type, &key, &ad, plaintext)
+    }
+    .map_err(ItemErr::Internal)?;
     Ok((format_versioned(ver, &payload), ver))
 }
 
@@ -618,9 +625,6 @@ impl Transit {
                 "must provide type=external-key to use external_key_ref",
             ));
         }
-        if convergent {
-            return Err(bad("convergent encryption is not supported by this server"));
-        }
         if exportable {
             return Err(bad(
                 "exportable keys are not supported by this server: key material never leaves it",
@@ -636,7 +640,8 @@ impl Transit {
         let policy = match self.load(name)? {
             Some(existing) => existing,
             None => {
-                let np = KeyPolicy::new(name, kt, derived, auto_rotate);
+                let mut np = KeyPolicy::new(name, kt, derived, auto_rotate);
+                np.convergent = convergent;
                 self.store(&np)?;
                 np
             }
@@ -895,9 +900,6 @@ impl Transit {
                 if convergent && !context_set {
                     return Err(bad("convergent encryption requires derivation to be enabled, so context is required"));
                 }
-                if convergent {
-                    return Err(bad("convergent encryption is not supported by this server"));
-                }
                 let key_type = prm.str_or("type", "aes256-gcm96")?;
                 let kt = match KeyType::lookup(&key_type) {
                     TypeLookup::Supported(kt) => kt,
@@ -922,7 +924,8 @@ impl Transit {
                 match self.load(name)? {
                     Some(p) => p,
                     None => {
-                        let np = KeyPolicy::new(name, kt, context_set, 0);
+                        let mut np = KeyPolicy::new(name, kt, context_set, 0);
+                        np.convergent = convergent;
                         self.store(&np)?;
                         np
                     }

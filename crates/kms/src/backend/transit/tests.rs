@@ -1455,3 +1455,76 @@ fn soft_delete_blocks_use_until_restored() {
     .unwrap();
     assert_eq!(r.warnings, vec!["key was already restored".to_string()]);
 }
+
+#[test]
+fn convergent_encryption_is_deterministic_per_context() {
+    let t = transit();
+    let info = write(
+        &t,
+        "keys/cv",
+        json!({ "derived": true, "convergent_encryption": true }),
+    );
+    assert_eq!(info["convergent_encryption"], true);
+    assert_eq!(info["convergent_encryption_version"], -1);
+    let e = |ctx: &str, pt: &str| {
+        write(&t, "encrypt/cv", json!({ "plaintext": pt, "context": ctx }))["ciphertext"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let a = e("Y3R4", HELLO);
+    assert_eq!(a, e("Y3R4", HELLO));
+    assert_ne!(a, e("b3RoZXI=", HELLO));
+    assert_ne!(a, e("Y3R4", "dHdv"));
+    assert_eq!(
+        write(
+            &t,
+            "decrypt/cv",
+            json!({ "ciphertext": a, "context": "Y3R4" })
+        )["plaintext"],
+        HELLO
+    );
+    // construction: HKDF(key, ctx) = enc ‖ nonce-key; nonce = HMAC-SHA256(nonce-key, pt)[..12]
+    let p = t.load("cv").unwrap().unwrap();
+    let both = keys::hkdf_sha256(&p.keys[&1].key.0, b"ctx", 64);
+    let mac = crate::crypto::hmac_sha256(&both[32..], b"hello openbao");
+    let payload = parse_versioned(&a).unwrap().payload().unwrap();
+    assert_eq!(&payload[..12], &mac[..12]);
+    // upsert with convergent needs a context
+    assert_eq!(
+        werr(
+            &t,
+            "encrypt/cv2",
+            json!({ "plaintext": HELLO, "convergent_encryption": true })
+        ),
+        (
+            400,
+            "convergent encryption requires derivation to be enabled, so context is required"
+                .into()
+        )
+    );
+    write(
+        &t,
+        "encrypt/cv2",
+        json!({ "plaintext": HELLO, "context": "Y3R4", "convergent_encryption": true }),
+    );
+    assert_eq!(
+        ok(&t, Operation::Read, "keys/cv2", json!({}))["convergent_encryption"],
+        true
+    );
+    // non-convergent derived keys stay randomized
+    write(&t, "keys/dr", json!({ "derived": true }));
+    let r1 = write(
+        &t,
+        "encrypt/dr",
+        json!({ "plaintext": HELLO, "context": "Y3R4" }),
+    )["ciphertext"]
+        .clone();
+    let r2 = write(
+        &t,
+        "encrypt/dr",
+        json!({ "plaintext": HELLO, "context": "Y3R4" }),
+    )["ciphertext"]
+        .clone();
+    assert_ne!(r1, r2);
+}
