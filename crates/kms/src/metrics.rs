@@ -33,10 +33,13 @@ impl Histogram {
     }
 }
 
+/// Per (mount type, operation): counts by status class, and the latency histogram.
+type RequestStats = (BTreeMap<String, u64>, Histogram);
+
 #[derive(Default)]
 pub struct Metrics {
     /// (mount type, operation) → (status class → count, latency)
-    requests: Mutex<BTreeMap<(String, String), (BTreeMap<String, u64>, Histogram)>>,
+    requests: Mutex<BTreeMap<(String, String), RequestStats>>,
     /// (key, operation) → count
     transit: Mutex<BTreeMap<(String, String), u64>>,
     /// Shared with the audit broker, which outlives no seal but this counter must.
