@@ -38,9 +38,16 @@ fn kv_v2_transit_tokens(kind: ServerKind) {
     o.expect_code(0, "kv get v2 json");
     assert_eq!(o.json()["data"]["data"], json!({"foo": "baz", "n": "2"}));
     assert_eq!(o.json()["data"]["metadata"]["version"], json!(2));
-    cli.run(&["kv", "get", "-version=1", "-field=foo", "secret/app"])
-        .expect_code(0, "kv get -version -field")
-        .expect_stdout("bar\n", "field value");
+    let o = cli.run(&["kv", "get", "-version=1", "-field=foo", "secret/app"]);
+    o.expect_code(0, "kv get -version -field");
+    assert_eq!(o.stdout, "bar", "-field prints the raw value, no newline");
+    let o = cli.run(&["token", "create", "-policy=default", "-field=token"]);
+    o.expect_code(0, "token create -field=token");
+    assert!(
+        o.stdout.starts_with("s.") && !o.stdout.contains('\n'),
+        "raw token: {:?}",
+        o.stdout
+    );
     cli.run(&["kv", "get", "-mount=secret", "app"])
         .expect_code(0, "kv get -mount")
         .expect_stdout("=== Data ===", "data header");

@@ -43,19 +43,23 @@ pub struct PathArgs {
     pub path: String,
 }
 
-/// Prints a single field of the data like `-field` does (strings raw, others as JSON).
+/// Prints a value as `-field` does: Go's `%v` (strings raw), with no trailing newline
+/// unless stdout is a terminal (so `$(strongroom ... -field=x)` and pipes get exact bytes).
+pub fn print_raw(v: &Value) {
+    use std::io::{IsTerminal, Write};
+    let mut out = std::io::stdout();
+    let _ = write!(out, "{}", go_value(v));
+    if out.is_terminal() {
+        let _ = writeln!(out);
+    }
+    let _ = out.flush();
+}
+
+/// Prints a single field of the data like `-field` does.
 pub fn print_field(data: Option<&serde_json::Map<String, Value>>, field: &str) -> CliResult {
     match data.and_then(|d| d.get(field)) {
-        Some(Value::String(s)) => {
-            println!("{s}");
-            Ok(0)
-        }
-        Some(v @ (Value::Array(_) | Value::Object(_))) => {
-            print_json(v);
-            Ok(0)
-        }
         Some(v) => {
-            println!("{}", go_value(v));
+            print_raw(v);
             Ok(0)
         }
         None => Err(CliError::usage(format!(

@@ -7,6 +7,7 @@ use strongroom_vault_client::{Client, Secret, SecretAuth, SecretString, TokenCre
 use super::ctx::{
     ctx, parse_kv_args, read_secret_line, token_helper_store, CliError, CliResult, Common,
 };
+use super::logical::{print_field, print_raw};
 use super::output::{auth_rows, kv_table, print_secret, print_warnings, Format};
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +55,9 @@ pub struct TokenCreateArgs {
     /// Create against auth/token/create/<role>.
     #[arg(long)]
     pub role: Option<String>,
+    /// Print only this field (e.g. token, token_accessor), raw.
+    #[arg(long)]
+    pub field: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -63,6 +67,9 @@ pub struct TokenLookupArgs {
     /// Treat the argument as an accessor.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub accessor: bool,
+    /// Print only this field (e.g. token, token_accessor), raw.
+    #[arg(long)]
+    pub field: Option<String>,
     #[command(flatten)]
     pub common: Common,
     /// Token (or accessor with -accessor).
@@ -91,6 +98,9 @@ pub struct TokenRenewArgs {
     pub increment: String,
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub accessor: bool,
+    /// Print only this field (e.g. token, token_accessor), raw.
+    #[arg(long)]
+    pub field: Option<String>,
     #[command(flatten)]
     pub common: Common,
     pub token: Option<String>,
@@ -110,6 +120,9 @@ pub struct LoginArgs {
     /// Print only the token.
     #[arg(long = "token-only", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub token_only: bool,
+    /// Print only this field (e.g. token, token_accessor), raw.
+    #[arg(long)]
+    pub field: Option<String>,
     #[command(flatten)]
     pub common: Common,
     /// A token (method token; "-" reads stdin) or k=v credentials (username=U password=P).
@@ -147,13 +160,44 @@ fn seconds(s: &str) -> CliResult<u64> {
     Ok(total)
 }
 
-fn print_auth(s: &Secret, format: Format) {
+/// `-field`: one value of the auth block (as the Go CLI picks it) or of the data, raw.
+fn print_auth_field(s: &Secret, field: &str) -> CliResult {
+    let raw = s.auth.as_ref().and_then(|a| match field {
+        "token" => Some(Value::String(a.client_token.expose().to_owned())),
+        "token_accessor" => Some(Value::String(a.accessor.clone())),
+        "token_duration" => Some(Value::from(a.lease_duration)),
+        "token_renewable" => Some(Value::Bool(a.renewable)),
+        "token_policies" => Some(serde_json::json!(a
+            .token_policies
+            .clone()
+            .unwrap_or_default())),
+        "identity_policies" => Some(serde_json::json!(a
+            .identity_policies
+            .clone()
+            .unwrap_or_default())),
+        "policies" => Some(serde_json::json!(a.policies.clone().unwrap_or_default())),
+        _ => None,
+    });
+    match raw {
+        Some(v) => {
+            print_raw(&v);
+            Ok(0)
+        }
+        None => print_field(s.data.as_deref(), field),
+    }
+}
+
+fn print_auth(s: &Secret, format: Format, field: Option<&str>) -> CliResult {
+    if let Some(f) = field {
+        return print_auth_field(s, f);
+    }
     if format == Format::Json {
         print_secret(s, format);
     } else if let Some(a) = &s.auth {
         print_warnings(s.warnings());
         print!("{}", kv_table(auth_rows(a)));
     }
+    Ok(0)
 }
 
 pub fn run(cmd: TokenCommand) -> CliResult {
@@ -201,8 +245,7 @@ fn create(a: TokenCreateArgs) -> CliResult {
     let s = c
         .token_create(&req, a.role.as_deref())
         .map_err(ctx("Error creating token"))?;
-    print_auth(&s, format);
-    Ok(0)
+    print_auth(&s, format, a.field.as_deref())
 }
 
 fn lookup(a: TokenLookupArgs) -> CliResult {
@@ -219,6 +262,9 @@ fn lookup(a: TokenLookupArgs) -> CliResult {
         }
     }
     .map_err(ctx("Error looking up token"))?;
+    if let Some(f) = &a.field {
+        return print_field(s.data.as_deref(), f);
+    }
     print_secret(&s, format);
     Ok(0)
 }
@@ -251,8 +297,7 @@ fn renew(a: TokenRenewArgs) -> CliResult {
         (Some(t), false) => c.token_renew(&SecretString::new(t.as_str()), inc),
     }
     .map_err(ctx("Error renewing token"))?;
-    print_auth(&s, format);
-    Ok(0)
+    print_auth(&s, format, a.field.as_deref())
 }
 
 /// Builds the `auth` block the CLI shows for `login <token>` from a lookup-self answer.
@@ -342,12 +387,15 @@ pub fn login(a: LoginArgs) -> CliResult {
             );
         }
     }
+    if a.no_store {
+        eprintln!("The token was not stored in token helper. Set the VAULT_TOKEN environment\nvariable or pass the token below with each request to Vault.\n");
+    }
     if a.token_only {
         println!("{}", auth.client_token.expose());
         return Ok(0);
     }
-    if a.no_store {
-        eprintln!("The token was not stored in token helper. Set the VAULT_TOKEN environment\nvariable or pass the token below with each request to Vault.\n");
+    if let Some(f) = &a.field {
+        return print_auth_field(&secret, f);
     }
     if format == Format::Json {
         print_secret(&secret, format);
