@@ -450,6 +450,53 @@ fn http_scenario(kind: ServerKind) -> Vec<(String, u16, Value)> {
         json!({"context": "!!"}),
     );
 
+    // convergent encryption: deterministic per (context, plaintext)
+    r.put(
+        "create convergent",
+        "transit/keys/cv",
+        json!({"derived": true, "convergent_encryption": true}),
+    );
+    let c1 = data_str(
+        &r.put(
+            "convergent encrypt",
+            "transit/encrypt/cv",
+            json!({"plaintext": HELLO, "context": "Y3R4"}),
+        ),
+        "/data/ciphertext",
+    );
+    let c2 = data_str(
+        &r.put(
+            "convergent encrypt again",
+            "transit/encrypt/cv",
+            json!({"plaintext": HELLO, "context": "Y3R4"}),
+        ),
+        "/data/ciphertext",
+    );
+    let c3 = data_str(
+        &r.put(
+            "convergent other context",
+            "transit/encrypt/cv",
+            json!({"plaintext": HELLO, "context": "eHl6"}),
+        ),
+        "/data/ciphertext",
+    );
+    r.log.push((
+        "convergent determinism".into(),
+        0,
+        json!([c1 == c2, c1 == c3]),
+    ));
+    r.put(
+        "convergent upsert without context",
+        "transit/encrypt/cv2",
+        json!({"plaintext": HELLO, "convergent_encryption": true}),
+    );
+    r.put(
+        "convergent upsert",
+        "transit/encrypt/cv3",
+        json!({"plaintext": HELLO, "context": "Y3R4", "convergent_encryption": true}),
+    );
+    r.req("read convergent upserted", "GET", "transit/keys/cv3", None);
+
     // hmac / verify / random
     let h = data_str(
         &r.put("hmac", "transit/hmac/k2", json!({"input": HELLO})),
