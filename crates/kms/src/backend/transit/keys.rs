@@ -278,7 +278,7 @@ impl KeyPolicy {
         &self,
         ver: i64,
         context: &[u8],
-    ) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>), String> {
+    ) -> Result<(SecretBytes, SecretBytes), String> {
         let n = self.key_type.key_len();
         let both = self.derive(ver, context, n + 32)?;
         Ok((
@@ -302,6 +302,9 @@ impl KeyPolicy {
         Ok(hkdf_sha256(&e.key.0, context, n))
     }
 }
+
+/// Key bytes in memory, zeroized on drop.
+pub type SecretBytes = Zeroizing<Vec<u8>>;
 
 pub const SOFT_DELETED: &str = "refusing to use soft-deleted key";
 
