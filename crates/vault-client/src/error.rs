@@ -35,7 +35,7 @@ impl fmt::Display for ApiError {
 }
 
 /// What went wrong, classified so that a caller can decide what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The server could not be reached (connection refused, DNS, timeout). Retryable.
     #[error("cannot reach {address}: {reason}")]

@@ -255,6 +255,76 @@ impl Client {
     }
 }
 
+/// A full KV path split into its mount and the rest, with the engine version.
+#[derive(Clone, Debug)]
+pub struct KvLocation {
+    /// Mount path without slashes (`ocs`).
+    pub mount: String,
+    /// Path inside the mount (`vol-1`).
+    pub path: String,
+    pub version: KvVersion,
+}
+
+impl Client {
+    /// Finds the mount and KV version of a full path (`ocs/vol-1`) with the
+    /// `sys/internal/ui/mounts` preflight, like `vault kv`. A server without the preflight
+    /// (404) is taken as KV v1 with the first segment as the mount.
+    pub fn kv_locate(&self, full_path: &str) -> Result<KvLocation> {
+        let full = full_path.trim_matches('/');
+        match self.mount_info(full)? {
+            Some(m) => {
+                let mount = m.path.trim_matches('/').to_owned();
+                let path = full
+                    .strip_prefix(mount.as_str())
+                    .unwrap_or(full)
+                    .trim_matches('/')
+                    .to_owned();
+                Ok(KvLocation {
+                    mount,
+                    path,
+                    version: m.kv_version(),
+                })
+            }
+            None => {
+                let (mount, path) = full.split_once('/').unwrap_or((full, ""));
+                Ok(KvLocation {
+                    mount: mount.to_owned(),
+                    path: path.to_owned(),
+                    version: KvVersion::V1,
+                })
+            }
+        }
+    }
+
+    /// Reads a KV secret at a full path, whatever the engine version; `None` if absent.
+    pub fn kv_get(&self, full_path: &str) -> Result<Option<SecretMap>> {
+        let l = self.kv_locate(full_path)?;
+        match l.version {
+            KvVersion::V1 => self.kv1_read(&l.mount, &l.path),
+            KvVersion::V2 => Ok(self.kv2_read(&l.mount, &l.path, None)?.map(|s| s.data)),
+        }
+    }
+
+    /// Writes a KV secret at a full path (a new version on KV v2).
+    pub fn kv_put(&self, full_path: &str, data: &Map<String, Value>) -> Result<()> {
+        let l = self.kv_locate(full_path)?;
+        match l.version {
+            KvVersion::V1 => self.kv1_write(&l.mount, &l.path, data),
+            KvVersion::V2 => self.kv2_write(&l.mount, &l.path, data, None).map(|_| ()),
+        }
+    }
+
+    /// Deletes a KV secret at a full path. On KV v2 this removes every version and the
+    /// metadata (crypto-shred semantics), not just a soft delete of the latest version.
+    pub fn kv_destroy(&self, full_path: &str) -> Result<()> {
+        let l = self.kv_locate(full_path)?;
+        match l.version {
+            KvVersion::V1 => self.kv1_delete(&l.mount, &l.path),
+            KvVersion::V2 => self.kv2_delete_metadata(&l.mount, &l.path),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

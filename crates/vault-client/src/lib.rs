@@ -32,7 +32,7 @@ mod types;
 pub use client::{Client, Method};
 pub use config::{ClientConfig, DEFAULT_ADDRESS};
 pub use error::{ApiError, Error, Result};
-pub use kv::{Kv2Secret, Kv2VersionMetadata, KvVersion, MountInfo};
+pub use kv::{Kv2Secret, Kv2VersionMetadata, KvLocation, KvVersion, MountInfo};
 pub use secret::{zeroize_value, SecretMap, SecretString};
 pub use sys::{
     AuthMountInput, Health, InitRequest, InitResponse, MountConfigInput, MountInput, SealStatus,
@@ -40,3 +40,15 @@ pub use sys::{
 };
 pub use transit::{DataKey, DataKeyKind, TransitCiphertext, TransitKeyOptions};
 pub use types::{Secret, SecretAuth};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_is_send_and_sync() {
+        // The CSI driver calls the client from `spawn_blocking` and shares it across tasks.
+        fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+        assert_send_sync::<crate::Client>();
+        assert_send_sync::<crate::Error>();
+        assert_send_sync::<crate::SecretString>();
+    }
+}

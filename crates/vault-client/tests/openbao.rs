@@ -230,6 +230,21 @@ fn kv_v1_and_v2() {
     c.kv2_delete_versions("secret", "app", &[2]).unwrap();
     assert!(c.kv2_read("secret", "app", Some(2)).unwrap().is_none());
     c.kv2_delete_metadata("secret", "app").unwrap();
+
+    // version-agnostic helpers (what the volume manager's KV mode uses)
+    for base in ["ocs", "secret"] {
+        let p = format!("{base}/csi/vol-9");
+        assert!(c.kv_get(&p).unwrap().is_none());
+        c.kv_put(&p, &map(json!({"passphrase": "p9"}))).unwrap();
+        assert_eq!(c.kv_get(&p).unwrap().unwrap().str("passphrase"), Some("p9"));
+        c.kv_destroy(&p).unwrap();
+        assert!(c.kv_get(&p).unwrap().is_none(), "{base}: destroyed");
+    }
+    let loc = c.kv_locate("secret/a/b").unwrap();
+    assert_eq!(
+        (loc.mount.as_str(), loc.path.as_str(), loc.version),
+        ("secret", "a/b", KvVersion::V2)
+    );
     assert!(c.kv2_read_metadata("secret", "app").unwrap().is_none());
     assert!(c.kv2_list("secret", "").unwrap().is_empty());
 }
