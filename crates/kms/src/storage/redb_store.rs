@@ -1,15 +1,32 @@
-//! `storage "raft"` / `storage "file"` on one node: an embedded redb database, fsynced on
+//! `storage "raft"` / `storage "file"` on one node: an embedded redb database, durable on
 //! every commit. Keys are storage paths, values are barrier ciphertext.
+//!
+//! Group commit: concurrent writers do not each pay an fsync. The first writer to arrive
+//! becomes the leader and commits everything queued so far in one redb transaction; writers
+//! that arrive meanwhile wait for the next batch. Each caller still returns only once its own
+//! changes are durable, and each caller's batch stays atomic (a failed transaction fails
+//! every caller in it, and none of its changes are visible).
 
 use super::{fold_listing, Storage, StorageError, TxOp};
+use parking_lot::{Condvar, Mutex};
 use redb::{Database, TableDefinition};
 use std::path::Path;
+use std::sync::Arc;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+
+type Slot = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(Vec<TxOp>, Slot)>,
+    leader: bool,
+}
 
 pub struct RedbStorage {
     db: Database,
     kind: &'static str,
+    queue: Mutex<Queue>,
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StorageError {
@@ -28,7 +45,34 @@ impl RedbStorage {
         let tx = db.begin_write().map_err(io)?;
         tx.open_table(TABLE).map_err(io)?;
         tx.commit().map_err(io)?;
-        Ok(Self { db, kind })
+        Ok(Self {
+            db,
+            kind,
+            queue: Mutex::new(Queue::default()),
+        })
+    }
+}
+
+impl RedbStorage {
+    /// One transaction for a whole group of callers' batches, in arrival order.
+    fn apply(&self, batch: &[(Vec<TxOp>, Slot)]) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = tx.open_table(TABLE).map_err(io)?;
+            for (ops, _) in batch {
+                for op in ops {
+                    match op {
+                        TxOp::Put(k, v) => {
+                            t.insert(k.as_str(), v.as_slice()).map_err(io)?;
+                        }
+                        TxOp::Delete(k) => {
+                            t.remove(k.as_str()).map_err(io)?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(io)
     }
 }
 
@@ -55,21 +99,35 @@ impl Storage for RedbStorage {
     }
 
     fn commit(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        {
-            let mut t = tx.open_table(TABLE).map_err(io)?;
-            for op in &ops {
-                match op {
-                    TxOp::Put(k, v) => {
-                        t.insert(k.as_str(), v.as_slice()).map_err(io)?;
-                    }
-                    TxOp::Delete(k) => {
-                        t.remove(k.as_str()).map_err(io)?;
-                    }
-                }
+        let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+        let mut q = self.queue.lock();
+        q.pending.push((ops, slot.clone()));
+        if q.leader {
+            drop(q);
+            let mut r = slot.0.lock();
+            while r.is_none() {
+                slot.1.wait(&mut r);
+            }
+            return r.take().expect("set").map_err(StorageError::Io);
+        }
+        q.leader = true;
+        loop {
+            let batch = std::mem::take(&mut q.pending);
+            drop(q);
+            let result = self.apply(&batch).map_err(|e| e.to_string());
+            for (_, s) in &batch {
+                *s.0.lock() = Some(result.clone());
+                s.1.notify_one();
+            }
+            q = self.queue.lock();
+            if q.pending.is_empty() {
+                q.leader = false;
+                break;
             }
         }
-        tx.commit().map_err(io)
+        drop(q);
+        let r = slot.0.lock().take().expect("own batch committed");
+        r.map_err(StorageError::Io)
     }
 
     fn kind(&self) -> &'static str {
@@ -80,6 +138,34 @@ impl Storage for RedbStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_writers_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(RedbStorage::open(dir.path(), "raft").unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        s.commit(vec![
+                            TxOp::Put(format!("t{t}/k{i}"), vec![t as u8, i as u8]),
+                            TxOp::Put(format!("t{t}/last"), vec![i as u8]),
+                        ])
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        for t in 0..8u8 {
+            assert_eq!(s.list(&format!("t{t}/")).unwrap().len(), 51);
+            assert_eq!(s.get(&format!("t{t}/last")).unwrap(), Some(vec![49]));
+            assert_eq!(s.get(&format!("t{t}/k7")).unwrap(), Some(vec![t, 7]));
+        }
+    }
 
     #[test]
     fn meets_contract_and_persists() {
