@@ -49,6 +49,8 @@ pub enum ClientCommand {
     /// Token operations.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Print the version.
+    Version,
 }
 
 /// Runs a client command and returns the process exit code. Errors are printed to stderr
@@ -67,6 +69,10 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Delete(a) => logical::delete(a),
         ClientCommand::Kv(c) => kv::run(c),
         ClientCommand::Token(c) => token::run(c),
+        ClientCommand::Version => {
+            println!("Strongroom v{}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
     };
     Ok(match r {
         Ok(code) => code,
