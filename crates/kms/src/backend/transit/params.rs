@@ -68,7 +68,16 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// Present-but-null is the zero value, not the default (the framework decodes a nil raw
+    /// value to the type's zero value).
+    fn null(&self, k: &str) -> bool {
+        matches!(self.d.get(k), Some(Value::Null))
+    }
+
     pub fn str_or(&self, k: &str, default: &str) -> Result<String, ApiError> {
+        if self.null(k) {
+            return Ok(String::new());
+        }
         Ok(self.str(k)?.unwrap_or_else(|| default.to_string()))
     }
 
@@ -83,6 +92,8 @@ impl<'a> Params<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(i64::from(*b))),
             Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(bad),
+            // weakly typed decoding: "" is 0
+            Some(Value::String(s)) if s.is_empty() => Ok(Some(0)),
             Some(Value::String(s)) => s.parse::<i64>().map(Some).map_err(|_| bad()),
             Some(v) => Err(self.err(
                 k,
@@ -95,13 +106,17 @@ impl<'a> Params<'a> {
     }
 
     pub fn int_or(&self, k: &str, default: i64) -> Result<i64, ApiError> {
+        if self.null(k) {
+            return Ok(0);
+        }
         Ok(self.int(k)?.unwrap_or(default))
     }
 
     pub fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
         let parse = |s: &str| match s {
             "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+            // weakly typed decoding: "" is false
+            "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
             _ => None,
         };
         let bad = || {
@@ -126,6 +141,9 @@ impl<'a> Params<'a> {
     }
 
     pub fn bool_or(&self, k: &str, default: bool) -> Result<bool, ApiError> {
+        if self.null(k) {
+            return Ok(false);
+        }
         Ok(self.bool(k)?.unwrap_or(default))
     }
 

@@ -1528,3 +1528,38 @@ fn convergent_encryption_is_deterministic_per_context() {
         .clone();
     assert_ne!(r1, r2);
 }
+
+#[test]
+fn weak_typing_like_the_framework() {
+    let t = transit();
+    // explicit null is the zero value, not the default
+    assert_eq!(
+        werr(&t, "keys/n", json!({ "type": null })),
+        (400, "unknown key type ".into())
+    );
+    assert_eq!(
+        werr(&t, "keys/n", json!({ "type": "" })),
+        (400, "unknown key type ".into())
+    );
+    // "" is false / 0
+    assert_eq!(
+        write(&t, "keys/e", json!({ "derived": "" }))["derived"],
+        false
+    );
+    assert_eq!(
+        write(
+            &t,
+            "encrypt/e",
+            json!({ "plaintext": HELLO, "key_version": "" })
+        )["key_version"],
+        1
+    );
+    assert_eq!(
+        werr(&t, "datakey/wrapped/e", json!({ "bits": null })),
+        (400, "invalid bit length".into())
+    );
+    assert_eq!(
+        werr(&t, "random", json!({ "bytes": null })),
+        (400, "'bytes' cannot be less than 1".into())
+    );
+}
