@@ -17,7 +17,8 @@ mod token;
 
 use clap::Subcommand;
 
-#[derive(Subcommand, Debug)]
+// No `Debug` on the argument types: they carry unseal keys, tokens and passwords.
+#[derive(Subcommand)]
 pub enum ClientCommand {
     /// Operator commands: init, unseal, seal.
     #[command(subcommand)]

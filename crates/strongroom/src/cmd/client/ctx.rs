@@ -44,7 +44,7 @@ pub fn ctx(context: impl std::fmt::Display) -> impl FnOnce(ApiErr) -> CliError {
 }
 
 /// Flags every client command accepts (`-format`, `-address`, `-namespace`).
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone)]
 pub struct Common {
     /// Output format: "table" or "json" (VAULT_FORMAT).
     #[arg(long, env = "VAULT_FORMAT", default_value = "table")]

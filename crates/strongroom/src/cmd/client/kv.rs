@@ -11,7 +11,7 @@ use super::output::{
     data_rows, header_for_map, kv_table, pad_equal_signs, print_secret, print_warnings, Format,
 };
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum KvCommand {
     /// Write data (a new version on KV v2).
     Put(KvWriteArgs),
@@ -28,13 +28,13 @@ pub enum KvCommand {
     Metadata(KvMetadataCommand),
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum KvMetadataCommand {
     /// Read the metadata and versions of a KV v2 secret.
     Get(KvPathArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct KvWriteArgs {
     /// Check-and-set version (KV v2).
     #[arg(long)]
@@ -49,7 +49,7 @@ pub struct KvWriteArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct KvGetArgs {
     /// Version to read (KV v2).
     #[arg(long)]
@@ -64,7 +64,7 @@ pub struct KvGetArgs {
     pub path: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct KvPathArgs {
     #[arg(long)]
     pub mount: Option<String>,

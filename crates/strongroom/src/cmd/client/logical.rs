@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::ctx::{ctx, parse_kv_args, sanitize_path, CliError, CliResult, Common};
 use super::output::{columns, go_value, print_json, print_secret, print_warnings, Format};
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct ReadArgs {
     /// Print only this field of the data, raw.
     #[arg(long)]
@@ -19,7 +19,7 @@ pub struct ReadArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct WriteArgs {
     /// Allow a write without data (sends `null`).
     #[arg(short = 'f', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
@@ -35,7 +35,7 @@ pub struct WriteArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct PathArgs {
     #[command(flatten)]
     pub common: Common,

@@ -7,7 +7,7 @@ use strongroom_vault_client::{InitRequest, SealStatus, SecretString};
 use super::ctx::{ctx, read_secret_line, CliError, CliResult, Common};
 use super::output::{kv_table, print_json, Format};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum OperatorCommand {
     /// Initialize the server: create the unseal key shares and the initial root token.
     Init(InitArgs),
@@ -17,7 +17,7 @@ pub enum OperatorCommand {
     Seal(SealArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct InitArgs {
     /// Number of key shares to split the root key into.
     #[arg(long = "key-shares", default_value_t = 5)]
@@ -32,7 +32,7 @@ pub struct InitArgs {
     pub common: Common,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct UnsealArgs {
     /// Discard the shares given so far.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
@@ -43,13 +43,13 @@ pub struct UnsealArgs {
     pub key: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct SealArgs {
     #[command(flatten)]
     pub common: Common,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub common: Common,

@@ -10,7 +10,7 @@ use super::ctx::{ctx, sanitize_path, CliError, CliResult, Common};
 use super::logical::PathArgs;
 use super::output::{columns, print_json, print_secret, Format};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum AuthCommand {
     /// Enable an auth method (e.g. userpass).
     Enable(EnableArgs),
@@ -20,7 +20,7 @@ pub enum AuthCommand {
     Disable(PathArgs),
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum SecretsCommand {
     /// Enable a secrets engine (kv, kv-v2, transit).
     Enable(EnableArgs),
@@ -30,7 +30,7 @@ pub enum SecretsCommand {
     Disable(PathArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct EnableArgs {
     /// Mount path (default: the type).
     #[arg(long)]
@@ -47,7 +47,7 @@ pub struct EnableArgs {
     pub kind: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct ListArgs {
     /// Accepted for compatibility; the table is the same.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
@@ -56,7 +56,7 @@ pub struct ListArgs {
     pub common: Common,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum PolicyCommand {
     /// Upload a policy from a file or stdin ("-").
     Write(PolicyWriteArgs),
@@ -68,7 +68,7 @@ pub enum PolicyCommand {
     Delete(PolicyNameArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct PolicyWriteArgs {
     #[command(flatten)]
     pub common: Common,
@@ -77,7 +77,7 @@ pub struct PolicyWriteArgs {
     pub file: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct PolicyNameArgs {
     #[command(flatten)]
     pub common: Common,

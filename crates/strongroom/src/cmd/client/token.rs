@@ -10,7 +10,7 @@ use super::ctx::{
 use super::logical::{print_field, print_raw};
 use super::output::{auth_rows, kv_table, print_secret, print_warnings, Format};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a token.
     Create(TokenCreateArgs),
@@ -22,7 +22,7 @@ pub enum TokenCommand {
     Renew(TokenRenewArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct TokenCreateArgs {
     /// Policy to attach (repeatable, or comma-separated).
     #[arg(long = "policy")]
@@ -62,7 +62,7 @@ pub struct TokenCreateArgs {
     pub common: Common,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct TokenLookupArgs {
     /// Treat the argument as an accessor.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
@@ -76,7 +76,7 @@ pub struct TokenLookupArgs {
     pub token: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct TokenRevokeArgs {
     /// Revoke the token in use.
     #[arg(long = "self", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
@@ -91,7 +91,7 @@ pub struct TokenRevokeArgs {
     pub token: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct TokenRenewArgs {
     /// Requested extension (e.g. 30m, 1h or seconds).
     #[arg(long, default_value = "0")]
@@ -106,7 +106,7 @@ pub struct TokenRenewArgs {
     pub token: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct LoginArgs {
     /// Auth method: token (default) or userpass.
     #[arg(long, default_value = "token")]
