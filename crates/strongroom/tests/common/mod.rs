@@ -145,7 +145,7 @@ impl Server {
             let cfg_path = dir.path().join("server.hcl");
             std::fs::write(&cfg_path, config).expect("write server config");
             let cfg = cfg_path.to_string_lossy().into_owned();
-            match Self::spawn(kind, dir, addr, &["server", "-config", &cfg], None) {
+            match Self::spawn(kind, dir, addr, &["server", "-config", &cfg]) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -163,13 +163,7 @@ impl Server {
             let addr = format!("http://127.0.0.1:{port}");
             let tok = format!("-dev-root-token-id={root_token}");
             let listen = format!("-dev-listen-address=127.0.0.1:{port}");
-            match Self::spawn(
-                kind,
-                dir,
-                addr,
-                &["server", "-dev", &tok, &listen],
-                Some(root_token),
-            ) {
+            match Self::spawn(kind, dir, addr, &["server", "-dev", &tok, &listen]) {
                 Ok(mut s) => {
                     // sys/health answers before the dev mounts are in place: wait for 200.
                     if s.wait_health(&[200], Duration::from_secs(30)) {
@@ -212,7 +206,6 @@ impl Server {
         dir: tempfile::TempDir,
         addr: String,
         args: &[&str],
-        _root: Option<&str>,
     ) -> Result<Server, String> {
         let bin = match kind {
             ServerKind::OpenBao => bao_bin(),
