@@ -3,16 +3,23 @@
 //!
 //! Paths (relative to the mount):
 //! `keys` (list) · `keys/<k>` (read/create/delete) · `keys/<k>/config` · `keys/<k>/rotate` ·
-//! `keys/<k>/trim` · `encrypt/<k>` · `decrypt/<k>` · `rewrap/<k>` ·
+//! `keys/<k>/trim` · `keys/<k>/soft-delete` · `keys/<k>/soft-delete-restore` ·
+//! `encrypt/<k>` (creates a missing key: upsert) · `decrypt/<k>` · `rewrap/<k>` ·
 //! `datakey/{plaintext,wrapped}/<k>` · `random[/<source>][/<bytes>]` · `hmac/<k>[/<algo>]` ·
-//! `verify/<k>[/<algo>]` · `export/<type>/<k>[/<ver>]` (always refused: keys are not
-//! exportable).
+//! `verify/<k>[/<algo>]` (HMACs) · `export/<type>/<k>[/<ver>]` (always refused: key material
+//! never leaves the server, so `exportable`/`allow_plaintext_backup` are refused too).
 //!
-//! Key types: `aes256-gcm96` (default), `aes128-gcm96`, `chacha20-poly1305`. Crypto details and
-//! the storage layout are in [`keys`]; the ciphertext decoder is in [`ciphertext`] (pure, fuzzed).
+//! Key types: `aes256-gcm96` (default), `aes128-gcm96`, `chacha20-poly1305`; `derived` keys
+//! (HKDF-SHA256 per context) and `convergent_encryption`. Crypto details and the storage layout
+//! are in [`keys`]; the ciphertext decoder is in [`ciphertext`] (pure, fuzzed); OpenBao's field
+//! coercion and error texts are in [`params`].
 //!
-//! Automatic rotation (`auto_rotate_period`) is performed by [`Transit::rotate_due_keys`], which
-//! the core should call periodically (OpenBao checks hourly).
+//! Not implemented: asymmetric/HMAC/xchacha key types, sign, BYOK import, backup/restore,
+//! cache config, `sha3-224` HMACs.
+//!
+//! Automatic rotation (`auto_rotate_period`) happens lazily when a due key is used, and for all
+//! keys in [`Transit::rotate_due_keys`], which the core may call periodically (OpenBao checks
+//! hourly).
 
 pub mod ciphertext;
 pub mod keys;
