@@ -537,6 +537,55 @@ path "kv/+/shared" { capabilities = ["read"] }
         json!({"path": "kv/team/admin", "token": t}),
     ));
     assert_eq!(r.data.unwrap()["kv/team/admin"], json!(["deny"]));
+    // root-protected paths need sudo on top of the operation's capability
+    let dir2 = tempfile::tempdir().unwrap();
+    let log = dir2.path().join("a.log");
+    let audit_body = json!({"type": "file", "options": {"file_path": log.to_str().unwrap()}});
+    for (name, caps) in [
+        ("nosudo", r#"["update"]"#),
+        ("withsudo", r#"["update", "sudo"]"#),
+    ] {
+        let text = format!("path \"sys/audit/*\" {{ capabilities = {caps} }}");
+        ok(call(
+            &core,
+            Operation::Update,
+            &format!("sys/policies/acl/{name}"),
+            &i.root,
+            json!({"policy": text}),
+        ));
+    }
+    let mk = |p: &str| {
+        let r = ok(call(
+            &core,
+            Operation::Update,
+            "auth/token/create",
+            &i.root,
+            json!({"policies": p}),
+        ));
+        r.auth.unwrap()["client_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (nosudo, withsudo) = (mk("nosudo"), mk("withsudo"));
+    assert_eq!(
+        call(
+            &core,
+            Operation::Update,
+            "sys/audit/f",
+            &nosudo,
+            audit_body.clone()
+        )
+        .unwrap_err(),
+        ApiError::acl_denied()
+    );
+    ok(call(
+        &core,
+        Operation::Update,
+        "sys/audit/f",
+        &withsudo,
+        audit_body,
+    ));
     // unknown sys path / op
     assert_eq!(
         call(&core, Operation::Read, "sys/bogus", &i.root, json!({})).unwrap_err(),
