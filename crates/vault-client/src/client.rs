@@ -418,6 +418,29 @@ impl Client {
     }
 }
 
+/// Runs `f` up to `attempts` times while it fails with a retryable error
+/// ([`Error::is_retryable`]: unreachable, sealed, 5xx), sleeping `backoff`, then twice that,
+/// and so on (capped at 30 s) between tries. Other errors return at once.
+pub fn retry<T>(
+    attempts: u32,
+    backoff: std::time::Duration,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut delay = backoff;
+    let mut n = 1;
+    loop {
+        match f() {
+            Err(e) if e.is_retryable() && n < attempts => {
+                tracing::debug!(attempt = n, error = %e, "retrying vault request");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Checks that a response carried `data`, for helpers that need it.
 pub(crate) fn need_secret(s: Option<Secret>, url: String) -> Result<Secret> {
     s.ok_or(Error::InvalidResponse {
@@ -469,6 +492,39 @@ mod tests {
         let e = c.read("sys/health").unwrap_err();
         assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn retry_only_retryable_errors() {
+        use std::time::Duration;
+        let mut calls = 0;
+        let r: Result<()> = retry(3, Duration::from_millis(1), || {
+            calls += 1;
+            Err(Error::Unreachable {
+                address: "x".into(),
+                reason: "refused".into(),
+            })
+        });
+        assert!(r.is_err() && calls == 3);
+        let mut calls = 0;
+        let r: Result<()> = retry(3, Duration::from_millis(1), || {
+            calls += 1;
+            Err(Error::Config("bad".into()))
+        });
+        assert!(r.is_err() && calls == 1);
+        let mut calls = 0;
+        let r = retry(5, Duration::from_millis(1), || {
+            calls += 1;
+            if calls < 3 {
+                Err(Error::Unreachable {
+                    address: "x".into(),
+                    reason: "refused".into(),
+                })
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
     }
 
     #[test]

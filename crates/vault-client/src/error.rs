@@ -139,6 +139,15 @@ impl Error {
         }
     }
 
+    /// The token itself was refused (missing, invalid, expired or revoked), as opposed to an
+    /// ACL denying a valid token. Vault/OpenBao answer the former with a bare
+    /// `["permission denied"]` and the latter with the multierror text
+    /// `"1 error occurred:\n\t* permission denied\n\n"`. Use it to tell UNAUTHENTICATED from
+    /// PERMISSION_DENIED; `auth/token/lookup-self` is the definitive check.
+    pub fn is_invalid_token(&self) -> bool {
+        matches!(self, Error::PermissionDenied(a) if a.errors.len() == 1 && a.errors[0].trim() == "permission denied")
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))
     }
@@ -204,6 +213,24 @@ mod tests {
         assert!(a.response.is_some());
         assert!(!format!("{e:?}").contains("hunter2"));
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn invalid_token_vs_acl_denial() {
+        let bad_token = Error::from_status(
+            "GET",
+            URL,
+            403,
+            Some(json!({"errors": ["permission denied"]})),
+        );
+        let acl = Error::from_status(
+            "GET",
+            URL,
+            403,
+            Some(json!({"errors": ["1 error occurred:\n\t* permission denied\n\n"]})),
+        );
+        assert!(bad_token.is_invalid_token() && bad_token.is_permission_denied());
+        assert!(!acl.is_invalid_token() && acl.is_permission_denied());
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod sys;
 mod transit;
 mod types;
 
-pub use client::{Client, Method};
+pub use client::{retry, Client, Method};
 pub use config::{ClientConfig, DEFAULT_ADDRESS};
 pub use error::{ApiError, Error, Result};
 pub use kv::{Kv2Secret, Kv2VersionMetadata, KvLocation, KvVersion, MountInfo};

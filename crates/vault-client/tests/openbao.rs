@@ -404,11 +404,13 @@ fn tokens_policies_userpass_and_errors() {
         "{e}"
     );
     assert!(!e.to_string().contains(auth.client_token.expose()));
+    assert!(!e.is_invalid_token(), "a valid token denied by the ACL");
     let e = dev.client(Some("bogus")).read("ocs/k").unwrap_err();
     assert!(
         matches!(&e, Error::PermissionDenied(a) if a.errors == ["permission denied"]),
         "{e:?}"
     );
+    assert!(e.is_invalid_token(), "an unknown token");
     let e = root.read("sys/nonexistent-endpoint").unwrap();
     assert!(e.is_none(), "404 on read is Ok(None), like the Vault CLI");
     let e = root
