@@ -56,7 +56,11 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Map<String, Val
     if trimmed.is_empty() {
         return Ok(Map::new());
     }
-    if content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+    // Like OpenBao: a form content type counts only when the body does not look like JSON
+    // (curl and urllib send JSON bodies with the form type by default).
+    if content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+        && !matches!(trimmed[0], b'{' | b'[')
+    {
         let s = std::str::from_utf8(trimmed)
             .map_err(|_| ApiError::bad_request("failed to parse form body"))?;
         return Ok(form_pairs(s)
@@ -114,5 +118,7 @@ mod tests {
         let m = decode(b"a=b&c=d%20e", Some("application/x-www-form-urlencoded")).unwrap();
         assert_eq!(m["a"], "b");
         assert_eq!(m["c"], "d e");
+        let j = decode(b" {\"a\":1}", Some("application/x-www-form-urlencoded")).unwrap();
+        assert_eq!(j["a"], 1);
     }
 }
