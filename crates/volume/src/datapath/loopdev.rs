@@ -1,0 +1,42 @@
+//! Loop devices, driven through util-linux `losetup` (no ioctl code of our own).
+
+use super::run;
+use crate::error::Result;
+use std::path::Path;
+
+/// Attach `file` to a free loop device; returns `/dev/loopN`.
+pub fn attach(file: &Path) -> Result<String> {
+    let f = file.to_string_lossy();
+    let out = run("losetup", &["--find", "--show", &f])?;
+    Ok(out.trim().to_owned())
+}
+
+/// Loop devices currently backed by `file`.
+pub fn attached_to(file: &Path) -> Vec<String> {
+    let f = file.to_string_lossy();
+    run("losetup", &["-j", &f])
+        .map(|out| {
+            out.lines()
+                .filter_map(|l| l.split(':').next())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `dev` is an attached loop device.
+pub fn is_attached(dev: &str) -> bool {
+    run("losetup", &[dev]).is_ok()
+}
+
+pub fn detach(dev: &str) -> Result<()> {
+    if !is_attached(dev) {
+        return Ok(());
+    }
+    run("losetup", &["-d", dev]).map(|_| ())
+}
+
+/// Re-read the size of the backing file (online resize).
+pub fn refresh_capacity(dev: &str) -> Result<()> {
+    run("losetup", &["-c", dev]).map(|_| ())
+}

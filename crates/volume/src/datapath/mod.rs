@@ -1,0 +1,178 @@
+//! Data paths: how a volume becomes a mounted filesystem.
+//!
+//! * [`DataPathKind::Kernel`]: loop (for files) → dm-crypt via cryptsetup → mkfs/mount.
+//!   Chosen automatically when the kernel has device-mapper ([`dmcrypt::available`]).
+//! * [`DataPathKind::Userspace`]: a FUSE file exposing the decrypted volume ([`fuse`]) →
+//!   loop device ([`loopdev`]) → mkfs/mount. Used everywhere else.
+//!
+//! What was set up is recorded in a [`Runtime`] file beside the metadata so that teardown
+//! (also after a crash) removes every mount, loop device and FUSE mount.
+
+pub mod dmcrypt;
+pub mod fuse;
+pub mod loopdev;
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const RUNTIME_FILE: &str = "runtime.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPathKind {
+    Kernel,
+    Userspace,
+}
+
+impl DataPathKind {
+    pub fn detect() -> Self {
+        if dmcrypt::available() {
+            DataPathKind::Kernel
+        } else {
+            DataPathKind::Userspace
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPathKind::Kernel => "kernel (dm-crypt)",
+            DataPathKind::Userspace => "userspace (FUSE + loop)",
+        }
+    }
+}
+
+/// What a mount set up (persisted, so teardown works from another process or after a crash).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Runtime {
+    pub datapath: Option<DataPathKind>,
+    pub fuse_dir: Option<PathBuf>,
+    pub loop_dev: Option<String>,
+    pub dm_name: Option<String>,
+    pub target: Option<PathBuf>,
+    /// The process serving FUSE (CLI daemon), if not the caller.
+    pub pid: Option<u32>,
+}
+
+impl Runtime {
+    pub fn load(dir: &Path) -> Option<Runtime> {
+        std::fs::read(dir.join(RUNTIME_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{RUNTIME_FILE}.tmp"));
+        let b = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&tmp, b).map_err(|e| Error::io("write runtime record", e))?;
+        std::fs::rename(&tmp, dir.join(RUNTIME_FILE))
+            .map_err(|e| Error::io("rename runtime record", e))
+    }
+    pub fn remove(dir: &Path) {
+        let _ = std::fs::remove_file(dir.join(RUNTIME_FILE));
+    }
+}
+
+/// Run a command (no secrets in its arguments, ever); stdout on success.
+pub(crate) fn run(bin: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| Error::io(format!("run {bin}"), e))?;
+    if !out.status.success() {
+        return Err(Error::Command(format!(
+            "{bin} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Mount points currently in the mount table (from /proc/self/mountinfo, unescaped).
+pub fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mount_points().iter().any(|m| *m == p)
+}
+
+/// Make a filesystem on `dev` (only called when the volume's state says it has none).
+pub fn mkfs(fs_type: &str, dev: &str) -> Result<()> {
+    match fs_type {
+        "ext4" => run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1",
+                dev,
+            ],
+        ),
+        "xfs" => run("mkfs.xfs", &["-q", "-f", dev]),
+        other => Err(Error::InvalidArgument(format!(
+            "unsupported filesystem {other:?} (ext4 or xfs)"
+        ))),
+    }
+    .map(|_| ())
+}
+
+pub fn mount(dev: &str, target: &Path, fs_type: &str) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| Error::io(format!("mkdir {}", target.display()), e))?;
+    let t = target.to_string_lossy();
+    run("mount", &["-t", fs_type, "-o", "noatime", dev, &t]).map(|_| ())
+}
+
+pub fn umount(target: &Path) -> Result<()> {
+    if !is_mounted(target) {
+        return Ok(());
+    }
+    let t = target.to_string_lossy();
+    run("umount", &[&t]).map(|_| ())
+}
+
+/// Unmount a FUSE mount (also a dead one: "transport endpoint is not connected").
+pub fn fuse_unmount(dir: &Path) -> Result<()> {
+    if !is_mounted(dir) {
+        return Ok(());
+    }
+    let d = dir.to_string_lossy();
+    run("fusermount3", &["-u", &d])
+        .or_else(|_| run("umount", &["-l", &d]))
+        .map(|_| ())
+}
+
+/// Grow the filesystem on `dev` mounted at `target` to the device size.
+pub fn grow_fs(fs_type: &str, dev: &str, target: &Path) -> Result<()> {
+    match fs_type {
+        "xfs" => run("xfs_growfs", &[&target.to_string_lossy()]),
+        _ => run("resize2fs", &[dev]),
+    }
+    .map(|_| ())
+}

@@ -1,0 +1,195 @@
+//! Per-volume metadata: parameters, tenant, protection (with the wrapped secret), state.
+//!
+//! On disk: one JSON line followed by `sha256 <hex of that line>`. Written atomically
+//! (temp file + fsync + rename + directory fsync); a file whose checksum does not match is
+//! refused as corrupt rather than guessed at.
+
+use crate::error::{Error, Result};
+use crate::state::{Pending, State};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+pub const META_FILE: &str = "volume.meta";
+pub const META_VERSION: u32 = 1;
+
+/// Where the ciphertext lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoreSpec {
+    /// A sparse file (the default).
+    File { path: String },
+    /// A raw block device (never created or resized by us, only used).
+    Block { path: String },
+}
+
+/// How the keyslot secret is protected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Protection {
+    /// Wrapped by the tenant's transit key with the volume bound in as context; the blob lives
+    /// here, the KMS never stores the secret.
+    Envelope {
+        mount: String,
+        key: String,
+        wrapped: Option<String>,
+        key_version: u64,
+    },
+    /// Stored at `<backend>/<volume id>` in KV v1/v2 (ceph-csi `vaulttokens` layout).
+    Kv {
+        backend: String,
+        /// The KV mount and version found at creation (so tenants need no `sys/` access later).
+        mount: String,
+        kv_version: u8,
+        /// Path inside the mount (`<rest of backend>/<volume id>`).
+        path: String,
+    },
+}
+
+impl Protection {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Protection::Envelope { .. } => "envelope",
+            Protection::Kv { .. } => "kv",
+        }
+    }
+}
+
+/// The LUKS2 parameters the volume was formatted with (the brief's deterministic profile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LuksParams {
+    pub cipher: String,
+    pub key_size_bits: u32,
+    pub sector_size: u32,
+    pub pbkdf: String,
+    pub pbkdf_iterations: u32,
+    pub data_offset: u64,
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMeta {
+    pub version: u32,
+    pub id: String,
+    pub tenant: String,
+    pub cluster_id: String,
+    pub created_at: u64,
+    /// Usable (requested) size in bytes; the store holds this plus the LUKS2 header.
+    pub size: u64,
+    pub store: StoreSpec,
+    pub luks: LuksParams,
+    pub protection: Protection,
+    pub state: State,
+    /// Filesystem type to make on first mount.
+    pub fs_type: String,
+    /// Set once the filesystem was made: never mkfs again (decided by state, not a probe).
+    pub filesystem_created: bool,
+    pub pending: Option<Pending>,
+    /// Unix seconds of the last keyslot-secret rotation and KEK rewrap.
+    pub slot_rotated_at: Option<u64>,
+    pub kek_rotated_at: Option<u64>,
+    pub shredded_at: Option<u64>,
+    /// Bumped on every write.
+    pub generation: u64,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+}
+
+impl VolumeMeta {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let body = serde_json::to_string(self)
+            .map_err(|e| Error::Internal(format!("encode metadata: {e}")))?;
+        let sum = hex::encode(Sha256::digest(body.as_bytes()));
+        Ok(format!("{body}\nsha256 {sum}\n").into_bytes())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::Corrupt("metadata is not UTF-8".into()))?;
+        let mut lines = text.lines();
+        let body = lines.next().unwrap_or_default();
+        let sum = lines
+            .next()
+            .and_then(|l| l.strip_prefix("sha256 "))
+            .ok_or_else(|| Error::Corrupt("metadata has no checksum line (torn write?)".into()))?;
+        let want = hex::encode(Sha256::digest(body.as_bytes()));
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            want.as_bytes(),
+            sum.trim().as_bytes(),
+        )) {
+            return Err(Error::Corrupt("metadata checksum mismatch".into()));
+        }
+        let m: VolumeMeta = serde_json::from_str(body)
+            .map_err(|e| Error::Corrupt(format!("metadata does not parse: {e}")))?;
+        if m.version != META_VERSION {
+            return Err(Error::Corrupt(format!(
+                "unsupported metadata version {}",
+                m.version
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Read `<dir>/volume.meta`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let p = dir.join(META_FILE);
+        let bytes = fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(format!("no volume metadata at {}", p.display()))
+            } else {
+                Error::io(format!("read {}", p.display()), e)
+            }
+        })?;
+        Self::decode(&bytes)
+    }
+
+    /// Write `<dir>/volume.meta` atomically and durably.
+    pub fn store(&mut self, dir: &Path) -> Result<()> {
+        self.generation += 1;
+        let bytes = self.encode()?;
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        drop(f);
+        fs::rename(&tmp, dir.join(META_FILE))
+            .map_err(|e| Error::io("rename metadata into place", e))?;
+        fsync_dir(dir)
+    }
+
+    /// Move to `next` and persist, refusing illegal transitions.
+    pub fn transition(&mut self, dir: &Path, next: State) -> Result<()> {
+        if self.state == next {
+            return Ok(());
+        }
+        if !self.state.can_become(next) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {} cannot go from {} to {}",
+                self.id,
+                self.state.as_str(),
+                next.as_str()
+            )));
+        }
+        self.state = next;
+        self.store(dir)
+    }
+}

@@ -1,0 +1,131 @@
+//! Backing stores: where the LUKS2 ciphertext lives. One trait so that Ceph RBD (librbd image
+//! as a [`BlockDevice`]) plugs in next to the sparse file and the raw block device.
+
+use crate::error::{Error, Result};
+use crate::meta::StoreSpec;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use strongroom_luks::{BlockDevice, FileDevice};
+
+pub trait BackingStore: Send + Sync {
+    /// How to find this store again (persisted in the volume metadata).
+    fn spec(&self) -> StoreSpec;
+    /// Make sure the store exists with at least `bytes`; never shrinks, never touches content.
+    fn ensure(&self, bytes: u64) -> Result<()>;
+    /// Current size in bytes.
+    fn size(&self) -> Result<u64>;
+    /// Grow to `bytes` (no-op if already that large).
+    fn grow(&self, bytes: u64) -> Result<()>;
+    /// Positioned I/O on the store.
+    fn open(&self, writable: bool) -> Result<Box<dyn BlockDevice>>;
+    /// A path the kernel can attach (loop device / dm-crypt), if the store has one.
+    fn local_path(&self) -> Option<&Path>;
+}
+
+/// Build the store a metadata record points at.
+pub fn from_spec(spec: &StoreSpec) -> Box<dyn BackingStore> {
+    match spec {
+        StoreSpec::File { path } => Box::new(SparseFile::new(path)),
+        StoreSpec::Block { path } => Box::new(BlockDev::new(path)),
+    }
+}
+
+/// A sparse regular file: created with `set_len`, so unwritten space costs nothing.
+pub struct SparseFile {
+    path: PathBuf,
+}
+
+impl SparseFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SparseFile { path: path.into() }
+    }
+}
+
+impl BackingStore for SparseFile {
+    fn spec(&self) -> StoreSpec {
+        StoreSpec::File {
+            path: self.path.to_string_lossy().into_owned(),
+        }
+    }
+    fn ensure(&self, bytes: u64) -> Result<()> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| Error::io(format!("create {}", self.path.display()), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io("stat backing file", e))?
+            .len();
+        if len < bytes {
+            f.set_len(bytes)
+                .map_err(|e| Error::io("size backing file", e))?;
+        }
+        f.sync_all().map_err(|e| Error::io("fsync backing file", e))
+    }
+    fn size(&self) -> Result<u64> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))
+    }
+    fn grow(&self, bytes: u64) -> Result<()> {
+        self.ensure(bytes)
+    }
+    fn open(&self, writable: bool) -> Result<Box<dyn BlockDevice>> {
+        FileDevice::open(&self.path, writable)
+            .map(|d| Box::new(d) as Box<dyn BlockDevice>)
+            .map_err(|e| Error::io(format!("open {}", self.path.display()), e))
+    }
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+/// A raw block device (e.g. a local disk partition or an LVM volume) that an administrator
+/// provides: never created or resized by us.
+pub struct BlockDev {
+    path: PathBuf,
+}
+
+impl BlockDev {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        BlockDev { path: path.into() }
+    }
+}
+
+impl BackingStore for BlockDev {
+    fn spec(&self) -> StoreSpec {
+        StoreSpec::Block {
+            path: self.path.to_string_lossy().into_owned(),
+        }
+    }
+    fn ensure(&self, bytes: u64) -> Result<()> {
+        let have = self.size()?;
+        if have < bytes {
+            return Err(Error::InvalidArgument(format!(
+                "block device {} has {have} bytes, {bytes} needed",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+    fn size(&self) -> Result<u64> {
+        FileDevice::open(&self.path, false)
+            .and_then(|d| d.size())
+            .map_err(|e| Error::io(format!("size of {}", self.path.display()), e))
+    }
+    fn grow(&self, bytes: u64) -> Result<()> {
+        // Growing a block device is the administrator's job (lvextend, rbd resize, ...).
+        self.ensure(bytes)
+    }
+    fn open(&self, writable: bool) -> Result<Box<dyn BlockDevice>> {
+        FileDevice::open(&self.path, writable)
+            .map(|d| Box::new(d) as Box<dyn BlockDevice>)
+            .map_err(|e| Error::io(format!("open {}", self.path.display()), e))
+    }
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
