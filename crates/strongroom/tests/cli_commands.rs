@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cli, CliKind, Server, ServerKind, Storage};
+use common::{Cli, CliKind, Pki, Server, ServerKind, Storage};
 use serde_json::json;
 use std::time::Duration;
 
@@ -411,4 +411,82 @@ fn unseal_from_stdin_on_raft_storage_strongroom_server() {
 #[test]
 fn table_output_matches_bao_strongroom_server() {
     output_matches_bao(ServerKind::Strongroom);
+}
+
+/// TLS settings come from the Vault environment variables: VAULT_CACERT, VAULT_CLIENT_CERT,
+/// VAULT_CLIENT_KEY, VAULT_SKIP_VERIFY.
+fn over_mutual_tls(kind: ServerKind) {
+    let pki = Pki::new();
+    let server = Server::start_tls(kind, Storage::Inmem, &pki, true);
+    let path = |f: &str| pki.path(f).to_string_lossy().into_owned();
+    let bare = Cli::new(CliKind::Strongroom, server.addr());
+    let cli = bare
+        .with_env("VAULT_CACERT", &path("ca.pem"))
+        .with_env("VAULT_CLIENT_CERT", &path("client.pem"))
+        .with_env("VAULT_CLIENT_KEY", &path("client-key.pem"));
+    let o = cli.run(&[
+        "operator",
+        "init",
+        "-key-shares=1",
+        "-key-threshold=1",
+        "-format=json",
+    ]);
+    o.expect_code(0, "init over mTLS");
+    let key = o.json()["unseal_keys_b64"][0].as_str().unwrap().to_owned();
+    let root = o.json()["root_token"].as_str().unwrap().to_owned();
+    cli.run(&["operator", "unseal", &key])
+        .expect_code(0, "unseal over mTLS");
+    assert!(
+        server.wait_health(&[200], Duration::from_secs(60)),
+        "active"
+    );
+    let r = cli.with_token(&root);
+    r.run(&["secrets", "enable", "-path=ocs", "kv"])
+        .expect_code(0, "enable kv");
+    r.run(&["kv", "put", "ocs/k", "v=1"])
+        .expect_code(0, "kv put over mTLS");
+    r.run(&["kv", "get", "-field=v", "ocs/k"])
+        .expect_code(0, "kv get over mTLS")
+        .expect_stdout("1", "value");
+    // unknown CA: refused, exit 2 with the TLS error
+    bare.run(&["status"])
+        .expect_code(1, "status without the CA")
+        .expect_stderr("TLS", "TLS error shown");
+    bare.with_token(&root)
+        .run(&["read", "ocs/k"])
+        .expect_code(2, "read without the CA");
+    // trusted server but no client certificate: the server refuses
+    bare.with_env("VAULT_CACERT", &path("ca.pem"))
+        .with_token(&root)
+        .run(&["read", "ocs/k"])
+        .expect_code(2, "no client cert");
+    // a certificate from another CA: refused
+    bare.with_env("VAULT_SKIP_VERIFY", "true")
+        .with_env("VAULT_CLIENT_CERT", &path("rogue.pem"))
+        .with_env("VAULT_CLIENT_KEY", &path("rogue-key.pem"))
+        .with_token(&root)
+        .run(&["read", "ocs/k"])
+        .expect_code(2, "rogue client cert");
+    // skip-verify with a good client certificate works (testing only)
+    bare.with_env("VAULT_SKIP_VERIFY", "true")
+        .with_env("VAULT_CLIENT_CERT", &path("client.pem"))
+        .with_env("VAULT_CLIENT_KEY", &path("client-key.pem"))
+        .with_token(&root)
+        .run(&["read", "ocs/k"])
+        .expect_code(0, "skip-verify + client cert");
+    // a CA file that does not exist is a local error
+    bare.with_env("VAULT_CACERT", "/nonexistent/ca.pem")
+        .run(&["status"])
+        .expect_code(1, "missing CA file")
+        .expect_stderr("ca.pem", "names the file");
+}
+
+#[test]
+fn over_mutual_tls_openbao() {
+    over_mutual_tls(ServerKind::OpenBao);
+}
+
+#[test]
+fn over_mutual_tls_strongroom_server() {
+    over_mutual_tls(ServerKind::Strongroom);
 }

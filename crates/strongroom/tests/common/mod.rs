@@ -19,6 +19,9 @@
 //!   a message saying to run `scripts/test.sh` (which installs it).
 //! * `ServerKind::Strongroom` runs `strongroom server -config <file>` with the same
 //!   Vault-style HCL config (or `server -dev -dev-root-token-id=T -dev-listen-address=A`).
+//! * TLS: [`Pki::new`] makes a CA with server and client certificates;
+//!   [`Server::start_tls`] starts a server with a TLS (optionally mutual TLS) listener and
+//!   an `https://` address; point a CLI at it with `Cli::with_env("VAULT_CACERT", ...)`.
 //! * A server is killed when its [`Server`] is dropped; its log is printed by
 //!   [`Server::logs`] and included in the panic message when startup fails.
 
@@ -130,6 +133,8 @@ pub struct Server {
     pub root_token: Option<String>,
     /// The command line, for [`Server::restart`].
     args: Vec<String>,
+    /// For TLS listeners: (CA, client cert, client key) used by the harness's own checks.
+    tls_client: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Server {
@@ -145,12 +150,63 @@ impl Server {
             let cfg_path = dir.path().join("server.hcl");
             std::fs::write(&cfg_path, config).expect("write server config");
             let cfg = cfg_path.to_string_lossy().into_owned();
-            match Self::spawn(kind, dir, addr, &["server", "-config", &cfg]) {
+            match Self::spawn(kind, dir, addr, &["server", "-config", &cfg], None) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
         }
         panic!("{kind:?} server did not start:\n{last}");
+    }
+
+    /// Like [`Server::start`] with a TLS listener using `pki`'s server certificate (for
+    /// 127.0.0.1 and localhost); with `require_client_cert` only clients holding a
+    /// certificate from `pki`'s CA get in. The address is `https://127.0.0.1:<port>`.
+    pub fn start_tls(
+        kind: ServerKind,
+        storage: Storage,
+        pki: &Pki,
+        require_client_cert: bool,
+    ) -> Server {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (port, cluster_port) = (free_port(), free_port());
+            let plain = Self::config(dir.path(), storage, port, cluster_port);
+            let mut tls = format!(
+                "  tls_cert_file   = \"{}\"\n  tls_key_file    = \"{}\"\n",
+                pki.path("server.pem").display(),
+                pki.path("server-key.pem").display()
+            );
+            if require_client_cert {
+                tls.push_str(&format!(
+                    "  tls_client_ca_file = \"{}\"\n  tls_require_and_verify_client_cert = true\n",
+                    pki.path("ca.pem").display()
+                ));
+            }
+            let config = plain.replace("  tls_disable     = true\n", &tls).replace(
+                &format!("api_addr      = \"http://127.0.0.1:{port}\""),
+                &format!("api_addr      = \"https://127.0.0.1:{port}\""),
+            );
+            let cfg_path = dir.path().join("server.hcl");
+            std::fs::write(&cfg_path, config).expect("write server config");
+            let cfg = cfg_path.to_string_lossy().into_owned();
+            let client = (
+                pki.path("ca.pem"),
+                pki.path("client.pem"),
+                pki.path("client-key.pem"),
+            );
+            match Self::spawn(
+                kind,
+                dir,
+                format!("https://127.0.0.1:{port}"),
+                &["server", "-config", &cfg],
+                Some(client),
+            ) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{kind:?} TLS server did not start:\n{last}");
     }
 
     /// Starts a dev server: in memory, initialized, unsealed, root token `root_token`,
@@ -163,7 +219,7 @@ impl Server {
             let addr = format!("http://127.0.0.1:{port}");
             let tok = format!("-dev-root-token-id={root_token}");
             let listen = format!("-dev-listen-address=127.0.0.1:{port}");
-            match Self::spawn(kind, dir, addr, &["server", "-dev", &tok, &listen]) {
+            match Self::spawn(kind, dir, addr, &["server", "-dev", &tok, &listen], None) {
                 Ok(mut s) => {
                     // sys/health answers before the dev mounts are in place: wait for 200.
                     if s.wait_health(&[200], Duration::from_secs(30)) {
@@ -206,6 +262,7 @@ impl Server {
         dir: tempfile::TempDir,
         addr: String,
         args: &[&str],
+        tls_client: Option<(PathBuf, PathBuf, PathBuf)>,
     ) -> Result<Server, String> {
         let bin = match kind {
             ServerKind::OpenBao => bao_bin(),
@@ -232,6 +289,7 @@ impl Server {
             log,
             root_token: None,
             args: args.iter().map(|a| a.to_string()).collect(),
+            tls_client,
         };
         // Any answer from sys/health (200/429/501/503...) means the listener is up.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -303,7 +361,25 @@ impl Server {
 
     /// The HTTP status of `GET /v1/sys/health`, `None` if nothing answers.
     pub fn health_code(&self) -> Option<u16> {
-        self.http("GET", "sys/health", None, None).map(|(c, _)| c)
+        match &self.tls_client {
+            None => self.http("GET", "sys/health", None, None).map(|(c, _)| c),
+            Some((ca, cert, key)) => {
+                let mut cfg = strongroom_vault_client::ClientConfig::new(self.addr.clone());
+                cfg.ca_cert = Some(ca.clone());
+                cfg.client_cert = Some(cert.clone());
+                cfg.client_key = Some(key.clone());
+                let c = strongroom_vault_client::Client::new(cfg).ok()?;
+                c.raw_request(
+                    strongroom_vault_client::Method::Get,
+                    "sys/health",
+                    &[],
+                    None,
+                    None,
+                )
+                .ok()
+                .map(|(code, _)| code)
+            }
+        }
     }
 
     /// Waits until `sys/health` answers one of `codes`.
@@ -333,6 +409,11 @@ impl Server {
     /// A client-library handle on this server (token = the dev root token, if any).
     pub fn client(&self) -> strongroom_vault_client::Client {
         let mut cfg = strongroom_vault_client::ClientConfig::new(self.addr.clone());
+        if let Some((ca, cert, key)) = &self.tls_client {
+            cfg.ca_cert = Some(ca.clone());
+            cfg.client_cert = Some(cert.clone());
+            cfg.client_key = Some(key.clone());
+        }
         if let Some(t) = &self.root_token {
             cfg = cfg.with_token(t.as_str());
         }
@@ -344,6 +425,58 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway PKI for TLS tests: `ca.pem`, `server.pem`/`server-key.pem` (SANs 127.0.0.1
+/// and localhost), `client.pem`/`client-key.pem` (signed by the CA), and an unrelated
+/// `rogue.pem`/`rogue-key.pem` from another CA.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).expect("write pki file")
+        };
+        let ca_of = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca")
+        };
+        let ca = ca_of("strongroom test CA");
+        let rogue_ca = ca_of("rogue CA");
+        write("ca.pem", ca.pem());
+        for (name, sans, issuer) in [
+            ("server", vec!["127.0.0.1", "localhost"], &ca),
+            ("client", vec!["client.test"], &ca),
+            ("rogue", vec!["rogue.test"], &rogue_ca),
+        ] {
+            let key = KeyPair::generate().expect("key");
+            let mut p =
+                CertificateParams::new(sans.into_iter().map(str::to_owned).collect::<Vec<_>>())
+                    .expect("params");
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, issuer).expect("sign");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    /// Path of one of the PEM files (`ca.pem`, `server.pem`, `client-key.pem`, ...).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
     }
 }
 
