@@ -298,6 +298,12 @@ impl Server {
                 return Err(format!("exited with {st} before answering\n{}", s.logs()));
             }
             if s.health_code().is_some() {
+                // Another process may hold the port we picked (the answer is then not ours
+                // and our server exits on its bind error): make sure ours is still running.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Ok(Some(st)) = s.child.try_wait() {
+                    return Err(format!("exited with {st} (port taken?)\n{}", s.logs()));
+                }
                 return Ok(s);
             }
             std::thread::sleep(Duration::from_millis(100));
