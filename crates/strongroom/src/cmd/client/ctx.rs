@@ -131,17 +131,32 @@ pub fn token_helper_store(token: &SecretString) -> CliResult<()> {
     write().map_err(|e| CliError::usage(format!("Error storing token: {e}")))
 }
 
-/// Reads one secret line: from the terminal with a prompt, or from piped stdin.
+/// Turns terminal echo off (or back on) with `stty`, so typed secrets do not show.
+fn set_echo(on: bool) {
+    if let Ok(tty) = std::fs::File::open("/dev/tty") {
+        let _ = std::process::Command::new("stty")
+            .arg(if on { "echo" } else { "-echo" })
+            .stdin(tty)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Reads one secret line: from the terminal with a prompt and echo off, or from piped stdin.
 pub fn read_secret_line(prompt: &str) -> CliResult<SecretString> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
+    let tty = stdin.is_terminal();
+    if tty {
         eprint!("{prompt}");
+        set_echo(false);
     }
     let mut line = zeroize::Zeroizing::new(String::new());
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::usage(format!("Error reading input: {e}")))?;
+    let r = stdin.lock().read_line(&mut line);
+    if tty {
+        set_echo(true);
+        eprintln!();
+    }
+    r.map_err(|e| CliError::usage(format!("Error reading input: {e}")))?;
     let t = line.trim();
     if t.is_empty() {
         return Err(CliError::usage("Error: no value given on standard input"));
