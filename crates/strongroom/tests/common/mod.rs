@@ -401,7 +401,8 @@ impl Server {
     }
 
     /// A raw HTTP request to `/v1/<path>` (plain HTTP/1.1 over a socket, independent of the
-    /// client library): returns status and body.
+    /// client library): returns status and body. Plain-HTTP servers only (`None` for a TLS
+    /// listener: use [`Server::client`] there).
     pub fn http(
         &self,
         method: &str,
