@@ -10,7 +10,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "strongroom", version, about = "Encrypted per-tenant volumes and a Vault-compatible key manager")]
+#[command(
+    name = "strongroom",
+    version,
+    about = "Encrypted per-tenant volumes and a Vault-compatible key manager"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +27,11 @@ enum Command {
     /// LUKS2 volumes: format, dump, test and manage keyslots.
     #[command(subcommand)]
     Luks(cmd::luks::LuksCommand),
+    /// Encrypted volumes: create, mount, unmount, resize, rotate, shred, list, status.
+    Volume(cmd::volume::VolumeCommand),
+    /// Show the whole system working on embedded defaults (two tenants, volumes, isolation,
+    /// rotation, shred).
+    Demo(cmd::demo::DemoArgs),
     #[command(flatten)]
     Client(cmd::client::ClientCommand),
 }
@@ -34,6 +43,8 @@ fn main() {
     let code = match cli.command {
         Command::Server(a) => cmd::server::run(a),
         Command::Luks(c) => cmd::luks::run(c),
+        Command::Volume(c) => cmd::volume::run(c),
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Client(c) => cmd::client::run(c),
     };
     match code {

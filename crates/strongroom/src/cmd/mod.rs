@@ -2,5 +2,7 @@
 //! process exit code.
 
 pub mod client;
+pub mod demo;
 pub mod luks;
 pub mod server;
+pub mod volume;

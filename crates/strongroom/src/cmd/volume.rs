@@ -1,0 +1,641 @@
+//! `strongroom volume ...` — encrypted volumes (issue 5): create, mount, unmount, resize,
+//! rotate, shred, list, status, and the admin's `setup-tenant`.
+//!
+//! Tokens come only from files (`--token-file FILE`, `-` = stdin), never argv or env.
+//! Exit codes: 0 ok; 1 error; 2 permission denied / authentication failed;
+//! 75 key manager unavailable (retry later).
+//!
+//! A userspace mount must outlive this command: `mount` starts a small daemon
+//! (`volume mount-daemon`, same binary, new session) that serves the FUSE file and exits when
+//! `unmount` tears the mount down. The token reaches the daemon on a pipe.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use strongroom_volume::datapath::{self, fuse};
+use strongroom_volume::tenant::{self, TenantLayout};
+use strongroom_volume::{
+    CreateRequest, Credential, Error as VolError, KmsConfig, Manager, ManagerConfig,
+    ProtectionRequest, RotateKind, Token, VolumeInfo,
+};
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Directory holding the volumes (metadata, sparse files, runtime records).
+    #[arg(long, global = true, default_value = "/var/lib/strongroom/volumes")]
+    root: PathBuf,
+    /// Key manager address (default: VAULT_ADDR, then http://127.0.0.1:8200).
+    #[arg(long, global = true)]
+    address: Option<String>,
+    /// Cluster id bound into every wrapped secret's context.
+    #[arg(long, global = true, default_value = "default")]
+    cluster_id: String,
+    /// Seconds unwrapped secrets stay cached in memory.
+    #[arg(long, global = true, default_value_t = 300)]
+    cache_ttl: u64,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct VolumeCommand {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Sub,
+}
+
+#[derive(Args, Clone)]
+struct TokenArg {
+    /// File with the tenant's KMS token (`-` = stdin).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// File with the platform admin token (shred/unmount without the tenant's token).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Envelope,
+    Kv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Kek,
+    Slot,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Create an encrypted volume (idempotent; re-run to finish an interrupted create).
+    Create {
+        id: String,
+        #[arg(long)]
+        tenant: String,
+        /// Usable size: bytes or with K/M/G/T suffix (binary).
+        #[arg(long)]
+        size: String,
+        #[arg(long, value_enum, default_value = "envelope")]
+        protection: Mode,
+        #[arg(long, default_value = "transit")]
+        transit_mount: String,
+        /// Transit key (default `tenant-<tenant>`).
+        #[arg(long)]
+        transit_key: Option<String>,
+        /// KV backend path for `--protection kv` (default `secret/strongroom/<tenant>`).
+        #[arg(long)]
+        kv_backend: Option<String>,
+        #[arg(long, default_value = "ext4")]
+        fs: String,
+        /// Use this raw block device instead of a sparse file.
+        #[arg(long)]
+        block_device: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Mount the volume's filesystem (made on first mount) at TARGET.
+    Mount {
+        id: String,
+        target: PathBuf,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Unmount and tear down loop device, FUSE mount / dm-crypt mapping and cached keys.
+    Unmount {
+        id: String,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Grow a volume (online when mounted).
+    Resize {
+        id: String,
+        #[arg(long)]
+        size: String,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Rotate the KEK (rewrap, data untouched) or the keyslot secret.
+    Rotate {
+        id: String,
+        #[arg(long, value_enum, default_value = "kek")]
+        kind: Kind,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Crypto-shred: destroy the wrapped secret / KV entry and wipe every keyslot.
+    Shred {
+        id: String,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// List volumes.
+    List,
+    /// Show a volume's state, parameters and rotation ages.
+    Status { id: String },
+    /// Admin: create a tenant's transit key and policy (and optionally a token for it).
+    SetupTenant {
+        tenant: String,
+        /// Also create a token for the tenant and write it to this file (mode 0600).
+        #[arg(long)]
+        token_out: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        token_ttl: String,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// (internal) Serve a mount; started by `mount`, token on stdin.
+    #[command(hide = true)]
+    MountDaemon { id: String, target: PathBuf },
+    /// (benchmarks) Serve a plain file through the same FUSE layer, without encryption, until
+    /// unmounted with `fusermount3 -u DIR`.
+    #[command(hide = true)]
+    Passthrough {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// (benchmarks) Time provisioning (create + open, no mkfs) with its KMS round trips.
+    #[command(hide = true)]
+    BenchProvision {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 50)]
+        count: usize,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+}
+
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid size {s:?}"))?;
+    n.checked_mul(mul).context("size overflows")
+}
+
+fn read_token(path: &Path) -> anyhow::Result<Token> {
+    let mut s = zeroize::Zeroizing::new(String::new());
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the token from stdin")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+    }
+    if s.trim().is_empty() {
+        bail!("the token file is empty");
+    }
+    Ok(Token::new(s.trim()))
+}
+
+fn credential(t: &TokenArg) -> anyhow::Result<Credential> {
+    match (&t.token_file, &t.admin_token_file) {
+        (Some(p), None) => Ok(Credential::Tenant(read_token(p)?)),
+        (None, Some(p)) => Ok(Credential::Admin(read_token(p)?)),
+        (Some(_), Some(_)) => bail!("give either --token-file or --admin-token-file, not both"),
+        (None, None) => bail!("a token is needed: --token-file FILE (or - for stdin)"),
+    }
+}
+
+fn manager(g: &Global, progress: bool) -> Manager {
+    let address = g
+        .address
+        .clone()
+        .or_else(|| std::env::var("VAULT_ADDR").ok())
+        .or_else(|| std::env::var("BAO_ADDR").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8200".into());
+    let mut kms = KmsConfig::new(address);
+    kms.ca_cert = std::env::var_os("VAULT_CACERT").map(PathBuf::from);
+    let m = Manager::new(ManagerConfig {
+        root: g.root.clone(),
+        cluster_id: g.cluster_id.clone(),
+        kms,
+        cache_ttl: Duration::from_secs(g.cache_ttl),
+        datapath: None,
+    });
+    if progress && !g.json {
+        m.with_progress(|s| eprintln!("... {s}"))
+    } else {
+        m
+    }
+}
+
+fn exit_code(e: &VolError) -> i32 {
+    match e.code() {
+        "PERMISSION_DENIED" | "UNAUTHENTICATED" => 2,
+        "UNAVAILABLE" => 75,
+        _ => 1,
+    }
+}
+
+fn fail(g: &Global, e: VolError) -> anyhow::Result<i32> {
+    if g.json {
+        println!(
+            "{}",
+            json!({"error": {"code": e.code(), "message": e.to_string(), "retryable": e.is_retryable()}})
+        );
+    } else {
+        eprintln!("Error [{}]: {e}", e.code());
+    }
+    Ok(exit_code(&e))
+}
+
+fn human_size(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < 4 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", U[i])
+}
+
+fn print_info(g: &Global, i: &VolumeInfo) {
+    if g.json {
+        println!("{}", serde_json::to_string(i).unwrap_or_default());
+        return;
+    }
+    println!("id:             {}", i.id);
+    println!("tenant:         {}", i.tenant);
+    println!("state:          {}", i.state);
+    println!("protection:     {}", i.protection);
+    println!("size:           {} ({} bytes)", human_size(i.size), i.size);
+    println!(
+        "store:          {}",
+        serde_json::to_string(&i.store).unwrap_or_default()
+    );
+    println!(
+        "filesystem:     {} (created: {})",
+        i.fs_type, i.filesystem_created
+    );
+    println!(
+        "mounted:        {}{}",
+        i.mounted,
+        i.target
+            .as_ref()
+            .map(|t| format!(" at {}", t.display()))
+            .unwrap_or_default()
+    );
+    if let Some(d) = &i.datapath {
+        println!("data path:      {d}");
+    }
+    if let Some(p) = &i.pending {
+        println!(
+            "pending:        {}",
+            serde_json::to_string(p).unwrap_or_default()
+        );
+    }
+    if let Some(v) = i.kek_version {
+        println!("kek version:    {v}");
+    }
+    println!(
+        "luks2:          {} {}-bit, {}-byte sectors, {} x{}, uuid {}",
+        i.luks.cipher,
+        i.luks.key_size_bits,
+        i.luks.sector_size,
+        i.luks.pbkdf,
+        i.luks.pbkdf_iterations,
+        i.luks.uuid.as_deref().unwrap_or("-")
+    );
+    let age = |t: Option<u64>| match t {
+        Some(t) => format!("{}s ago", strongroom_volume::meta::now().saturating_sub(t)),
+        None => "never".into(),
+    };
+    println!("keyslot rotated: {}", age(i.slot_rotated_at));
+    println!("kek rotated:    {}", age(i.kek_rotated_at));
+    if let Some(t) = i.shredded_at {
+        println!("shredded at:    {t}");
+    }
+    println!("volume key:     {}", i.volume_key_rotation);
+}
+
+pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
+    let g = c.global;
+    let r: Result<Option<VolumeInfo>, VolError> = match c.cmd {
+        Sub::Create {
+            id,
+            tenant,
+            size,
+            protection,
+            transit_mount,
+            transit_key,
+            kv_backend,
+            fs,
+            block_device,
+            token,
+        } => {
+            let cred = credential(&token)?;
+            let protection = match protection {
+                Mode::Envelope => ProtectionRequest::Envelope {
+                    mount: transit_mount,
+                    key: transit_key.unwrap_or_else(|| tenant::transit_key(&tenant)),
+                },
+                Mode::Kv => ProtectionRequest::Kv {
+                    backend: kv_backend.unwrap_or_else(|| tenant::kv_backend("secret", &tenant)),
+                },
+            };
+            let req = CreateRequest {
+                id,
+                tenant,
+                size: parse_size(&size)?,
+                protection,
+                store: block_device.map(|p| strongroom_volume::meta::StoreSpec::Block {
+                    path: p.to_string_lossy().into_owned(),
+                }),
+                fs_type: fs,
+            };
+            manager(&g, true).create(&req, &cred).map(Some)
+        }
+        Sub::Mount { id, target, token } => return mount(&g, &id, &target, &token),
+        Sub::MountDaemon { id, target } => return mount_daemon(&g, &id, &target),
+        Sub::Unmount { id, token } => {
+            let cred = credential(&token)?;
+            let m = manager(&g, true);
+            m.unmount(&id, &cred).and_then(|_| m.status(&id)).map(Some)
+        }
+        Sub::Resize { id, size, token } => {
+            let cred = credential(&token)?;
+            manager(&g, true)
+                .resize(&id, &cred, parse_size(&size)?)
+                .map(Some)
+        }
+        Sub::Rotate { id, kind, token } => {
+            let cred = credential(&token)?;
+            let k = match kind {
+                Kind::Kek => RotateKind::Kek,
+                Kind::Slot => RotateKind::Slot,
+            };
+            manager(&g, true).rotate(&id, &cred, k).map(Some)
+        }
+        Sub::Shred { id, token } => {
+            let cred = credential(&token)?;
+            manager(&g, true).shred(&id, &cred).map(Some)
+        }
+        Sub::Status { id } => manager(&g, false).status(&id).map(Some),
+        Sub::List => {
+            return match manager(&g, false).list() {
+                Ok(v) => {
+                    if g.json {
+                        println!("{}", serde_json::to_string(&v)?);
+                    } else {
+                        println!(
+                            "{:<24} {:<14} {:<12} {:<9} {:>12} MOUNTED",
+                            "ID", "TENANT", "STATE", "MODE", "SIZE"
+                        );
+                        for i in v {
+                            println!(
+                                "{:<24} {:<14} {:<12} {:<9} {:>12} {}",
+                                i.id,
+                                i.tenant,
+                                i.state,
+                                i.protection,
+                                human_size(i.size),
+                                i.target
+                                    .filter(|_| i.mounted)
+                                    .map(|t| t.display().to_string())
+                                    .unwrap_or_else(|| "-".into())
+                            );
+                        }
+                    }
+                    Ok(0)
+                }
+                Err(e) => fail(&g, e),
+            };
+        }
+        Sub::SetupTenant {
+            tenant,
+            token_out,
+            token_ttl,
+            token,
+        } => {
+            let admin = credential(&token)?;
+            let m = manager(&g, false);
+            let c = m.config().kms.client(admin.token())?;
+            let l = TenantLayout::default();
+            let r = tenant::setup_tenant(&c, &tenant, &l).and_then(|p| {
+                if let Some(out) = &token_out {
+                    let t = tenant::create_token(&c, &[p.as_str()], &token_ttl)?;
+                    write_secret_file(out, t.expose())
+                        .map_err(|e| VolError::io(format!("write {}", out.display()), e))?;
+                }
+                Ok(p)
+            });
+            return match r {
+                Ok(p) => {
+                    if g.json {
+                        println!(
+                            "{}",
+                            json!({"tenant": tenant, "policy": p, "transit_key": tenant::transit_key(&tenant)})
+                        );
+                    } else {
+                        println!(
+                            "tenant {tenant}: transit key {}, policy {p}",
+                            tenant::transit_key(&tenant)
+                        );
+                    }
+                    Ok(0)
+                }
+                Err(e) => fail(&g, e),
+            };
+        }
+        Sub::Passthrough { file, dir } => return passthrough(&file, &dir),
+        Sub::BenchProvision {
+            tenant,
+            count,
+            token,
+        } => return bench_provision(&g, &tenant, count, &token),
+    };
+    match r {
+        Ok(Some(i)) => {
+            print_info(&g, &i);
+            Ok(0)
+        }
+        Ok(None) => Ok(0),
+        Err(e) => fail(&g, e),
+    }
+}
+
+pub fn write_secret_file(path: &Path, s: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(s.as_bytes())
+}
+
+fn global_args(g: &Global) -> Vec<String> {
+    let mut a = vec![
+        "--root".to_string(),
+        g.root.to_string_lossy().into_owned(),
+        "--cluster-id".into(),
+        g.cluster_id.clone(),
+        "--cache-ttl".into(),
+        g.cache_ttl.to_string(),
+    ];
+    if let Some(ad) = &g.address {
+        a.push("--address".into());
+        a.push(ad.clone());
+    }
+    a
+}
+
+/// `mount`: start the daemon in its own session, hand it the token on a pipe, wait for its
+/// one-line answer.
+fn mount(g: &Global, id: &str, target: &Path, t: &TokenArg) -> anyhow::Result<i32> {
+    let cred = credential(t)?;
+    let Credential::Tenant(tok) = cred else {
+        bail!("mount needs the tenant's --token-file");
+    };
+    let exe = std::env::current_exe().context("own executable")?;
+    let m = manager(g, false);
+    let dir = m.volume_dir(id);
+    if !dir.is_dir() {
+        return fail(g, VolError::NotFound(format!("no volume {id}")));
+    }
+    let log = std::fs::File::create(dir.join("daemon.log")).context("daemon log")?;
+    let target = std::path::absolute(target).context("target path")?;
+    let mut child = Command::new("setsid")
+        .arg(exe)
+        .arg("volume")
+        .args(global_args(g))
+        .arg("mount-daemon")
+        .arg(id)
+        .arg(&target)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("start the mount daemon")?;
+    {
+        let mut stdin = child.stdin.take().context("daemon stdin")?;
+        stdin.write_all(tok.expose().as_bytes())?;
+    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("daemon stdout")?).read_line(&mut line)?;
+    let v: serde_json::Value = match serde_json::from_str(&line) {
+        Ok(v) => v,
+        Err(_) => {
+            let _ = child.wait();
+            let logs = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+            bail!("the mount daemon failed: {}", logs.trim());
+        }
+    };
+    if let Some(e) = v.get("error") {
+        let _ = child.wait();
+        let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("INTERNAL");
+        let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
+        if g.json {
+            println!("{v}");
+        } else {
+            eprintln!("Error [{code}]: {msg}");
+        }
+        return Ok(match code {
+            "PERMISSION_DENIED" | "UNAUTHENTICATED" => 2,
+            "UNAVAILABLE" => 75,
+            _ => 1,
+        });
+    }
+    match m.status(id) {
+        Ok(i) => print_info(g, &i),
+        Err(e) => return fail(g, e),
+    }
+    Ok(0)
+}
+
+fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
+    let tok = read_token(Path::new("-"))?;
+    let m = manager(g, false);
+    let r = m.mount(id, &Credential::Tenant(tok), target);
+    let mut out = std::io::stdout();
+    match r {
+        Ok(_) => {
+            writeln!(out, "{}", json!({"ok": true}))?;
+            out.flush()?;
+            drop(out);
+            if let Some(s) = m.take_session(id) {
+                s.join();
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(
+                out,
+                "{}",
+                json!({"error": {"code": e.code(), "message": e.to_string()}})
+            )?;
+            Ok(1)
+        }
+    }
+}
+
+fn passthrough(file: &Path, dir: &Path) -> anyhow::Result<i32> {
+    let dev = strongroom_luks::FileDevice::open(file, true)
+        .with_context(|| format!("open {}", file.display()))?;
+    let io = fuse::PlainIo {
+        dev: Box::new(dev),
+        offset: 16 << 20,
+    };
+    let s = fuse::spawn(std::sync::Arc::new(io), dir)?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    s.join();
+    Ok(0)
+}
+
+fn bench_provision(g: &Global, tenant: &str, count: usize, t: &TokenArg) -> anyhow::Result<i32> {
+    let cred = credential(t)?;
+    let mut g2 = g.clone();
+    g2.cache_ttl = 0; // every open unwraps through the KMS
+    let m = manager(&g2, false);
+    let mut times = Vec::with_capacity(count);
+    let run_id = std::process::id();
+    for i in 0..count {
+        let req = CreateRequest {
+            id: format!("bench-{run_id}-{i}"),
+            tenant: tenant.into(),
+            size: 64 << 20,
+            protection: ProtectionRequest::envelope_for(tenant),
+            store: None,
+            fs_type: "ext4".into(),
+        };
+        let t0 = Instant::now();
+        m.create(&req, &cred)?;
+        let v = m.open(&req.id, &cred)?;
+        let mut b = [0u8; 4096];
+        v.read(0, &mut b)?;
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "volume provision p50_ms={:.2} p99_ms={:.2} count={count} kms_round_trips_per_volume=2",
+        pct(0.5),
+        pct(0.99)
+    );
+    let _ = datapath::mount_points();
+    Ok(0)
+}
