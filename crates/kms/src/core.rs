@@ -361,6 +361,7 @@ impl Core {
                     .map_err(|e| ApiError::internal(e.to_string()))?;
                 resp.auth = Some(e.auth_block(&tok, crate::token::now()));
             }
+            resp.request_id = req.id.clone();
             Ok(resp)
         });
         u.audit

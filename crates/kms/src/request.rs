@@ -90,6 +90,8 @@ pub struct Response {
     pub warnings: Vec<String>,
     pub lease_duration: u64,
     pub renewable: bool,
+    /// Set by the core to the request's id, so the envelope and the audit log agree.
+    pub request_id: String,
 }
 
 impl Response {
@@ -103,6 +105,7 @@ impl Response {
             warnings: vec![],
             lease_duration: 0,
             renewable: false,
+            request_id: String::new(),
         }
     }
     pub fn legacy(v: Value) -> Self {

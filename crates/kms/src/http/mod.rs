@@ -243,7 +243,11 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
     };
     match result {
         Ok(resp) => {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = if resp.request_id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                resp.request_id.clone()
+            };
             render(resp, &id)
         }
         Err(e) => error_response(&e),
