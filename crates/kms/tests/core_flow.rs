@@ -645,6 +645,12 @@ fn audit_log_hmacs_secrets_and_requests_fail_when_it_cannot_write() {
     let h = r.data.unwrap()["hash"].as_str().unwrap().to_string();
     assert!(h.starts_with("hmac-sha256:"));
     assert!(text.contains(&h), "audit-hash matches the logged HMAC");
+    let read = ok(call(&core, Operation::Read, "kv/x", &i.root, json!({})));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !read.request_id.is_empty() && text.contains(&read.request_id),
+        "the envelope's request_id is the audit id"
+    );
     let listed = ok(call(
         &core,
         Operation::Read,
