@@ -59,7 +59,7 @@ impl Core {
             "progress": st.shares.len(),
             "nonce": st.nonce,
             "version": VERSION,
-            "build_date": "2026-11-01T00:00:00Z",
+            "commit_date": "2026-11-01T00:00:00Z",
             "migration": false,
             "recovery_seal": false,
             "storage_type": self.storage_kind(),

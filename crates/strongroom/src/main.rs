@@ -39,7 +39,16 @@ enum Command {
 fn main() {
     // Vault's CLI uses Go-style single-dash long flags (`-dev`, `-key-shares=5`); accept both.
     let argv = args::normalize(std::env::args_os());
-    let cli = Cli::parse_from(argv);
+    // Like the Vault CLI: usage errors exit 1 (clap's default would be 2, which the Vault
+    // CLI reserves for errors reported by the server); --help and --version exit 0.
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match cli.command {
         Command::Server(a) => cmd::server::run(a),
         Command::Luks(c) => cmd::luks::run(c),
