@@ -232,14 +232,18 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
         content_type,
         remote_addr: remote,
     };
+    // Most requests are a few microseconds of CPU: run them right here. Storage commits
+    // step aside from the async worker themselves (`block_in_place` in the redb store);
+    // logins (a deliberately slow password KDF) and sys/ administration go to the blocking
+    // pool so they cannot stall other requests.
+    let heavy = path.contains("/login/") || path.starts_with("sys/");
     let c = core.clone();
-    let result = if matches!(op, Operation::Read | Operation::List) {
-        c.handle(inc)
-    } else {
-        // writes may fsync: keep them off the async workers' hot path
+    let result = if heavy {
         tokio::task::spawn_blocking(move || c.handle(inc))
             .await
             .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
+    } else {
+        c.handle(inc)
     };
     match result {
         Ok(resp) => {

@@ -39,7 +39,10 @@ impl RedbStorage {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
         let file = dir.join("strongroom.db");
-        let db = Database::create(&file)
+        // redb's default page cache is 1 GiB; the key manager's working set is small
+        let db = redb::Builder::new()
+            .set_cache_size(32 << 20)
+            .create(&file)
             .map_err(|e| StorageError::Io(format!("opening {}: {e}", file.display())))?;
         // Make sure the table exists so readers never see "table does not exist".
         let tx = db.begin_write().map_err(io)?;
@@ -99,6 +102,23 @@ impl Storage for RedbStorage {
     }
 
     fn commit(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
+        // Called from an async worker, a commit (which waits for the disk) must let the
+        // runtime move other tasks elsewhere first.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.commit_grouped(ops))
+            }
+            _ => self.commit_grouped(ops),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+impl RedbStorage {
+    fn commit_grouped(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
         let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
         let mut q = self.queue.lock();
         q.pending.push((ops, slot.clone()));
@@ -128,10 +148,6 @@ impl Storage for RedbStorage {
         drop(q);
         let r = slot.0.lock().take().expect("own batch committed");
         r.map_err(StorageError::Io)
-    }
-
-    fn kind(&self) -> &'static str {
-        self.kind
     }
 }
 

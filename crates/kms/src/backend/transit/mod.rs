@@ -48,6 +48,10 @@ pub struct Transit {
     /// Serializes read-modify-write of key documents (create, upsert, rotate, config, trim,
     /// delete). Encrypt/decrypt only read.
     write_lock: Mutex<()>,
+    /// Decrypted key documents by name: every write goes through [`Transit::store`] or the
+    /// delete path, which keep it current, so a hot key costs no barrier read per request.
+    /// Dropped (and its key bytes zeroized) with the backend when the core seals.
+    cache: parking_lot::RwLock<std::collections::HashMap<String, KeyPolicy>>,
 }
 
 /// OpenBao's `GenericNameRegex`: `\w(([\w-.]+)?\w)?` (ASCII).
@@ -508,11 +512,19 @@ impl Transit {
         Self {
             view,
             write_lock: Mutex::new(()),
+            cache: parking_lot::RwLock::new(std::collections::HashMap::new()),
         }
     }
 
     fn load(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
-        Ok(self.view.get_json(&format!("{POLICY_PREFIX}{name}"))?)
+        if let Some(p) = self.cache.read().get(name) {
+            return Ok(Some(p.clone()));
+        }
+        let p: Option<KeyPolicy> = self.view.get_json(&format!("{POLICY_PREFIX}{name}"))?;
+        if let Some(p) = &p {
+            self.cache.write().insert(name.to_string(), p.clone());
+        }
+        Ok(p)
     }
 
     /// Load a key for use (encrypt, rewrap, datakey, hmac, read): if its
@@ -537,9 +549,10 @@ impl Transit {
     }
 
     fn store(&self, p: &KeyPolicy) -> Result<(), ApiError> {
-        Ok(self
-            .view
-            .put_json(&format!("{POLICY_PREFIX}{}", p.name), p)?)
+        self.view
+            .put_json(&format!("{POLICY_PREFIX}{}", p.name), p)?;
+        self.cache.write().insert(p.name.clone(), p.clone());
+        Ok(())
     }
 
     /// Rotate every key whose `auto_rotate_period` has elapsed since its latest version was
@@ -669,6 +682,7 @@ impl Transit {
             )));
         }
         self.view.delete(&format!("{POLICY_PREFIX}{name}"))?;
+        self.cache.write().remove(name);
         Ok(Response::no_content())
     }
 
