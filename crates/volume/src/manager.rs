@@ -123,6 +123,7 @@ pub struct VolumeInfo {
     pub store: StoreSpec,
     pub fs_type: String,
     pub filesystem_created: bool,
+    pub fs_grow_pending: bool,
     pub mounted: bool,
     pub target: Option<PathBuf>,
     pub datapath: Option<String>,
@@ -408,6 +409,7 @@ impl Manager {
                     state: State::Provisioning,
                     fs_type: req.fs_type.clone(),
                     filesystem_created: false,
+                    fs_grow_pending: false,
                     pending: None,
                     slot_rotated_at: None,
                     kek_rotated_at: None,
@@ -696,6 +698,31 @@ impl Manager {
             self.say(&format!("making {} filesystem on {}", m.fs_type, m.id));
             datapath::mkfs(&m.fs_type, dev)?;
             m.filesystem_created = true;
+            m.fs_grow_pending = false;
+            m.store(dir)?;
+        } else if m.fs_grow_pending && m.fs_type == "ext4" {
+            self.say(&format!(
+                "growing the ext4 filesystem of {} (offline)",
+                m.id
+            ));
+            datapath::grow_fs_offline(dev)?;
+            m.fs_grow_pending = false;
+            m.store(dir)?;
+        }
+        Ok(())
+    }
+
+    /// After the mount: an XFS filesystem can only grow online.
+    fn grow_after_mount(
+        &self,
+        dir: &Path,
+        m: &mut VolumeMeta,
+        dev: &str,
+        target: &Path,
+    ) -> Result<()> {
+        if m.fs_grow_pending {
+            datapath::grow_fs(&m.fs_type, dev, target)?;
+            m.fs_grow_pending = false;
             m.store(dir)?;
         }
         Ok(())
@@ -736,7 +763,8 @@ impl Manager {
         self.make_fs_once(dir, m, &lo)?;
         datapath::mount(&lo, target, &m.fs_type)?;
         rt.target = Some(target.to_path_buf());
-        rt.save(dir)
+        rt.save(dir)?;
+        self.grow_after_mount(dir, m, &lo, target)
     }
 
     fn mount_kernel(
@@ -770,7 +798,8 @@ impl Manager {
         self.make_fs_once(dir, m, &mapped)?;
         datapath::mount(&mapped, target, &m.fs_type)?;
         rt.target = Some(target.to_path_buf());
-        rt.save(dir)
+        rt.save(dir)?;
+        self.grow_after_mount(dir, m, &mapped, target)
     }
 
     /// Remove everything a mount set up, in reverse order. Idempotent, also after a crash.
@@ -904,6 +933,8 @@ impl Manager {
                 m.id, m.size
             )));
         }
+        let old_size = m.size;
+        let mut grown_online = false;
         if new_size > m.size {
             m.pending = Some(Pending::Resize { new_size });
             m.store(&dir)?;
@@ -928,9 +959,24 @@ impl Manager {
                         None => lo.clone(),
                     };
                     self.say(&format!("growing the {} filesystem", m.fs_type));
-                    datapath::grow_fs(&m.fs_type, &dev, t)?;
+                    if let Err(e) = datapath::grow_fs(&m.fs_type, &dev, t) {
+                        // E.g. ext4 online resize without CAP_SYS_RESOURCE: grow at next mount.
+                        self.say(&format!(
+                            "the filesystem could not be grown online ({e}); it grows at the next mount"
+                        ));
+                        m.fs_grow_pending = true;
+                        m.store(&dir)?;
+                    } else if m.fs_grow_pending {
+                        m.fs_grow_pending = false;
+                        m.store(&dir)?;
+                    }
+                    grown_online = true;
                 }
             }
+        }
+        if !grown_online && m.filesystem_created && new_size > old_size {
+            m.fs_grow_pending = true;
+            m.store(&dir)?;
         }
         self.audit("resize", &m, "tenant", "ok");
         Ok(self.info(&dir, &m))
@@ -1107,6 +1153,7 @@ impl Manager {
             store: m.store.clone(),
             fs_type: m.fs_type.clone(),
             filesystem_created: m.filesystem_created,
+            fs_grow_pending: m.fs_grow_pending,
             mounted,
             target: rt.as_ref().and_then(|r| r.target.clone()),
             datapath: rt.and_then(|r| r.datapath).map(|d| d.as_str().into()),

@@ -86,6 +86,10 @@ pub struct VolumeMeta {
     pub fs_type: String,
     /// Set once the filesystem was made: never mkfs again (decided by state, not a probe).
     pub filesystem_created: bool,
+    /// The volume grew but its filesystem could not be grown online (e.g. ext4 online resize
+    /// needs CAP_SYS_RESOURCE): grow it at the next mount.
+    #[serde(default)]
+    pub fs_grow_pending: bool,
     pub pending: Option<Pending>,
     /// Unix seconds of the last keyslot-secret rotation and KEK rewrap.
     pub slot_rotated_at: Option<u64>,

@@ -19,7 +19,8 @@ use zeroize::Zeroizing;
 pub const FILE_NAME: &str = "volume";
 const ROOT: u64 = 1;
 const FILE: u64 = 2;
-const TTL: Duration = Duration::from_secs(1);
+// No attribute caching: the size must be re-read after an online resize (`losetup -c`).
+const TTL: Duration = Duration::ZERO;
 
 /// Byte-addressed storage served as the `volume` file.
 pub trait BlockIo: Send + Sync + 'static {

@@ -82,7 +82,11 @@ pub(crate) fn run(bin: &str, args: &[&str]) -> Result<String> {
         return Err(Error::Command(format!(
             "{bin} {} failed: {}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -175,4 +179,9 @@ pub fn grow_fs(fs_type: &str, dev: &str, target: &Path) -> Result<()> {
         _ => run("resize2fs", &[dev]),
     }
     .map(|_| ())
+}
+
+/// Grow an unmounted ext4 filesystem to its device.
+pub fn grow_fs_offline(dev: &str) -> Result<()> {
+    run("resize2fs", &["-f", dev]).map(|_| ())
 }
