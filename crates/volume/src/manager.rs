@@ -482,7 +482,8 @@ impl Manager {
                 Err(_) => {
                     self.say(&format!("formatting LUKS2 header of {}", m.id));
                     let params = FormatParams {
-                        label: format!("strongroom:{}", m.id),
+                        // LUKS2 labels hold at most 47 bytes (ids are ASCII).
+                        label: format!("strongroom:{}", m.id).chars().take(47).collect(),
                         ..Default::default()
                     };
                     let (v, _vk) = Volume::format(&dev, &params, &secret)?;
