@@ -17,6 +17,19 @@ pub trait BlockDevice: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Make previous writes durable (orders the steps of a header update).
     fn flush(&self) -> io::Result<()>;
+    /// Make `[offset, offset + len)` read as zeros. The default writes zeros; devices may
+    /// do it without data I/O (files: `fallocate` zero range / hole punch).
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(CHUNK) as usize;
+            self.write_at(&zeros[..n], offset + pos)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for &T {
@@ -32,6 +45,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &T {
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
     }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).zero_range(offset, len)
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
@@ -46,6 +62,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
     }
     fn flush(&self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).zero_range(offset, len)
     }
 }
 
@@ -85,6 +104,38 @@ impl BlockDevice for FileDevice {
         } else {
             Ok(())
         }
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        if len == 0 {
+            return Ok(());
+        }
+        if fallocate(
+            &self.file,
+            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .is_ok()
+            || fallocate(
+                &self.file,
+                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                offset,
+                len,
+            )
+            .is_ok()
+        {
+            return Ok(());
+        }
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(CHUNK) as usize;
+            self.file.write_all_at(&zeros[..n], offset + pos)?;
+            pos += n as u64;
+        }
+        Ok(())
     }
 }
 

@@ -189,6 +189,24 @@ impl FormatParams {
                 "sector size must be 512, 1024, 2048 or 4096".into(),
             ));
         }
+        if let Some(u) = &self.uuid {
+            let ok = u.len() == 36
+                && u.char_indices().all(|(i, c)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        c == '-'
+                    } else {
+                        c.is_ascii_hexdigit()
+                    }
+                });
+            if !ok {
+                return Err(Error::InvalidArgument(format!("{u:?} is not a UUID")));
+            }
+        }
+        if self.label.len() > 47 || self.subsystem.len() > 47 {
+            return Err(Error::InvalidArgument(
+                "label and subsystem hold at most 47 bytes".into(),
+            ));
+        }
         let meta = 2 * self.metadata_size;
         let data_offset = self.data_offset.unwrap_or(if self.detached {
             0

@@ -12,7 +12,13 @@ use crate::xts::Backend;
 use zeroize::Zeroizing;
 
 /// Bytes of AF material (512-byte multiple), checked to fit the area.
+/// Largest key cryptsetup handles (bytes); bounds allocations driven by untrusted headers.
+pub const MAX_KEY_SIZE: usize = 512;
+
 pub fn material_len(ks: &Keyslot) -> Result<usize> {
+    if ks.key_size > MAX_KEY_SIZE || ks.area.key_size > MAX_KEY_SIZE {
+        return Err(Error::keyslot(ks.id, "key size above 512 bytes"));
+    }
     let len = af::split_sectors_len(ks.key_size, ks.af_stripes)
         .ok_or_else(|| Error::keyslot(ks.id, "key_size * stripes overflows"))?;
     if ks.key_size == 0 || ks.af_stripes == 0 || len as u64 > ks.area.size {
@@ -78,16 +84,17 @@ pub fn wipe(dev: &dyn BlockDevice, offset: u64, size: u64) -> Result<()> {
         }
     }
     let cipher = SectorCipher::new("aes-xts-plain64", &key[..], Backend::Auto)?;
+    // 4096-byte units: the content is throw-away, only speed matters.
     const CHUNK: u64 = 1 << 20;
     let mut buf = vec![0u8; CHUNK as usize];
     let mut pos = 0u64;
     while pos < size {
         let n = (size - pos).min(CHUNK) as usize;
-        let n512 = n / 512 * 512;
+        let whole = n / 4096 * 4096;
         let b = &mut buf[..n];
         b.fill(0);
-        if n512 > 0 {
-            cipher.process(&mut b[..n512], 512, pos / 512, true)?;
+        if whole > 0 {
+            cipher.process(&mut b[..whole], 4096, pos / 512, true)?;
         }
         dev.write_at(b, offset + pos)
             .map_err(|e| Error::io("wiping keyslot area", e))?;

@@ -498,8 +498,8 @@ fn areas(meta: &Map<String, Value>, hdr_size: u64) -> V {
     let keyslots = get_obj(meta, "", "keyslots")?;
     let c = get_obj(meta, "", "config")?;
     let keyslots_size = get_u64_str(c, "config", "keyslots_size")?;
-    let metadata = 2 * hdr_size;
-    let end_of_areas = metadata + keyslots_size;
+    let metadata = hdr_size.saturating_mul(2);
+    let end_of_areas = metadata.saturating_add(keyslots_size);
     if let Some(first) = min_segment_offset(meta) {
         if first != 0 && first < end_of_areas {
             return Err(Invalid::new(

@@ -181,7 +181,16 @@ impl<D: BlockDevice> Volume<D> {
             meta,
         };
         validate::validate(&header.meta, header.hdr_size).map_err(|e| e.at(HeaderCopy::Primary))?;
-        keyslot::wipe(&dev, 2 * layout.hdr_size, layout.keyslots_size)?;
+        // The header device must span both copies and the keyslots area (a new detached
+        // header file grows here; a too-small block device fails).
+        let hdr_end = 2 * layout.hdr_size + layout.keyslots_size;
+        if dev.size().map_err(|e| Error::io("header device size", e))? < hdr_end {
+            dev.write_at(&[0], hdr_end - 1)
+                .map_err(|e| Error::io("extending the header device", e))?;
+        }
+        // Clear old content of the keyslots area (zeros; without data I/O where the device can).
+        dev.zero_range(2 * layout.hdr_size, layout.keyslots_size)
+            .map_err(|e| Error::io("clearing the keyslots area", e))?;
         keyslot::create(&dev, &ks, passphrase, &vk)?;
         update::write_header(&dev, &mut header, HeaderCopy::Primary)?;
         let report = LoadReport {

@@ -42,11 +42,15 @@ pub enum LuksCommand {
     },
     /// Add a keyslot for --new-key-file, unlocking with --key-file.
     AddKey {
-        #[command(flatten)]
-        key: KeyArgs,
+        /// File holding an existing key (`-` = stdin).
+        #[arg(long)]
+        key_file: PathBuf,
         /// File holding the new key (`-` = stdin).
         #[arg(long)]
         new_key_file: PathBuf,
+        /// Id of the new keyslot (default: the lowest free one).
+        #[arg(long, short = 'S')]
+        key_slot: Option<u32>,
         #[command(flatten)]
         kdf: KdfArgs,
         #[arg(long, value_enum)]
@@ -269,22 +273,23 @@ fn run_inner(cmd: LuksCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         LuksCommand::AddKey {
-            key,
+            key_file,
             new_key_file,
+            key_slot,
             kdf,
             priority,
             target,
         } => {
-            if key.key_file == Path::new("-") && new_key_file == Path::new("-") {
+            if key_file == Path::new("-") && new_key_file == Path::new("-") {
                 bail!("--key-file and --new-key-file cannot both be stdin");
             }
-            let old = read_secret(&key.key_file)?;
+            let old = read_secret(&key_file)?;
             let new = read_secret(&new_key_file)?;
             let mut vol = open(&target, true)?;
             let u = vol.unlock(&old, None, true)?;
             let params = KeyslotParams {
                 kdf: kdf.params(),
-                slot: key.key_slot,
+                slot: key_slot,
                 priority: priority.map(Priority::value),
             };
             let slot = vol.add_keyslot(&u.volume_key, &new, &params)?;
