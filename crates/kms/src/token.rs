@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 /// Vault's system default and maximum lease TTL: 768h.
 pub const DEFAULT_TTL: u64 = 768 * 3600;
 pub const MAX_TTL: u64 = 768 * 3600;
+const TOKEN_CACHE_MAX: usize = 8192;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenEntry {
@@ -182,6 +183,16 @@ impl TokenStore {
         })
     }
 
+    /// Bounded: a storm of token creations must not grow memory without limit. When full,
+    /// the cache is simply emptied; hot tokens come back on their next use.
+    fn cache_insert(&self, e: Arc<TokenEntry>) {
+        let mut c = self.cache.write();
+        if c.len() >= TOKEN_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(e.id_hash.clone(), e);
+    }
+
     /// Stored (not necessarily unexpired) tokens.
     pub fn count(&self) -> Result<u64, BarrierError> {
         Ok(self.view.list("id/")?.len() as u64)
@@ -287,7 +298,7 @@ impl TokenStore {
             return Ok(None);
         };
         let e = Arc::new(e);
-        self.cache.write().insert(hash.to_string(), e.clone());
+        self.cache_insert(e.clone());
         Ok(Some(e))
     }
 
@@ -336,7 +347,7 @@ impl TokenStore {
     fn store(&self, e: TokenEntry) -> Result<Arc<TokenEntry>, BarrierError> {
         self.view.put_json(&format!("id/{}", e.id_hash), &e)?;
         let e = Arc::new(e);
-        self.cache.write().insert(e.id_hash.clone(), e.clone());
+        self.cache_insert(e.clone());
         Ok(e)
     }
 
