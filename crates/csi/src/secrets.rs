@@ -1,0 +1,113 @@
+//! The tenant's KMS token as it arrives in CSI `secrets`.
+//!
+//! The Secret named by the StorageClass (`csi.storage.k8s.io/provisioner-secret-*`,
+//! `node-stage-secret-*`, templated with `${pvc.namespace}`) holds the token under the key
+//! `token` — the same layout as ceph-csi's `ceph-csi-kms-token`, so a tenant's existing
+//! Secret works unchanged. Other keys of that Secret are ignored (a CO may pass the same map
+//! to every call).
+//!
+//! The token is zeroized on drop and its `Debug` is redacted. Never log a generated request
+//! message with `{:?}`: prost's derived `Debug` prints the `secrets` map.
+
+use crate::errors::CsiError;
+use std::collections::HashMap;
+use zeroize::Zeroizing;
+
+/// The key of the token in the CSI secrets map.
+pub const TOKEN_KEY: &str = "token";
+
+#[derive(Clone)]
+pub struct TenantToken(Zeroizing<String>);
+
+impl TenantToken {
+    pub fn new(s: impl Into<String>) -> Self {
+        TenantToken(Zeroizing::new(s.into()))
+    }
+    /// The token itself, for the KMS client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TenantToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantToken(<redacted>)")
+    }
+}
+
+/// The token from a request's secrets; UNAUTHENTICATED when absent or blank.
+pub fn require_token(
+    secrets: &HashMap<String, String>,
+    rpc: &str,
+) -> Result<TenantToken, CsiError> {
+    optional_token(secrets)?.ok_or_else(|| {
+        CsiError::Unauthenticated(format!(
+            "{rpc} needs the tenant's KMS token: the StorageClass must name a Secret with key \
+             {TOKEN_KEY:?} in the PVC's namespace (csi.storage.k8s.io/*-secret-namespace: \
+             ${{pvc.namespace}})"
+        ))
+    })
+}
+
+/// The token if the secrets carry one (DeleteVolume, expansion); `None` for empty secrets.
+/// A present but blank or multi-line value is UNAUTHENTICATED.
+pub fn optional_token(secrets: &HashMap<String, String>) -> Result<Option<TenantToken>, CsiError> {
+    match secrets.get(TOKEN_KEY) {
+        None => Ok(None),
+        Some(v) => {
+            let t = v.trim();
+            if t.is_empty() {
+                return Err(CsiError::Unauthenticated(format!(
+                    "the secret's {TOKEN_KEY:?} value is empty"
+                )));
+            }
+            if t.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(CsiError::Unauthenticated(format!(
+                    "the secret's {TOKEN_KEY:?} value is not a token (whitespace or control characters)"
+                )));
+            }
+            Ok(Some(TenantToken::new(t)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let t = TenantToken::new("s.supersecret");
+        let d = format!("{t:?}");
+        assert!(!d.contains("supersecret"), "{d}");
+        assert_eq!(t.expose(), "s.supersecret");
+    }
+
+    #[test]
+    fn token_is_trimmed_and_other_keys_ignored() {
+        let s = m(&[("token", " s.abc\n"), ("other", "x")]);
+        assert_eq!(require_token(&s, "CreateVolume").unwrap().expose(), "s.abc");
+    }
+
+    #[test]
+    fn missing_or_blank_token_is_unauthenticated_without_echoing_values() {
+        let e = require_token(&m(&[]), "NodeStageVolume").unwrap_err();
+        assert!(matches!(e, CsiError::Unauthenticated(ref s) if s.contains("NodeStageVolume")));
+        let e = require_token(&m(&[("token", "  ")]), "x").unwrap_err();
+        assert!(matches!(e, CsiError::Unauthenticated(_)));
+        let e = optional_token(&m(&[("token", "s.a b")])).unwrap_err();
+        assert!(!e.to_string().contains("s.a"), "{e}");
+    }
+
+    #[test]
+    fn empty_secrets_are_no_token() {
+        assert!(optional_token(&m(&[])).unwrap().is_none());
+    }
+}
