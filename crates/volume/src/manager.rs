@@ -833,7 +833,14 @@ impl Manager {
         // A CLI mount daemon exits when its FUSE session ends; wait for it briefly.
         if let Some(pid) = rt.pid.filter(|p| *p != std::process::id()) {
             for _ in 0..100 {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
+                let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Gone, or a zombie waiting for its (new) parent to reap it.
+                if st.is_empty()
+                    || st
+                        .rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));

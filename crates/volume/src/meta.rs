@@ -197,3 +197,81 @@ impl VolumeMeta {
         self.store(dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> VolumeMeta {
+        VolumeMeta {
+            version: META_VERSION,
+            id: "v1".into(),
+            tenant: "a".into(),
+            cluster_id: "c".into(),
+            created_at: 1,
+            size: 1 << 20,
+            store: StoreSpec::File { path: "/x".into() },
+            luks: LuksParams {
+                cipher: "aes-xts-plain64".into(),
+                key_size_bits: 512,
+                sector_size: 4096,
+                pbkdf: "pbkdf2-sha256".into(),
+                pbkdf_iterations: 1000,
+                data_offset: 16 << 20,
+                uuid: None,
+            },
+            protection: Protection::Envelope {
+                mount: "transit".into(),
+                key: "tenant-a".into(),
+                wrapped: Some("vault:v1:abc".into()),
+                key_version: 1,
+            },
+            state: State::Formatted,
+            fs_type: "ext4".into(),
+            filesystem_created: false,
+            fs_grow_pending: false,
+            pending: Some(Pending::Resize { new_size: 2 << 20 }),
+            slot_rotated_at: None,
+            kek_rotated_at: None,
+            shredded_at: None,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_checksum() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = sample();
+        m.store(d.path()).unwrap();
+        m.store(d.path()).unwrap();
+        let back = VolumeMeta::load(d.path()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.generation, 2);
+        assert!(!d.path().join("volume.meta.tmp").exists());
+        // One flipped byte, a torn (truncated) file: refused as corrupt, never guessed at.
+        let p = d.path().join(META_FILE);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[10] ^= 1;
+        assert!(matches!(VolumeMeta::decode(&bytes), Err(Error::Corrupt(_))));
+        let good = std::fs::read(&p).unwrap();
+        assert!(matches!(
+            VolumeMeta::decode(&good[..good.len() / 2]),
+            Err(Error::Corrupt(_))
+        ));
+        assert!(matches!(
+            VolumeMeta::load(&d.path().join("nope")),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn illegal_transition_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = sample();
+        m.state = State::Shredded;
+        assert!(matches!(
+            m.transition(d.path(), State::KeyProtected),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+}

@@ -154,3 +154,16 @@ pub fn kv_destroy(c: &Client, mount: &str, version: u8, path: &str) -> Result<()
         Err(e) => Err(classify(c, "destroy the volume secret in KV", e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn context_binds_cluster_tenant_volume() {
+        let c = super::context("c1", "a", "v1");
+        assert_ne!(c, super::context("c2", "a", "v1"));
+        assert_ne!(c, super::context("c1", "b", "v1"));
+        assert_ne!(c, super::context("c1", "a", "v2"));
+        assert_eq!(super::new_secret().len(), 32);
+        assert_ne!(*super::new_secret(), *super::new_secret());
+    }
+}

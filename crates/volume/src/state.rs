@@ -68,3 +68,25 @@ pub enum Pending {
     /// The new secret is promoted; every keyslot except `keep` is being removed.
     DropOldSlots { keep: u32 },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::State::*;
+
+    #[test]
+    fn transitions() {
+        assert!(Provisioning.can_become(KeyProtected));
+        assert!(KeyProtected.can_become(Formatted));
+        assert!(Formatted.can_become(Shredding));
+        assert!(Shredding.can_become(Shredded));
+        // Never back to a state that formats, never out of a shred.
+        for s in [Formatted, Shredding, Shredded] {
+            assert!(!s.can_become(Provisioning) && !s.can_become(KeyProtected));
+        }
+        assert!(!Shredded.can_become(Formatted) && !Shredding.can_become(Formatted));
+        assert!(
+            !Provisioning.can_become(Formatted),
+            "no format without a protected key"
+        );
+    }
+}

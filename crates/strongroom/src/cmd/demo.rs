@@ -49,7 +49,7 @@ fn marker(tenant: &str, i: usize) -> String {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Search a (sparse) backing file for any of the markers, streaming.

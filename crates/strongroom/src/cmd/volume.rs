@@ -577,7 +577,7 @@ fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
             out.flush()?;
             drop(out);
             if let Some(s) = m.take_session(id) {
-                s.join();
+                fuse::serve_until_unmounted(s, &m.volume_dir(id).join("fuse"));
             }
             Ok(0)
         }
@@ -602,7 +602,7 @@ fn passthrough(file: &Path, dir: &Path) -> anyhow::Result<i32> {
     let s = fuse::spawn(std::sync::Arc::new(io), dir)?;
     println!("ready");
     std::io::stdout().flush()?;
-    s.join();
+    fuse::serve_until_unmounted(s, dir);
     Ok(0)
 }
 

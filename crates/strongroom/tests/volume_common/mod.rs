@@ -157,7 +157,7 @@ pub fn file_contains_any(path: &Path, markers: &[String]) -> bool {
         chunk.extend_from_slice(&buf[..n]);
         if markers
             .iter()
-            .any(|m| chunk.windows(m.len()).any(|w| w == m.as_bytes()))
+            .any(|m| memchr::memmem::find(&chunk, m.as_bytes()).is_some())
         {
             return true;
         }

@@ -360,3 +360,13 @@ pub fn spawn<I: BlockIo>(io: Arc<I>, dir: &Path) -> Result<fuser::BackgroundSess
     fuser::spawn_mount2(VolumeFs::new(io), dir, &opts)
         .map_err(|e| Error::io(format!("FUSE mount at {}", dir.display()), e))
 }
+
+/// Block until the FUSE mount at `dir` is gone (unmounted by `unmount`/`fusermount3 -u`), then
+/// end the session. (`BackgroundSession::join` would unmount first.)
+pub fn serve_until_unmounted(session: fuser::BackgroundSession, dir: &Path) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    while super::mount_points().iter().any(|m| *m == dir) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(session);
+}

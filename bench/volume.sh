@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Volume data-path benchmark (a benchmark, not a test). Needs root (loop devices, FUSE, mount)
+# and fio. In one run, on three stacks over sparse files in a temp dir:
+#   encrypted        strongroom volume (LUKS2 aes-xts-plain64/512, 4 KiB sectors) mounted through
+#                    the userspace data path: FUSE file -> loop device -> ext4
+#   same stack, no encryption   the same FUSE layer serving a plain file -> loop -> ext4
+#   plain loop       a loop device over a plain file -> ext4 (kernel only)
+# Workloads: sequential 1 MiB read/write and random 4 KiB read/write (fio, O_DIRECT, libaio).
+# Then provisioning: create + open (no mkfs) with its KMS round trips (wrap at create, unwrap at
+# open; key cache off), against `strongroom server -dev` on loopback.
+#
+#   bench/volume.sh                      # builds the release binary first
+#   STRONGROOM_BIN=path bench/volume.sh  # use a binary
+#   RUNTIME=10 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
+#
+# Ends with lines:
+#   volume <workload> encrypted_mbps=... unencrypted_same_stack_mbps=... ratio=... plain_loop_mbps=...
+#   volume provision p50_ms=... p99_ms=...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" -eq 0 ] || { echo "bench/volume.sh needs root (loop devices, FUSE, mount)" >&2; exit 1; }
+command -v fio >/dev/null || { echo "fio is needed (apt-get install fio)" >&2; exit 1; }
+
+BIN=${STRONGROOM_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release -q -p strongroom
+  BIN=$PWD/target/release/strongroom
+fi
+RUNTIME=${RUNTIME:-10}
+FIO_SIZE=${FIO_SIZE:-512M}
+SIZE=${SIZE:-1G}
+PROVISION_COUNT=${PROVISION_COUNT:-100}
+
+W=$(mktemp -d /tmp/strongroom-bench.XXXXXX)
+SERVER_PID=""
+PT_PID=""
+PLAIN_LO=""
+RAW_LO=""
+cleanup() {
+  set +e
+  for m in "$W/mnt-plain" "$W/mnt-raw"; do mountpoint -q "$m" && umount "$m"; done
+  [ -n "$PLAIN_LO" ] && losetup -d "$PLAIN_LO" 2>/dev/null
+  [ -n "$RAW_LO" ] && losetup -d "$RAW_LO" 2>/dev/null
+  mountpoint -q "$W/pfuse" && fusermount3 -u "$W/pfuse"
+  [ -n "$PT_PID" ] && wait "$PT_PID" 2>/dev/null
+  if [ -f "$W/tenant.token" ]; then
+    "$BIN" volume --root "$W/volumes" --address "$ADDR" unmount bench-enc --token-file "$W/tenant.token" >/dev/null 2>&1
+  fi
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ADDR="http://127.0.0.1:$PORT"
+ROOT_TOKEN="bench-root-$$"
+"$BIN" server -dev -dev-root-token-id="$ROOT_TOKEN" -dev-listen-address="127.0.0.1:$PORT" >"$W/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  curl -fs "$ADDR/v1/sys/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+printf '%s' "$ROOT_TOKEN" >"$W/root.token"
+V=("$BIN" volume --root "$W/volumes" --address "$ADDR" --cluster-id bench)
+
+echo "== setup (key manager at $ADDR, work dir $W)"
+"${V[@]}" setup-tenant bench --token-out "$W/tenant.token" --token-file "$W/root.token"
+"${V[@]}" create bench-enc --tenant bench --size "$SIZE" --token-file "$W/tenant.token" >/dev/null
+"${V[@]}" mount bench-enc "$W/mnt-enc" --token-file "$W/tenant.token" >/dev/null
+
+# Same stack without encryption: the same FUSE layer over a plain file (data at the same
+# 16 MiB offset), loop device, ext4.
+truncate -s "$SIZE" "$W/plain.img"
+truncate -s +16M "$W/plain.img"
+"$BIN" volume passthrough --file "$W/plain.img" --dir "$W/pfuse" >"$W/pt.log" 2>&1 &
+PT_PID=$!
+for _ in $(seq 100); do [ -e "$W/pfuse/volume" ] && break; sleep 0.05; done
+PLAIN_LO=$(losetup --find --show "$W/pfuse/volume")
+mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$PLAIN_LO"
+mkdir -p "$W/mnt-plain" && mount -o noatime "$PLAIN_LO" "$W/mnt-plain"
+
+# Plain loop device over a file.
+truncate -s "$SIZE" "$W/raw.img"
+RAW_LO=$(losetup --find --show "$W/raw.img")
+mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$RAW_LO"
+mkdir -p "$W/mnt-raw" && mount -o noatime "$RAW_LO" "$W/mnt-raw"
+
+# fio: MB/s (10^6 bytes/s) of one job.
+run_fio() { # dir rw bs
+  local dir=$1 rw=$2 bs=$3
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  fio --name=bench --directory="$dir" --filename=fio.dat --size="$FIO_SIZE" --rw="$rw" --bs="$bs" \
+      --ioengine=libaio --direct=1 --iodepth=16 --numjobs=1 --runtime="$RUNTIME" --time_based \
+      --group_reporting --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k="read" if j["read"]["io_bytes"]>0 else "write"; print("%.1f" % (j[k]["bw_bytes"]/1e6))'
+}
+
+# Lay the test files out once (fio's read jobs need them).
+for d in "$W/mnt-enc" "$W/mnt-plain" "$W/mnt-raw"; do
+  fio --name=layout --directory="$d" --filename=fio.dat --size="$FIO_SIZE" --rw=write --bs=1M \
+      --ioengine=libaio --direct=1 --iodepth=16 >/dev/null 2>&1
+done
+
+RESULTS=()
+for wl in "seq_read_1m read 1M" "seq_write_1m write 1M" "rand_read_4k randread 4k" "rand_write_4k randwrite 4k"; do
+  set -- $wl
+  echo "== $1"
+  enc=$(run_fio "$W/mnt-enc" "$2" "$3")
+  plain=$(run_fio "$W/mnt-plain" "$2" "$3")
+  raw=$(run_fio "$W/mnt-raw" "$2" "$3")
+  ratio=$(python3 -c "print('%.3f' % ($enc / $plain if $plain > 0 else 0))")
+  echo "   encrypted $enc MB/s, same stack unencrypted $plain MB/s, plain loop $raw MB/s"
+  RESULTS+=("volume $1 encrypted_mbps=$enc unencrypted_same_stack_mbps=$plain ratio=$ratio plain_loop_mbps=$raw")
+done
+
+echo "== provisioning: create + open (no mkfs), $PROVISION_COUNT volumes, KMS round trips included"
+PROV=$("${V[@]}" bench-provision --tenant bench --count "$PROVISION_COUNT" --token-file "$W/tenant.token")
+
+echo
+for r in "${RESULTS[@]}"; do echo "$r"; done
+echo "$PROV"
