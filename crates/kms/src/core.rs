@@ -301,8 +301,13 @@ impl Core {
             req.token = Some(entry);
             acl = Some(a);
         }
-        // create vs update: ask the backend whether the target exists
-        if req.op == Operation::Update {
+        // create vs update: ask the backend whether the target exists — only when the
+        // answer matters, i.e. the caller holds one of the two capabilities but not both
+        let both = acl.as_ref().is_none_or(|a| {
+            let c = a.capabilities(&path);
+            a.is_root() || (c.contains(Caps::CREATE) && c.contains(Caps::UPDATE))
+        });
+        if req.op == Operation::Update && !both {
             if let Some(Mount {
                 handler: Handler::Logical(b),
                 ..
