@@ -9,6 +9,11 @@ use common::ServerKind;
 use strongroom_volume::{Credential, ProtectionRequest, RotateKind};
 use volume_common::*;
 
+type Op<'a> = (
+    &'a str,
+    Box<dyn Fn() -> Result<(), strongroom_volume::Error> + 'a>,
+);
+
 #[test]
 fn five_tenants_every_operation_on_every_other_tenants_volumes() {
     let names = ["t0", "t1", "t2", "t3", "t4"];
@@ -39,7 +44,7 @@ fn five_tenants_every_operation_on_every_other_tenants_volumes() {
             let cred = e.tenant(j);
             let target = e.dir.path().join("mnt").join(format!("{id}-by-{j}"));
             let victim = names[*owner];
-            let ops: Vec<(&str, Box<dyn Fn() -> Result<(), strongroom_volume::Error>>)> = vec![
+            let ops: Vec<Op> = vec![
                 ("open", Box::new(|| m.open(id, &cred).map(|_| ()))),
                 (
                     "create-same-id",

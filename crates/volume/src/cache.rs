@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 type Key = (String, [u8; 32]);
+type Entry = (Instant, Zeroizing<Vec<u8>>);
 
 pub struct KeyCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Key, (Instant, Zeroizing<Vec<u8>>)>>,
+    entries: Mutex<HashMap<Key, Entry>>,
 }
 
 impl KeyCache {

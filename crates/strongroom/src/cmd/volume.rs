@@ -575,7 +575,6 @@ fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
         Ok(_) => {
             writeln!(out, "{}", json!({"ok": true}))?;
             out.flush()?;
-            drop(out);
             if let Some(s) = m.take_session(id) {
                 fuse::serve_until_unmounted(s, &m.volume_dir(id).join("fuse"));
             }

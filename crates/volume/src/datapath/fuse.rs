@@ -365,7 +365,7 @@ pub fn spawn<I: BlockIo>(io: Arc<I>, dir: &Path) -> Result<fuser::BackgroundSess
 /// end the session. (`BackgroundSession::join` would unmount first.)
 pub fn serve_until_unmounted(session: fuser::BackgroundSession, dir: &Path) {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    while super::mount_points().iter().any(|m| *m == dir) {
+    while super::mount_points().contains(&dir) {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(session);

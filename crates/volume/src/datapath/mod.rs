@@ -122,7 +122,7 @@ fn unescape(s: &str) -> String {
 
 pub fn is_mounted(path: &Path) -> bool {
     let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    mount_points().iter().any(|m| *m == p)
+    mount_points().contains(&p)
 }
 
 /// Make a filesystem on `dev` (only called when the volume's state says it has none).
