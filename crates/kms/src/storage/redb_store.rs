@@ -15,7 +15,14 @@ use std::sync::Arc;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
-type Slot = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
+enum SlotState {
+    Waiting,
+    /// This waiter now leads: it commits everything queued.
+    Lead,
+    Done(Result<(), String>),
+}
+
+type Slot = Arc<(Mutex<SlotState>, Condvar)>;
 
 #[derive(Default)]
 struct Queue {
@@ -119,35 +126,40 @@ impl Storage for RedbStorage {
 
 impl RedbStorage {
     fn commit_grouped(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
-        let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+        let slot: Slot = Arc::new((Mutex::new(SlotState::Waiting), Condvar::new()));
         let mut q = self.queue.lock();
         q.pending.push((ops, slot.clone()));
-        if q.leader {
-            drop(q);
-            let mut r = slot.0.lock();
-            while r.is_none() {
-                slot.1.wait(&mut r);
-            }
-            return r.take().expect("set").map_err(StorageError::Io);
-        }
+        let lead = !q.leader;
         q.leader = true;
-        loop {
-            let batch = std::mem::take(&mut q.pending);
-            drop(q);
-            let result = self.apply(&batch).map_err(|e| e.to_string());
-            for (_, s) in &batch {
-                *s.0.lock() = Some(result.clone());
-                s.1.notify_one();
+        drop(q);
+        if !lead {
+            let mut st = slot.0.lock();
+            while matches!(*st, SlotState::Waiting) {
+                slot.1.wait(&mut st);
             }
-            q = self.queue.lock();
-            if q.pending.is_empty() {
-                q.leader = false;
-                break;
+            if let SlotState::Done(r) = &*st {
+                return r.clone().map_err(StorageError::Io);
+            }
+            // handed the lead: commit the queue, which holds our own batch
+        }
+        let batch = std::mem::take(&mut self.queue.lock().pending);
+        let result = self.apply(&batch).map_err(|e| e.to_string());
+        for (_, s) in &batch {
+            *s.0.lock() = SlotState::Done(result.clone());
+            s.1.notify_one();
+        }
+        // Pass the lead to the oldest waiter instead of looping: a leader that kept
+        // committing other writers' batches would make its own caller wait without bound.
+        let mut q = self.queue.lock();
+        match q.pending.first() {
+            None => q.leader = false,
+            Some((_, next)) => {
+                *next.0.lock() = SlotState::Lead;
+                next.1.notify_one();
             }
         }
         drop(q);
-        let r = slot.0.lock().take().expect("own batch committed");
-        r.map_err(StorageError::Io)
+        result.map_err(StorageError::Io)
     }
 }
 
