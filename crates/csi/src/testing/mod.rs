@@ -1,0 +1,4 @@
+//! Test-only support: an in-memory backend and the gRPC-over-socket tests.
+
+mod grpc;
+pub mod mem;
