@@ -14,7 +14,9 @@ use strongroom_luks::{update, HeaderCopy, MemDevice, Volume};
 const HDR: u64 = 16384;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let img = match mode % 3 {
         0 => rest.to_vec(),
         m => {
@@ -25,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
             img
         }
     };
-    let Ok(vol) = Volume::open(MemDevice::new(img.clone())) else { return };
+    let Ok(vol) = Volume::open(MemDevice::new(img.clone())) else {
+        return;
+    };
     let meta = &vol.header().meta;
     for (id, _, _) in vol.keyslots() {
         let _ = Keyslot::from_meta(meta, id);
@@ -38,7 +42,13 @@ fuzz_target!(|data: &[u8]| {
     let dev = MemDevice::new(img);
     let mut h = vol.header().clone();
     if update::write_header(&dev, &mut h, HeaderCopy::Primary).is_ok() {
-        let (h2, _) = load(&dev, LoadOptions { allow_foreign_signature: true }).expect("rewritten header must load");
+        let (h2, _) = load(
+            &dev,
+            LoadOptions {
+                allow_foreign_signature: true,
+            },
+        )
+        .expect("rewritten header must load");
         assert_eq!(h2.meta, h.meta);
     }
 });
