@@ -32,6 +32,8 @@ enum Command {
     /// Show the whole system working on embedded defaults (two tenants, volumes, isolation,
     /// rotation, shred).
     Demo(cmd::demo::DemoArgs),
+    /// Kubernetes CSI driver (Identity, Controller, Node) on a unix socket.
+    Csi(cmd::csi::CsiArgs),
     #[command(flatten)]
     Client(cmd::client::ClientCommand),
 }
@@ -54,6 +56,7 @@ fn main() {
         Command::Luks(c) => cmd::luks::run(c),
         Command::Volume(c) => cmd::volume::run(c),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Csi(a) => cmd::csi::run(a),
         Command::Client(c) => cmd::client::run(c),
     };
     match code {

@@ -2,6 +2,7 @@
 //! process exit code.
 
 pub mod client;
+pub mod csi;
 pub mod demo;
 pub mod luks;
 pub mod server;

@@ -1,0 +1,168 @@
+//! `strongroom csi --endpoint unix:///csi/csi.sock --node-id N --mode controller|node|all` —
+//! the Kubernetes CSI driver (issue 6).
+//!
+//! The configuration (endpoint, KMS connection catalog, node identity) is parsed and
+//! validated here; the services live in `strongroom-csi`. Until the adapter from the CSI
+//! `VolumeBackend` trait to the volume manager exists, the command validates its
+//! configuration and then refuses to start: it never serves a stand-in backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use strongroom_csi::params::{KmsCatalog, SecretFiles};
+use strongroom_csi::{DriverConfig, Mode, VolumeBackend};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Controller,
+    Node,
+    All,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Controller => Mode::Controller,
+            ModeArg::Node => Mode::Node,
+            ModeArg::All => Mode::All,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CsiArgs {
+    /// CSI endpoint: unix:///path (also unix:/path or /path).
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    endpoint: String,
+    /// This node's id (NodeGetInfo); in Kubernetes, the node name (spec.nodeName).
+    #[arg(long, env = "NODE_ID")]
+    node_id: Option<String>,
+    /// Which services to serve.
+    #[arg(long, value_enum, default_value = "all")]
+    mode: ModeArg,
+    /// Socket permissions (octal): 0600, or 0660 when sidecars run under a shared group.
+    #[arg(long, default_value = "0660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Directory of the mounted KMS connection ConfigMap: `config.json` ({kmsID: {...}}) or
+    /// one file per kmsID (ceph-csi's csi-kms-connection-details).
+    #[arg(long, value_name = "DIR")]
+    kms_config_dir: Option<PathBuf>,
+    /// Where Secrets named by the KMS config (VAULT_CACERT, VAULT_CLIENT_CERT/KEY) are
+    /// mounted, as DIR/<secret>/cert and DIR/<secret>/key.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/strongroom/kms-secrets"
+    )]
+    kms_secrets_dir: PathBuf,
+    /// kmsID used by StorageClasses that name no KMS connection.
+    #[arg(long)]
+    default_kms_id: Option<String>,
+    /// NodeGetInfo max_volumes_per_node (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_volumes_per_node: i64,
+    /// Milliseconds a call waits for another operation on the same volume before ABORTED.
+    #[arg(long, default_value_t = 2000)]
+    lock_patience_ms: u64,
+    /// Directory holding the volumes (volume manager root).
+    #[arg(long, default_value = "/var/lib/strongroom/volumes")]
+    root: PathBuf,
+    /// File with the driver's own KMS token, used to crypto-shred volumes when DeleteVolume
+    /// arrives without the tenant's secret.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Log filter (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal mode"))?;
+    if m & !0o777 != 0 || m & 0o007 != 0 {
+        return Err(format!("{s:?}: use 0600 or 0660 (no access for others)"));
+    }
+    Ok(m)
+}
+
+/// The validated driver configuration.
+fn config(a: &CsiArgs) -> anyhow::Result<DriverConfig> {
+    strongroom_csi::endpoint::parse(&a.endpoint)?;
+    let mode: Mode = a.mode.into();
+    let node_id = match (&a.node_id, mode.node()) {
+        (Some(n), _) if !n.is_empty() => n.clone(),
+        (_, true) => bail!("--node-id (or NODE_ID) is required for --mode node|all"),
+        (_, false) => String::new(),
+    };
+    let files = SecretFiles {
+        dir: a.kms_secrets_dir.clone(),
+    };
+    let catalog = match &a.kms_config_dir {
+        Some(d) => KmsCatalog::load_dir(d, &files)
+            .with_context(|| format!("KMS connection config in {}", d.display()))?,
+        None => KmsCatalog::default(),
+    }
+    .with_default(a.default_kms_id.clone())?;
+    let mut cfg = DriverConfig::new(node_id, mode);
+    cfg.catalog = catalog;
+    cfg.secret_files = files;
+    cfg.max_volumes_per_node = a.max_volumes_per_node;
+    cfg.lock_patience = Duration::from_millis(a.lock_patience_ms);
+    Ok(cfg)
+}
+
+/// The volume manager behind the CSI services.
+fn backend(a: &CsiArgs) -> anyhow::Result<Arc<dyn VolumeBackend>> {
+    bail!(
+        "the CSI driver's volume manager adapter is not built yet (issue 6): the configuration \
+         is valid (volumes root {}, admin token file {}), but strongroom will not serve CSI \
+         calls without a real volume backend",
+        a.root.display(),
+        a.admin_token_file
+            .as_deref()
+            .map_or("none".into(), |p| p.display().to_string())
+    )
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(a: CsiArgs) -> anyhow::Result<i32> {
+    init_logging(&a.log_level);
+    let cfg = config(&a)?;
+    let backend = backend(&a)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(strongroom_csi::serve(
+        &a.endpoint,
+        a.socket_mode,
+        cfg,
+        backend,
+        strongroom_csi::server::signal(),
+    ))?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_mode("0600").unwrap(), 0o600);
+        assert_eq!(parse_mode("660").unwrap(), 0o660);
+        assert!(parse_mode("0666").is_err());
+        assert!(parse_mode("rw").is_err());
+    }
+}
