@@ -260,3 +260,103 @@ fn mount_envelope_ext4_openbao() {
 fn mount_kv_ext4_openbao() {
     mount_scenario(ServerKind::OpenBao, "kv", "ext4");
 }
+
+/// The library's in-process mount: after unmount no mount, loop device or cached key is left.
+#[test]
+fn library_mount_teardown_leaves_nothing() {
+    if !can_mount() {
+        return;
+    }
+    let e = env(ServerKind::Strongroom, &["a"]);
+    let _cleanup = Cleanup(e.dir.path().to_path_buf());
+    let m = e.manager();
+    let a = e.tenant(0);
+    m.create(
+        &req(
+            "lib",
+            "a",
+            strongroom_volume::ProtectionRequest::envelope_for("a"),
+        ),
+        &a,
+    )
+    .unwrap();
+    let target = e.dir.path().join("mnt");
+    let i = m.mount("lib", &a, &target).unwrap();
+    assert!(i.mounted);
+    assert!(
+        m.cached_keys() > 0,
+        "the unwrapped secret is cached while in use"
+    );
+    std::fs::write(target.join("hello"), marker("lib")).unwrap();
+    m.unmount("lib", &a).unwrap();
+    assert_eq!(m.cached_keys(), 0, "no cached key after teardown");
+    assert!(
+        leftovers(e.dir.path()).is_empty(),
+        "{:?}",
+        leftovers(e.dir.path())
+    );
+    assert!(!file_contains_any(
+        &e.vol_root().join("lib/volume.img"),
+        &[marker("lib")]
+    ));
+}
+
+/// A raw block device as the backing store (a loop device over a file stands in for a disk).
+#[test]
+fn block_device_store() {
+    if !can_mount() {
+        return;
+    }
+    let e = env(ServerKind::Strongroom, &["a"]);
+    let _cleanup = Cleanup(e.dir.path().to_path_buf());
+    let disk = e.dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let lo = String::from_utf8(
+        Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&disk)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _d = Detach(lo.clone());
+    let m = e.manager();
+    let a = e.tenant(0);
+    let mut r = req(
+        "blk",
+        "a",
+        strongroom_volume::ProtectionRequest::envelope_for("a"),
+    );
+    r.store = Some(strongroom_volume::meta::StoreSpec::Block { path: lo.clone() });
+    // Too big for the device: refused before anything is written.
+    let mut big = r.clone();
+    big.id = "blk-big".into();
+    big.size = 1 << 30;
+    assert_eq!(m.create(&big, &a).err().unwrap().code(), "INVALID_ARGUMENT");
+    m.create(&r, &a).unwrap();
+    let target = e.dir.path().join("mnt-blk");
+    m.mount("blk", &a, &target).unwrap();
+    std::fs::write(target.join("f"), marker("blk").repeat(10)).unwrap();
+    m.unmount("blk", &a).unwrap();
+    m.mount("blk", &a, &target).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("f")).unwrap(),
+        marker("blk").repeat(10)
+    );
+    m.unmount("blk", &a).unwrap();
+    assert!(!file_contains_any(&disk, &[marker("blk")]));
+    m.shred("blk", &e.admin()).unwrap();
+    assert!(m.open("blk", &a).is_err());
+}

@@ -4,10 +4,17 @@ use super::run;
 use crate::error::Result;
 use std::path::Path;
 
-/// Attach `file` to a free loop device; returns `/dev/loopN`.
-pub fn attach(file: &Path) -> Result<String> {
+/// Attach `file` to a free loop device; returns `/dev/loopN`. With `direct_io` the loop device
+/// bypasses the page cache of `file` (for the FUSE file: no second cached copy of the
+/// plaintext, no double caching); the kernel falls back to buffered I/O where unsupported.
+pub fn attach(file: &Path, direct_io: bool) -> Result<String> {
     let f = file.to_string_lossy();
-    let out = run("losetup", &["--find", "--show", &f])?;
+    let dio = if direct_io {
+        "--direct-io=on"
+    } else {
+        "--direct-io=off"
+    };
+    let out = run("losetup", &["--find", "--show", dio, &f])?;
     Ok(out.trim().to_owned())
 }
 
