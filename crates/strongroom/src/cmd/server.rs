@@ -67,7 +67,11 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| "info".into());
     init_logging(&level);
     let core = server::build_core(&cfg, a.dev)?;
+    // A few more workers than cores: a storage write briefly holds its worker while the
+    // group commit it joined reaches the disk.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(4))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
