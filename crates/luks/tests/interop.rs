@@ -636,6 +636,50 @@ fn cli_end_to_end() {
             .code(),
         Some(2)
     );
+    // change-key keeps the slot and swaps the key.
+    let cf = tmp.path().join("c");
+    common::write_file(&cf, b"cli-changed");
+    assert!(run(&[
+        "change-key",
+        "--key-file",
+        nf.to_str().unwrap(),
+        "--new-key-file",
+        cf.to_str().unwrap(),
+        p
+    ])
+    .status
+    .success());
+    common::cs_ok(
+        &[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            cf.to_str().unwrap(),
+            p,
+        ],
+        None,
+    );
+    assert_eq!(
+        run(&["test-key", "--key-file", nf.to_str().unwrap(), p])
+            .status
+            .code(),
+        Some(2)
+    );
+    // One broken copy: dump still works and says so; repair fixes it.
+    let mut raw = std::fs::read(&img).unwrap();
+    raw[0x4000 + 0x1c0] ^= 1;
+    std::fs::write(&img, &raw).unwrap();
+    let d = run(&["dump", p]);
+    assert!(d.status.success());
+    let err = String::from_utf8_lossy(&d.stderr);
+    assert!(
+        err.contains("secondary header needs repair") && err.contains("csum"),
+        "{err}"
+    );
+    assert!(run(&["repair", p]).status.success());
+    let err = String::from_utf8_lossy(&run(&["dump", p]).stderr).into_owned();
+    assert!(!err.contains("needs repair"), "{err}");
+    common::cs_ok(&["luksDump", p], None);
     // A header cryptsetup rejects: both copies' checksums broken.
     let mut raw = std::fs::read(&img).unwrap();
     raw[0x1c0] ^= 1;
