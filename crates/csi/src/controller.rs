@@ -6,7 +6,7 @@
 
 use crate::backend::{CreateSpec, VolumeRecord};
 use crate::caps::{self, Access};
-use crate::driver::{required, Driver};
+use crate::driver::{required, volume_id, Driver};
 use crate::errors::{CsiError, Result};
 use crate::params::{FsType, VolumeParams};
 use crate::pb::controller_service_capability::{self, rpc};
@@ -259,7 +259,7 @@ impl ControllerService {
     }
 
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<()> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let token = optional_token(&req.secrets)?;
         tracing::info!(volume = %id, with_tenant_token = token.is_some(), "DeleteVolume");
         let guard = self.driver.lock(&id).await?;
@@ -275,7 +275,7 @@ impl ControllerService {
         &self,
         req: ControllerExpandVolumeRequest,
     ) -> Result<ControllerExpandVolumeResponse> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let range = req
             .capacity_range
             .ok_or_else(|| CsiError::missing("capacity_range"))?;
@@ -329,7 +329,7 @@ impl ControllerService {
         &self,
         req: ValidateVolumeCapabilitiesRequest,
     ) -> Result<ValidateVolumeCapabilitiesResponse> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         if req.volume_capabilities.is_empty() {
             return Err(CsiError::missing("volume_capabilities"));
         }

@@ -128,6 +128,18 @@ pub(crate) fn required<'a>(field: &str, v: &'a str) -> Result<&'a str> {
     }
 }
 
+/// A required volume id (at most 128 bytes, the CSI string limit).
+pub(crate) fn volume_id(v: &str) -> Result<String> {
+    let v = required("volume_id", v)?;
+    if v.len() > crate::controller::MAX_ID_LEN {
+        return Err(CsiError::Invalid(format!(
+            "volume_id is longer than {} bytes",
+            crate::controller::MAX_ID_LEN
+        )));
+    }
+    Ok(v.to_owned())
+}
+
 /// A required absolute path field (staging and target paths).
 pub(crate) fn required_path(field: &str, v: &str) -> Result<std::path::PathBuf> {
     let v = required(field, v)?;

@@ -7,7 +7,7 @@
 
 use crate::backend::{PublishSpec, StageSpec};
 use crate::caps;
-use crate::driver::{required, required_path, Driver};
+use crate::driver::{required, required_path, volume_id, Driver};
 use crate::errors::{CsiError, Result};
 use crate::pb::node_service_capability::{self, rpc};
 use crate::pb::*;
@@ -39,7 +39,7 @@ fn volume_cap(c: Option<&VolumeCapability>) -> Result<caps::VolumeCap> {
 
 impl NodeService {
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<()> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let staging_path = required_path("staging_target_path", &req.staging_target_path)?;
         let cap = volume_cap(req.volume_capability.as_ref())?;
         let token = require_token(&req.secrets, "NodeStageVolume")?;
@@ -57,7 +57,7 @@ impl NodeService {
     }
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<()> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let staging = required_path("staging_target_path", &req.staging_target_path)?;
         tracing::info!(volume = %id, staging = %staging.display(), "NodeUnstageVolume");
         let guard = self.driver.lock(&id).await?;
@@ -70,7 +70,7 @@ impl NodeService {
     }
 
     async fn publish(&self, req: NodePublishVolumeRequest) -> Result<()> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let target_path = required_path("target_path", &req.target_path)?;
         let cap = volume_cap(req.volume_capability.as_ref())?;
         if req.staging_target_path.is_empty() {
@@ -97,7 +97,7 @@ impl NodeService {
     }
 
     async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<()> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let target = required_path("target_path", &req.target_path)?;
         tracing::info!(volume = %id, target = %target.display(), "NodeUnpublishVolume");
         let guard = self.driver.lock(&id).await?;
@@ -110,7 +110,7 @@ impl NodeService {
     }
 
     async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let path = std::path::PathBuf::from(required("volume_path", &req.volume_path)?);
         let s = self
             .driver
@@ -133,7 +133,7 @@ impl NodeService {
     }
 
     async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
-        let id = required("volume_id", &req.volume_id)?.to_owned();
+        let id = volume_id(&req.volume_id)?;
         let path = required_path("volume_path", &req.volume_path)?;
         if let Some(c) = &req.volume_capability {
             caps::parse(c).map_err(|e| e.into_csi(false))?;

@@ -414,6 +414,15 @@ async fn delete_volume() {
         code(c.delete_volume(DeleteVolumeRequest::default()).await),
         Code::InvalidArgument
     );
+    let s = status(
+        c.delete_volume(DeleteVolumeRequest {
+            volume_id: "x".repeat(129),
+            secrets: HashMap::new(),
+        })
+        .await,
+    );
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("128"), "{}", s.message());
     // Unknown id: OK (idempotent).
     c.delete_volume(DeleteVolumeRequest {
         volume_id: "fake-vol-id".into(),
