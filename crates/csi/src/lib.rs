@@ -21,6 +21,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod identity;
 pub mod locks;
+pub mod mounts;
 pub mod node;
 pub mod params;
 pub mod secrets;
