@@ -24,7 +24,10 @@ fn refuses_to_serve_without_the_volume_backend() {
     let ep = format!("unix://{}", sock.display());
     let (code, err) = csi(&["--endpoint", &ep, "--node-id", "n1", "--mode", "all"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("volume manager adapter is not built yet"), "{err}");
+    assert!(
+        err.contains("volume manager adapter is not built yet"),
+        "{err}"
+    );
     assert!(!sock.exists(), "no socket is served");
 }
 
@@ -47,7 +50,10 @@ fn configuration_errors_are_reported() {
     let dir = d.path().to_str().unwrap();
     let (code, err) = csi(&["--mode", "controller", "--kms-config-dir", dir]);
     assert_eq!(code, 1);
-    assert!(err.contains("\"VAULT_BAKEND\"") && err.contains("vault-tokens"), "{err}");
+    assert!(
+        err.contains("\"VAULT_BAKEND\"") && err.contains("vault-tokens"),
+        "{err}"
+    );
 
     let (code, err) = csi(&["--mode", "controller", "--socket-mode", "0666"]);
     assert_ne!(code, 0);
