@@ -12,7 +12,8 @@
 //! * `create` is idempotent for an id and resumes an interrupted creation; on an existing
 //!   volume it still authenticates `token` against it (another tenant's → `PermissionDenied`).
 //! * `delete` of an unknown id is `Ok`; it crypto-shreds with the driver's own credential
-//!   when `token` is `None` (the CO may have no secret left: namespace deleted).
+//!   when `token` is `None` (the CO may have no secret left: namespace deleted). The CSI
+//!   layer retries with `None` when the tenant's token is refused.
 //! * `stage` of an already staged volume at the same path with the same capability is `Ok`,
 //!   with another capability `AlreadyExists`; `unstage` of something not staged is `Ok`.
 //! * `publish` at the same target with the same arguments is `Ok`, with other arguments

@@ -258,15 +258,30 @@ impl ControllerService {
         })
     }
 
+    /// Deletion never depends on the tenant's credential: the CO deletes a PV on the
+    /// cluster's authority, and the tenant's Secret may be gone, blank or revoked. A usable
+    /// token is offered to the backend first (the shred is then audited as the tenant); if
+    /// it is missing or refused, the backend shreds with the driver's own credential.
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
-        let token = optional_token(&req.secrets)?;
+        let token = optional_token(&req.secrets).ok().flatten();
         tracing::info!(volume = %id, with_tenant_token = token.is_some(), "DeleteVolume");
         let guard = self.driver.lock(&id).await?;
         self.driver
-            .blocking(Some(guard), move |b| match b.delete(&id, token.as_ref()) {
-                Err(CsiError::NotFound(_)) => Ok(()),
-                r => r,
+            .blocking(Some(guard), move |b| {
+                let r = match b.delete(&id, token.as_ref()) {
+                    Err(CsiError::Unauthenticated(_) | CsiError::PermissionDenied(_))
+                        if token.is_some() =>
+                    {
+                        tracing::warn!(volume = %id, "tenant token refused; shredding with the driver's credential");
+                        b.delete(&id, None)
+                    }
+                    r => r,
+                };
+                match r {
+                    Err(CsiError::NotFound(_)) => Ok(()),
+                    r => r,
+                }
             })
             .await
     }

@@ -445,6 +445,23 @@ async fn delete_volume() {
         1
     );
     assert!(h.backend.list_ids().is_empty());
+    // A revoked or blank token does not block deletion either.
+    for bad in ["s.revoked", "  "] {
+        c.create_volume(create_req("pvc-del", GIB)).await.unwrap();
+        c.delete_volume(DeleteVolumeRequest {
+            volume_id: "pvc-del".into(),
+            secrets: secrets(bad),
+        })
+        .await
+        .unwrap();
+        assert!(h.backend.list_ids().is_empty(), "{bad:?}");
+    }
+    assert_eq!(
+        h.backend
+            .admin_deletes
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
     // With the tenant's token; twice.
     c.create_volume(create_req("pvc-del", GIB)).await.unwrap();
     for _ in 0..2 {
