@@ -5,6 +5,10 @@
 # Ends with:
 #   luks xts_4k threads=N strongroom_gbps=… openssl_gbps=… ratio=…
 #   luks format_unlock strongroom_ms=… cryptsetup_default_ms=…
+# Throughput is per thread-CPU-second summed over threads, on both sides: `openssl speed` divides by
+# CPU user time unless given -elapsed, and the harness measures each thread's CPU time, so load
+# from other users of this shared machine does not skew the ratio (wall-clock figures are printed
+# too, as wall_gbps).
 # Env: LUKS_BENCH_SECONDS (per measurement, default 2), SKIP_CRYPTSETUP=1 to skip cryptsetup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,10 +52,13 @@ fi
 
 echo "== summary"
 for t in 1 "$N"; do
-  sr=$(awk -v t="$t" '$1=="xts" && $2=="backend=awslc" && $3=="threads="t && $4=="op=encrypt" {sub("gbps=","",$5); print $5}' "$out")
+  line=$(awk -v t="$t" '$1=="xts" && $2=="backend=awslc" && $3=="threads="t && $4=="op=encrypt"' "$out")
+  sr=$(echo "$line" | sed -n 's/.* gbps=\([0-9.]*\).*/\1/p')
+  wall=$(echo "$line" | sed -n 's/.*wall_gbps=\([0-9.]*\).*/\1/p')
+  rust=$(awk -v t="$t" '$1=="xts" && $2=="backend=rustcrypto" && $3=="threads="t && $4=="op=encrypt" {sub("gbps=","",$5); print $5}' "$out")
   o=${OSSL[$t]}
   ratio=$(awk -v a="$sr" -v b="$o" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "NA" }')
-  echo "luks xts_4k threads=$t strongroom_gbps=$sr openssl_gbps=$o ratio=$ratio"
+  echo "luks xts_4k threads=$t strongroom_gbps=$sr openssl_gbps=$o ratio=$ratio strongroom_wall_gbps=$wall purerust_gbps=$rust"
   [ "$N" -eq 1 ] && break
 done
 fu=$(awk '$1=="format_unlock" {sub("strongroom_ms=","",$2); print $2}' "$out")

@@ -50,7 +50,8 @@ pub fn open(dev: &dyn BlockDevice, ks: &Keyslot, passphrase: &[u8]) -> Result<Ze
     af::merge(&material, ks.key_size, ks.af_stripes, hash)
 }
 
-/// Write keyslot material for `vk` protected by `passphrase` into the keyslot's area.
+/// Write keyslot material for `vk` protected by `passphrase` into the keyslot's area (no flush:
+/// the caller flushes before writing a header that references it).
 pub fn create(dev: &dyn BlockDevice, ks: &Keyslot, passphrase: &[u8], vk: &[u8]) -> Result<()> {
     if vk.len() != ks.key_size {
         return Err(Error::keyslot(
@@ -68,9 +69,7 @@ pub fn create(dev: &dyn BlockDevice, ks: &Keyslot, passphrase: &[u8], vk: &[u8])
     let cipher = SectorCipher::new(&ks.area.encryption, &dk, Backend::Auto)?;
     cipher.process(&mut material, 512, 0, true)?;
     dev.write_at(&material, ks.area.offset)
-        .map_err(|e| Error::io(format!("writing keyslot {} area", ks.id), e))?;
-    dev.flush()
-        .map_err(|e| Error::io("flush after keyslot write", e))
+        .map_err(|e| Error::io(format!("writing keyslot {} area", ks.id), e))
 }
 
 /// Overwrite `[offset, offset+size)` with random-looking data (AES-XTS of zeros under a random

@@ -22,8 +22,14 @@ fn copy_offset(h: &Header, copy: HeaderCopy) -> u64 {
     }
 }
 
-/// Write one copy from the header's current state.
+/// Write one copy from the header's current state, then flush.
 pub fn write_copy(dev: &dyn BlockDevice, h: &Header, copy: HeaderCopy) -> Result<()> {
+    write_copy_unflushed(dev, h, copy)?;
+    dev.flush()
+        .map_err(|e| Error::io(format!("flushing the {copy}"), e))
+}
+
+fn write_copy_unflushed(dev: &dyn BlockDevice, h: &Header, copy: HeaderCopy) -> Result<()> {
     let offset = copy_offset(h, copy);
     let area = json::build_area(&h.meta, (h.hdr_size as usize).saturating_sub(BIN_HDR_LEN))
         .map_err(|e| e.at(copy))?;
@@ -67,4 +73,18 @@ pub fn write_header(
     write_copy(dev, h, authoritative.other())?;
     write_copy(dev, h, authoritative)?;
     Ok(())
+}
+
+/// Write both copies of a brand-new header with a single flush at the end. Only for format: a
+/// cut there leaves no volume either way, so the steps need no ordering among themselves.
+pub fn write_fresh_header(dev: &dyn BlockDevice, h: &mut Header) -> Result<()> {
+    validate::validate(&h.meta, h.hdr_size).map_err(|e| e.at(HeaderCopy::Primary))?;
+    h.seqid = h
+        .seqid
+        .checked_add(1)
+        .ok_or_else(|| Error::Unsupported("seqid overflow".into()))?;
+    write_copy_unflushed(dev, h, HeaderCopy::Secondary)?;
+    write_copy_unflushed(dev, h, HeaderCopy::Primary)?;
+    dev.flush()
+        .map_err(|e| Error::io("flushing the new header", e))
 }

@@ -192,7 +192,7 @@ impl<D: BlockDevice> Volume<D> {
         dev.zero_range(2 * layout.hdr_size, layout.keyslots_size)
             .map_err(|e| Error::io("clearing the keyslots area", e))?;
         keyslot::create(&dev, &ks, passphrase, &vk)?;
-        update::write_header(&dev, &mut header, HeaderCopy::Primary)?;
+        update::write_fresh_header(&dev, &mut header)?;
         let report = LoadReport {
             used: HeaderCopy::Primary,
             primary: CopyState::Valid {
@@ -510,6 +510,9 @@ impl<D: BlockDevice> Volume<D> {
         ks.area.key_size = area_key;
         ks.af_hash = af_hash_for(&ks.kdf);
         keyslot::create(&self.dev, &ks, new_passphrase, vk)?;
+        self.dev
+            .flush()
+            .map_err(|e| Error::io("flush after keyslot write", e))?;
         obj_mut(&mut self.header.meta, "keyslots")?.insert(slot.to_string(), ks.to_json());
         let digests = obj_mut(&mut self.header.meta, "digests")?;
         if let Some(Value::Array(a)) = digests
@@ -630,6 +633,9 @@ impl<D: BlockDevice> Volume<D> {
         ks.af_hash = af_hash_for(&ks.kdf);
         ks.area.offset = offset;
         keyslot::create(&self.dev, &ks, new, &u.volume_key)?;
+        self.dev
+            .flush()
+            .map_err(|e| Error::io("flush after keyslot write", e))?;
         let saved = self.header.meta.clone();
         let mut v = ks.to_json();
         // Keep any extra fields the old keyslot had (e.g. a non-default priority).
