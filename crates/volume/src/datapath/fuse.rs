@@ -9,6 +9,7 @@ use fuser::{
 };
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use strongroom_luks::model::Segment;
@@ -66,17 +67,20 @@ pub struct CryptIo {
     seg: Segment,
     vk: Zeroizing<Vec<u8>>,
     inner: RwLock<CryptDevice<SharedDev>>,
+    backing_size: AtomicU64,
 }
 
 impl CryptIo {
     pub fn new(dev: Box<dyn BlockDevice>, seg: Segment, vk: Zeroizing<Vec<u8>>) -> Result<Self> {
         let dev = SharedDev(Arc::from(dev));
         let inner = CryptDevice::new(dev.clone(), &seg, &vk, Backend::Auto)?;
+        let backing_size = AtomicU64::new(dev.size().unwrap_or(0));
         Ok(CryptIo {
             dev,
             seg,
             vk,
             inner: RwLock::new(inner),
+            backing_size,
         })
     }
 }
@@ -103,11 +107,16 @@ impl BlockIo for CryptIo {
         self.dev.flush()
     }
     fn refresh(&self) -> u64 {
+        // Cheap on the hot path (the kernel asks for attributes often): only a changed backing
+        // size rebuilds the crypt device.
+        let backing = self.dev.size().unwrap_or(0);
+        if backing == self.backing_size.load(Ordering::Relaxed) {
+            return self.size();
+        }
         if let Ok(c) = CryptDevice::new(self.dev.clone(), &self.seg, &self.vk, Backend::Auto) {
             if let Ok(mut g) = self.inner.write() {
-                if c.size() != g.size() {
-                    *g = c;
-                }
+                *g = c;
+                self.backing_size.store(backing, Ordering::Relaxed);
                 return g.size();
             }
         }
