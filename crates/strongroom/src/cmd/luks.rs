@@ -401,6 +401,13 @@ fn copy_state(s: &CopyState) -> String {
 }
 
 fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    macro_rules! p {
+        ($($a:tt)*) => {{
+            let _ = writeln!(o, $($a)*);
+        }};
+    }
     let vol = open(t, false)?;
     let h = vol.header();
     let r = vol.report();
@@ -417,24 +424,24 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
         eprintln!("Repaired in memory: {f}.");
     }
     if json {
-        println!(
+        p!(
             "{}",
             serde_json::to_string_pretty(&Value::Object(h.meta.clone()))?
         );
-        return Ok(0);
+        return emit(&o);
     }
     let cfg = h.meta.get("config");
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-    println!("LUKS header information");
-    println!("Version:       \t2");
-    println!("Epoch:         \t{}", h.seqid);
-    println!("Metadata area: \t{} [bytes]", h.hdr_size);
-    println!(
+    p!("LUKS header information");
+    p!("Version:       \t2");
+    p!("Epoch:         \t{}", h.seqid);
+    p!("Metadata area: \t{} [bytes]", h.hdr_size);
+    p!(
         "Keyslots area: \t{} [bytes]",
         s(cfg.and_then(|c| c.get("keyslots_size")))
     );
-    println!("UUID:          \t{}", h.uuid);
-    println!(
+    p!("UUID:          \t{}", h.uuid);
+    p!(
         "Label:         \t{}",
         if h.label.is_empty() {
             "(no label)"
@@ -442,7 +449,7 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
             &h.label
         }
     );
-    println!(
+    p!(
         "Subsystem:     \t{}",
         if h.subsystem.is_empty() {
             "(no subsystem)"
@@ -459,7 +466,7 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
+    p!(
         "Flags:         \t{}",
         if flags.is_empty() {
             "(no flags)".into()
@@ -469,12 +476,12 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
     );
     let req = vol.requirements();
     if !req.is_empty() {
-        println!(
+        p!(
             "Requirements:  \t{} (read-only for strongroom)",
             req.join(" ")
         );
     }
-    println!("\nData segments:");
+    p!("\nData segments:");
     let mut seg_ids: Vec<u32> = h
         .meta
         .get("segments")
@@ -484,44 +491,44 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
     seg_ids.sort();
     for id in seg_ids {
         if let Ok(seg) = Segment::from_meta(&h.meta, id) {
-            println!("  {id}: {}", seg.kind);
-            println!("\toffset: {} [bytes]", seg.offset);
+            p!("  {id}: {}", seg.kind);
+            p!("\toffset: {} [bytes]", seg.offset);
             match seg.size {
-                Some(sz) => println!("\tlength: {sz} [bytes]"),
-                None => println!("\tlength: (whole device)"),
+                Some(sz) => p!("\tlength: {sz} [bytes]"),
+                None => p!("\tlength: (whole device)"),
             }
             if seg.kind == "crypt" {
-                println!("\tcipher: {}", seg.encryption);
-                println!("\tsector: {} [bytes]", seg.sector_size);
+                p!("\tcipher: {}", seg.encryption);
+                p!("\tsector: {} [bytes]", seg.sector_size);
             }
             if !seg.flags.is_empty() {
-                println!("\tflags : {}", seg.flags.join(" "));
+                p!("\tflags : {}", seg.flags.join(" "));
             }
         }
     }
-    println!("\nKeyslots:");
+    p!("\nKeyslots:");
     let digests = DigestInfo::all(&h.meta).unwrap_or_default();
     for (id, kind, prio) in vol.keyslots() {
-        println!("  {id}: {kind}");
+        p!("  {id}: {kind}");
         let Ok(ks) = Keyslot::from_meta(&h.meta, id) else {
             continue;
         };
-        println!("\tKey:        {} bits", ks.key_size * 8);
-        println!(
+        p!("\tKey:        {} bits", ks.key_size * 8);
+        p!(
             "\tPriority:   {}",
             ["ignore", "normal", "prefer"]
                 .get(prio as usize)
                 .unwrap_or(&"normal")
         );
-        println!("\tCipher:     {}", ks.area.encryption);
-        println!("\tCipher key: {} bits", ks.area.key_size * 8);
+        p!("\tCipher:     {}", ks.area.encryption);
+        p!("\tCipher key: {} bits", ks.area.key_size * 8);
         match &ks.kdf {
             Kdf::Pbkdf2 {
                 hash, iterations, ..
             } => {
-                println!("\tPBKDF:      pbkdf2");
-                println!("\tHash:       {hash}");
-                println!("\tIterations: {iterations}");
+                p!("\tPBKDF:      pbkdf2");
+                p!("\tHash:       {hash}");
+                p!("\tIterations: {iterations}");
             }
             Kdf::Argon2 {
                 id,
@@ -530,42 +537,51 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
                 cpus,
                 ..
             } => {
-                println!("\tPBKDF:      {}", if *id { "argon2id" } else { "argon2i" });
-                println!("\tTime cost:  {time}");
-                println!("\tMemory:     {memory}");
-                println!("\tThreads:    {cpus}");
+                p!("\tPBKDF:      {}", if *id { "argon2id" } else { "argon2i" });
+                p!("\tTime cost:  {time}");
+                p!("\tMemory:     {memory}");
+                p!("\tThreads:    {cpus}");
             }
         }
-        println!("\tAF stripes: {}", ks.af_stripes);
-        println!("\tAF hash:    {}", ks.af_hash);
-        println!("\tArea offset:{} [bytes]", ks.area.offset);
-        println!("\tArea length:{} [bytes]", ks.area.size);
+        p!("\tAF stripes: {}", ks.af_stripes);
+        p!("\tAF hash:    {}", ks.af_hash);
+        p!("\tArea offset:{} [bytes]", ks.area.offset);
+        p!("\tArea length:{} [bytes]", ks.area.size);
         if let Some(d) = digests.iter().find(|d| d.keyslots.contains(&id)) {
-            println!("\tDigest ID:  {}", d.id);
+            p!("\tDigest ID:  {}", d.id);
         }
     }
-    println!("Tokens:");
+    p!("Tokens:");
     if let Some(tokens) = h.meta.get("tokens").and_then(Value::as_object) {
         for (id, t) in tokens {
-            println!("  {id}: {}", s(t.get("type")));
+            p!("  {id}: {}", s(t.get("type")));
             if let Some(ks) = t.get("keyslots").and_then(Value::as_array) {
                 for k in ks {
-                    println!("\tKeyslot:    {}", k.as_str().unwrap_or(""));
+                    p!("\tKeyslot:    {}", k.as_str().unwrap_or(""));
                 }
             }
         }
     }
-    println!("Digests:");
+    p!("Digests:");
     for d in &digests {
-        println!("  {}: pbkdf2", d.id);
-        println!("\tHash:       {}", d.hash);
-        println!("\tIterations: {}", d.iterations);
-        println!("\tSalt:       {}", to_hex(&d.salt));
-        println!("\tDigest:     {}", to_hex(&d.digest));
+        p!("  {}: pbkdf2", d.id);
+        p!("\tHash:       {}", d.hash);
+        p!("\tIterations: {}", d.iterations);
+        p!("\tSalt:       {}", to_hex(&d.salt));
+        p!("\tDigest:     {}", to_hex(&d.digest));
     }
-    Ok(0)
+    emit(&o)
 }
 
 fn to_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Print to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<i32> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
+    }
 }
