@@ -214,3 +214,54 @@ fn crash_during_mount_is_cleaned_by_unmount() {
         assert!(leftovers(e.dir.path()).is_empty());
     }
 }
+
+/// kill -9 of the mount daemon while the filesystem is mounted: `unmount` still removes the
+/// mount, the loop device and the dead FUSE mount; the next mount works and synced data is there.
+#[test]
+fn kill_9_of_the_mount_daemon_then_unmount_and_remount() {
+    if !can_mount() {
+        return;
+    }
+    let e = env(ServerKind::Strongroom, &["a"]);
+    let _cleanup = Cleanup(e.dir.path().to_path_buf());
+    let tok = e.token_file("a", &e.tenants[0].1);
+    let tok = tok.to_str().unwrap();
+    e.manager()
+        .create(
+            &req("k", "a", ProtectionRequest::envelope_for("a")),
+            &e.tenant(0),
+        )
+        .unwrap();
+    let target = e.dir.path().join("mnt");
+    let t = target.to_str().unwrap();
+    let o = e.cli(&["mount", "k", t, "--token-file", tok], &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    std::fs::write(target.join("synced"), marker("k")).unwrap();
+    std::process::Command::new("sync").status().unwrap();
+    let rt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.vol_root().join("k/runtime.json")).unwrap())
+            .unwrap();
+    let pid = rt["pid"].as_u64().expect("daemon pid") as u32;
+    let st = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = e.cli(&["unmount", "k", "--token-file", tok], &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(
+        leftovers(e.dir.path()).is_empty(),
+        "{:?}",
+        leftovers(e.dir.path())
+    );
+    let o = e.cli(&["mount", "k", t, "--token-file", tok], &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert_eq!(
+        std::fs::read_to_string(target.join("synced")).unwrap(),
+        marker("k")
+    );
+    let o = e.cli(&["unmount", "k", "--token-file", tok], &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(leftovers(e.dir.path()).is_empty());
+}
