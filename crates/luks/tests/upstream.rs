@@ -235,6 +235,23 @@ fn compatimage2_cbc_essiv_and_argon2id() {
         common::write_file(&kf, b"compatkey");
         assert_eq!(common::cs_volume_key(&img, &kf, None), &a.volume_key[..]);
     }
+    // A new keyslot for a 128-bit CBC key uses the aes-xts-plain64 512-bit fallback, as
+    // cryptsetup does; cryptsetup opens it.
+    let mut vol = vol;
+    let slot = vol
+        .add_key(b"compatkey", b"added", &KeyslotParams::default())
+        .unwrap();
+    let ks = vol.keyslot(slot).unwrap();
+    assert_eq!(
+        (ks.area.encryption.as_str(), ks.area.key_size),
+        ("aes-xts-plain64", 64)
+    );
+    if common::have_cryptsetup() {
+        common::cs_ok(
+            &["open", "--test-passphrase", img.to_str().unwrap()],
+            Some(b"added"),
+        );
+    }
 }
 
 #[test]
