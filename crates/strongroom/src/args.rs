@@ -50,8 +50,28 @@ mod tests {
     #[test]
     fn go_style_flags_become_long_flags() {
         assert_eq!(
-            n(&["sr", "operator", "init", "-key-shares=5", "-format", "json", "-h", "-", "k=-v"]),
-            vec!["sr", "operator", "init", "--key-shares=5", "--format", "json", "-h", "-", "k=-v"]
+            n(&[
+                "sr",
+                "operator",
+                "init",
+                "-key-shares=5",
+                "-format",
+                "json",
+                "-h",
+                "-",
+                "k=-v"
+            ]),
+            vec![
+                "sr",
+                "operator",
+                "init",
+                "--key-shares=5",
+                "--format",
+                "json",
+                "-h",
+                "-",
+                "k=-v"
+            ]
         );
     }
 
