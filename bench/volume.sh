@@ -76,7 +76,7 @@ truncate -s +16M "$W/plain.img"
 "$BIN" volume passthrough --file "$W/plain.img" --dir "$W/pfuse" >"$W/pt.log" 2>&1 &
 PT_PID=$!
 for _ in $(seq 100); do [ -e "$W/pfuse/volume" ] && break; sleep 0.05; done
-PLAIN_LO=$(losetup --find --show --direct-io=on "$W/pfuse/volume")  # as the volume data path does
+PLAIN_LO=$(losetup --find --show --direct-io=on --sector-size 4096 "$W/pfuse/volume")  # as the volume data path does
 mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$PLAIN_LO"
 mkdir -p "$W/mnt-plain" && mount -o noatime "$PLAIN_LO" "$W/mnt-plain"
 

@@ -757,7 +757,7 @@ impl Manager {
         fault("mount:fuse");
         let file = fuse_dir.join(fuse::FILE_NAME);
         wait_for(&file)?;
-        let lo = loopdev::attach(&file, true)?;
+        let lo = loopdev::attach(&file, true, Some(m.luks.sector_size))?;
         rt.loop_dev = Some(lo.clone());
         rt.save(dir)?;
         fault("mount:loop");
@@ -785,7 +785,7 @@ impl Manager {
             ..Default::default()
         };
         let dev = if matches!(m.store, StoreSpec::File { .. }) {
-            let lo = loopdev::attach(&path, false)?;
+            let lo = loopdev::attach(&path, false, None)?;
             rt.loop_dev = Some(lo.clone());
             rt.save(dir)?;
             PathBuf::from(lo)

@@ -7,14 +7,21 @@ use std::path::Path;
 /// Attach `file` to a free loop device; returns `/dev/loopN`. With `direct_io` the loop device
 /// bypasses the page cache of `file` (for the FUSE file: no second cached copy of the
 /// plaintext, no double caching); the kernel falls back to buffered I/O where unsupported.
-pub fn attach(file: &Path, direct_io: bool) -> Result<String> {
+/// `sector_size` (e.g. 4096, the LUKS2 sector) makes the kernel send whole sectors only.
+pub fn attach(file: &Path, direct_io: bool, sector_size: Option<u32>) -> Result<String> {
     let f = file.to_string_lossy();
     let dio = if direct_io {
         "--direct-io=on"
     } else {
         "--direct-io=off"
     };
-    let out = run("losetup", &["--find", "--show", dio, &f])?;
+    let ss = sector_size.map(|s| s.to_string());
+    let mut args = vec!["--find", "--show", dio];
+    if let Some(s) = &ss {
+        args.extend_from_slice(&["--sector-size", s]);
+    }
+    args.push(&f);
+    let out = run("losetup", &args)?;
     Ok(out.trim().to_owned())
 }
 
