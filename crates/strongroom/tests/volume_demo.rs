@@ -1,0 +1,43 @@
+//! `strongroom demo` runs its whole story (embedded key manager, two tenants, isolation,
+//! rotation, shred) and every check passes: with real mounts when root, and through the
+//! library's read/write API with `--no-mount`.
+
+mod common;
+
+fn run_demo(args: &[&str]) -> String {
+    let o = std::process::Command::new(common::strongroom_bin())
+        .arg("demo")
+        .args(args)
+        .output()
+        .expect("run strongroom demo");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "demo failed:\n{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains(", 0 failed"), "{out}");
+    assert!(!out.contains("[FAILED]"), "{out}");
+    out
+}
+
+#[test]
+fn demo_library_mode() {
+    let out = run_demo(&["--no-mount"]);
+    assert!(out.contains("library"), "{out}");
+    assert!(out.contains("refused with PERMISSION_DENIED"), "{out}");
+}
+
+#[test]
+fn demo_with_mounts_when_root() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        eprintln!("SKIP: the mounting demo needs root");
+        return;
+    }
+    let out = run_demo(&[]);
+    assert!(out.contains("through the mounted ext4"), "{out}");
+}
