@@ -111,7 +111,7 @@ impl BlockIo for CryptIo {
             .read()
             .map_err(|_| std::io::Error::other("lock"))?;
         let ss = c.sector_size() as u64;
-        let _g = if pos % ss == 0 && data.len() as u64 % ss == 0 {
+        let _g = if pos.is_multiple_of(ss) && (data.len() as u64).is_multiple_of(ss) {
             Ok(self.rmw.read().map_err(|_| std::io::Error::other("lock"))?)
         } else {
             Err(self
@@ -127,7 +127,7 @@ impl BlockIo for CryptIo {
             .read()
             .map_err(|_| std::io::Error::other("lock"))?;
         let ss = c.sector_size() as u64;
-        let aligned = pos % ss == 0 && data.len() as u64 % ss == 0;
+        let aligned = pos.is_multiple_of(ss) && (data.len() as u64).is_multiple_of(ss);
         if !aligned || pos + data.len() as u64 > c.size() {
             drop(c);
             return self.write(pos, &data);
