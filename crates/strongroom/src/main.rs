@@ -9,12 +9,6 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
-// The key manager allocates many small short-lived objects per request (JSON values, strings);
-// mimalloc handles that with less CPU and less fragmentation across worker threads than the
-// system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "strongroom",
