@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 /// Vault's system default and maximum lease TTL: 768h.
 pub const DEFAULT_TTL: u64 = 768 * 3600;
 pub const MAX_TTL: u64 = 768 * 3600;
-const TOKEN_CACHE_MAX: usize = 8192;
+const TOKEN_CACHE_MAX: usize = 4096;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenEntry {

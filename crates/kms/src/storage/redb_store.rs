@@ -58,7 +58,7 @@ impl RedbStorage {
         let file = dir.join("strongroom.db");
         // redb's default page cache is 1 GiB; the key manager's working set is small
         let db = redb::Builder::new()
-            .set_cache_size(32 << 20)
+            .set_cache_size(16 << 20)
             .create(&file)
             .map_err(|e| StorageError::Io(format!("opening {}: {e}", file.display())))?;
         // Make sure the table exists so readers never see "table does not exist".
