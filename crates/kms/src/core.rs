@@ -303,10 +303,14 @@ impl Core {
         }
         // create vs update: ask the backend whether the target exists — only when the
         // answer matters, i.e. the caller holds one of the two capabilities but not both
-        let both = acl.as_ref().is_none_or(|a| {
-            let c = a.capabilities(&path);
-            a.is_root() || (c.contains(Caps::CREATE) && c.contains(Caps::UPDATE))
-        });
+        // the caller's capabilities on this path, computed once for both decisions below
+        let caps = acl.as_ref().map(|a| a.capabilities(&path));
+        let both = match (&acl, caps) {
+            (Some(a), Some(c)) => {
+                a.is_root() || (c.contains(Caps::CREATE) && c.contains(Caps::UPDATE))
+            }
+            _ => true,
+        };
         if req.op == Operation::Update && !both {
             if let Some(Mount {
                 handler: Handler::Logical(b),
@@ -318,8 +322,7 @@ impl Core {
                 }
             }
         }
-        if let Some(a) = &acl {
-            let caps = a.capabilities(&path);
+        if let (Some(a), Some(caps)) = (&acl, caps) {
             let mut allowed = caps.contains(op_caps(req.op));
             if allowed && needs_sudo(&path, req.op) && !caps.contains(Caps::SUDO) {
                 allowed = false;

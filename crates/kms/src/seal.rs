@@ -284,21 +284,15 @@ impl Core {
         };
         let initialized = self.seal_config().ok().flatten().is_some();
         let sealed = self.barrier.is_sealed();
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut body = json!({
             "initialized": initialized,
             "sealed": sealed,
             "standby": sealed,
-            "performance_standby": false,
             "replication_performance_mode": if sealed { "unknown" } else { "disabled" },
             "replication_dr_mode": if sealed { "unknown" } else { "disabled" },
             "server_time_utc": chrono::Utc::now().timestamp(),
             "version": VERSION,
         });
-        let _ = now;
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("performance_standby");
-        }
         if let Some(u) = self.state.read().as_ref() {
             body["cluster_name"] = json!(u.cluster.name);
             body["cluster_id"] = json!(u.cluster.id);

@@ -366,6 +366,30 @@ fn encrypt_item(
     Ok((format_versioned(ver, &payload), ver))
 }
 
+/// Decoded contexts of ciphertext-carrying items (decrypt, rewrap). Context must be set in
+/// every item or in none; an item without ciphertext fails on its own.
+fn ciphertext_item_contexts(items: &[Item]) -> Result<Vec<Result<Vec<u8>, ItemErr>>, ApiError> {
+    let context_set = !items[0].context.is_empty();
+    let mut ctxs = Vec::with_capacity(items.len());
+    for it in items {
+        if it.context.is_empty() == context_set {
+            return Err(bad(
+                "context should be set either in all the request blocks or in none",
+            ));
+        }
+        if it.ciphertext.is_empty() {
+            ctxs.push(Err(ItemErr::User("missing ciphertext to decrypt".into())));
+            continue;
+        }
+        ctxs.push(if it.context.is_empty() {
+            Ok(vec![])
+        } else {
+            go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))
+        });
+    }
+    Ok(ctxs)
+}
+
 /// `Policy.DecryptWithFactory` for the symmetric types.
 fn decrypt_item(
     p: &KeyPolicy,
@@ -1027,24 +1051,7 @@ impl Transit {
                 }]
             }
         };
-        let context_set = !items[0].context.is_empty();
-        let mut ctxs: Vec<Result<Vec<u8>, ItemErr>> = Vec::with_capacity(items.len());
-        for it in &items {
-            if it.context.is_empty() == context_set {
-                return Err(bad(
-                    "context should be set either in all the request blocks or in none",
-                ));
-            }
-            if it.ciphertext.is_empty() {
-                ctxs.push(Err(ItemErr::User("missing ciphertext to decrypt".into())));
-                continue;
-            }
-            ctxs.push(if it.context.is_empty() {
-                Ok(vec![])
-            } else {
-                go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))
-            });
-        }
+        let ctxs = ciphertext_item_contexts(&items)?;
         let policy = self
             .load(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
@@ -1135,24 +1142,7 @@ impl Transit {
                 }]
             }
         };
-        let context_set = !items[0].context.is_empty();
-        let mut ctxs: Vec<Result<Vec<u8>, ItemErr>> = Vec::with_capacity(items.len());
-        for it in &items {
-            if it.context.is_empty() == context_set {
-                return Err(bad(
-                    "context should be set either in all the request blocks or in none",
-                ));
-            }
-            if it.ciphertext.is_empty() {
-                ctxs.push(Err(ItemErr::User("missing ciphertext to decrypt".into())));
-                continue;
-            }
-            ctxs.push(if it.context.is_empty() {
-                Ok(vec![])
-            } else {
-                go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))
-            });
-        }
+        let ctxs = ciphertext_item_contexts(&items)?;
         let policy = self
             .load_current(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
