@@ -622,6 +622,13 @@ impl KmsCatalog {
         self.entries.get(id)
     }
 
+    /// The connection used by StorageClasses that name none, if configured.
+    pub fn default_connection(&self) -> Option<&KmsConnection> {
+        self.default_id
+            .as_deref()
+            .and_then(|id| self.entries.get(id))
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }

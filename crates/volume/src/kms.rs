@@ -12,7 +12,12 @@ use zeroize::Zeroizing;
 #[derive(Clone, Debug)]
 pub struct KmsConfig {
     pub address: String,
+    /// PEM CA bundle to trust instead of the system roots.
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM files) for mutual TLS.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Do not verify the server certificate (testing only).
+    pub skip_verify: bool,
     pub timeout: std::time::Duration,
 }
 
@@ -21,6 +26,8 @@ impl KmsConfig {
         KmsConfig {
             address: address.into(),
             ca_cert: None,
+            client_cert: None,
+            skip_verify: false,
             timeout: std::time::Duration::from_secs(10),
         }
     }
@@ -29,6 +36,11 @@ impl KmsConfig {
     pub fn client(&self, token: &Token) -> Result<Client, Error> {
         let mut c = ClientConfig::new(self.address.clone());
         c.ca_cert = self.ca_cert.clone();
+        if let Some((cert, key)) = &self.client_cert {
+            c.client_cert = Some(cert.clone());
+            c.client_key = Some(key.clone());
+        }
+        c.skip_verify = self.skip_verify;
         c.timeout = self.timeout;
         c.token = Some(SecretString::new(token.expose()));
         Client::new(c).map_err(|e| Error::InvalidArgument(format!("key manager client: {e}")))

@@ -126,6 +126,8 @@ pub struct VolumeInfo {
     pub fs_grow_pending: bool,
     pub mounted: bool,
     pub target: Option<PathBuf>,
+    /// The decrypted block device while the volume is open on this node.
+    pub device: Option<String>,
     pub datapath: Option<String>,
     pub pending: Option<Pending>,
     pub kek_version: Option<u64>,
@@ -666,6 +668,17 @@ impl Manager {
     /// Mount the volume's filesystem at `target` (mkfs once, by state). Idempotent.
     /// Userspace path: the FUSE session runs on a thread of this process until [`Self::unmount`].
     pub fn mount(&self, id: &str, cred: &Credential, target: &Path) -> Result<VolumeInfo> {
+        self.activate(id, cred, Some(target))
+    }
+
+    /// Open the volume as a decrypted block device without a filesystem (CSI block mode):
+    /// `info.device` names it. Idempotent; no mkfs, ever.
+    pub fn attach(&self, id: &str, cred: &Credential) -> Result<VolumeInfo> {
+        self.activate(id, cred, None)
+    }
+
+    /// The shared body of [`Self::mount`] (`target` set) and [`Self::attach`] (`None`).
+    fn activate(&self, id: &str, cred: &Credential, target: Option<&Path>) -> Result<VolumeInfo> {
         let (dir, mut m) = self.load(id)?;
         let _l = lock(&dir)?;
         Self::require_formatted(&m)?;
@@ -675,23 +688,60 @@ impl Manager {
         }
         let secret = self.secret(&m, cred)?;
         if let Some(rt) = Runtime::load(&dir) {
-            let same = rt.target.as_deref() == Some(target);
-            if same && datapath::is_mounted(target) {
+            let same = match target {
+                Some(t) => rt.target.as_deref() == Some(t) && datapath::is_mounted(t),
+                None => {
+                    rt.target.is_none()
+                        && (rt.dm_name.is_some()
+                            || rt.loop_dev.as_deref().is_some_and(loopdev::is_attached))
+                }
+            };
+            if same && self.serving(&m.id, &rt) {
                 return Ok(self.info(&dir, &m));
             }
+            // Another target, another mode, or a data path whose server died (a killed
+            // driver): take it all down and set it up again.
             self.teardown(&dir, &m.id)?;
         }
         let kind = self.cfg.datapath.unwrap_or_else(DataPathKind::detect);
-        let r = match kind {
-            DataPathKind::Userspace => self.mount_userspace(&dir, &mut m, &secret, target),
-            DataPathKind::Kernel => self.mount_kernel(&dir, &mut m, &secret, target),
-        };
+        let r = (|| {
+            let dev = match kind {
+                DataPathKind::Userspace => self.attach_userspace(&dir, &m, &secret)?,
+                DataPathKind::Kernel => self.attach_kernel(&dir, &m, &secret)?,
+            };
+            match target {
+                Some(t) => self.mount_fs(&dir, &mut m, &dev, t),
+                None => Ok(()),
+            }
+        })();
         if let Err(e) = r {
             let _ = self.teardown(&dir, &m.id);
             return Err(e);
         }
-        self.audit("mount", &m, "tenant", "ok");
+        self.audit(
+            if target.is_some() { "mount" } else { "attach" },
+            &m,
+            "tenant",
+            "ok",
+        );
         Ok(self.info(&dir, &m))
+    }
+
+    /// Whether the process serving a userspace data path is still alive (dm-crypt lives in
+    /// the kernel and always is). A FUSE mount whose server died answers ENOTCONN forever.
+    fn serving(&self, id: &str, rt: &Runtime) -> bool {
+        if rt.datapath != Some(DataPathKind::Userspace) {
+            return true;
+        }
+        match rt.pid {
+            Some(p) if p == std::process::id() => self
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id),
+            Some(p) => process_alive(p),
+            None => false,
+        }
     }
 
     fn make_fs_once(&self, dir: &Path, m: &mut VolumeMeta, dev: &str) -> Result<()> {
@@ -729,13 +779,8 @@ impl Manager {
         Ok(())
     }
 
-    fn mount_userspace(
-        &self,
-        dir: &Path,
-        m: &mut VolumeMeta,
-        secret: &[u8],
-        target: &Path,
-    ) -> Result<()> {
+    /// FUSE file over the decrypted data segment, then a loop device on it; returns the device.
+    fn attach_userspace(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
         let st = store::from_spec(&m.store);
         let vol = Volume::open(st.open(false)?)?;
         let u = vol.unlock(secret, None, false)?;
@@ -761,20 +806,11 @@ impl Manager {
         rt.loop_dev = Some(lo.clone());
         rt.save(dir)?;
         fault("mount:loop");
-        self.make_fs_once(dir, m, &lo)?;
-        datapath::mount(&lo, target, &m.fs_type)?;
-        rt.target = Some(target.to_path_buf());
-        rt.save(dir)?;
-        self.grow_after_mount(dir, m, &lo, target)
+        Ok(lo)
     }
 
-    fn mount_kernel(
-        &self,
-        dir: &Path,
-        m: &mut VolumeMeta,
-        secret: &[u8],
-        target: &Path,
-    ) -> Result<()> {
+    /// dm-crypt over the store (through a loop device for files); returns the mapped device.
+    fn attach_kernel(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
         let st = store::from_spec(&m.store);
         let path = st
             .local_path()
@@ -796,11 +832,17 @@ impl Manager {
         let mapped = datapath::dmcrypt::open(&dev, &name, secret)?;
         rt.dm_name = Some(name);
         rt.save(dir)?;
-        self.make_fs_once(dir, m, &mapped)?;
-        datapath::mount(&mapped, target, &m.fs_type)?;
+        Ok(mapped)
+    }
+
+    /// The filesystem (made once, by state) mounted at `target`.
+    fn mount_fs(&self, dir: &Path, m: &mut VolumeMeta, dev: &str, target: &Path) -> Result<()> {
+        self.make_fs_once(dir, m, dev)?;
+        datapath::mount(dev, target, &m.fs_type)?;
+        let mut rt = Runtime::load(dir).unwrap_or_default();
         rt.target = Some(target.to_path_buf());
         rt.save(dir)?;
-        self.grow_after_mount(dir, m, &mapped, target)
+        self.grow_after_mount(dir, m, dev, target)
     }
 
     /// Remove everything a mount set up, in reverse order. Idempotent, also after a crash.
@@ -833,14 +875,7 @@ impl Manager {
         // A CLI mount daemon exits when its FUSE session ends; wait for it briefly.
         if let Some(pid) = rt.pid.filter(|p| *p != std::process::id()) {
             for _ in 0..100 {
-                let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                // Gone, or a zombie waiting for its (new) parent to reap it.
-                if st.is_empty()
-                    || st
-                        .rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-                {
+                if !process_alive(pid) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -867,6 +902,18 @@ impl Manager {
             },
             "ok",
         );
+        Ok(())
+    }
+
+    /// Tear down whatever this node set up for the volume, with no credential: nothing is
+    /// decrypted or authorised here, it only removes mounts, loop devices, the FUSE mount
+    /// and cached keys (CSI NodeUnstageVolume carries no secret). Idempotent; a volume that
+    /// does not exist is `NotFound`.
+    pub fn close(&self, id: &str) -> Result<()> {
+        let (dir, m) = self.load(id)?;
+        let _l = lock(&dir)?;
+        self.teardown(&dir, id)?;
+        self.audit("close", &m, "node", "ok");
         Ok(())
     }
 
@@ -942,51 +989,89 @@ impl Manager {
             )));
         }
         let old_size = m.size;
-        let mut grown_online = false;
         if new_size > m.size {
             m.pending = Some(Pending::Resize { new_size });
             m.store(&dir)?;
             fault("resize:recorded");
             self.finish_resize(&dir, &mut m, new_size)?;
         }
-        if let Some(rt) = Runtime::load(&dir) {
-            if let (Some(lo), Some(t)) = (&rt.loop_dev, &rt.target) {
-                if datapath::is_mounted(t) {
-                    if rt.datapath == Some(DataPathKind::Userspace) {
-                        if let Some(fd) = &rt.fuse_dir {
-                            // Make the FUSE file report the new size before the loop re-reads it.
-                            let _ = std::fs::metadata(fd.join(fuse::FILE_NAME));
-                        }
-                    }
-                    loopdev::refresh_capacity(lo)?;
-                    let dev = match &rt.dm_name {
-                        Some(n) => {
-                            datapath::dmcrypt::resize(n)?;
-                            format!("/dev/mapper/{n}")
-                        }
-                        None => lo.clone(),
-                    };
-                    self.say(&format!("growing the {} filesystem", m.fs_type));
-                    if let Err(e) = datapath::grow_fs(&m.fs_type, &dev, t) {
-                        // E.g. ext4 online resize without CAP_SYS_RESOURCE: grow at next mount.
-                        self.say(&format!(
-                            "the filesystem could not be grown online ({e}); it grows at the next mount"
-                        ));
-                        m.fs_grow_pending = true;
-                        m.store(&dir)?;
-                    } else if m.fs_grow_pending {
-                        m.fs_grow_pending = false;
-                        m.store(&dir)?;
-                    }
-                    grown_online = true;
-                }
-            }
-        }
+        let grown_online = self.grow_online(&dir, &mut m)?;
         if !grown_online && m.filesystem_created && new_size > old_size {
             m.fs_grow_pending = true;
             m.store(&dir)?;
         }
         self.audit("resize", &m, "tenant", "ok");
+        Ok(self.info(&dir, &m))
+    }
+
+    /// If the volume is open on this node: make the loop (and dm-crypt) device see the
+    /// backing store's size and grow a mounted filesystem. Returns whether the filesystem is
+    /// taken care of (grown online, or none to grow); `false` leaves it for the next mount.
+    /// Needs no key: the data segment is dynamic, so growing the store grows the volume.
+    fn grow_online(&self, dir: &Path, m: &mut VolumeMeta) -> Result<bool> {
+        let Some(rt) = Runtime::load(dir) else {
+            return Ok(false);
+        };
+        if rt.loop_dev.is_none() && rt.dm_name.is_none() {
+            return Ok(false);
+        }
+        if rt.datapath == Some(DataPathKind::Userspace) {
+            if let Some(fd) = &rt.fuse_dir {
+                // Make the FUSE file report the new size before the loop re-reads it.
+                let _ = std::fs::metadata(fd.join(fuse::FILE_NAME));
+            }
+        }
+        if let Some(lo) = &rt.loop_dev {
+            loopdev::refresh_capacity(lo)?;
+        }
+        let dev = match (&rt.dm_name, &rt.loop_dev) {
+            (Some(n), _) => {
+                datapath::dmcrypt::resize(n)?;
+                format!("/dev/mapper/{n}")
+            }
+            (None, Some(lo)) => lo.clone(),
+            (None, None) => return Ok(false),
+        };
+        let Some(t) = rt.target.as_ref().filter(|t| datapath::is_mounted(t)) else {
+            // Block mode: the device has its new size; a filesystem made by an earlier mount
+            // (if any) grows at the next mount.
+            return Ok(!m.filesystem_created);
+        };
+        self.say(&format!("growing the {} filesystem", m.fs_type));
+        if let Err(e) = datapath::grow_fs(&m.fs_type, &dev, t) {
+            // E.g. ext4 online resize without CAP_SYS_RESOURCE: grow at next mount.
+            self.say(&format!(
+                "the filesystem could not be grown online ({e}); it grows at the next mount"
+            ));
+            m.fs_grow_pending = true;
+            m.store(dir)?;
+        } else if m.fs_grow_pending {
+            m.fs_grow_pending = false;
+            m.store(dir)?;
+        }
+        Ok(true)
+    }
+
+    /// After the store was grown (by [`Self::resize`], possibly on another node): grow the
+    /// open device and the mounted filesystem here. No credential (CSI NodeExpandVolume may
+    /// carry none). A volume not open on this node is `FailedPrecondition`.
+    pub fn grow_attached(&self, id: &str) -> Result<VolumeInfo> {
+        let (dir, mut m) = self.load(id)?;
+        let _l = lock(&dir)?;
+        Self::require_formatted(&m)?;
+        if let Some(Pending::Resize { new_size }) = m.pending.clone() {
+            self.finish_resize(&dir, &mut m, new_size)?;
+        }
+        if !Runtime::load(&dir).is_some_and(|r| r.loop_dev.is_some() || r.dm_name.is_some()) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is not open on this node"
+            )));
+        }
+        if !self.grow_online(&dir, &mut m)? && m.filesystem_created {
+            m.fs_grow_pending = true;
+            m.store(&dir)?;
+        }
+        self.audit("grow", &m, "node", "ok");
         Ok(self.info(&dir, &m))
     }
 
@@ -1144,6 +1229,25 @@ impl Manager {
         Ok(self.info(&dir, &m))
     }
 
+    /// Delete what is left of a shredded volume (its directory: metadata without a secret,
+    /// a header of zeros and ciphertext nobody can read), so its id can be used again. The
+    /// audit log keeps the record. Refused unless the shred finished.
+    pub fn remove_shredded(&self, id: &str) -> Result<()> {
+        let (dir, m) = self.load(id)?;
+        if m.state != State::Shredded {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is {}; only a shredded volume is removed",
+                m.state.as_str()
+            )));
+        }
+        if let StoreSpec::File { path } = &m.store {
+            if !Path::new(path).starts_with(&dir) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove shredded volume", e))
+    }
+
     // ---------------------------------------------------------------- list / status
 
     fn info(&self, dir: &Path, m: &VolumeMeta) -> VolumeInfo {
@@ -1164,6 +1268,11 @@ impl Manager {
             fs_grow_pending: m.fs_grow_pending,
             mounted,
             target: rt.as_ref().and_then(|r| r.target.clone()),
+            device: rt.as_ref().and_then(|r| match (&r.dm_name, &r.loop_dev) {
+                (Some(n), _) => Some(format!("/dev/mapper/{n}")),
+                (None, Some(lo)) if r.datapath == Some(DataPathKind::Userspace) => Some(lo.clone()),
+                _ => None,
+            }),
             datapath: rt.and_then(|r| r.datapath).map(|d| d.as_str().into()),
             pending: m.pending.clone(),
             kek_version: match &m.protection {
@@ -1202,6 +1311,16 @@ impl Manager {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+}
+
+/// A live process (not gone, not a zombie waiting for its parent to reap it).
+fn process_alive(pid: u32) -> bool {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !st.is_empty()
+        && !st
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
 }
 
 fn wait_for(p: &Path) -> Result<()> {

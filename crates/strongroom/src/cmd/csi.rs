@@ -1,10 +1,9 @@
 //! `strongroom csi --endpoint unix:///csi/csi.sock --node-id N --mode controller|node|all` —
 //! the Kubernetes CSI driver (issue 6).
 //!
-//! The configuration (endpoint, KMS connection catalog, node identity) is parsed and
-//! validated here; the services live in `strongroom-csi`. Until the adapter from the CSI
-//! `VolumeBackend` trait to the volume manager exists, the command validates its
-//! configuration and then refuses to start: it never serves a stand-in backend.
+//! The configuration (endpoint, KMS connection catalog, node identity, admin token) is
+//! parsed and validated here; the services live in `strongroom-csi`, the volumes in
+//! `strongroom-volume` (through `strongroom_csi::ManagerBackend`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use strongroom_csi::params::{KmsCatalog, SecretFiles};
-use strongroom_csi::{DriverConfig, Mode, VolumeBackend};
+use strongroom_csi::secrets::TenantToken;
+use strongroom_csi::{DriverConfig, ManagerBackend, ManagerBackendConfig, Mode, VolumeBackend};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ModeArg {
@@ -74,6 +74,16 @@ pub struct CsiArgs {
     /// arrives without the tenant's secret.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Cluster id bound into every wrapped volume secret (must stay the same for the
+    /// cluster's lifetime: volumes do not open under another one).
+    #[arg(long, default_value = "kubernetes")]
+    cluster_id: String,
+    /// Seconds an unwrapped volume key stays cached in memory (zeroized on eviction).
+    #[arg(long, default_value_t = 300)]
+    key_cache_ttl_secs: u64,
+    /// Largest volume CreateVolume accepts, in bytes (0: no limit but free space).
+    #[arg(long, default_value_t = 0)]
+    max_volume_bytes: u64,
     /// Log filter (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -115,16 +125,38 @@ fn config(a: &CsiArgs) -> anyhow::Result<DriverConfig> {
 }
 
 /// The volume manager behind the CSI services.
-fn backend(a: &CsiArgs) -> anyhow::Result<Arc<dyn VolumeBackend>> {
-    bail!(
-        "the CSI driver's volume manager adapter is not built yet (issue 6): the configuration \
-         is valid (volumes root {}, admin token file {}), but strongroom will not serve CSI \
-         calls without a real volume backend",
-        a.root.display(),
-        a.admin_token_file
-            .as_deref()
-            .map_or("none".into(), |p| p.display().to_string())
-    )
+fn backend(a: &CsiArgs, cfg: &DriverConfig) -> anyhow::Result<Arc<dyn VolumeBackend>> {
+    let admin_token = match &a.admin_token_file {
+        Some(p) => {
+            let t = zeroize::Zeroizing::new(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("read the admin token file {}", p.display()))?,
+            );
+            let t = t.trim();
+            if t.is_empty() {
+                bail!("the admin token file {} is empty", p.display());
+            }
+            Some(TenantToken::new(t))
+        }
+        None => {
+            tracing::warn!(
+                "no --admin-token-file: DeleteVolume without the tenant's secret will fail"
+            );
+            None
+        }
+    };
+    let probe_kms = cfg.catalog.default_connection().cloned();
+    let b = ManagerBackend::new(ManagerBackendConfig {
+        root: a.root.clone(),
+        cluster_id: a.cluster_id.clone(),
+        node_id: cfg.node_id.clone(),
+        admin_token,
+        probe_kms,
+        cache_ttl: Duration::from_secs(a.key_cache_ttl_secs),
+        kms_timeout: Duration::from_secs(10),
+        max_volume_size: (a.max_volume_bytes > 0).then_some(a.max_volume_bytes),
+    })?;
+    Ok(Arc::new(b))
 }
 
 fn init_logging(level: &str) {
@@ -139,7 +171,7 @@ fn init_logging(level: &str) {
 pub fn run(a: CsiArgs) -> anyhow::Result<i32> {
     init_logging(&a.log_level);
     let cfg = config(&a)?;
-    let backend = backend(&a)?;
+    let backend = backend(&a, &cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

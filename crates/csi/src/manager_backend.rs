@@ -1,0 +1,755 @@
+//! The production [`VolumeBackend`]: the CSI services over `strongroom_volume::Manager`.
+//!
+//! * One [`Manager`] per KMS connection (address and TLS settings), created on first use and
+//!   shared by every volume created through that connection. All managers share the volumes
+//!   root, so ids are unique across connections.
+//! * Beside the manager's own metadata, each volume directory holds `csi.json`: the CO's name,
+//!   the KMS connection the volume was created with (no credential) and the PVC names. The
+//!   node side opens a volume through the connection recorded there, so a StorageClass or
+//!   catalog edit never sends an existing volume's key requests elsewhere.
+//! * Node-side state (`csi-node.json`: staging path, access type, publish targets) records
+//!   what this node did, and is checked against the mount table, never trusted alone.
+//!
+//! Credentials: the tenant's token for create, stage and expand; deletion falls back to the
+//! driver's admin token (`--admin-token-file`), NodeUnstage/NodeUnpublish need none.
+
+use crate::backend::*;
+use crate::caps::{Access, VolumeCap};
+use crate::errors::{CsiError, Result};
+use crate::mounts;
+use crate::params::{FsType, KmsConnection, Protection};
+use crate::secrets::TenantToken;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use strongroom_volume::{
+    CreateRequest, Credential, Error as VError, KmsConfig, Manager, ManagerConfig,
+    ProtectionRequest, Token, VolumeInfo,
+};
+
+const CSI_RECORD: &str = "csi.json";
+const NODE_STATE: &str = "csi-node.json";
+
+/// The non-secret part of a KMS connection, as recorded with a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsRef {
+    pub address: String,
+    pub tls_server_name: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub skip_verify: bool,
+}
+
+impl From<&KmsConnection> for KmsRef {
+    fn from(c: &KmsConnection) -> Self {
+        KmsRef {
+            address: c.address.clone(),
+            tls_server_name: c.tls_server_name.clone(),
+            ca_cert: c.ca_cert.clone(),
+            client_cert: c.client_cert.clone(),
+            skip_verify: c.skip_verify,
+        }
+    }
+}
+
+impl KmsRef {
+    fn key(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.address.clone())
+    }
+
+    fn config(&self, timeout: Duration) -> Result<KmsConfig> {
+        if let Some(name) = &self.tls_server_name {
+            let host = self
+                .address
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .split(':')
+                .next()
+                .unwrap_or("");
+            if host != name {
+                return Err(CsiError::Invalid(format!(
+                    "TLS server name {name:?} differs from the KMS address host {host:?}: \
+                     address the key manager by the name on its certificate"
+                )));
+            }
+        }
+        let mut k = KmsConfig::new(self.address.clone());
+        k.ca_cert = self.ca_cert.clone();
+        k.client_cert = self.client_cert.clone();
+        k.skip_verify = self.skip_verify;
+        k.timeout = timeout;
+        Ok(k)
+    }
+}
+
+/// `csi.json`: what the controller recorded at creation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CsiRecord {
+    name: String,
+    kms_id: Option<String>,
+    kms: KmsRef,
+    fs_type: String,
+    pvc_namespace: String,
+    pvc_name: Option<String>,
+    pv_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AccessKind {
+    Block,
+    Mount,
+}
+
+fn access_kind(c: &VolumeCap) -> AccessKind {
+    match c.access {
+        Access::Block => AccessKind::Block,
+        Access::Mount { .. } => AccessKind::Mount,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct PublishRec {
+    readonly: bool,
+    kind: AccessKind,
+}
+
+/// `csi-node.json`: what this node did with the volume.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct NodeState {
+    staging: Option<PathBuf>,
+    kind: Option<AccessKind>,
+    /// Mount flags the volume was staged with (compared on a repeated stage).
+    mount_flags: Vec<String>,
+    published: BTreeMap<PathBuf, PublishRec>,
+}
+
+/// How to build the backend.
+#[derive(Debug, Clone)]
+pub struct ManagerBackendConfig {
+    /// Volumes root (the manager's `<root>/<id>/`).
+    pub root: PathBuf,
+    /// Bound into every wrapped secret's context.
+    pub cluster_id: String,
+    /// This node (ListVolumes' published_node_ids).
+    pub node_id: String,
+    /// Crypto-shreds when DeleteVolume has no usable tenant token.
+    pub admin_token: Option<TenantToken>,
+    /// Checked by Probe (`sys/health`), when set.
+    pub probe_kms: Option<KmsConnection>,
+    /// Unwrapped keys stay cached this long (zeroized on eviction).
+    pub cache_ttl: Duration,
+    pub kms_timeout: Duration,
+    /// The largest volume CreateVolume accepts (`None`: what the filesystem has room for).
+    pub max_volume_size: Option<u64>,
+}
+
+pub struct ManagerBackend {
+    cfg: ManagerBackendConfig,
+    managers: Mutex<HashMap<String, Arc<Manager>>>,
+}
+
+/// The manager's error classes are the driver's (both mirror the CSI codes).
+fn csi(e: VError) -> CsiError {
+    match e {
+        VError::Unavailable(m) => CsiError::Unavailable(m),
+        VError::Unauthenticated(m) => CsiError::Unauthenticated(m),
+        VError::PermissionDenied(m) => CsiError::PermissionDenied(m),
+        VError::NotFound(m) => CsiError::NotFound(m),
+        VError::InvalidArgument(m) => CsiError::Invalid(m),
+        VError::FailedPrecondition(m) => CsiError::FailedPrecondition(m),
+        other => CsiError::Internal(other.to_string()),
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| CsiError::Internal(format!("{} is corrupt: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CsiError::Internal(format!("read {}: {e}", p.display()))),
+    }
+}
+
+/// Write-then-rename, fsynced: a crash leaves the old or the new record.
+fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
+    use std::io::Write;
+    let io = |e: std::io::Error| CsiError::Internal(format!("write {}: {e}", p.display()));
+    let tmp = p.with_extension("json.tmp");
+    let b = serde_json::to_vec_pretty(v).map_err(|e| CsiError::Internal(e.to_string()))?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&b).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, p).map_err(io)
+}
+
+fn fs_type(s: &str) -> FsType {
+    FsType::parse("fsType", s).unwrap_or(FsType::Ext4)
+}
+
+impl ManagerBackend {
+    pub fn new(cfg: ManagerBackendConfig) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.root).map_err(|e| {
+            CsiError::Internal(format!("create volumes root {}: {e}", cfg.root.display()))
+        })?;
+        Ok(ManagerBackend {
+            cfg,
+            managers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn manager(&self, kms: &KmsRef) -> Result<Arc<Manager>> {
+        let mut m = self.managers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = m.get(&kms.key()) {
+            return Ok(x.clone());
+        }
+        let mgr = Arc::new(
+            Manager::new(ManagerConfig {
+                root: self.cfg.root.clone(),
+                cluster_id: self.cfg.cluster_id.clone(),
+                kms: kms.config(self.cfg.kms_timeout)?,
+                cache_ttl: self.cfg.cache_ttl,
+                datapath: None,
+            })
+            .with_progress(|msg| tracing::info!("{msg}")),
+        );
+        m.insert(kms.key(), mgr.clone());
+        Ok(mgr)
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.cfg.root.join(id)
+    }
+
+    fn record(&self, id: &str) -> Result<Option<CsiRecord>> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        read_json(&self.dir(id).join(CSI_RECORD))
+    }
+
+    /// The volume's manager and status; `None` when it does not exist (or was shredded).
+    fn open(&self, id: &str) -> Result<Option<(CsiRecord, Arc<Manager>, VolumeInfo)>> {
+        let Some(rec) = self.record(id)? else {
+            return Ok(None);
+        };
+        let mgr = self.manager(&rec.kms)?;
+        match mgr.status(id) {
+            Ok(info) if info.state == "shredded" => Ok(None),
+            Ok(info) => Ok(Some((rec, mgr, info))),
+            Err(VError::NotFound(_)) => Ok(None),
+            Err(e) => Err(csi(e)),
+        }
+    }
+
+    fn require(&self, id: &str) -> Result<(CsiRecord, Arc<Manager>, VolumeInfo)> {
+        self.open(id)?
+            .ok_or_else(|| CsiError::NotFound(format!("volume {id} does not exist")))
+    }
+
+    fn to_record(&self, rec: &CsiRecord, info: &VolumeInfo) -> VolumeRecord {
+        let open_here = info.mounted || info.device.is_some();
+        VolumeRecord {
+            id: info.id.clone(),
+            tenant: info.tenant.clone(),
+            capacity: info.size,
+            protection: info.protection.clone(),
+            fs_type: fs_type(&rec.fs_type),
+            kms_id: rec.kms_id.clone(),
+            ready: info.state == "formatted",
+            published_nodes: if open_here {
+                vec![self.cfg.node_id.clone()]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    fn node_state(&self, id: &str) -> Result<NodeState> {
+        Ok(read_json(&self.dir(id).join(NODE_STATE))?.unwrap_or_default())
+    }
+
+    fn save_node_state(&self, id: &str, s: &NodeState) -> Result<()> {
+        write_json(&self.dir(id).join(NODE_STATE), s)
+    }
+
+    fn tenant(t: &TenantToken) -> Credential {
+        Credential::Tenant(Token::new(t.expose()))
+    }
+
+    /// Whether the node state's staging is real: the filesystem mounted there, or the
+    /// device attached (block), as the manager sees it.
+    fn staged_for_real(info: &VolumeInfo, st: &NodeState) -> bool {
+        match (st.kind, &st.staging) {
+            (Some(AccessKind::Mount), Some(p)) => {
+                info.mounted && info.target.as_deref() == Some(p.as_path())
+            }
+            (Some(AccessKind::Block), Some(_)) => info.device.is_some() && info.target.is_none(),
+            _ => false,
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn mount_flags(c: &VolumeCap) -> Vec<String> {
+    match &c.access {
+        Access::Mount { mount_flags, .. } => mount_flags.clone(),
+        Access::Block => vec![],
+    }
+}
+
+impl VolumeBackend for ManagerBackend {
+    fn probe(&self) -> Result<bool> {
+        let Some(conn) = &self.cfg.probe_kms else {
+            return Ok(true);
+        };
+        let k = KmsRef::from(conn).config(Duration::from_secs(3))?;
+        let client = k
+            .client(&Token::new(""))
+            .map_err(|e| CsiError::Invalid(e.to_string()))?;
+        // Not ready (OK, ready=false) rather than an error: a sealed or restarting key
+        // manager must not make the liveness probe restart every driver on the cluster.
+        match client.health() {
+            Ok(h) => Ok(h.status == 200 || h.status == 429 || h.status == 473),
+            Err(e) => {
+                tracing::warn!("probe: the key manager does not answer: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+        let dir = self.dir(&spec.id);
+        let rec = match self.record(&spec.id)? {
+            Some(r) => r,
+            None => {
+                let r = CsiRecord {
+                    name: spec.name.clone(),
+                    kms_id: spec.params.kms_id.clone(),
+                    kms: KmsRef::from(&spec.params.kms),
+                    fs_type: spec.fs_type.as_str().to_owned(),
+                    pvc_namespace: spec.params.pvc.namespace.clone(),
+                    pvc_name: spec.params.pvc.name.clone(),
+                    pv_name: spec.params.pvc.pv_name.clone(),
+                };
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| CsiError::Internal(format!("create {}: {e}", dir.display())))?;
+                write_json(&dir.join(CSI_RECORD), &r)?;
+                r
+            }
+        };
+        let mgr = self.manager(&rec.kms)?;
+        let protection = match &spec.params.protection {
+            Protection::Envelope { mount, key } => ProtectionRequest::Envelope {
+                mount: mount.clone(),
+                key: key.clone(),
+            },
+            Protection::Kv { backend } => ProtectionRequest::Kv {
+                backend: backend.clone(),
+            },
+        };
+        let info = mgr
+            .create(
+                &CreateRequest {
+                    id: spec.id.clone(),
+                    tenant: spec.params.tenant.clone(),
+                    size: spec.capacity,
+                    protection,
+                    store: None,
+                    fs_type: rec.fs_type.clone(),
+                },
+                &Self::tenant(token),
+            )
+            .map_err(csi)?;
+        Ok(self.to_record(&rec, &info))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<VolumeRecord>> {
+        Ok(self
+            .open(id)?
+            .map(|(rec, _, info)| self.to_record(&rec, &info)))
+    }
+
+    fn list(&self) -> Result<Vec<VolumeRecord>> {
+        let rd = std::fs::read_dir(&self.cfg.root)
+            .map_err(|e| CsiError::Internal(format!("list volumes: {e}")))?;
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            // A volume whose files vanish mid-listing is simply not listed.
+            if let Ok(Some(r)) = self.get(&id) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn delete(&self, id: &str, token: Option<&TenantToken>) -> Result<()> {
+        let Some(rec) = self.record(id)? else {
+            return Err(CsiError::NotFound(format!("volume {id}")));
+        };
+        let mgr = self.manager(&rec.kms)?;
+        let cred = match token {
+            Some(t) => Self::tenant(t),
+            None => match &self.cfg.admin_token {
+                Some(a) => Credential::Admin(Token::new(a.expose())),
+                None => {
+                    return Err(CsiError::FailedPrecondition(format!(
+                        "volume {id}: no tenant token and no admin token configured \
+                         (--admin-token-file) to crypto-shred it"
+                    )))
+                }
+            },
+        };
+        match mgr.shred(id, &cred) {
+            Ok(_) => {}
+            // Created no further than the CSI record: nothing to shred.
+            Err(VError::NotFound(_)) => {}
+            Err(e) => return Err(csi(e)),
+        }
+        if mgr.status(id).is_ok() {
+            mgr.remove_shredded(id).map_err(csi)?;
+        } else {
+            std::fs::remove_dir_all(self.dir(id))
+                .map_err(|e| CsiError::Internal(format!("remove volume {id}: {e}")))?;
+        }
+        tracing::info!(volume = %id, by = if token.is_some() { "tenant" } else { "admin" }, "volume crypto-shredded and removed");
+        Ok(())
+    }
+
+    fn capacity(&self) -> Result<Capacity> {
+        let s = rustix::fs::statvfs(&self.cfg.root)
+            .map_err(|e| CsiError::Internal(format!("statvfs volumes root: {e}")))?;
+        let available = s.f_bavail.saturating_mul(s.f_frsize.max(1));
+        Ok(Capacity {
+            available,
+            max_volume_size: self.cfg.max_volume_size,
+        })
+    }
+
+    fn expand(
+        &self,
+        id: &str,
+        new_capacity: u64,
+        token: Option<&TenantToken>,
+    ) -> Result<ExpandResult> {
+        let (_, mgr, _) = self.require(id)?;
+        let t = token.ok_or_else(|| {
+            CsiError::Unauthenticated(
+                "ControllerExpandVolume needs the tenant's token: set \
+                 csi.storage.k8s.io/controller-expand-secret-name in the StorageClass"
+                    .into(),
+            )
+        })?;
+        let info = mgr
+            .resize(id, &Self::tenant(t), new_capacity)
+            .map_err(csi)?;
+        Ok(ExpandResult {
+            capacity: info.size,
+            node_expansion_required: true,
+        })
+    }
+
+    fn stage(&self, spec: &StageSpec, token: &TenantToken) -> Result<()> {
+        let (rec, mgr, info) = self.require(&spec.id)?;
+        if let Access::Mount {
+            fs_type: Some(f), ..
+        } = &spec.cap.access
+        {
+            if f.as_str() != rec.fs_type {
+                return Err(CsiError::Invalid(format!(
+                    "volume {} has a {} filesystem, the capability asks for {}",
+                    spec.id,
+                    rec.fs_type,
+                    f.as_str()
+                )));
+            }
+        }
+        let kind = access_kind(&spec.cap);
+        let flags = mount_flags(&spec.cap);
+        let mut st = self.node_state(&spec.id)?;
+        if Self::staged_for_real(&info, &st) {
+            let here = st.staging.as_deref() == Some(spec.staging_path.as_path());
+            if !here {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "volume {} is staged at another path on this node",
+                    spec.id
+                )));
+            }
+            if st.kind != Some(kind) || st.mount_flags != flags {
+                return Err(CsiError::AlreadyExists(format!(
+                    "volume {} is staged at this path with another capability",
+                    spec.id
+                )));
+            }
+        }
+        let cred = Self::tenant(token);
+        match kind {
+            AccessKind::Mount => {
+                mgr.mount(&spec.id, &cred, &spec.staging_path)
+                    .map_err(csi)?;
+                for f in &flags {
+                    // Flags apply to the staged filesystem (and so to every bind of it).
+                    mounts::remount(&spec.staging_path, f)?;
+                }
+            }
+            AccessKind::Block => {
+                mgr.attach(&spec.id, &cred).map_err(csi)?;
+                std::fs::create_dir_all(&spec.staging_path).map_err(|e| {
+                    CsiError::Internal(format!("create {}: {e}", spec.staging_path.display()))
+                })?;
+            }
+        }
+        st.staging = Some(spec.staging_path.clone());
+        st.kind = Some(kind);
+        st.mount_flags = flags;
+        self.save_node_state(&spec.id, &st)
+    }
+
+    fn unstage(&self, id: &str, staging_path: &Path) -> Result<()> {
+        let Some((_, mgr, _)) = self.open(id)? else {
+            return Ok(());
+        };
+        let mut st = self.node_state(id)?;
+        if st.staging.as_deref().is_some_and(|p| p != staging_path) {
+            // Staged somewhere else: nothing of ours is at this path.
+            return Ok(());
+        }
+        // Publishes left behind (the CO unpublishes first; a crash may not have).
+        for t in std::mem::take(&mut st.published).keys() {
+            mounts::unpublish(t)?;
+        }
+        mgr.close(id).map_err(csi)?;
+        st = NodeState::default();
+        self.save_node_state(id, &st)
+    }
+
+    fn publish(&self, spec: &PublishSpec) -> Result<()> {
+        let (_, _, info) = self.require(&spec.id)?;
+        let mut st = self.node_state(&spec.id)?;
+        if !Self::staged_for_real(&info, &st)
+            || st.staging.as_deref() != Some(spec.staging_path.as_path())
+        {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is not staged at {}",
+                spec.id,
+                spec.staging_path.display()
+            )));
+        }
+        let kind = access_kind(&spec.cap);
+        if st.kind != Some(kind) {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is staged for {:?} access, not {:?}",
+                spec.id,
+                st.kind.unwrap_or(AccessKind::Mount),
+                kind
+            )));
+        }
+        // Forget targets that are no longer mount points (unmounted behind our back).
+        st.published
+            .retain(|t, _| mounts::mount_at(t).ok().flatten().is_some());
+        let want = PublishRec {
+            readonly: spec.readonly,
+            kind,
+        };
+        if let Some(have) = st.published.get(&spec.target_path) {
+            return if *have == want {
+                Ok(())
+            } else {
+                Err(CsiError::AlreadyExists(format!(
+                    "volume {} is published at {} with other arguments",
+                    spec.id,
+                    spec.target_path.display()
+                )))
+            };
+        }
+        if spec.cap.mode.single_target() && !st.published.is_empty() {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is single-writer and already published at another target",
+                spec.id
+            )));
+        }
+        match kind {
+            AccessKind::Mount => mounts::publish(
+                &spec.staging_path,
+                &spec.target_path,
+                mounts::Kind::Filesystem,
+                spec.readonly,
+            )?,
+            AccessKind::Block => {
+                let dev = info.device.as_deref().ok_or_else(|| {
+                    CsiError::Internal(format!("volume {} has no device", spec.id))
+                })?;
+                mounts::publish(
+                    Path::new(dev),
+                    &spec.target_path,
+                    mounts::Kind::Block,
+                    spec.readonly,
+                )?
+            }
+        }
+        st.published.insert(spec.target_path.clone(), want);
+        self.save_node_state(&spec.id, &st)
+    }
+
+    fn unpublish(&self, id: &str, target_path: &Path) -> Result<()> {
+        mounts::unpublish(target_path)?;
+        if self.record(id)?.is_some() {
+            let mut st = self.node_state(id)?;
+            if st.published.remove(target_path).is_some() {
+                self.save_node_state(id, &st)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self, id: &str, path: &Path) -> Result<VolumeStats> {
+        let (_, _, info) = self.require(id)?;
+        let st = self.node_state(id)?;
+        let known = st.staging.as_deref() == Some(path) || st.published.contains_key(path);
+        if !known || !Self::staged_for_real(&info, &st) {
+            return Err(CsiError::NotFound(format!(
+                "volume {id} is not staged or published at {}",
+                path.display()
+            )));
+        }
+        match st.kind {
+            Some(AccessKind::Block) => {
+                if st.staging.as_deref() != Some(path) && mounts::mount_at(path)?.is_none() {
+                    return Err(CsiError::NotFound(format!(
+                        "nothing is published at {}",
+                        path.display()
+                    )));
+                }
+                Ok(VolumeStats {
+                    bytes: Usage {
+                        total: info.size,
+                        used: 0,
+                        available: 0,
+                    },
+                    inodes: None,
+                })
+            }
+            _ => mounts::stats(path),
+        }
+    }
+
+    fn expand_node(
+        &self,
+        id: &str,
+        path: &Path,
+        new_capacity: Option<u64>,
+        token: Option<&TenantToken>,
+    ) -> Result<u64> {
+        let (_, mgr, info) = self.require(id)?;
+        let st = self.node_state(id)?;
+        let known = st.staging.as_deref() == Some(path) || st.published.contains_key(path);
+        if !known || !Self::staged_for_real(&info, &st) {
+            return Err(CsiError::NotFound(format!(
+                "volume {id} is not staged or published at {}",
+                path.display()
+            )));
+        }
+        let info = match (new_capacity, token) {
+            // The controller grew the store short of this size (or never ran): grow it here.
+            (Some(n), Some(t)) if n > info.size => {
+                mgr.resize(id, &Self::tenant(t), n).map_err(csi)?
+            }
+            (Some(n), None) if n > info.size => {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "volume {id} has {} bytes; ControllerExpandVolume must grow it to {n} first",
+                    info.size
+                )))
+            }
+            _ => mgr.grow_attached(id).map_err(csi)?,
+        };
+        if info.fs_grow_pending {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {id}: the filesystem could not be grown online; it grows at the next stage"
+            )));
+        }
+        Ok(info.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_ref_rejects_a_server_name_other_than_the_host() {
+        let r = KmsRef {
+            address: "https://10.0.0.1:8200".into(),
+            tls_server_name: Some("kms.example".into()),
+            ca_cert: None,
+            client_cert: None,
+            skip_verify: false,
+        };
+        assert!(matches!(
+            r.config(Duration::from_secs(1)),
+            Err(CsiError::Invalid(_))
+        ));
+        let ok = KmsRef {
+            address: "https://kms.example:8200".into(),
+            ..r
+        };
+        assert_eq!(
+            ok.config(Duration::from_secs(1)).unwrap().address,
+            "https://kms.example:8200"
+        );
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.json");
+        std::fs::write(&p, b"{not json").unwrap();
+        assert!(matches!(
+            read_json::<NodeState>(&p),
+            Err(CsiError::Internal(_))
+        ));
+        assert!(read_json::<NodeState>(&d.path().join("absent"))
+            .unwrap()
+            .is_none());
+        write_json(&p, &NodeState::default()).unwrap();
+        assert!(read_json::<NodeState>(&p).unwrap().is_some());
+    }
+
+    #[test]
+    fn unknown_and_invalid_ids_do_not_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let b = ManagerBackend::new(ManagerBackendConfig {
+            root: d.path().join("vols"),
+            cluster_id: "c".into(),
+            node_id: "n".into(),
+            admin_token: None,
+            probe_kms: None,
+            cache_ttl: Duration::from_secs(1),
+            kms_timeout: Duration::from_secs(1),
+            max_volume_size: None,
+        })
+        .unwrap();
+        assert!(b.get("absent").unwrap().is_none());
+        assert!(b.get("../etc").unwrap().is_none());
+        assert!(matches!(
+            b.delete("absent", None),
+            Err(CsiError::NotFound(_))
+        ));
+        b.unstage("absent", Path::new("/nowhere")).unwrap();
+        assert!(b.list().unwrap().is_empty());
+        assert!(b.capacity().unwrap().available > 0);
+    }
+}
