@@ -31,8 +31,12 @@ pub fn write_copy(dev: &dyn BlockDevice, h: &Header, copy: HeaderCopy) -> Result
 
 fn write_copy_unflushed(dev: &dyn BlockDevice, h: &Header, copy: HeaderCopy) -> Result<()> {
     let offset = copy_offset(h, copy);
-    let area = json::build_area(&h.meta, (h.hdr_size as usize).saturating_sub(BIN_HDR_LEN))
-        .map_err(|e| e.at(copy))?;
+    let area = json::build_area(
+        &h.meta,
+        h.source.as_ref(),
+        (h.hdr_size as usize).saturating_sub(BIN_HDR_LEN),
+    )
+    .map_err(|e| e.at(copy))?;
     let bin = BinHeader {
         primary_magic: copy == HeaderCopy::Primary,
         version: 2,

@@ -179,6 +179,7 @@ impl<D: BlockDevice> Volume<D> {
             csum_alg: "sha256".into(),
             salts,
             meta,
+            source: None,
         };
         validate::validate(&header.meta, header.hdr_size).map_err(|e| e.at(HeaderCopy::Primary))?;
         // The header device must span both copies and the keyslots area (a new detached
@@ -675,12 +676,18 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// Raw JSON of a token, as stored.
+    /// A token's JSON, parsed (numbers beyond f64 precision are approximated; see
+    /// [`Volume::token_text`] for the exact text).
     pub fn token(&self, id: u32) -> Option<&Value> {
         self.header
             .meta
             .get("tokens")
             .and_then(|t| t.get(id.to_string()))
+    }
+
+    /// A token's JSON text as stored, compact, as `cryptsetup token export` prints it.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.header.json_text_at(&["tokens", &id.to_string()])
     }
 }
 

@@ -554,6 +554,121 @@ fn keyslots_and_tokens_roundtrip() {
     assert_eq!(vol.unlock(b"three", None, false).unwrap().slot, 1);
 }
 
+/// Token JSON that plain serde_json would rewrite (floats such as `1.5e300`, `2.50`, `1E+2`,
+/// `-0.0`, `1e400`; integers beyond 64 bits; `\u` escapes; nested objects) stays byte for byte
+/// in a cryptsetup-made header across our add-key + remove-key: in the raw JSON area and as
+/// `cryptsetup token export` prints it. Removing the token's keyslot changes only its
+/// `keyslots` array, as cryptsetup's own luksKillSlot does.
+#[test]
+fn token_json_preserved_exactly() {
+    need_cryptsetup!();
+    const HDR: usize = 16384;
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("tok.img");
+    create_file(&img, 20 * MIB);
+    let p = img.to_str().unwrap();
+    let k0 = tmp.path().join("k0");
+    common::write_file(&k0, b"zero");
+    let k1 = tmp.path().join("k1");
+    common::write_file(&k1, b"one");
+    let fast = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+    let mut args = vec!["luksFormat", "--type", "luks2", "--key-file"];
+    args.extend([k0.to_str().unwrap(), p]);
+    args.extend(fast);
+    common::cs_ok(&args, None);
+    let tokens = [
+        (
+            "3",
+            r#"{"type":"x-test","keyslots":["0"],"f":1.5e300,"big":123456789012345678901234567890,"nz":-0.0,"u":"caf\u00e9 \u2603 \ud83d\ude00 \u0001 \/ tab\t","nested":{"a":[1,2.50,{"b":1E+2,"c":[[],{}]}],"d":{"e":{"f":-1.25e-7}}},"huge":1e400,"small":5e-324,"neg":-123456789012345678901234567890}"#,
+        ),
+        (
+            "4",
+            r#"{"type":"x-other","keyslots":[],"tpm2-pcrs":[7,11],"tpm2-pin":false,"x":0.10}"#,
+        ),
+    ];
+    for (id, json) in tokens {
+        let f = tmp.path().join(format!("token{id}.json"));
+        common::write_file(&f, json.as_bytes());
+        let fp = f.to_str().unwrap();
+        common::cs_ok(
+            &["token", "import", "--token-id", id, "--json-file", fp, p],
+            None,
+        );
+    }
+    // json-c clamps integers beyond 64 bits and stores strings decoded; put the literal text
+    // back into the area, as another writer could have (cryptsetup accepts it).
+    let unclamped = |t: &str| {
+        t.replace(
+            r#""big":18446744073709551615"#,
+            r#""big":123456789012345678901234567890"#,
+        )
+        .replace(
+            r#""neg":-9223372036854775808"#,
+            r#""neg":-123456789012345678901234567890"#,
+        )
+        .replace(r#""u":"café"#, r#""u":"caf\u00e9"#)
+    };
+    common::edit_json_text(&img, HDR, unclamped);
+    common::cs_ok(&["luksDump", p], None);
+    let export = |id: &str| common::cs_ok(&["token", "export", "--token-id", id, p], None);
+    let before = [export("3"), export("4")];
+    let tok3 = unclamped(&before[0]);
+    assert_ne!(tok3, before[0], "the clamped values were replaced");
+    assert!(tok3.contains("1.5e300") && tok3.contains("2.50") && tok3.contains(r"\u00e9"));
+    let raw_text = || {
+        let raw = std::fs::read(&img).unwrap();
+        let primary = common::json_text(&raw, 0, HDR);
+        assert_eq!(primary, common::json_text(&raw, HDR, HDR), "copies agree");
+        String::from_utf8(primary).unwrap()
+    };
+    let area_before = raw_text();
+    assert!(area_before.contains(&format!(r#""3":{tok3}"#)));
+    assert!(area_before.contains(&format!(r#""4":{}"#, before[1])));
+
+    // We add a key, cryptsetup opens with it; we remove it again.
+    let mut vol = Volume::open(FileDevice::open(&img, true).unwrap()).unwrap();
+    assert_eq!(vol.token_text(3).as_deref(), Some(tok3.as_str()));
+    assert_eq!(vol.token_text(4).as_deref(), Some(before[1].as_str()));
+    let params = KeyslotParams {
+        kdf: KdfParams::Pbkdf2 {
+            hash: "sha256".into(),
+            iterations: 1000,
+        },
+        ..Default::default()
+    };
+    assert_eq!(vol.add_key(b"zero", b"one", &params).unwrap(), 1);
+    let mut args = vec!["open", "--test-passphrase", "--key-file"];
+    args.extend([k1.to_str().unwrap(), p]);
+    common::cs_ok(&args, None);
+    assert_eq!(vol.remove_key(b"one", None).unwrap(), 1);
+    assert_eq!(
+        raw_text(),
+        area_before,
+        "the whole JSON text is back as it was"
+    );
+    common::cs_ok(&["luksDump", p], None);
+    assert_eq!(
+        [export("3"), export("4")],
+        before,
+        "tokens as cryptsetup exports them"
+    );
+
+    // Removing the token's keyslot edits only its keyslots array.
+    assert_eq!(vol.add_key(b"zero", b"one", &params).unwrap(), 1);
+    assert_eq!(vol.remove_key(b"zero", None).unwrap(), 0);
+    drop(vol);
+    common::cs_ok(&["luksDump", p], None);
+    common::cs_ok(&args, None);
+    let unassigned = |t: &str| t.replacen(r#""keyslots":["0"]"#, r#""keyslots":[]"#, 1);
+    assert_eq!(export("3"), unassigned(&before[0]));
+    assert_eq!(export("4"), before[1]);
+    let area = raw_text();
+    assert!(area.contains(&format!(r#""3":{}"#, unassigned(&tok3))));
+    assert!(area.contains(&format!(r#""4":{}"#, before[1])));
+    let vol = Volume::open(FileDevice::open(&img, false).unwrap()).unwrap();
+    assert_eq!(vol.token_text(3), Some(unassigned(&tok3)));
+}
+
 /// The CLI: format, dump, test-key, add-key, remove-key against cryptsetup.
 #[test]
 fn cli_end_to_end() {

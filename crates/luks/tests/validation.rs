@@ -95,12 +95,6 @@ fn validation_images_match_cryptsetup_verdicts() {
     );
 }
 
-fn json_text(raw: &[u8], offset: usize, hdr_size: usize) -> Vec<u8> {
-    let area = &raw[offset + 4096..offset + hdr_size];
-    let end = area.iter().position(|&b| b == 0).unwrap();
-    area[..end].to_vec()
-}
-
 /// Unknown segment types survive a header rewrite byte for byte (the whole JSON text does).
 #[test]
 fn unknown_segments_preserved_byte_for_byte() {
@@ -112,7 +106,7 @@ fn unknown_segments_preserved_byte_for_byte() {
         "luks2-segment-two.img.xz",
     ] {
         let img = common::unxz(&dir.join(name), tmp.path());
-        let before = json_text(&std::fs::read(&img).unwrap(), 0, 16384);
+        let before = common::json_text(&std::fs::read(&img).unwrap(), 0, 16384);
         let mut vol = Volume::open(FileDevice::open(&img, true).unwrap()).unwrap();
         assert!(
             vol.repair().unwrap().is_some(),
@@ -120,12 +114,12 @@ fn unknown_segments_preserved_byte_for_byte() {
         );
         let raw = std::fs::read(&img).unwrap();
         assert_eq!(
-            json_text(&raw, 0, 16384),
+            common::json_text(&raw, 0, 16384),
             before,
             "{name}: primary JSON text unchanged"
         );
         assert_eq!(
-            json_text(&raw, 16384, 16384),
+            common::json_text(&raw, 16384, 16384),
             before,
             "{name}: secondary JSON text = primary"
         );

@@ -28,6 +28,22 @@ pub struct Header {
     /// Per-copy salts (index 0 primary, 1 secondary).
     pub salts: [[u8; 64]; 2],
     pub meta: Map<String, Value>,
+    /// The JSON text `meta` was read from (`None` for a header made in memory): a rewrite keeps
+    /// the exact text of every value it did not change (see [`json::Source`]).
+    pub source: Option<json::Source>,
+}
+
+impl Header {
+    /// Compact JSON of the metadata value at `path` (e.g. `["tokens", "0"]`), unchanged values
+    /// in their original text; `None` if there is no such value.
+    pub fn json_text_at(&self, path: &[&str]) -> Option<String> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.meta.get(*first)?;
+        for key in rest {
+            v = v.get(key)?;
+        }
+        json::value_text(v, self.source.as_ref(), path).ok()
+    }
 }
 
 /// What was found in one copy.
@@ -65,6 +81,7 @@ pub struct LoadOptions {
 struct GoodCopy {
     bin: BinHeader,
     meta: Map<String, Value>,
+    source: json::Source,
     repaired: Vec<String>,
 }
 
@@ -87,12 +104,13 @@ fn read_copy(dev: &dyn BlockDevice, offset: u64, copy: HeaderCopy) -> Result<Goo
     if !bool::from(want.ct_eq(stored)) || bin.csum[want.len()..].iter().any(|&b| b != 0) {
         return Err(Invalid::new("csum", "checksum mismatch").at(copy));
     }
-    let mut meta = json::parse_area(&area).map_err(|e| e.at(copy))?;
+    let (mut meta, source) = json::parse_area(&area).map_err(|e| e.at(copy))?;
     let repaired = validate::repair_leftovers(&mut meta);
     validate::validate(&meta, bin.hdr_size).map_err(|e| e.at(copy))?;
     Ok(GoodCopy {
         bin,
         meta,
+        source,
         repaired,
     })
 }
@@ -217,6 +235,7 @@ pub fn load(dev: &dyn BlockDevice, opts: LoadOptions) -> Result<(Header, LoadRep
         csum_alg: good.bin.csum_alg,
         salts,
         meta: good.meta,
+        source: Some(good.source),
     };
     Ok((
         header,

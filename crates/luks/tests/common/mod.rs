@@ -144,3 +144,33 @@ pub fn cs_volume_key(dev: &Path, keyfile: &Path, header: Option<&Path>) -> Vec<u
 pub fn write_file(path: &Path, data: &[u8]) {
     std::fs::write(path, data).unwrap();
 }
+
+/// The JSON text (up to its NUL) of the header copy at `offset` in a raw image.
+pub fn json_text(raw: &[u8], offset: usize, hdr_size: usize) -> Vec<u8> {
+    let area = &raw[offset + 4096..offset + hdr_size];
+    let end = area.iter().position(|&b| b == 0).unwrap();
+    area[..end].to_vec()
+}
+
+/// Rewrite the JSON text of both header copies of `img` (attached header, `hdr_size` bytes per
+/// copy) through `edit`, with valid checksums: a header as if cryptsetup had written that text.
+pub fn edit_json_text(img: &Path, hdr_size: usize, edit: impl Fn(&str) -> String) {
+    use strongroom_luks::hash::HashAlg;
+    use strongroom_luks::header::binary;
+    let mut raw = std::fs::read(img).unwrap();
+    for off in [0, hdr_size] {
+        let text = String::from_utf8(json_text(&raw, off, hdr_size)).unwrap();
+        let new = edit(&text);
+        let area = &mut raw[off + 4096..off + hdr_size];
+        assert!(new.len() < area.len(), "edited JSON fits the area");
+        area.fill(0);
+        area[..new.len()].copy_from_slice(new.as_bytes());
+        let csum = binary::checksum(
+            HashAlg::Sha256,
+            &raw[off..off + 4096],
+            &raw[off + 4096..off + hdr_size],
+        );
+        binary::set_checksum(&mut raw[off..off + 4096], &csum);
+    }
+    std::fs::write(img, raw).unwrap();
+}
