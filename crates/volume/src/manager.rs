@@ -862,8 +862,9 @@ impl Manager {
             for lo in loopdev::attached_to(&fd.join(fuse::FILE_NAME)) {
                 let _ = loopdev::detach(&lo);
             }
-            datapath::fuse_unmount(fd)?;
         }
+        // A session served by this process unmounts itself when dropped; unmounting under
+        // it first would make its own unmount fail (and log an error).
         if let Some(s) = self
             .sessions
             .lock()
@@ -871,6 +872,10 @@ impl Manager {
             .remove(id)
         {
             drop(s);
+        }
+        if let Some(fd) = &rt.fuse_dir {
+            // Served by another (or a dead) process: unmount it from here.
+            datapath::fuse_unmount(fd)?;
         }
         // A CLI mount daemon exits when its FUSE session ends; wait for it briefly.
         if let Some(pid) = rt.pid.filter(|p| *p != std::process::id()) {
