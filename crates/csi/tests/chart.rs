@@ -402,3 +402,41 @@ fn assert_flags_exist(args: &[String]) {
         assert!(src.contains(&field), "strongroom csi has no --{flag}");
     }
 }
+
+/// The controller creates file-backed volumes where the node plugin opens them: both get the
+/// same `--root` inside the same hostPath, and the same `--cluster-id` (bound into every
+/// wrapped secret: a mismatch would make every volume unopenable).
+#[test]
+fn controller_and_node_share_volumes_root_and_cluster_id() {
+    let root = scalar(lookup(&values(), "volumesRoot"));
+    let cluster = scalar(lookup(&values(), "clusterId"));
+    let mut seen = vec![];
+    for name in ["controller.yaml", "node.yaml"] {
+        let d = workload(name);
+        let c = container(&d, "strongroom-csi");
+        let a = args(c);
+        let flag = a
+            .iter()
+            .find_map(|x| x.strip_prefix("--root="))
+            .unwrap_or_else(|| panic!("{name}: no --root"))
+            .to_owned();
+        assert!(a.contains(&format!("--cluster-id={cluster}")), "{name}: {a:?}");
+        let mount = c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| scalar(&m["name"]) == "volumes-root")
+            .unwrap_or_else(|| panic!("{name}: volumes-root not mounted"));
+        let mp = scalar(&mount["mountPath"]);
+        assert!(flag.starts_with(&mp), "{name}: --root {flag} outside {mp}");
+        let vol = d["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| scalar(&v["name"]) == "volumes-root")
+            .unwrap_or_else(|| panic!("{name}: no volumes-root volume"));
+        assert_eq!(scalar(&vol["hostPath"]["path"]), root, "{name}");
+        seen.push(flag);
+    }
+    assert_eq!(seen[0], seen[1], "controller and node disagree on --root");
+}
