@@ -1,5 +1,6 @@
 //! Sector-encryption and format/unlock benchmark (a small harness, not criterion; run by
 //! `bench/luks.sh`). Prints machine-readable lines:
+//!   xts auto=B   (the backend `Backend::Auto` picks here)
 //!   xts backend=B threads=N op=encrypt|decrypt gbps=X
 //!   format_unlock strongroom_ms=X
 //! GB/s = 10^9 bytes per second, 4 KiB sectors, 1 MiB processed per call, buffers reused.
@@ -67,10 +68,22 @@ fn main() {
     for (i, b) in key.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(37).wrapping_add(11);
     }
-    for (name, be) in [
-        ("awslc", Backend::AwsLc),
-        ("rustcrypto", Backend::RustCrypto),
-    ] {
+    let auto = SectorCipher::new("aes-xts-plain64", &key, Backend::Auto)
+        .ok()
+        .and_then(|c| c.xts_backend());
+    let name_of = |b: Backend| match b {
+        Backend::Vaes => "vaes",
+        Backend::AwsLc => "awslc",
+        Backend::RustCrypto => "rustcrypto",
+        Backend::Auto => "auto",
+    };
+    println!("xts auto={}", auto.map(name_of).unwrap_or("none"));
+    let mut backends = vec![Backend::AwsLc, Backend::RustCrypto];
+    if strongroom_luks::xts::vaes_available() {
+        backends.insert(0, Backend::Vaes);
+    }
+    for be in backends {
+        let name = name_of(be);
         let c = SectorCipher::new("aes-xts-plain64", &key, be).unwrap();
         let mut threads = vec![1];
         if ncpu > 1 {

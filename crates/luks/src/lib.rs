@@ -9,8 +9,8 @@
 //! - [`volume`]: the high-level API (format, unlock, add/remove/change keys);
 //!   [`crypt`]: an encrypted block device reading and writing plaintext at byte offsets.
 //!
-//! `unsafe` is denied everywhere except the one FFI module [`xts::awslc`], whose invariants are
-//! written at its top.
+//! `unsafe` is denied everywhere except two modules of [`xts`]: the FFI module [`xts::awslc`]
+//! and the SIMD module `xts::vaes` (x86-64 only), whose invariants are written at their tops.
 #![deny(unsafe_code)]
 
 pub mod af;

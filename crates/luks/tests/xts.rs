@@ -1,15 +1,24 @@
-//! Cross-check of the XTS backends: aws-lc (FFI), our pure-Rust XTS, and the independent
-//! `xts-mode` crate, on random keys and data, with dm-crypt's plain64 IVs in 512-byte units.
+//! Cross-check of the XTS backends: VAES/AVX-512 (where the CPU has it), aws-lc (FFI), our
+//! pure-Rust XTS, and the independent `xts-mode` crate, on IEEE 1619 vectors and random keys
+//! and data, with dm-crypt's plain64 IVs in 512-byte units.
 
 use aes::cipher::KeyInit;
 use rand::RngCore;
 use strongroom_luks::cipher::SectorCipher;
 use strongroom_luks::model::Segment;
-use strongroom_luks::xts::Backend;
+use strongroom_luks::xts::awslc::AwsLcXts;
+use strongroom_luks::xts::rustcrypto::RustXts;
+use strongroom_luks::xts::{plain64_iv, vaes_available, Backend};
 use strongroom_luks::{CryptDevice, MemDevice};
 
-fn reference(key: &[u8], data: &mut [u8], sector: usize, first_iv: u64, encrypt: bool) {
-    let step = (sector / 512) as u128;
+/// `xts-mode` over consecutive data units of `unit` bytes, unit i with tweak `tweak(i)`.
+fn xts_mode_units(
+    key: &[u8],
+    data: &mut [u8],
+    unit: usize,
+    tweak: impl Fn(usize) -> u128,
+    encrypt: bool,
+) {
     let (a, b) = key.split_at(key.len() / 2);
     macro_rules! run {
         ($c:ty) => {{
@@ -17,8 +26,8 @@ fn reference(key: &[u8], data: &mut [u8], sector: usize, first_iv: u64, encrypt:
                 <$c>::new_from_slice(a).unwrap(),
                 <$c>::new_from_slice(b).unwrap(),
             );
-            for (i, s) in data.chunks_mut(sector).enumerate() {
-                let t = xts_mode::get_tweak_default(first_iv as u128 + i as u128 * step);
+            for (i, s) in data.chunks_mut(unit).enumerate() {
+                let t = xts_mode::get_tweak_default(tweak(i));
                 if encrypt {
                     x.encrypt_sector(s, t)
                 } else {
@@ -32,6 +41,18 @@ fn reference(key: &[u8], data: &mut [u8], sector: usize, first_iv: u64, encrypt:
     } else {
         run!(aes::Aes128)
     }
+}
+
+/// dm-crypt sectors: IVs in 512-byte units from `first_iv`.
+fn reference(key: &[u8], data: &mut [u8], sector: usize, first_iv: u64, encrypt: bool) {
+    let step = (sector / 512) as u128;
+    xts_mode_units(
+        key,
+        data,
+        sector,
+        |i| first_iv as u128 + i as u128 * step,
+        encrypt,
+    );
 }
 
 #[test]
@@ -50,6 +71,9 @@ fn backends_agree_with_xts_mode() {
                 let mut backends = vec![Backend::RustCrypto, Backend::Auto];
                 if key_len == 64 {
                     backends.push(Backend::AwsLc);
+                }
+                if vaes_available() {
+                    backends.push(Backend::Vaes);
                 }
                 for be in backends {
                     let c = SectorCipher::new("aes-xts-plain64", &key, be).unwrap();
@@ -112,4 +136,164 @@ fn parallel_large_io_matches_sequential() {
         cd.read(data.len() as u64 - 10, &mut [0u8; 11]).is_err(),
         "reads past the end fail"
     );
+}
+
+/// Encrypts (true) or decrypts consecutive data units: (buffer, unit length, encrypt, first IV).
+type Runner = Box<dyn Fn(&mut [u8], usize, bool, u64)>;
+
+/// The backends usable for `key` (aws-lc takes 512-bit keys with distinct halves only; the
+/// VAES backend needs the CPU features).
+fn backends_for(key: &[u8]) -> Vec<(&'static str, Runner)> {
+    let mut v: Vec<(&'static str, Runner)> = Vec::new();
+    let rust = RustXts::new(key).unwrap();
+    v.push((
+        "rustcrypto",
+        Box::new(move |buf, unit, enc, iv0| {
+            for (i, s) in buf.chunks_mut(unit).enumerate() {
+                rust.sector(s, &plain64_iv(iv0.wrapping_add(i as u64)), enc);
+            }
+        }),
+    ));
+    if key.len() == 64 && key[..32] != key[32..] {
+        let a = AwsLcXts::new(key).unwrap();
+        v.push((
+            "awslc",
+            Box::new(move |buf, unit, enc, iv0| {
+                a.sectors(buf, unit, enc, |i| plain64_iv(iv0.wrapping_add(i as u64)))
+                    .unwrap()
+            }),
+        ));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if vaes_available() {
+        let x = strongroom_luks::xts::vaes::VaesXts::new(key).unwrap();
+        v.push((
+            "vaes",
+            Box::new(move |buf, unit, enc, iv0| {
+                x.sectors(buf, unit, enc, |i| plain64_iv(iv0.wrapping_add(i as u64)))
+                    .unwrap()
+            }),
+        ));
+    }
+    v
+}
+
+/// IEEE Std 1619-2007 Annex B vectors through every backend, both directions (IVs count data
+/// units here, one unit per vector).
+#[test]
+fn ieee1619_vectors() {
+    let text = include_str!("data/ieee1619-xts.txt");
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let key = hex::decode(f[1]).unwrap();
+        let seq = u64::from_str_radix(f[2], 16).unwrap();
+        let pt = hex::decode(f[3]).unwrap();
+        let ct = hex::decode(f[4]).unwrap();
+        let backends = backends_for(&key);
+        if !vaes_available() {
+            eprintln!(
+                "note: no VAES/AVX-512 on this CPU, vector {} skips that backend",
+                f[0]
+            );
+        }
+        for (name, run) in &backends {
+            let mut buf = pt.clone();
+            run(&mut buf, pt.len(), true, seq);
+            assert!(buf == ct, "vector {} {name}: ciphertext", f[0]);
+            run(&mut buf, pt.len(), false, seq);
+            assert!(buf == pt, "vector {} {name}: plaintext", f[0]);
+        }
+        n += 1;
+    }
+    assert_eq!(n, 6);
+}
+
+/// The VAES backend against the pure-Rust one, aws-lc and `xts-mode` on random keys (both key
+/// sizes), sector sizes 512 and 4096 plus odd data-unit lengths (every tail of the 16-block
+/// loop), 1 to 9 units (every tail of the 4-unit tweak batch) and IVs near the u64 wrap.
+#[test]
+fn vaes_matches_other_backends_on_random_input() {
+    if !vaes_available() {
+        eprintln!("SKIP: this CPU lacks VAES/AVX-512 (aes, avx512f, avx512bw, vaes, vpclmulqdq)");
+        return;
+    }
+    let mut rng = rand::rngs::OsRng;
+    let units = [
+        512usize,
+        4096,
+        16,
+        32,
+        48,
+        64,
+        80,
+        240,
+        256,
+        272,
+        496,
+        1024 + 48,
+    ];
+    for round in 0..240 {
+        let key_len = if round % 2 == 0 { 64 } else { 32 };
+        let mut key = vec![0u8; key_len];
+        rng.fill_bytes(&mut key);
+        let unit = units[round % units.len()];
+        let count = 1 + (rng.next_u32() as usize % 9);
+        let mut plain = vec![0u8; unit * count];
+        rng.fill_bytes(&mut plain);
+        let iv0 = match round % 3 {
+            0 => rng.next_u64(),
+            1 => u64::MAX - (rng.next_u32() % 8) as u64,
+            _ => rng.next_u32() as u64,
+        };
+        let mut want = plain.clone();
+        // Unit i has plain64 IV iv0 + i, wrapping at 2^64 as plain64 does.
+        xts_mode_units(
+            &key,
+            &mut want,
+            unit,
+            |i| iv0.wrapping_add(i as u64).into(),
+            true,
+        );
+        let mut results = Vec::new();
+        for (name, run) in backends_for(&key) {
+            let mut got = plain.clone();
+            run(&mut got, unit, true, iv0);
+            let mut back = got.clone();
+            run(&mut back, unit, false, iv0);
+            assert!(
+                back == plain,
+                "{name} round {round}: decrypt(encrypt(x)) == x"
+            );
+            results.push((name, got));
+        }
+        let (_, first) = &results[0];
+        for (name, got) in &results {
+            assert!(
+                got == first,
+                "{name} differs, round {round}, unit {unit}, key {key_len}"
+            );
+        }
+        assert!(*first == want, "xts-mode differs, round {round}");
+    }
+}
+
+#[test]
+fn auto_prefers_vaes_when_present() {
+    let mut key = [0u8; 64];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    for len in [32, 64] {
+        let c = SectorCipher::new("aes-xts-plain64", &key[..len], Backend::Auto).unwrap();
+        let want = if vaes_available() {
+            Backend::Vaes
+        } else if len == 64 {
+            Backend::AwsLc
+        } else {
+            Backend::RustCrypto
+        };
+        assert_eq!(c.xts_backend(), Some(want));
+    }
+    let explicit = SectorCipher::new("aes-xts-plain64", &key, Backend::Vaes);
+    assert_eq!(explicit.is_ok(), vaes_available());
+    assert!(SectorCipher::new("aes-xts-plain64", &[7u8; 64], Backend::Vaes).is_err());
 }

@@ -1,5 +1,6 @@
 //! AES-256-XTS through aws-lc's `EVP_aes_256_xts` (VAES/AVX-512 code path, ~11 GB/s per core).
-//! aws-lc-rs does not expose XTS in its safe API, so this is the crate's only `unsafe` module.
+//! aws-lc-rs does not expose XTS in its safe API, so this is one of the crate's two `unsafe` modules
+//! (the other is [`super::vaes`], which on CPUs with VAES/AVX-512 is preferred).
 //!
 //! Invariants upheld here (each `unsafe` block relies only on these):
 //! 1. Every `Ctx` owns a non-null `EVP_CIPHER_CTX*` from `EVP_CIPHER_CTX_new`, initialised with

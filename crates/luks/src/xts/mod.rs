@@ -1,26 +1,53 @@
-//! AES-XTS sector encryption with two interchangeable backends, cross-checked in tests:
-//! [`awslc`] (fast, FFI, 512-bit keys only) and [`rustcrypto`] (pure Rust, all key sizes).
+//! AES-XTS sector encryption with interchangeable backends, cross-checked in tests:
+//! [`vaes`] (VAES + AVX-512 intrinsics, 256- and 512-bit keys, x86-64 CPUs that have them),
+//! [`awslc`] (FFI, 512-bit keys only) and [`rustcrypto`] (pure Rust, all key sizes).
+//! `vaes` and `awslc` are the crate's only `unsafe` code; their invariants are at their tops.
 //!
 //! The IV of a data unit is the `plain64` IV: the little-endian 64-bit sector number, zero padded
 //! to 16 bytes.
 
 pub mod awslc;
 pub mod rustcrypto;
+#[cfg(target_arch = "x86_64")]
+pub mod vaes;
 
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// aws-lc for 512-bit keys, pure Rust otherwise.
+    /// VAES/AVX-512 where the CPU has it (checked at run time), else aws-lc for 512-bit keys,
+    /// else pure Rust.
     #[default]
     Auto,
+    /// VAES/AVX-512 only (an error on CPUs without it).
+    Vaes,
     AwsLc,
     RustCrypto,
 }
 
+/// Can the VAES/AVX-512 backend run on this CPU?
+pub fn vaes_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return vaes::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 pub enum Xts {
+    #[cfg(target_arch = "x86_64")]
+    Vaes(Box<vaes::VaesXts>),
     AwsLc(awslc::AwsLcXts),
     Rust(rustcrypto::RustXts),
+}
+
+/// A buffer of `len` bytes must hold whole data units of a whole number of 16-byte blocks.
+pub(crate) fn check_units(len: usize, unit: usize) -> Result<()> {
+    if unit < 16 || !unit.is_multiple_of(16) || !len.is_multiple_of(unit) {
+        return Err(Error::InvalidArgument(
+            "buffer is not a whole number of sectors of whole 16-byte blocks".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn plain64_iv(sector: u64) -> [u8; 16] {
@@ -38,6 +65,16 @@ impl Xts {
             ));
         }
         match backend {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Vaes => Ok(Xts::Vaes(Box::new(vaes::VaesXts::new(key)?))),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Auto if (key.len() == 32 || key.len() == 64) && vaes::available() => {
+                Ok(Xts::Vaes(Box::new(vaes::VaesXts::new(key)?)))
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Vaes => Err(Error::Unsupported(
+                "VAES XTS backend: not an x86-64 CPU".into(),
+            )),
             Backend::AwsLc => Ok(Xts::AwsLc(awslc::AwsLcXts::new(key)?)),
             Backend::RustCrypto => Ok(Xts::Rust(rustcrypto::RustXts::new(key)?)),
             Backend::Auto if key.len() == 64 => Ok(Xts::AwsLc(awslc::AwsLcXts::new(key)?)),
@@ -47,6 +84,8 @@ impl Xts {
 
     pub fn backend(&self) -> Backend {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Xts::Vaes(_) => Backend::Vaes,
             Xts::AwsLc(_) => Backend::AwsLc,
             Xts::Rust(_) => Backend::RustCrypto,
         }
@@ -60,15 +99,10 @@ impl Xts {
         encrypt: bool,
         iv_of: impl Fn(usize) -> [u8; 16],
     ) -> Result<()> {
-        if sector_size < 16
-            || !sector_size.is_multiple_of(16)
-            || !buf.len().is_multiple_of(sector_size)
-        {
-            return Err(Error::InvalidArgument(
-                "buffer is not a whole number of sectors".into(),
-            ));
-        }
+        check_units(buf.len(), sector_size)?;
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Xts::Vaes(x) => x.sectors(buf, sector_size, encrypt, iv_of),
             Xts::AwsLc(x) => x.sectors(buf, sector_size, encrypt, iv_of),
             Xts::Rust(x) => {
                 for (i, s) in buf.chunks_mut(sector_size).enumerate() {
