@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# LUKS2 engine benchmark: AES-XTS on 4 KiB sectors (strongroom's aws-lc and pure-Rust backends,
-# one thread and all cores) against `openssl speed -evp aes-256-xts` in the same run, and
+# LUKS2 engine benchmark: AES-XTS on 4 KiB sectors (strongroom's XTS backends: VAES/AVX-512 where
+# the CPU has it, aws-lc, pure Rust; one thread and all cores) against
+# `openssl speed -evp aes-256-xts` in the same run, and
 # format+unlock with our default profile against cryptsetup's default luksFormat + unlock.
-# Ends with:
-#   luks xts_4k threads=N strongroom_gbps=… openssl_gbps=… ratio=…
+# Ends with (strongroom_gbps is the backend the engine picks by default, named by backend=):
+#   luks xts_4k threads=N strongroom_gbps=… openssl_gbps=… ratio=… … backend=…
 #   luks format_unlock strongroom_ms=… cryptsetup_default_ms=…
 # Throughput is per thread-CPU-second summed over threads, on both sides: `openssl speed` divides by
 # CPU user time unless given -elapsed, and the harness measures each thread's CPU time, so load
@@ -51,14 +52,19 @@ if [ -z "${SKIP_CRYPTSETUP:-}" ] && command -v cryptsetup >/dev/null; then
 fi
 
 echo "== summary"
+auto=$(awk '$1=="xts" && $2 ~ /^auto=/ {sub("auto=","",$2); print $2}' "$out")
+gbps_of() { # backend threads
+  awk -v b="$1" -v t="$2" '$1=="xts" && $2=="backend="b && $3=="threads="t && $4=="op=encrypt" {sub("gbps=","",$5); print $5}' "$out"
+}
 for t in 1 "$N"; do
-  line=$(awk -v t="$t" '$1=="xts" && $2=="backend=awslc" && $3=="threads="t && $4=="op=encrypt"' "$out")
+  line=$(awk -v b="$auto" -v t="$t" '$1=="xts" && $2=="backend="b && $3=="threads="t && $4=="op=encrypt"' "$out")
   sr=$(echo "$line" | sed -n 's/.* gbps=\([0-9.]*\).*/\1/p')
   wall=$(echo "$line" | sed -n 's/.*wall_gbps=\([0-9.]*\).*/\1/p')
-  rust=$(awk -v t="$t" '$1=="xts" && $2=="backend=rustcrypto" && $3=="threads="t && $4=="op=encrypt" {sub("gbps=","",$5); print $5}' "$out")
+  rust=$(gbps_of rustcrypto "$t")
+  awslc=$(gbps_of awslc "$t")
   o=${OSSL[$t]}
   ratio=$(awk -v a="$sr" -v b="$o" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "NA" }')
-  echo "luks xts_4k threads=$t strongroom_gbps=$sr openssl_gbps=$o ratio=$ratio strongroom_wall_gbps=$wall purerust_gbps=$rust"
+  echo "luks xts_4k threads=$t strongroom_gbps=$sr openssl_gbps=$o ratio=$ratio strongroom_wall_gbps=$wall purerust_gbps=$rust awslc_gbps=$awslc backend=$auto"
   [ "$N" -eq 1 ] && break
 done
 fu=$(awk '$1=="format_unlock" {sub("strongroom_ms=","",$2); print $2}' "$out")

@@ -278,6 +278,31 @@ fn vaes_matches_other_backends_on_random_input() {
     }
 }
 
+/// The IV callback is asked only about sectors that exist (callers may index a slice with it).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vaes_asks_only_for_existing_ivs() {
+    if !vaes_available() {
+        eprintln!("SKIP: this CPU lacks VAES/AVX-512");
+        return;
+    }
+    let mut key = [0u8; 64];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let x = strongroom_luks::xts::vaes::VaesXts::new(&key).unwrap();
+    for n in 1..=9 {
+        let ivs: Vec<[u8; 16]> = (0..n as u64).map(|i| plain64_iv(i * 8)).collect();
+        let mut buf = vec![0u8; 4096 * n];
+        x.sectors(&mut buf, 4096, true, |i| ivs[i]).unwrap();
+    }
+    let mut odd = vec![0u8; 4096 + 16];
+    assert!(x.sectors(&mut odd, 4096, true, plain64_iv_of).is_err());
+    assert!(x.sectors(&mut odd[..24], 24, true, plain64_iv_of).is_err());
+}
+
+fn plain64_iv_of(i: usize) -> [u8; 16] {
+    plain64_iv(i as u64)
+}
+
 #[test]
 fn auto_prefers_vaes_when_present() {
     let mut key = [0u8; 64];

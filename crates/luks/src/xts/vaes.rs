@@ -347,8 +347,10 @@ fn run<const NR: usize, const ENC: bool>(
     let tk = bcast(tweak_keys);
     let zero = [_mm512_setzero_si512()];
     for (g, group) in buf.chunks_mut(4 * unit_len).enumerate() {
-        // The initial tweaks of up to four units in one register.
-        let ivs: [u128; 4] = std::array::from_fn(|j| iv(4 * g + j));
+        // The initial tweaks of up to four units in one register (`iv` is asked only about
+        // units that exist).
+        let units = group.len() / unit_len;
+        let ivs: [u128; 4] = std::array::from_fn(|j| if j < units { iv(4 * g + j) } else { 0 });
         let half = |j: usize, hi: bool| (ivs[j] >> if hi { 64 } else { 0 }) as u64 as i64;
         let mut t = [_mm512_set_epi64(
             half(3, true),
