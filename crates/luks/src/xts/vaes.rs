@@ -21,7 +21,8 @@
 //! 3. Every buffer is `&mut [u8]` borrowed for the call: no aliasing, no lifetime beyond it.
 //!    Data units are whole multiples of 16 bytes (checked before any SIMD code runs).
 //!
-//! Round keys are kept as plain integers and zeroized on drop.
+//! Round keys are kept as plain integers and zeroized on drop. Like aws-lc's assembly, a call
+//! leaves key and data material in SIMD registers and compiler spill slots on the stack.
 
 #![allow(unsafe_code)]
 
