@@ -310,27 +310,23 @@ fn mount_flags(c: &VolumeCap) -> Vec<String> {
     }
 }
 
-impl VolumeBackend for ManagerBackend {
-    fn probe(&self) -> Result<bool> {
-        let Some(conn) = &self.cfg.probe_kms else {
-            return Ok(true);
+impl ManagerBackend {
+    /// True when the volume's metadata shows no secret was ever protected in the KMS.
+    fn never_protected(&self, id: &str) -> bool {
+        let Ok(Some(rec)) = self.record(id) else {
+            return true;
         };
-        let k = KmsRef::from(conn).config(Duration::from_secs(3))?;
-        let client = k
-            .client(&Token::new(""))
-            .map_err(|e| CsiError::Invalid(e.to_string()))?;
-        // Not ready (OK, ready=false) rather than an error: a sealed or restarting key
-        // manager must not make the liveness probe restart every driver on the cluster.
-        match client.health() {
-            Ok(h) => Ok(h.status == 200 || h.status == 429 || h.status == 473),
-            Err(e) => {
-                tracing::warn!("probe: the key manager does not answer: {e}");
-                Ok(false)
-            }
+        let Ok(mgr) = self.manager(&rec.kms) else {
+            return false;
+        };
+        match mgr.status(id) {
+            Err(VError::NotFound(_)) => true,
+            Ok(info) => info.state == "provisioning",
+            Err(_) => false,
         }
     }
 
-    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+    fn create_inner(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
         let dir = self.dir(&spec.id);
         let rec = match self.record(&spec.id)? {
             Some(r) => r,
@@ -375,13 +371,53 @@ impl VolumeBackend for ManagerBackend {
             .map_err(csi)?;
         Ok(self.to_record(&rec, &info))
     }
+}
+
+impl VolumeBackend for ManagerBackend {
+    fn probe(&self) -> Result<bool> {
+        let Some(conn) = &self.cfg.probe_kms else {
+            return Ok(true);
+        };
+        let k = KmsRef::from(conn).config(Duration::from_secs(3))?;
+        let client = k
+            .client(&Token::new(""))
+            .map_err(|e| CsiError::Invalid(e.to_string()))?;
+        // Not ready (OK, ready=false) rather than an error: a sealed or restarting key
+        // manager must not make the liveness probe restart every driver on the cluster.
+        match client.health() {
+            Ok(h) => Ok(h.status == 200 || h.status == 429 || h.status == 473),
+            Err(e) => {
+                tracing::warn!("probe: the key manager does not answer: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+        let dir = self.dir(&spec.id);
+        let existed = dir.join(strongroom_volume::meta::META_FILE).exists()
+            || self.record(&spec.id)?.is_some();
+        let r = self.create_inner(spec, token);
+        if let Err(e) = &r {
+            // A creation refused before the KMS stored anything (bad, foreign or missing
+            // token; bad parameters) must not leave a half-made volume behind: the CO never
+            // learns its id, so no DeleteVolume would ever come for it.
+            let refused = matches!(
+                e,
+                CsiError::Unauthenticated(_) | CsiError::PermissionDenied(_) | CsiError::Invalid(_)
+            );
+            if refused && !existed && self.never_protected(&spec.id) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        r
+    }
 
     fn get(&self, id: &str) -> Result<Option<VolumeRecord>> {
         Ok(self
             .open(id)?
             .map(|(rec, _, info)| self.to_record(&rec, &info)))
     }
-
     fn list(&self) -> Result<Vec<VolumeRecord>> {
         let rd = std::fs::read_dir(&self.cfg.root)
             .map_err(|e| CsiError::Internal(format!("list volumes: {e}")))?;

@@ -420,7 +420,10 @@ fn controller_and_node_share_volumes_root_and_cluster_id() {
             .find_map(|x| x.strip_prefix("--root="))
             .unwrap_or_else(|| panic!("{name}: no --root"))
             .to_owned();
-        assert!(a.contains(&format!("--cluster-id={cluster}")), "{name}: {a:?}");
+        assert!(
+            a.contains(&format!("--cluster-id={cluster}")),
+            "{name}: {a:?}"
+        );
         let mount = c["volumeMounts"]
             .as_sequence()
             .unwrap()
