@@ -117,6 +117,32 @@ impl Core {
         self.barrier.storage().kind()
     }
 
+    /// Run the request pipeline with deferred durability (see
+    /// [`crate::storage::durability`]) and answer once everything it may depend on is on
+    /// disk: its own writes, pending values it read, and — because caches can expose a
+    /// change without a storage read — every commit accepted before it finished. The
+    /// async worker is never parked on the disk; one fsync serves many requests.
+    pub async fn handle_durable(&self, inc: Incoming) -> Result<Response, ApiError> {
+        let (result, ticket) = crate::storage::durability::scope(|| self.handle(inc));
+        self.answer_when_durable(result, ticket).await
+    }
+
+    /// The second half of [`Self::handle_durable`], for a pipeline run in a durability
+    /// scope elsewhere (the blocking pool).
+    pub async fn answer_when_durable(
+        &self,
+        result: Result<Response, ApiError>,
+        ticket: u64,
+    ) -> Result<Response, ApiError> {
+        let storage = self.barrier.storage();
+        let ticket = ticket.max(storage.watermark());
+        if let Err(e) = storage.wait_durable(ticket).await {
+            tracing::error!("request not answered: {e}");
+            return Err(ApiError::internal("storage I/O error"));
+        }
+        result
+    }
+
     /// After the barrier opens: load tables, build the router, token and policy stores.
     pub(crate) fn post_unseal(&self) -> Result<(), ApiError> {
         let b = self.barrier.clone();

@@ -284,9 +284,7 @@ impl TokenStore {
         }
         self.view.commit(ops)?;
         let entry = Arc::new(entry);
-        self.cache
-            .write()
-            .insert(entry.id_hash.clone(), entry.clone());
+        self.cache_insert(entry.clone());
         Ok((token, entry))
     }
 
@@ -555,5 +553,14 @@ mod tests {
             s.renew(&root, 0).unwrap_err().to_string(),
             "invalid lease ID"
         );
+    }
+
+    #[test]
+    fn a_token_storm_does_not_grow_the_cache_without_bound() {
+        let s = store();
+        for _ in 0..(TOKEN_CACHE_MAX + 100) {
+            s.create(spec(&["p"])).unwrap();
+        }
+        assert!(s.cache.read().len() <= TOKEN_CACHE_MAX);
     }
 }

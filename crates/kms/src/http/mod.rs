@@ -232,18 +232,23 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
         content_type,
         remote_addr: remote,
     };
-    // Most requests are a few microseconds of CPU: run them right here. Storage commits
-    // step aside from the async worker themselves (`block_in_place` in the redb store);
-    // logins (a deliberately slow password KDF) and sys/ administration go to the blocking
-    // pool so they cannot stall other requests.
+    // Most requests are a few microseconds of CPU: run them right here, with deferred
+    // durability (their writes are awaited, not blocked on: `Core::handle_durable`).
+    // Logins (a deliberately slow password KDF) and sys/ administration go to the blocking
+    // pool so they cannot stall other requests (durability is awaited the same way).
     let heavy = path.contains("/login/") || path.starts_with("sys/");
     let c = core.clone();
     let result = if heavy {
-        tokio::task::spawn_blocking(move || c.handle(inc))
-            .await
-            .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
+        match tokio::task::spawn_blocking(move || {
+            crate::storage::durability::scope(|| c.handle(inc))
+        })
+        .await
+        {
+            Ok((r, ticket)) => core.answer_when_durable(r, ticket).await,
+            Err(_) => Err(ApiError::internal("internal error")),
+        }
     } else {
-        c.handle(inc)
+        c.handle_durable(inc).await
     };
     match result {
         Ok(resp) => {

@@ -5,6 +5,7 @@
 //! — get, list, and an atomic batch of puts/deletes — so that an integrated raft log can
 //! replace the single-node store: a `commit` becomes one log entry applied on every node.
 
+pub mod durability;
 mod inmem;
 mod redb_store;
 
@@ -31,8 +32,26 @@ pub trait Storage: Send + Sync + 'static {
     /// Keys directly below `prefix` (which ends in `/` or is empty), sorted; deeper keys are
     /// folded into their first path segment with a trailing `/`, as Vault lists them.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
-    /// Apply every op or none; durable when this returns.
+    /// Apply every op or none; durable when this returns — except inside a
+    /// [`durability::scope`], where a store may return before the disk write and report
+    /// the wait in the scope's ticket (see [`Storage::wait_durable`]).
     fn commit(&self, ops: Vec<TxOp>) -> Result<(), StorageError>;
+    /// The sequence number of the newest commit accepted so far (0 for stores without
+    /// deferred durability). A response awaits this watermark, not only its own ticket:
+    /// in-memory caches (transit keys, tokens, policies) can expose a change before it is
+    /// durable without any storage read to record the dependency.
+    fn watermark(&self) -> u64 {
+        0
+    }
+    /// Resolves once everything up to `ticket` (from [`durability::scope`]) is durable.
+    /// Stores that are durable (or volatile) on return from `commit` resolve at once.
+    fn wait_durable(
+        &self,
+        _ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
+    {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// A short name for `sys/seal-status` (`storage_type`).
     fn kind(&self) -> &'static str;
 

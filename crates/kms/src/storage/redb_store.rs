@@ -1,49 +1,59 @@
 //! `storage "raft"` / `storage "file"` on one node: an embedded redb database, durable on
 //! every commit. Keys are storage paths, values are barrier ciphertext.
 //!
-//! Group commit: concurrent writers do not each pay an fsync. The first writer to arrive
-//! becomes the leader and commits everything queued so far in one redb transaction; writers
-//! that arrive meanwhile wait for the next batch. Each caller still returns only once its own
-//! changes are durable, and each caller's batch stays atomic (a failed transaction fails
-//! every caller in it, and none of its changes are visible).
+//! Group commit with deferred durability (see [`super::durability`]): a commit is applied at
+//! once to an in-memory overlay of not-yet-durable changes (reads see it) and queued for the
+//! committer thread, which writes everything queued into one redb transaction — one fsync
+//! for many requests — while the next batch queues up. A caller inside a durability scope
+//! returns at once with a ticket and its request awaits [`Storage::wait_durable`] before
+//! answering; any other caller blocks until its own batch is durable. Each caller's batch is
+//! atomic: it enters the overlay and the transaction whole. A failed transaction fails every
+//! request waiting on it and the store then refuses all writes (fail-stop: a store whose
+//! fsync failed cannot say what is on disk).
 
+use super::durability;
 use super::{fold_listing, Storage, StorageError, TxOp};
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, TableDefinition};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
-/// Run blocking work; inside a multi-threaded tokio runtime, via `block_in_place`.
-fn off_worker<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
-enum SlotState {
-    Waiting,
-    /// This waiter now leads: it commits everything queued.
-    Lead,
-    Done(Result<(), String>),
-}
-
-type Slot = Arc<(Mutex<SlotState>, Condvar)>;
+/// A change not yet durable: its sequence number and the new value (`None`: deleted).
+type Pending = (u64, Option<Arc<[u8]>>);
 
 #[derive(Default)]
-struct Queue {
-    pending: Vec<(Vec<TxOp>, Slot)>,
-    leader: bool,
+struct State {
+    /// Latest not-yet-durable change per key.
+    overlay: HashMap<String, Pending>,
+    /// Batches queued for the committer, in commit order.
+    queue: Vec<(u64, Vec<TxOp>)>,
+    next_seq: u64,
+    /// Highest sequence number on disk.
+    durable: u64,
+    /// Set when a transaction failed: every later write fails too.
+    failed: Option<String>,
+    shutdown: bool,
+}
+
+struct Inner {
+    db: Database,
+    state: Mutex<State>,
+    /// Wakes the committer (work queued) and blocking waiters (durable moved).
+    work: Condvar,
+    done: Condvar,
+    /// (durable, failed) for async waiters.
+    watch: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 pub struct RedbStorage {
-    db: Database,
+    inner: Arc<Inner>,
     kind: &'static str,
-    queue: Mutex<Queue>,
+    committer: Option<std::thread::JoinHandle<()>>,
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StorageError {
@@ -56,30 +66,80 @@ impl RedbStorage {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
         let file = dir.join("strongroom.db");
-        // redb's default page cache is 1 GiB; the key manager's working set is small
+        // redb's default page cache is 1 GiB; the key manager's working set is small (the
+        // OS page cache still holds the file): 4 MiB keeps RSS low under token storms
         let db = redb::Builder::new()
-            .set_cache_size(16 << 20)
+            .set_cache_size(4 << 20)
             .create(&file)
             .map_err(|e| StorageError::Io(format!("opening {}: {e}", file.display())))?;
         // Make sure the table exists so readers never see "table does not exist".
         let tx = db.begin_write().map_err(io)?;
         tx.open_table(TABLE).map_err(io)?;
         tx.commit().map_err(io)?;
-        Ok(Self {
+        let inner = Arc::new(Inner {
             db,
+            state: Mutex::new(State {
+                next_seq: 1,
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            watch: tokio::sync::watch::Sender::new((0, false)),
+        });
+        let i = inner.clone();
+        let committer = std::thread::Builder::new()
+            .name("storage-commit".into())
+            .spawn(move || i.run_committer())
+            .map_err(|e| StorageError::Io(format!("starting the committer thread: {e}")))?;
+        Ok(Self {
+            inner,
             kind,
-            queue: Mutex::new(Queue::default()),
+            committer: Some(committer),
         })
     }
 }
 
-impl RedbStorage {
-    /// One transaction for a whole group of callers' batches, in arrival order.
-    fn apply(&self, batch: &[(Vec<TxOp>, Slot)]) -> Result<(), StorageError> {
+impl Inner {
+    /// The committer: take everything queued, make it durable in one transaction, publish.
+    /// Drains the queue before honouring a shutdown.
+    fn run_committer(&self) {
+        loop {
+            let batch = {
+                let mut st = self.state.lock();
+                while st.queue.is_empty() && !st.shutdown {
+                    self.work.wait(&mut st);
+                }
+                if st.queue.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut st.queue)
+            };
+            let last = batch.last().map_or(0, |(seq, _)| *seq);
+            let result = self.apply(&batch);
+            let mut st = self.state.lock();
+            match result {
+                Ok(()) => {
+                    st.durable = last;
+                    // Changes now on disk leave the overlay (unless overwritten since).
+                    st.overlay.retain(|_, (seq, _)| *seq > last);
+                }
+                Err(e) => {
+                    tracing::error!("storage commit failed; refusing all further writes: {e}");
+                    st.failed = Some(e.to_string());
+                }
+            }
+            let failed = st.failed.is_some();
+            drop(st);
+            self.done.notify_all();
+            self.watch.send_replace((last, failed));
+        }
+    }
+
+    fn apply(&self, batch: &[(u64, Vec<TxOp>)]) -> Result<(), StorageError> {
         let tx = self.db.begin_write().map_err(io)?;
         {
             let mut t = tx.open_table(TABLE).map_err(io)?;
-            for (ops, _) in batch {
+            for (_, ops) in batch {
                 for op in ops {
                     match op {
                         TxOp::Put(k, v) => {
@@ -96,76 +156,130 @@ impl RedbStorage {
     }
 }
 
+impl Drop for RedbStorage {
+    fn drop(&mut self) {
+        self.inner.state.lock().shutdown = true;
+        self.inner.work.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Storage for RedbStorage {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let tx = self.db.begin_read().map_err(io)?;
+        {
+            let st = self.inner.state.lock();
+            if let Some((seq, v)) = st.overlay.get(key) {
+                durability::depend_on(*seq);
+                return Ok(v.as_ref().map(|v| v.to_vec()));
+            }
+        }
+        // Not pending: the database holds the latest value (a change is only dropped from
+        // the overlay after its transaction committed).
+        let tx = self.inner.db.begin_read().map_err(io)?;
         let t = tx.open_table(TABLE).map_err(io)?;
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let tx = self.db.begin_read().map_err(io)?;
-        let t = tx.open_table(TABLE).map_err(io)?;
-        let mut keys = Vec::new();
-        for item in t.range(prefix..).map_err(io)? {
-            let (k, _) = item.map_err(io)?;
-            let k = k.value();
-            if !k.starts_with(prefix) {
-                break;
+        // Read the database first, then the overlay: a change that became durable in
+        // between is in both, and the overlay (newer or equal) wins.
+        let mut keys = BTreeSet::new();
+        {
+            let tx = self.inner.db.begin_read().map_err(io)?;
+            let t = tx.open_table(TABLE).map_err(io)?;
+            for item in t.range(prefix..).map_err(io)? {
+                let (k, _) = item.map_err(io)?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                keys.insert(k.to_string());
             }
-            keys.push(k.to_string());
+        }
+        {
+            let st = self.inner.state.lock();
+            for (k, (seq, v)) in st.overlay.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                durability::depend_on(*seq);
+                if v.is_some() {
+                    keys.insert(k.clone());
+                } else {
+                    keys.remove(k);
+                }
+            }
         }
         Ok(fold_listing(prefix, keys.iter().map(|s| s.as_str())))
     }
 
     fn commit(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
-        self.commit_grouped(ops)
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.inner.state.lock();
+        if let Some(e) = &st.failed {
+            return Err(StorageError::Io(format!(
+                "storage failed earlier, writes refused: {e}"
+            )));
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        for op in &ops {
+            match op {
+                TxOp::Put(k, v) => {
+                    st.overlay
+                        .insert(k.clone(), (seq, Some(Arc::from(v.as_slice()))));
+                }
+                TxOp::Delete(k) => {
+                    st.overlay.insert(k.clone(), (seq, None));
+                }
+            }
+        }
+        st.queue.push((seq, ops));
+        self.inner.work.notify_one();
+        if durability::deferring() {
+            durability::depend_on(seq);
+            return Ok(());
+        }
+        while st.durable < seq && st.failed.is_none() {
+            self.inner.done.wait(&mut st);
+        }
+        match &st.failed {
+            Some(e) if st.durable < seq => Err(StorageError::Io(e.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn watermark(&self) -> u64 {
+        self.inner.state.lock().next_seq - 1
+    }
+
+    fn wait_durable(
+        &self,
+        ticket: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + '_>> {
+        Box::pin(async move {
+            if ticket == 0 || self.inner.watch.borrow().0 >= ticket {
+                return Ok(());
+            }
+            let mut rx = self.inner.watch.subscribe();
+            let (durable, failed) = *rx
+                .wait_for(|(d, f)| *f || *d >= ticket)
+                .await
+                .map_err(|_| StorageError::Io("storage closed".into()))?;
+            if durable >= ticket {
+                Ok(())
+            } else {
+                debug_assert!(failed);
+                Err(StorageError::Io(
+                    "storage commit failed; the change is not durable".into(),
+                ))
+            }
+        })
     }
 
     fn kind(&self) -> &'static str {
         self.kind
-    }
-}
-
-impl RedbStorage {
-    fn commit_grouped(&self, ops: Vec<TxOp>) -> Result<(), StorageError> {
-        let slot: Slot = Arc::new((Mutex::new(SlotState::Waiting), Condvar::new()));
-        let mut q = self.queue.lock();
-        q.pending.push((ops, slot.clone()));
-        let lead = !q.leader;
-        q.leader = true;
-        drop(q);
-        if !lead {
-            let mut st = slot.0.lock();
-            while matches!(*st, SlotState::Waiting) {
-                slot.1.wait(&mut st);
-            }
-            if let SlotState::Done(r) = &*st {
-                return r.clone().map_err(StorageError::Io);
-            }
-            // handed the lead: commit the queue, which holds our own batch
-        }
-        // Only the leader waits for the disk; on an async worker it first lets the runtime
-        // move other tasks elsewhere. Followers just wait for the leader's commit (about one
-        // fsync), which costs far fewer thread hand-offs than stepping aside for every write.
-        let batch = std::mem::take(&mut self.queue.lock().pending);
-        let result = off_worker(|| self.apply(&batch)).map_err(|e| e.to_string());
-        for (_, s) in &batch {
-            *s.0.lock() = SlotState::Done(result.clone());
-            s.1.notify_one();
-        }
-        // Pass the lead to the oldest waiter instead of looping: a leader that kept
-        // committing other writers' batches would make its own caller wait without bound.
-        let mut q = self.queue.lock();
-        match q.pending.first() {
-            None => q.leader = false,
-            Some((_, next)) => {
-                *next.0.lock() = SlotState::Lead;
-                next.1.notify_one();
-            }
-        }
-        drop(q);
-        result.map_err(StorageError::Io)
     }
 }
 
@@ -210,5 +324,59 @@ mod tests {
         }
         let s = RedbStorage::open(dir.path(), "raft").unwrap();
         assert_eq!(s.get("b").unwrap().as_deref(), Some(&b"6"[..]));
+    }
+
+    #[test]
+    fn deferred_commits_are_visible_at_once_and_durable_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStorage::open(dir.path(), "raft").unwrap();
+        s.put("a/x", b"old".to_vec()).unwrap();
+        let ((), ticket) = durability::scope(|| {
+            s.put("a/x", b"new".to_vec()).unwrap();
+            s.delete("a/gone").unwrap();
+            s.put("a/y", b"1".to_vec()).unwrap();
+            assert_eq!(s.get("a/x").unwrap().as_deref(), Some(&b"new"[..]));
+            assert_eq!(s.list("a/").unwrap(), vec!["x", "y"]);
+        });
+        assert!(ticket > 0);
+        // Another request reading the pending value depends on the same ticket.
+        let (v, t2) = durability::scope(|| s.get("a/y").unwrap());
+        assert_eq!(v.as_deref(), Some(&b"1"[..]));
+        assert!(t2 > 0 && t2 <= ticket);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(s.wait_durable(ticket)).unwrap();
+        drop(s);
+        let s = RedbStorage::open(dir.path(), "raft").unwrap();
+        assert_eq!(s.get("a/x").unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(s.list("a/").unwrap(), vec!["x", "y"]);
+    }
+
+    #[test]
+    fn dropping_the_store_flushes_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RedbStorage::open(dir.path(), "raft").unwrap();
+            let ((), t) = durability::scope(|| {
+                for i in 0..100 {
+                    s.put(&format!("k{i:03}"), vec![i as u8]).unwrap();
+                }
+            });
+            assert!(t >= 100);
+        }
+        let s = RedbStorage::open(dir.path(), "raft").unwrap();
+        assert_eq!(s.list("").unwrap().len(), 100);
+        assert_eq!(s.get("k099").unwrap(), Some(vec![99]));
+    }
+
+    #[test]
+    fn a_reader_that_saw_nothing_pending_has_no_ticket() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStorage::open(dir.path(), "raft").unwrap();
+        s.put("k", b"v".to_vec()).unwrap();
+        let (v, t) = durability::scope(|| s.get("k").unwrap());
+        assert_eq!(v.as_deref(), Some(&b"v"[..]));
+        assert_eq!(t, 0, "durable data needs no wait");
     }
 }
