@@ -1208,6 +1208,21 @@ fn stage_revoked_token(c: &Csi) -> Result<(), String> {
     ok(c.delete(&v.volume_id, None), "DeleteVolume")
 }
 
+fn stage_expired_token(c: &Csi) -> Result<(), String> {
+    let (v, staging, _) = fresh(c, "stage-expired", 0)?;
+    let admin = c.env.server.client();
+    let policy = strongroom_volume::tenant::policy_name("tenant-a");
+    let t = strongroom_volume::tenant::create_token(&admin, &[policy.as_str()], "1s")
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(1600));
+    want(
+        c.stage(&v, &staging, snw(), Some(t.expose())),
+        Code::Unauthenticated,
+        "NodeStage with an expired token",
+    )?;
+    ok(c.delete(&v.volume_id, None), "DeleteVolume")
+}
+
 fn expand_other_tenant(c: &Csi) -> Result<(), String> {
     let v = c.create_for("sanity-expand-cross", 0, SIZE);
     let r = c.run(c.ctrl().controller_expand_volume(ctrl_expand_req(
@@ -1719,6 +1734,7 @@ const CASES: &[Case] = &[
     ("Tenant NodeStageVolume without the secret is UNAUTHENTICATED", stage_no_token),
     ("Tenant NodeStageVolume of another tenant's volume is PERMISSION_DENIED", stage_other_tenant),
     ("Tenant NodeStageVolume with a revoked token is UNAUTHENTICATED", stage_revoked_token),
+    ("Tenant NodeStageVolume with an expired token is UNAUTHENTICATED", stage_expired_token),
     ("Tenant ControllerExpandVolume of another tenant's volume is PERMISSION_DENIED", expand_other_tenant),
     ("Shred DeleteVolume without secrets crypto-shreds with the driver's credential", delete_without_secrets_shreds),
     ("Shred DeleteVolume with another tenant's token still shreds", delete_with_other_token_shreds),
