@@ -287,7 +287,7 @@ impl AuditBroker {
             match result {
                 Ok(r) => {
                     v["response"] = json!({
-                        "data": r.data.as_ref().map(|x| d.hash_value(x)),
+                        "data": r.data_value().map(|x| d.hash_value(&x)),
                         "auth": r.auth.as_ref().map(|x| d.hash_value(x)),
                     });
                 }

@@ -83,6 +83,10 @@ pub struct Response {
     pub status: u16,
     pub shape: Shape,
     pub data: Option<Value>,
+    /// `data` already rendered as a JSON object, for hot paths that write their answer
+    /// directly instead of building a [`Value`] tree (see [`Response::json`]); `data` is then
+    /// `None`. Readers that need the value use [`Response::data_value`].
+    pub data_json: Option<String>,
     /// A rendered `auth` block (token create, login).
     pub auth: Option<Value>,
     /// A login's request for a token; the core turns it into `auth`.
@@ -100,12 +104,30 @@ impl Response {
             status: 200,
             shape: Shape::Envelope,
             data: Some(v),
+            data_json: None,
             auth: None,
             login: None,
             warnings: vec![],
             lease_duration: 0,
             renewable: false,
             request_id: String::new(),
+        }
+    }
+    /// An envelope whose `data` is this JSON object text (it must be one: the HTTP layer
+    /// splices it into the envelope as is).
+    pub fn json(data: String) -> Self {
+        Self {
+            data: None,
+            data_json: Some(data),
+            ..Self::data(Value::Null)
+        }
+    }
+    /// `data` as a value, whichever way the handler built it.
+    pub fn data_value(&self) -> Option<std::borrow::Cow<'_, Value>> {
+        match (&self.data, &self.data_json) {
+            (Some(v), _) => Some(std::borrow::Cow::Borrowed(v)),
+            (None, Some(j)) => serde_json::from_str(j).ok().map(std::borrow::Cow::Owned),
+            (None, None) => None,
         }
     }
     pub fn legacy(v: Value) -> Self {

@@ -3,6 +3,7 @@
 //! sends. Everything else is delegated to [`Core::handle`].
 
 pub mod body;
+mod envelope;
 
 use crate::core::{Core, Incoming};
 use crate::request::{ApiError, Operation, Response as LResponse, Shape};
@@ -52,7 +53,10 @@ pub fn error_response(e: &ApiError) -> Response {
     )
 }
 
-fn render(resp: LResponse, request_id: &str) -> Response {
+fn render(mut resp: LResponse, request_id: &str) -> Response {
+    if let Some(body) = envelope::prerendered(&mut resp, request_id) {
+        return json_response(resp.status, Some(body));
+    }
     match resp.shape {
         Shape::NoContent => json_response(204, None),
         Shape::Text => {

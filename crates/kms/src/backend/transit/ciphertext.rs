@@ -55,8 +55,38 @@ pub fn go_b64_decode(s: &str) -> Result<Vec<u8>, B64Error> {
             return Ok(v);
         }
     }
-    let src = s.as_bytes();
-    let mut out = Vec::with_capacity(src.len() / 4 * 3);
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    go_decode_careful(s.as_bytes(), &mut out)?;
+    Ok(out)
+}
+
+/// The most bytes [`go_b64_decode_into`] writes for an input of `len` bytes.
+pub fn decoded_capacity(len: usize) -> usize {
+    len.div_ceil(4) * 3
+}
+
+/// [`go_b64_decode`] into `out` (cleared first), reusing its allocation. With
+/// [`decoded_capacity`] bytes of capacity, `out` is never reallocated (so a wiped scratch
+/// buffer leaves no stray copy); on error it is left empty.
+pub fn go_b64_decode_into(s: &str, out: &mut Vec<u8>) -> Result<(), B64Error> {
+    use base64::Engine;
+    out.clear();
+    if base64::engine::general_purpose::STANDARD
+        .decode_vec(s, out)
+        .is_ok()
+    {
+        return Ok(());
+    }
+    out.clear();
+    let r = go_decode_careful(s.as_bytes(), out);
+    if r.is_err() {
+        out.clear();
+    }
+    r
+}
+
+/// Go's decoder proper, appending to `out`.
+fn go_decode_careful(src: &[u8], out: &mut Vec<u8>) -> Result<(), B64Error> {
     let mut si = 0usize;
     while si < src.len() {
         let mut dbuf = [0u8; 4];
@@ -66,7 +96,7 @@ pub fn go_b64_decode(s: &str) -> Result<Vec<u8>, B64Error> {
         while j < 4 {
             if si == src.len() {
                 if j == 0 {
-                    return Ok(out);
+                    return Ok(());
                 }
                 // j == 1, or any short quantum with padding expected
                 return Err(B64Error(si - j));
@@ -121,7 +151,7 @@ pub fn go_b64_decode(s: &str) -> Result<Vec<u8>, B64Error> {
             return Err(e);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Go's `strconv.Atoi` on a 64-bit platform: optional sign, at least one ASCII digit,
@@ -200,7 +230,48 @@ pub fn parse_versioned(s: &str) -> Result<Versioned<'_>, VersionedError> {
 
 /// `vault:v<N>:<base64(payload)>`.
 pub fn format_versioned(version: i64, payload: &[u8]) -> String {
-    format!("{PREFIX}{version}:{}", b64_encode(payload))
+    let mut s = String::with_capacity(PREFIX.len() + 21 + encoded_len(payload.len()));
+    push_versioned(&mut s, version, payload);
+    s
+}
+
+/// Append `vault:v<N>:<base64(payload)>` to `out`.
+pub fn push_versioned(out: &mut String, version: i64, payload: &[u8]) {
+    out.push_str(PREFIX);
+    push_int(out, version);
+    out.push(':');
+    b64_encode_into(out, payload);
+}
+
+/// Append the decimal form of `v` (as `{v}` formats it).
+pub fn push_int(out: &mut String, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// Length of the padded base64 of `n` bytes.
+pub fn encoded_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Append standard padded base64 of `data` to `out`.
+pub fn b64_encode_into(out: &mut String, data: &[u8]) {
+    use base64::Engine;
+    out.reserve(encoded_len(data.len()));
+    base64::engine::general_purpose::STANDARD.encode_string(data, out);
 }
 
 /// Split an AEAD payload into nonce and sealed part (ciphertext ‖ tag). Too short for a
@@ -242,6 +313,48 @@ mod tests {
             go_b64_decode("aGVsbG8gb3BlbmJhbw=="),
             Ok(b"hello openbao".to_vec())
         );
+    }
+
+    #[test]
+    fn decode_into_matches_and_keeps_its_buffer() {
+        let cases = [
+            "aGVsbG8gb3BlbmJhbw==",
+            "aGk=\n",
+            "aG\r\nk=",
+            "aGl=",
+            "",
+            "not base64!!",
+            "aGk=aGk=",
+            "aG=",
+        ];
+        let mut buf = Vec::with_capacity(64);
+        let ptr = buf.as_ptr();
+        for c in cases {
+            let r = go_b64_decode_into(c, &mut buf);
+            assert!(decoded_capacity(c.len()) <= 64);
+            match go_b64_decode(c) {
+                Ok(v) => assert_eq!((r, &buf[..]), (Ok(()), &v[..]), "{c:?}"),
+                Err(e) => assert_eq!((r, buf.len()), (Err(e), 0), "{c:?}"),
+            }
+            assert_eq!(buf.as_ptr(), ptr, "no reallocation for {c:?}");
+        }
+        for n in 0..40 {
+            let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut s = String::from("x");
+            b64_encode_into(&mut s, &data);
+            assert_eq!(s[1..], b64_encode(&data));
+            assert_eq!(encoded_len(n), b64_encode(&data).len());
+            assert!(decoded_capacity(encoded_len(n)) >= n);
+        }
+        for v in [0, 1, 9, 10, 99, 1234567, -1, -10, i64::MAX, i64::MIN] {
+            let mut s = String::from("x");
+            push_int(&mut s, v);
+            assert_eq!(s, format!("x{v}"));
+        }
+        let mut s = String::new();
+        push_versioned(&mut s, -3, b"hi");
+        assert_eq!(s, "vault:v-3:aGk=");
+        assert_eq!(format_versioned(12, b"hi"), "vault:v12:aGk=");
     }
 
     #[test]

@@ -339,53 +339,186 @@ fn aead_key(kt: KeyType, key: &[u8]) -> Result<LessSafeKey, String> {
         .map_err(|_| "could not derive enc key, length not correct".to_string())
 }
 
-/// Encrypt: `nonce ‖ ciphertext ‖ tag` with a fresh random nonce.
-pub fn seal(kt: KeyType, key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
-    seal_with_nonce(
-        kt,
-        key,
-        aad,
-        plaintext,
-        *crate::crypto::random_bytes::<NONCE_LEN>(),
-    )
+/// Make room for `n` bytes in a secret scratch buffer without leaving a copy behind: a
+/// buffer that must grow is wiped and replaced (a `Vec` that reallocates by itself frees
+/// the old block unwiped).
+pub fn reserve_secret(buf: &mut Zeroizing<Vec<u8>>, n: usize) {
+    use zeroize::Zeroize;
+    buf.zeroize();
+    if buf.capacity() < n {
+        *buf = Zeroizing::new(Vec::with_capacity(n.max(64)));
+    }
 }
 
-/// Convergent encryption: nonce = HMAC-SHA256(hmac_key, plaintext)[..12].
-pub fn seal_convergent(
+/// Nonces drawn from the RNG in bulk: one RNG call per up to [`NONCE_CHUNK`] items instead
+/// of one per item (each call pays for prediction resistance). Nonces are public, so
+/// nothing here needs wiping.
+struct NoncePool {
+    buf: [u8; NONCE_LEN * NONCE_CHUNK],
+    pos: usize,
+    len: usize,
+    /// How many more nonces the caller expects to need (sizes the next refill).
+    wanted: usize,
+}
+
+const NONCE_CHUNK: usize = 64;
+
+impl NoncePool {
+    fn new(wanted: usize) -> Self {
+        Self {
+            buf: [0; NONCE_LEN * NONCE_CHUNK],
+            pos: 0,
+            len: 0,
+            wanted: wanted.max(1),
+        }
+    }
+
+    fn next(&mut self) -> [u8; NONCE_LEN] {
+        if self.pos == self.len {
+            let n = self.wanted.clamp(1, NONCE_CHUNK) * NONCE_LEN;
+            aws_lc_rs::rand::fill(&mut self.buf[..n]).expect("system RNG failed");
+            self.pos = 0;
+            self.len = n;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&self.buf[self.pos..self.pos + NONCE_LEN]);
+        self.pos += NONCE_LEN;
+        self.wanted = self.wanted.saturating_sub(1);
+        nonce
+    }
+}
+
+/// The AEAD key of one (version, context), expanded once.
+struct ActiveKey {
+    ver: i64,
+    /// Compared only for derived keys (others ignore the context).
+    context: Vec<u8>,
+    aead: LessSafeKey,
+    /// Convergent keys: the nonce-HMAC key.
+    nonce_key: Option<SecretBytes>,
+}
+
+/// Encryption and decryption of many items under one key document (a batch, or a single
+/// request): the expanded AEAD key of the last (version, context) used is kept for the next
+/// item, so a batch under one version pays for one key schedule (and, for derived keys, one
+/// HKDF per run of equal contexts) instead of one per item. Errors are OpenBao's
+/// user-facing texts, from the same checks in the same order as per-item setup.
+pub struct Cipher<'p> {
+    policy: &'p KeyPolicy,
+    active: Option<ActiveKey>,
+    nonces: NoncePool,
+}
+
+/// A prepared key: seal or open with it.
+pub struct KeyRef<'c> {
     kt: KeyType,
-    key: &[u8],
-    hmac_key: &[u8],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, String> {
-    let mac = crate::crypto::hmac_sha256(hmac_key, plaintext);
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(&mac[..NONCE_LEN]);
-    seal_with_nonce(kt, key, aad, plaintext, nonce)
+    key: &'c ActiveKey,
+    nonces: &'c mut NoncePool,
 }
 
-fn seal_with_nonce(
-    kt: KeyType,
-    key: &[u8],
-    aad: &[u8],
-    plaintext: &[u8],
-    nonce: [u8; NONCE_LEN],
-) -> Result<Vec<u8>, String> {
-    let k = aead_key(kt, key)?;
-    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&nonce[..]);
-    let mut body = plaintext.to_vec();
-    k.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut body,
-    )
-    .map_err(|_| "encryption failed".to_string())?;
-    out.extend_from_slice(&body);
-    Ok(out)
+impl<'p> Cipher<'p> {
+    /// `items`: how many items will be sealed (sizes the nonce draws; a guess is fine).
+    pub fn new(policy: &'p KeyPolicy, items: usize) -> Self {
+        Self {
+            policy,
+            active: None,
+            nonces: NoncePool::new(items),
+        }
+    }
+
+    /// The key for `ver` and `context` ([`KeyPolicy::enc_key`]'s checks and errors).
+    pub fn key(&mut self, ver: i64, context: &[u8]) -> Result<KeyRef<'_>, String> {
+        let p = self.policy;
+        let hit = self
+            .active
+            .as_ref()
+            .is_some_and(|k| k.ver == ver && (!p.derived || k.context == context));
+        if !hit {
+            self.active = None;
+            let (aead, nonce_key) = if p.convergent {
+                let (k, nk) = p.convergent_keys(ver, context)?;
+                (aead_key(p.key_type, &k)?, Some(nk))
+            } else {
+                (aead_key(p.key_type, &p.enc_key(ver, context)?)?, None)
+            };
+            self.active = Some(ActiveKey {
+                ver,
+                context: if p.derived {
+                    context.to_vec()
+                } else {
+                    Vec::new()
+                },
+                aead,
+                nonce_key,
+            });
+        }
+        match &self.active {
+            Some(key) => Ok(KeyRef {
+                kt: p.key_type,
+                key,
+                nonces: &mut self.nonces,
+            }),
+            None => Err("no such key version".into()),
+        }
+    }
 }
 
-/// Decrypt a payload produced by [`seal`] (or by OpenBao).
+impl KeyRef<'_> {
+    /// Encrypt: `out` becomes `nonce ‖ ciphertext ‖ tag` (a fresh random nonce, or for
+    /// convergent keys `HMAC-SHA256(nonce key, plaintext)[..12]`). `out` is a secret scratch
+    /// buffer: it holds the plaintext for a moment.
+    pub fn seal(
+        self,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Zeroizing<Vec<u8>>,
+    ) -> Result<(), String> {
+        let nonce = match &self.key.nonce_key {
+            Some(nk) => {
+                let mac = crate::crypto::hmac_sha256(nk, plaintext);
+                let mut n = [0u8; NONCE_LEN];
+                n.copy_from_slice(&mac[..NONCE_LEN]);
+                n
+            }
+            None => self.nonces.next(),
+        };
+        reserve_secret(out, NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .key
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[NONCE_LEN..],
+            )
+            .map_err(|_| "encryption failed".to_string())?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Decrypt a payload produced by [`KeyRef::seal`] (or by OpenBao) in place: `payload`
+    /// is `nonce ‖ ciphertext ‖ tag`; on success the plaintext is `payload[NONCE_LEN..][..n]`
+    /// for the returned `n`.
+    pub fn open_in_place(self, aad: &[u8], payload: &mut [u8]) -> Result<usize, String> {
+        let kt = self.kt;
+        super::ciphertext::split_nonce(payload, NONCE_LEN).map_err(|e| e.to_string())?;
+        let (nonce, sealed) = payload.split_at_mut(NONCE_LEN);
+        if sealed.len() < TAG_LEN {
+            return Err(kt.auth_error().into());
+        }
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(nonce);
+        self.key
+            .aead
+            .open_in_place(Nonce::assume_unique_for_key(n), Aad::from(aad), sealed)
+            .map(|pt| pt.len())
+            .map_err(|_| kt.auth_error().to_string())
+    }
+}
+
+/// Decrypt a payload with a raw key (tests and one-off use).
 pub fn open(
     kt: KeyType,
     key: &[u8],
@@ -413,7 +546,7 @@ pub fn open(
     Ok(buf)
 }
 
-/// Hash functions for `hmac/` and `verify/` (OpenBao's names).
+/// Hash functions for `hmac/`, `verify/` and `hash/` (OpenBao's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashAlg {
     Sha1,
@@ -421,14 +554,15 @@ pub enum HashAlg {
     Sha256,
     Sha384,
     Sha512,
+    Sha3_224,
     Sha3_256,
     Sha3_384,
     Sha3_512,
 }
 
 impl HashAlg {
-    /// `None` for unknown names and for ones Strongroom does not implement
-    /// (`none`, `sha3-224`).
+    /// `None` for unknown names and for `none` (no digest: only meaningful for signatures,
+    /// which no key type here supports).
     pub fn parse(s: &str) -> Option<HashAlg> {
         Some(match s {
             "sha1" => HashAlg::Sha1,
@@ -436,6 +570,7 @@ impl HashAlg {
             "sha2-256" => HashAlg::Sha256,
             "sha2-384" => HashAlg::Sha384,
             "sha2-512" => HashAlg::Sha512,
+            "sha3-224" => HashAlg::Sha3_224,
             "sha3-256" => HashAlg::Sha3_256,
             "sha3-384" => HashAlg::Sha3_384,
             "sha3-512" => HashAlg::Sha3_512,
@@ -461,34 +596,31 @@ pub fn hmac(alg: HashAlg, key: &[u8], data: &[u8]) -> Vec<u8> {
             let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
             aws_lc_rs::hmac::sign(&k, data).as_ref().to_vec()
         }
-        HashAlg::Sha3_256 => hmac_digest(&aws_lc_rs::digest::SHA3_256, key, data),
-        HashAlg::Sha3_384 => hmac_digest(&aws_lc_rs::digest::SHA3_384, key, data),
-        HashAlg::Sha3_512 => hmac_digest(&aws_lc_rs::digest::SHA3_512, key, data),
+        HashAlg::Sha3_224 => rc::<Hmac<sha3::Sha3_224>>(key, data),
+        HashAlg::Sha3_256 => rc::<Hmac<sha3::Sha3_256>>(key, data),
+        HashAlg::Sha3_384 => rc::<Hmac<sha3::Sha3_384>>(key, data),
+        HashAlg::Sha3_512 => rc::<Hmac<sha3::Sha3_512>>(key, data),
     }
 }
 
-/// RFC 2104 HMAC over an aws-lc digest (used for SHA-3, which aws-lc's `hmac` lacks).
-fn hmac_digest(alg: &'static aws_lc_rs::digest::Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
-    use aws_lc_rs::digest;
-    let block = alg.block_len();
-    let mut k = Zeroizing::new(vec![0u8; block]);
-    if key.len() > block {
-        let h = digest::digest(alg, key);
-        k[..h.as_ref().len()].copy_from_slice(h.as_ref());
-    } else {
-        k[..key.len()].copy_from_slice(key);
+/// The plain digest of `data` (`hash/`).
+pub fn digest(alg: HashAlg, data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    match alg {
+        HashAlg::Sha1 => {
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+                .as_ref()
+                .to_vec()
+        }
+        HashAlg::Sha224 => sha2::Sha224::digest(data).to_vec(),
+        HashAlg::Sha256 => sha2::Sha256::digest(data).to_vec(),
+        HashAlg::Sha384 => sha2::Sha384::digest(data).to_vec(),
+        HashAlg::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        HashAlg::Sha3_224 => sha3::Sha3_224::digest(data).to_vec(),
+        HashAlg::Sha3_256 => sha3::Sha3_256::digest(data).to_vec(),
+        HashAlg::Sha3_384 => sha3::Sha3_384::digest(data).to_vec(),
+        HashAlg::Sha3_512 => sha3::Sha3_512::digest(data).to_vec(),
     }
-    let mut ipad = Zeroizing::new(k.iter().map(|b| b ^ 0x36).collect::<Vec<u8>>());
-    let opad = Zeroizing::new(k.iter().map(|b| b ^ 0x5c).collect::<Vec<u8>>());
-    let mut inner = digest::Context::new(alg);
-    inner.update(&ipad);
-    inner.update(data);
-    let ih = inner.finish();
-    let mut outer = digest::Context::new(alg);
-    outer.update(&opad);
-    outer.update(ih.as_ref());
-    ipad.clear();
-    outer.finish().as_ref().to_vec()
 }
 
 #[cfg(test)]
@@ -538,8 +670,15 @@ mod tests {
             KeyType::Aes128Gcm96,
             KeyType::ChaCha20Poly1305,
         ] {
-            let key = random_vec(kt.key_len());
-            let c = seal(kt, &key, b"ad", b"hello").unwrap();
+            let p = KeyPolicy::new("k", kt, false, 0);
+            let key = p.enc_key(1, b"").unwrap();
+            let mut cipher = Cipher::new(&p, 3);
+            let mut c = Zeroizing::new(Vec::new());
+            cipher
+                .key(1, b"")
+                .unwrap()
+                .seal(b"ad", b"hello", &mut c)
+                .unwrap();
             assert_eq!(c.len(), 12 + 5 + 16);
             assert_eq!(&open(kt, &key, b"ad", &c).unwrap()[..], b"hello");
             assert_eq!(open(kt, &key, b"", &c).unwrap_err(), kt.auth_error());
@@ -551,6 +690,116 @@ mod tests {
                 open(kt, &key, b"ad", &c[..20]).unwrap_err(),
                 kt.auth_error()
             );
+            // the same through the cipher, in place
+            let mut c2 = Zeroizing::new(Vec::new());
+            cipher
+                .key(1, b"")
+                .unwrap()
+                .seal(b"ad", b"hello", &mut c2)
+                .unwrap();
+            assert_ne!(c[..12], c2[..12], "fresh nonce per item");
+            let n = cipher
+                .key(1, b"")
+                .unwrap()
+                .open_in_place(b"ad", &mut c2)
+                .unwrap();
+            assert_eq!(&c2[12..12 + n], b"hello");
+            let mut short = c[..3].to_vec();
+            assert_eq!(
+                cipher.key(1, b"").unwrap().open_in_place(b"ad", &mut short),
+                Err("invalid ciphertext length".to_string())
+            );
+            let mut no_tag = c[..20].to_vec();
+            assert_eq!(
+                cipher
+                    .key(1, b"")
+                    .unwrap()
+                    .open_in_place(b"ad", &mut no_tag),
+                Err(kt.auth_error().to_string())
+            );
+            assert_eq!(
+                cipher.key(2, b"").err(),
+                Some("no such key version".to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn cipher_rekeys_per_version_and_context() {
+        let mut p = KeyPolicy::new("k", KeyType::Aes256Gcm96, true, 0);
+        p.rotate();
+        let mut cipher = Cipher::new(&p, 10);
+        let mut out = Zeroizing::new(Vec::new());
+        for (ver, ctx) in [(1, &b"a"[..]), (1, b"a"), (2, b"a"), (2, b"b"), (1, b"a")] {
+            cipher
+                .key(ver, ctx)
+                .unwrap()
+                .seal(b"", b"pt", &mut out)
+                .unwrap();
+            let k = p.enc_key(ver, ctx).unwrap();
+            assert_eq!(&open(p.key_type, &k, b"", &out).unwrap()[..], b"pt");
+        }
+        assert_eq!(cipher.key(1, b"").err().as_deref(), Some(MISSING_CONTEXT));
+        assert_eq!(
+            cipher.key(3, b"a").err().as_deref(),
+            Some("invalid key version")
+        );
+        // a failed lookup leaves no stale key behind
+        assert!(cipher.key(1, b"a").is_ok());
+    }
+
+    #[test]
+    fn nonce_pool_draws_in_chunks() {
+        let mut pool = NoncePool::new(200);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            assert!(seen.insert(pool.next()));
+        }
+        // more than announced still works
+        assert!(seen.insert(pool.next()));
+    }
+
+    #[test]
+    fn hmac_sha3_224_and_digests() {
+        let d = b"The quick brown fox jumps over the lazy dog";
+        // python3: hmac.new(b"key", d, hashlib.sha3_224).hexdigest()
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha3_224, b"key", d)),
+            "ff6fa8447ce10fb1efdccfe62caf8b640fe46c4fb1007912bf85100f"
+        );
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha3_384, b"key", d)),
+            "aa739ad9fcdf9be4a04f06680ade7a1bd1e01a0af64accb04366234cf9f6934a0f8589772f857681fcde8acc256091a2"
+        );
+        // keys longer than the block (SHA3-224: 144 bytes) are hashed first
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha3_224, &[0xaa; 200], d)),
+            "ad85b16eaa28b23044568444672ee71e981e65cca215af4440a13a48"
+        );
+        assert_eq!(
+            hex(&hmac(HashAlg::Sha3_512, &[0xaa; 100], d)),
+            "f6163dff6980a46e7119a3dc69a72e418f166a4551344db2cf37a4551e9743714bc6a5d4ac7e322365ec5c53e0f1f3d7c2a3fb56c0f80a03cacf1c2bcd019c35"
+        );
+        // python3: hashlib.sha3_224(b"hello openbao").hexdigest()
+        assert_eq!(
+            hex(&digest(HashAlg::Sha3_224, b"hello openbao")),
+            "f86574bc024aa2b3cf6047ec97d4d7fc6fcfb6e22a5f2d95582d530b"
+        );
+        assert_eq!(
+            hex(&digest(HashAlg::Sha224, b"hello openbao")),
+            "cb3cc93daf60c3a90e557ce677337a2d9258185e264164a0d06316c1"
+        );
+        for (alg, n) in [
+            (HashAlg::Sha1, 20),
+            (HashAlg::Sha256, 32),
+            (HashAlg::Sha384, 48),
+            (HashAlg::Sha512, 64),
+            (HashAlg::Sha3_256, 32),
+            (HashAlg::Sha3_384, 48),
+            (HashAlg::Sha3_512, 64),
+        ] {
+            assert_eq!(digest(alg, b"x").len(), n);
+            assert_eq!(hmac(alg, b"k", b"x").len(), n);
         }
     }
 }

@@ -6,21 +6,28 @@
 //! `keys/<k>/trim` · `keys/<k>/soft-delete` · `keys/<k>/soft-delete-restore` ·
 //! `encrypt/<k>` (creates a missing key: upsert) · `decrypt/<k>` · `rewrap/<k>` ·
 //! `datakey/{plaintext,wrapped}/<k>` · `random[/<source>][/<bytes>]` · `hmac/<k>[/<algo>]` ·
-//! `verify/<k>[/<algo>]` (HMACs) · `export/<type>/<k>[/<ver>]` (always refused: key material
-//! never leaves the server, so `exportable`/`allow_plaintext_backup` are refused too).
+//! `verify/<k>[/<algo>]` (HMACs) · `hash[/<algo>]` (plain digests) · `export/<type>/<k>[/<ver>]`
+//! (always refused: key material never leaves the server, so
+//! `exportable`/`allow_plaintext_backup` are refused too).
+//!
+//! Hashes (`hmac`, `verify`, `hash`): `sha2-224/256/384/512`, `sha3-224/256/384/512`, and
+//! `sha1` for HMACs only, as OpenBao.
 //!
 //! Key types: `aes256-gcm96` (default), `aes128-gcm96`, `chacha20-poly1305`; `derived` keys
 //! (HKDF-SHA256 per context) and `convergent_encryption`. Crypto details and the storage layout
 //! are in [`keys`]; the ciphertext decoder is in [`ciphertext`] (pure, fuzzed); OpenBao's field
-//! coercion and error texts are in [`params`].
+//! coercion and error texts are in [`params`]; batch items and the per-batch crypto state
+//! (one expanded key per version and context, nonces drawn in bulk, reused wiped buffers)
+//! are in `batch`.
 //!
 //! Not implemented: asymmetric/HMAC/xchacha key types, sign, BYOK import, backup/restore,
-//! cache config, `sha3-224` HMACs.
+//! cache config.
 //!
 //! Automatic rotation (`auto_rotate_period`) happens lazily when a due key is used, and for all
 //! keys in [`Transit::rotate_due_keys`], which the core may call periodically (OpenBao checks
 //! hourly).
 
+mod batch;
 pub mod ciphertext;
 pub mod keys;
 pub mod params;
@@ -32,6 +39,7 @@ use super::Backend;
 use crate::barrier::View;
 use crate::fields::Data;
 use crate::request::{multierror, ApiError, Operation, Request, Response};
+use batch::{decode_batch, Crypter, Item};
 use ciphertext::{format_versioned, go_b64_decode, parse_versioned};
 use keys::{HashAlg, KeyPolicy, KeyType, TypeLookup};
 use params::{go_type, ignored_warning, Params};
@@ -74,9 +82,6 @@ fn internal(msg: &str) -> ApiError {
     ApiError::internal(multierror(msg))
 }
 
-/// An item's decoded plaintext and context.
-type DecodedInput = (Zeroizing<Vec<u8>>, Vec<u8>);
-
 /// A per-item failure; `Internal` ones map to 500 as in OpenBao (`errutil.InternalError`).
 #[derive(Clone, Debug)]
 enum ItemErr {
@@ -96,119 +101,6 @@ impl ItemErr {
             ItemErr::Internal(m) => internal(&m),
         }
     }
-}
-
-/// One element of `batch_input` (or the single request), for encrypt/decrypt/rewrap.
-#[derive(Default)]
-struct Item {
-    plaintext: String,
-    ciphertext: String,
-    context: String,
-    key_version: i64,
-    associated_data: String,
-    reference: String,
-}
-
-/// One string field of a batch item, mapstructure-style (see [`decode_batch`]).
-fn string_field(
-    m: &Map<String, Value>,
-    i: usize,
-    errs: &mut Vec<String>,
-    name: &str,
-    slot: &mut String,
-    nil_ok: bool,
-    required: Option<&str>,
-) {
-    match m.get(name) {
-        Some(Value::String(s)) => *slot = s.clone(),
-        Some(Value::Null) if nil_ok => {}
-        Some(other) => errs.push(format!(
-            "'[{i}].{name}' expected type 'string', got unconvertible type '{}'",
-            go_type(other)
-        )),
-        None => {
-            if let Some(what) = required {
-                errs.push(format!("'[{i}].{name}' missing {what}"));
-            }
-        }
-    }
-}
-
-/// OpenBao's `decodeBatchRequestItems` (encrypt/decrypt): typed fields, required
-/// plaintext/ciphertext. Errors become a 500 `failed to parse batch input: ...`.
-fn decode_batch(
-    raw: &Value,
-    require_plaintext: bool,
-    require_ciphertext: bool,
-) -> Result<Vec<Item>, ApiError> {
-    let fail = |m: String| Err(internal(&format!("failed to parse batch input: {m}")));
-    let arr = match raw {
-        Value::Array(a) => a,
-        other => {
-            let t = match other {
-                Value::String(_) => "string",
-                Value::Bool(_) => "bool",
-                Value::Number(_) => "json.Number",
-                _ => "map[string]interface {}",
-            };
-            return fail(format!("source data must be an array or slice, got {t}"));
-        }
-    };
-    let mut items = Vec::with_capacity(arr.len());
-    let mut errs: Vec<String> = Vec::new();
-    for (i, v) in arr.iter().enumerate() {
-        let Value::Object(m) = v else {
-            return fail(format!("[{i}] expected a map, got '{}'", go_type(v)));
-        };
-        let mut it = Item::default();
-        string_field(m, i, &mut errs, "context", &mut it.context, true, None);
-        string_field(
-            m,
-            i,
-            &mut errs,
-            "ciphertext",
-            &mut it.ciphertext,
-            true,
-            require_ciphertext.then_some("ciphertext to decrypt"),
-        );
-        string_field(
-            m,
-            i,
-            &mut errs,
-            "plaintext",
-            &mut it.plaintext,
-            false,
-            require_plaintext.then_some("plaintext to encrypt"),
-        );
-        match m.get("key_version") {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(k) => it.key_version = k,
-                None => errs.push(format!(
-                    "error decoding json.Number into [{i}].key_version: strconv.ParseInt: parsing \"{n}\": invalid syntax"
-                )),
-            },
-            Some(other) => errs.push(format!(
-                "'[{i}].key_version' expected type 'int', got unconvertible type '{}'",
-                go_type(other)
-            )),
-        }
-        string_field(
-            m,
-            i,
-            &mut errs,
-            "associated_data",
-            &mut it.associated_data,
-            true,
-            None,
-        );
-        string_field(m, i, &mut errs, "reference", &mut it.reference, true, None);
-        items.push(it);
-    }
-    if !errs.is_empty() {
-        return fail(errs.join("\n"));
-    }
-    Ok(items)
 }
 
 /// mapstructure-style decoding (rewrap into a struct, hmac/verify into `map[string]string`):
@@ -305,119 +197,6 @@ fn batch_status(
     Ok(resp.with_status(code))
 }
 
-fn b64_item(s: &str) -> Result<Zeroizing<Vec<u8>>, ItemErr> {
-    go_b64_decode(s)
-        .map(Zeroizing::new)
-        .map_err(|e| ItemErr::User(e.to_string()))
-}
-
-fn aad(ad: &str) -> Result<Vec<u8>, ItemErr> {
-    if ad.is_empty() {
-        return Ok(vec![]);
-    }
-    go_b64_decode(ad).map_err(|e| {
-        ItemErr::Internal(format!(
-            "unable to get associated_data/additional_data from factory[0]: {e}"
-        ))
-    })
-}
-
-/// `Policy.EncryptWithFactory` for the symmetric types: returns the ciphertext and the
-/// version used. Checks in OpenBao's order.
-fn encrypt_item(
-    p: &KeyPolicy,
-    ver: i64,
-    context: &[u8],
-    plaintext: &[u8],
-    ad: &str,
-) -> Result<(String, i64), ItemErr> {
-    if p.soft_deleted {
-        return Err(ItemErr::User(keys::SOFT_DELETED.into()));
-    }
-    let ver =
-        match ver {
-            0 => p.latest_version,
-            v if v < 0 => {
-                return Err(ItemErr::User(
-                    "requested version for encryption is negative".into(),
-                ))
-            }
-            v if v > p.latest_version => {
-                return Err(ItemErr::User(
-                    "requested version for encryption is higher than the latest key version".into(),
-                ))
-            }
-            v if v < p.min_encryption_version => return Err(ItemErr::User(
-                "requested version for encryption is less than the minimum encryption key version"
-                    .into(),
-            )),
-            v => v,
-        };
-    let payload = if p.convergent {
-        let (key, nonce_key) = p.convergent_keys(ver, context).map_err(ItemErr::User)?;
-        let ad = aad(ad)?;
-        keys::seal_convergent(p.key_type, &key, &nonce_key, &ad, plaintext)
-    } else {
-        let key = p.enc_key(ver, context).map_err(ItemErr::User)?;
-        let ad = aad(ad)?;
-        keys::seal(p.key_type, &key, &ad, plaintext)
-    }
-    .map_err(ItemErr::Internal)?;
-    Ok((format_versioned(ver, &payload), ver))
-}
-
-/// Decoded contexts of ciphertext-carrying items (decrypt, rewrap). Context must be set in
-/// every item or in none; an item without ciphertext fails on its own.
-fn ciphertext_item_contexts(items: &[Item]) -> Result<Vec<Result<Vec<u8>, ItemErr>>, ApiError> {
-    let context_set = !items[0].context.is_empty();
-    let mut ctxs = Vec::with_capacity(items.len());
-    for it in items {
-        if it.context.is_empty() == context_set {
-            return Err(bad(
-                "context should be set either in all the request blocks or in none",
-            ));
-        }
-        if it.ciphertext.is_empty() {
-            ctxs.push(Err(ItemErr::User("missing ciphertext to decrypt".into())));
-            continue;
-        }
-        ctxs.push(if it.context.is_empty() {
-            Ok(vec![])
-        } else {
-            go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))
-        });
-    }
-    Ok(ctxs)
-}
-
-/// `Policy.DecryptWithFactory` for the symmetric types.
-fn decrypt_item(
-    p: &KeyPolicy,
-    ct: &str,
-    context: &[u8],
-    ad: &str,
-) -> Result<Zeroizing<Vec<u8>>, ItemErr> {
-    if p.soft_deleted {
-        return Err(ItemErr::User(keys::SOFT_DELETED.into()));
-    }
-    let v = parse_versioned(ct).map_err(|e| ItemErr::User(e.ciphertext_msg().into()))?;
-    let ver = if v.version == 0 { 1 } else { v.version };
-    if ver > p.latest_version {
-        return Err(ItemErr::User(
-            "invalid ciphertext: version is too new".into(),
-        ));
-    }
-    if p.min_decryption_version > 0 && ver < p.min_decryption_version {
-        return Err(ItemErr::User(TOO_OLD.into()));
-    }
-    let payload = v
-        .payload()
-        .map_err(|_| ItemErr::User("invalid ciphertext: could not decode base64".into()))?;
-    let key = p.enc_key(ver, context).map_err(ItemErr::User)?;
-    let ad = aad(ad)?;
-    keys::open(p.key_type, &key, &ad, &payload).map_err(ItemErr::User)
-}
-
 const KEYS_FIELDS: &[&str] = &[
     "name",
     "type",
@@ -476,6 +255,7 @@ const DATAKEY_FIELDS: &[&str] = &[
     "associated_data",
 ];
 const RANDOM_FIELDS: &[&str] = &["urlbytes", "bytes", "format", "source"];
+const HASH_FIELDS: &[&str] = &["input", "algorithm", "urlalgorithm", "format"];
 const HMAC_FIELDS: &[&str] = &[
     "name",
     "input",
@@ -889,7 +669,8 @@ impl Transit {
         let d = &req.data;
         let prm = Params::lazy(d);
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
-        let mut items = match batch_raw {
+        let single: (String, String, String);
+        let items = match batch_raw {
             Some(raw) => {
                 let items = decode_batch(raw, true, false)?;
                 if items.is_empty() {
@@ -901,35 +682,21 @@ impl Transit {
                 let Some(plaintext) = prm.str("plaintext")? else {
                     return Err(bad("missing plaintext to encrypt"));
                 };
+                let context = prm.str_or("context", "")?;
+                let key_version = prm.int_or("key_version", 0)?;
+                single = (plaintext, context, prm.str_or("associated_data", "")?);
                 vec![Item {
-                    plaintext,
-                    context: prm.str_or("context", "")?,
-                    key_version: prm.int_or("key_version", 0)?,
-                    associated_data: prm.str_or("associated_data", "")?,
+                    plaintext: &single.0,
+                    context: &single.1,
+                    key_version,
+                    associated_data: &single.2,
                     ..Item::default()
                 }]
             }
         };
+        // Before the key is looked up or created; input decoding fails per item.
+        batch::check_contexts(&items)?;
         let context_set = !items[0].context.is_empty();
-
-        // Pre-pass: input decoding (before the key is looked up or created).
-        let mut decoded: Vec<Result<DecodedInput, ItemErr>> = Vec::with_capacity(items.len());
-        for it in &items {
-            if it.context.is_empty() == context_set {
-                return Err(bad(
-                    "context should be set either in all the request blocks or in none",
-                ));
-            }
-            let r = b64_item(&it.plaintext).and_then(|pt| {
-                let ctx = if it.context.is_empty() {
-                    vec![]
-                } else {
-                    go_b64_decode(&it.context).map_err(|e| ItemErr::User(e.to_string()))?
-                };
-                Ok((pt, ctx))
-            });
-            decoded.push(r);
-        }
 
         // Look up the key; create it on first use (upsert), derived iff a context was given.
         let mut warning = None;
@@ -978,47 +745,57 @@ impl Transit {
             }
         };
 
-        let mut results: Vec<Result<(String, i64), ItemErr>> = Vec::with_capacity(items.len());
+        // The answer is written as JSON text directly: no value tree per item.
+        let mut crypter = Crypter::new(&policy, items.len());
         let (mut successes, mut user_err, mut internal_err) = (false, false, false);
-        for (it, dec) in items.iter().zip(decoded) {
-            let r = dec.and_then(|(pt, ctx)| {
-                encrypt_item(&policy, it.key_version, &ctx, &pt, &it.associated_data)
-            });
-            match &r {
-                Ok(_) => successes = true,
-                Err(ItemErr::User(_)) => user_err = true,
-                Err(ItemErr::Internal(_)) => internal_err = true,
-            }
-            results.push(r);
+        let estimate: usize = items
+            .iter()
+            .map(|it| it.plaintext.len() + it.reference.len() + 96)
+            .sum();
+        let mut out = String::with_capacity(estimate + 32);
+        let batch = batch_raw.is_some();
+        if batch {
+            out.push_str("{\"batch_results\":[");
         }
-
-        let mut resp = if batch_raw.is_some() {
-            let out: Vec<Value> = results
-                .into_iter()
-                .zip(items.iter_mut())
-                .map(|(r, it)| {
-                    let mut m = Map::new();
-                    match r {
-                        Ok((ct, v)) => {
-                            m.insert("ciphertext".into(), json!(ct));
-                            m.insert("key_version".into(), json!(v));
-                        }
-                        Err(e) => {
-                            m.insert("error".into(), json!(e.msg()));
-                        }
+        for (i, it) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let mark = out.len();
+            out.push_str("{\"ciphertext\":\"");
+            let r = crypter
+                .set_plaintext(it.plaintext)
+                .and_then(|()| crypter.set_context(it.context))
+                .and_then(|()| crypter.encrypt_into(it.key_version, it.associated_data, &mut out));
+            match r {
+                Ok(v) => {
+                    successes = true;
+                    out.push_str("\",\"key_version\":");
+                    ciphertext::push_int(&mut out, v);
+                }
+                Err(e) => {
+                    match e {
+                        ItemErr::User(_) => user_err = true,
+                        ItemErr::Internal(_) => internal_err = true,
                     }
-                    m.insert("reference".into(), json!(std::mem::take(&mut it.reference)));
-                    Value::Object(m)
-                })
-                .collect();
-            Response::data(json!({ "batch_results": out }))
-        } else {
-            let (ct, v) = results
-                .pop()
-                .expect("one item")
-                .map_err(ItemErr::into_api)?;
-            Response::data(json!({ "ciphertext": ct, "key_version": v }))
-        };
+                    if !batch {
+                        return Err(e.into_api());
+                    }
+                    out.truncate(mark);
+                    out.push_str("{\"error\":");
+                    batch::push_json_str(&mut out, e.msg());
+                }
+            }
+            if batch {
+                out.push_str(",\"reference\":");
+                batch::push_json_str(&mut out, it.reference);
+            }
+            out.push('}');
+        }
+        if batch {
+            out.push_str("]}");
+        }
+        let mut resp = Response::json(out);
         if let Some(w) = warning {
             resp = resp.with_warning(w);
         }
@@ -1028,7 +805,8 @@ impl Transit {
     fn decrypt(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
         let prm = Params::validated(d);
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
-        let mut items = match batch_raw {
+        let single: (String, String, String);
+        let items = match batch_raw {
             Some(raw) => {
                 let items = decode_batch(raw, false, true)?;
                 if items.is_empty() {
@@ -1037,79 +815,99 @@ impl Transit {
                 items
             }
             None => {
-                let ciphertext = prm.str_or("ciphertext", "")?;
-                let context = prm.str_or("context", "")?;
-                let associated_data = prm.str_or("associated_data", "")?;
-                if ciphertext.is_empty() {
+                single = (
+                    prm.str_or("ciphertext", "")?,
+                    prm.str_or("context", "")?,
+                    prm.str_or("associated_data", "")?,
+                );
+                if single.0.is_empty() {
                     return Err(bad("missing ciphertext to decrypt"));
                 }
                 vec![Item {
-                    ciphertext,
-                    context,
-                    associated_data,
+                    ciphertext: &single.0,
+                    context: &single.1,
+                    associated_data: &single.2,
                     ..Item::default()
                 }]
             }
         };
-        let ctxs = ciphertext_item_contexts(&items)?;
+        batch::check_contexts(&items)?;
         let policy = self
             .load(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
 
+        // The answer is written as JSON text directly: no value tree per item.
+        let mut crypter = Crypter::new(&policy, 0);
         let (mut successes, mut user_err, mut internal_err) = (false, false, false);
-        let mut results = Vec::with_capacity(items.len());
-        for (it, ctx) in items.iter().zip(ctxs) {
-            let r =
-                ctx.and_then(|c| decrypt_item(&policy, &it.ciphertext, &c, &it.associated_data));
-            match &r {
-                Ok(_) => successes = true,
-                Err(ItemErr::User(_)) => user_err = true,
-                Err(ItemErr::Internal(_)) => internal_err = true,
-            }
-            results.push(r);
+        let estimate: usize = items
+            .iter()
+            .map(|it| it.ciphertext.len() + it.reference.len() + 48)
+            .sum();
+        let mut out = String::with_capacity(estimate + 32);
+        let batch = batch_raw.is_some();
+        if batch {
+            out.push_str("{\"batch_results\":[");
         }
-        let resp = if batch_raw.is_some() {
-            let out: Vec<Value> = results
-                .into_iter()
-                .zip(items.iter_mut())
-                .map(|(r, it)| {
-                    let mut m = Map::new();
-                    match r {
-                        Ok(pt) => {
-                            m.insert("plaintext".into(), json!(ciphertext::b64_encode(&pt)));
-                        }
-                        Err(e) => {
-                            m.insert("plaintext".into(), json!(""));
-                            m.insert("error".into(), json!(e.msg()));
-                        }
+        for (i, it) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let r = if it.ciphertext.is_empty() {
+                Err(ItemErr::User("missing ciphertext to decrypt".into()))
+            } else {
+                crypter
+                    .set_context(it.context)
+                    .and_then(|()| crypter.decrypt(it.ciphertext, it.associated_data))
+            };
+            out.push_str("{\"plaintext\":\"");
+            match r {
+                Ok(()) => {
+                    successes = true;
+                    ciphertext::b64_encode_into(&mut out, &crypter.plaintext);
+                    out.push('"');
+                }
+                Err(e) => {
+                    match e {
+                        ItemErr::User(_) => user_err = true,
+                        ItemErr::Internal(_) => internal_err = true,
                     }
-                    m.insert("reference".into(), json!(std::mem::take(&mut it.reference)));
-                    Value::Object(m)
-                })
-                .collect();
-            Response::data(json!({ "batch_results": out }))
-        } else {
-            let pt = results
-                .pop()
-                .expect("one item")
-                .map_err(ItemErr::into_api)?;
-            Response::data(json!({ "plaintext": ciphertext::b64_encode(&pt) }))
-        };
+                    if !batch {
+                        return Err(e.into_api());
+                    }
+                    out.push_str("\",\"error\":");
+                    batch::push_json_str(&mut out, e.msg());
+                }
+            }
+            if batch {
+                out.push_str(",\"reference\":");
+                batch::push_json_str(&mut out, it.reference);
+            }
+            out.push('}');
+        }
+        if batch {
+            out.push_str("]}");
+        }
+        let resp = Response::json(out);
         batch_status(resp, &prm, successes, user_err, internal_err)
     }
 
     fn rewrap(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
         let prm = Params::validated(d);
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
-        let mut items: Vec<Item> = match batch_raw {
+        let raw_items;
+        let single: (String, String);
+        let items: Vec<Item> = match batch_raw {
             Some(raw) => {
-                let raw_items = decode_batch_loose(raw, true, &["key_version"])?;
+                raw_items = decode_batch_loose(raw, true, &["key_version"])?;
                 if raw_items.is_empty() {
                     return Err(bad("missing batch input to process"));
                 }
+                fn field<'m>(m: &'m Map<String, Value>, k: &str) -> &'m str {
+                    m.get(k).and_then(Value::as_str).unwrap_or_default()
+                }
                 let mut out = Vec::with_capacity(raw_items.len());
                 for (i, m) in raw_items.iter().enumerate() {
-                    let key_version = match item_str(m, "key_version") {
+                    let key_version = match m.get("key_version").and_then(Value::as_str) {
                         None => 0,
                         Some(s) => s.parse::<i64>().map_err(|_| {
                             internal(&format!(
@@ -1118,9 +916,9 @@ impl Transit {
                         })?,
                     };
                     out.push(Item {
-                        ciphertext: item_str(m, "ciphertext").unwrap_or_default(),
-                        context: item_str(m, "context").unwrap_or_default(),
-                        reference: item_str(m, "reference").unwrap_or_default(),
+                        ciphertext: field(m, "ciphertext"),
+                        context: field(m, "context"),
+                        reference: field(m, "reference"),
                         key_version,
                         ..Item::default()
                     });
@@ -1134,55 +932,64 @@ impl Transit {
                 if ciphertext.is_empty() {
                     return Err(bad("missing ciphertext to decrypt"));
                 }
+                single = (ciphertext, context);
                 vec![Item {
-                    ciphertext,
-                    context,
+                    ciphertext: &single.0,
+                    context: &single.1,
                     key_version,
                     ..Item::default()
                 }]
             }
         };
-        let ctxs = ciphertext_item_contexts(&items)?;
+        batch::check_contexts(&items)?;
         let policy = self
             .load_current(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
+        let mut crypter = Crypter::new(&policy, items.len());
         let mut results = Vec::with_capacity(items.len());
-        for (it, ctx) in items.iter().zip(ctxs) {
-            let r = ctx.and_then(|c| {
-                let pt = decrypt_item(&policy, &it.ciphertext, &c, "")?;
-                encrypt_item(&policy, it.key_version, &c, &pt, "")
-            });
+        for it in &items {
+            let r = if it.ciphertext.is_empty() {
+                Err(ItemErr::User("missing ciphertext to decrypt".into()))
+            } else {
+                crypter
+                    .set_context(it.context)
+                    .and_then(|()| crypter.decrypt(it.ciphertext, ""))
+                    .and_then(|()| crypter.encrypt(it.key_version, ""))
+            };
             if let Err(ItemErr::Internal(m)) = &r {
                 return Err(internal(m));
             }
             results.push(r);
         }
         let resp = if batch_raw.is_some() {
-            let out: Vec<Value> = results
+            let out = results
                 .into_iter()
-                .zip(items.iter_mut())
+                .zip(&items)
                 .map(|(r, it)| {
-                    let mut m = Map::new();
+                    let reference = Value::String(it.reference.to_owned());
                     match r {
-                        Ok((ct, v)) => {
-                            m.insert("ciphertext".into(), json!(ct));
-                            m.insert("key_version".into(), json!(v));
-                        }
-                        Err(e) => {
-                            m.insert("error".into(), json!(e.msg()));
-                        }
+                        Ok((ct, v)) => batch::object([
+                            ("ciphertext", Value::String(ct)),
+                            ("key_version", Value::from(v)),
+                            ("reference", reference),
+                        ]),
+                        Err(e) => batch::object([
+                            ("error", Value::String(e.msg().to_owned())),
+                            ("reference", reference),
+                        ]),
                     }
-                    m.insert("reference".into(), json!(std::mem::take(&mut it.reference)));
-                    Value::Object(m)
                 })
                 .collect();
-            Response::data(json!({ "batch_results": out }))
+            Response::data(batch::object([("batch_results", Value::Array(out))]))
         } else {
             let (ct, v) = results
                 .pop()
                 .expect("one item")
                 .map_err(ItemErr::into_api)?;
-            Response::data(json!({ "ciphertext": ct, "key_version": v }))
+            Response::data(batch::object([
+                ("ciphertext", Value::String(ct)),
+                ("key_version", Value::from(v)),
+            ]))
         };
         Ok(resp)
     }
@@ -1215,12 +1022,21 @@ impl Transit {
             _ => return Err(bad("invalid bit length")),
         };
         let new_key = crate::crypto::random_vec(len);
-        let (ct, v) =
-            encrypt_item(&policy, ver, &context, &new_key, &ad).map_err(ItemErr::into_api)?;
-        let mut data = json!({ "ciphertext": ct, "key_version": v });
+        let mut crypter = Crypter::new(&policy, 1);
+        crypter.set_context_bytes(&context);
+        crypter.set_plaintext_bytes(&new_key);
+        let (ct, v) = crypter.encrypt(ver, &ad).map_err(ItemErr::into_api)?;
+        let mut data = batch::object([
+            ("ciphertext", Value::String(ct)),
+            ("key_version", Value::from(v)),
+        ]);
         if with_plaintext {
-            let pt = Zeroizing::new(ciphertext::b64_encode(&new_key));
-            data["plaintext"] = json!(pt.as_str());
+            if let Value::Object(m) = &mut data {
+                m.insert(
+                    "plaintext".into(),
+                    Value::String(ciphertext::b64_encode(&new_key)),
+                );
+            }
         }
         Ok(Response::data(data))
     }
@@ -1347,11 +1163,8 @@ impl Transit {
         };
         let key = Zeroizing::new(Self::hmac_key(&policy, ver).map_err(bad)?.to_vec());
         let Some(alg) = HashAlg::parse(&alg_name) else {
-            return Err(bad(if alg_name == "sha3-224" {
-                "unsupported algorithm \"sha3-224\" on this server".to_string()
-            } else {
-                "unsupported algorithm '\\x00'".to_string()
-            }));
+            // OpenBao prints the zero value of its hash type here
+            return Err(bad("unsupported algorithm '\\x00'"));
         };
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
         let inputs: Vec<Map<String, Value>> = match batch_raw {
@@ -1542,6 +1355,43 @@ impl Transit {
         Ok(resp)
     }
 
+    /// `hash[/<algo>]`: a plain digest of `input`, hex or base64 (no key involved).
+    fn hash(&self, url_alg: Option<&str>, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        // the framework converts every declared field before the handler runs
+        let input = prm.str("input")?;
+        let format = prm.str_or("format", "hex")?;
+        let body_alg = prm.str_or("algorithm", "sha2-256")?;
+        // present-but-null is the empty string, as for any string field
+        let input = match (input, d.contains_key("input")) {
+            (Some(s), _) => s,
+            (None, true) => String::new(),
+            (None, false) => return Err(bad("input missing")),
+        };
+        let alg_name = match url_alg {
+            Some(a) if !a.is_empty() => a,
+            _ => body_alg.as_str(),
+        };
+        let input = go_b64_decode(&input)
+            .map_err(|e| bad(format!("unable to decode input as base64: {e}")))?;
+        if format != "hex" && format != "base64" {
+            return Err(bad(format!(
+                "unsupported encoding format {format}; must be \"hex\" or \"base64\""
+            )));
+        }
+        let alg = match HashAlg::parse(alg_name) {
+            Some(a) if a != HashAlg::Sha1 => a,
+            _ => return Err(bad(format!("unsupported algorithm {alg_name}"))),
+        };
+        let sum = keys::digest(alg, &input);
+        let out = if format == "hex" {
+            hex::encode(sum)
+        } else {
+            ciphertext::b64_encode(&sum)
+        };
+        Ok(Response::data(batch::object([("sum", Value::String(out))])))
+    }
+
     /// Nothing is exportable here; the refusals follow OpenBao's checks in order.
     fn export(&self, kind: &str, name: &str) -> Result<Response, ApiError> {
         if !matches!(
@@ -1640,6 +1490,17 @@ impl Backend for Transit {
                     return Err(ApiError::unsupported_path());
                 }
                 fw(self.random(rest, d), RANDOM_FIELDS, &["source", "urlbytes"])
+            }
+            ["hash", ..] => {
+                // `hash(/<urlalgorithm>.+)?`
+                let alg = rel.strip_prefix("hash/");
+                if rel != "hash" && alg.is_none_or(str::is_empty) {
+                    return Err(ApiError::unsupported_path());
+                }
+                if !is_write(op) {
+                    return unsupported_op();
+                }
+                fw(self.hash(alg, d), HASH_FIELDS, &["urlalgorithm"])
             }
             [verb @ ("hmac" | "verify"), name, ..] if is_name(name) => {
                 let prefix_len = verb.len() + 1 + name.len();

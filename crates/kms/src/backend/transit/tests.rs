@@ -40,10 +40,15 @@ fn call(t: &Transit, op: Operation, rel: &str, body: Value) -> Result<Response, 
     t.handle(&req(op, rel, body))
 }
 
+/// The response's `data`, however the handler built it (value or JSON text).
+fn data(r: &Response) -> Value {
+    r.data_value().expect("data (valid JSON)").into_owned()
+}
+
 fn ok(t: &Transit, op: Operation, rel: &str, body: Value) -> Value {
     let r = call(t, op, rel, body).unwrap_or_else(|e| panic!("{rel}: {e:?}"));
     assert_eq!(r.status, 200, "{rel}");
-    r.data.unwrap()
+    data(&r)
 }
 
 fn write(t: &Transit, rel: &str, body: Value) -> Value {
@@ -469,7 +474,7 @@ fn batch_partial_failures() {
     )
     .unwrap();
     assert_eq!(r.status, 400);
-    let res = &r.data.as_ref().unwrap()["batch_results"];
+    let res = &data(&r)["batch_results"];
     assert!(res[0]["ciphertext"]
         .as_str()
         .unwrap()
@@ -513,7 +518,7 @@ fn batch_partial_failures() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    let res = r.data.unwrap()["batch_results"].clone();
+    let res = data(&r)["batch_results"].clone();
     assert_eq!(res[1]["reference"], "");
     let two = res[1]["ciphertext"].as_str().unwrap().to_string();
 
@@ -531,7 +536,7 @@ fn batch_partial_failures() {
     )
     .unwrap();
     assert_eq!(r.status, 400);
-    let res = r.data.unwrap()["batch_results"].clone();
+    let res = data(&r)["batch_results"].clone();
     assert_eq!(res[0], json!({ "plaintext": "aGk=", "reference": "a" }));
     assert_eq!(
         res[1],
@@ -549,7 +554,7 @@ fn batch_partial_failures() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    let res = r.data.unwrap()["batch_results"].clone();
+    let res = data(&r)["batch_results"].clone();
     assert_eq!(res[0]["reference"], "q");
     assert_eq!(
         res[1],
@@ -1176,7 +1181,7 @@ fn hmac_and_verify() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    let res = r.data.unwrap()["batch_results"].clone();
+    let res = data(&r)["batch_results"].clone();
     assert_eq!(res[0], json!({ "hmac": h, "reference": "x" }));
     assert_eq!(
         res[1],
@@ -1198,7 +1203,7 @@ fn hmac_and_verify() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    let res = r.data.unwrap()["batch_results"].clone();
+    let res = data(&r)["batch_results"].clone();
     assert_eq!(res[0], json!({ "valid": true, "reference": "" }));
     assert_eq!(res[1], json!({ "reference": "r" }));
     assert_eq!(
@@ -1403,7 +1408,7 @@ fn soft_delete_blocks_use_until_restored() {
         (405, multierror("unsupported operation"))
     );
     let r = call(&t, Operation::Delete, "keys/sd/soft-delete", json!({})).unwrap();
-    assert_eq!(r.data.unwrap()["soft_deleted"], true);
+    assert_eq!(data(&r)["soft_deleted"], true);
     assert!(r.warnings.is_empty());
     let r = call(&t, Operation::Delete, "keys/sd/soft-delete", json!({})).unwrap();
     assert_eq!(
