@@ -539,6 +539,143 @@ fn http_scenario(kind: ServerKind) -> Vec<(String, u16, Value)> {
         "transit/verify/k2",
         json!({"batch_input": [{"input": HELLO, "hmac": h}, {"input": "aGk=", "hmac": h, "reference": "r"}, {"input": HELLO, "hmac": "junk"}]}),
     );
+    // sha3 HMACs: shapes here (keys differ), values checked against the key in unit tests;
+    // each server must verify its own HMAC under the same algorithm only
+    for alg in ["sha3-224", "sha3-256", "sha3-384", "sha3-512", "sha2-224"] {
+        let hm = data_str(
+            &r.put(
+                &format!("hmac {alg}"),
+                &format!("transit/hmac/k2/{alg}"),
+                json!({"input": HELLO}),
+            ),
+            "/data/hmac",
+        );
+        r.put(
+            &format!("verify {alg}"),
+            &format!("transit/verify/k2/{alg}"),
+            json!({"input": HELLO, "hmac": hm}),
+        );
+        r.put(
+            &format!("verify {alg} as hash_algorithm"),
+            "transit/verify/k2",
+            json!({"input": HELLO, "hmac": hm, "hash_algorithm": alg}),
+        );
+        r.put(
+            &format!("verify {alg} under sha2-256"),
+            "transit/verify/k2",
+            json!({"input": HELLO, "hmac": hm}),
+        );
+    }
+    let h224 = data_str(
+        &r.put(
+            "hmac body sha3-224",
+            "transit/hmac/k2",
+            json!({"input": HELLO, "algorithm": "sha3-224"}),
+        ),
+        "/data/hmac",
+    );
+    r.put(
+        "hmac batch sha3-224",
+        "transit/hmac/k2/sha3-224",
+        json!({"batch_input": [{"input": HELLO, "reference": "a"}, {"input": "!!"}, {"input": ""}]}),
+    );
+    r.put(
+        "verify batch sha3-224",
+        "transit/verify/k2/sha3-224",
+        json!({"batch_input": [{"input": HELLO, "hmac": h224}, {"input": "aGk=", "hmac": h224, "reference": "b"}]}),
+    );
+    r.put(
+        "hmac sha3-225",
+        "transit/hmac/k2/sha3-225",
+        json!({"input": HELLO}),
+    );
+    r.put(
+        "verify sha3-225",
+        "transit/verify/k2/sha3-225",
+        json!({"input": HELLO, "hmac": h224}),
+    );
+
+    // hash: no key, so the sums themselves must match
+    r.put("hash", "transit/hash", json!({"input": HELLO}));
+    for alg in [
+        "sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-224", "sha3-256", "sha3-384",
+        "sha3-512",
+    ] {
+        r.put(
+            &format!("hash {alg}"),
+            &format!("transit/hash/{alg}"),
+            json!({"input": HELLO}),
+        );
+        r.put(
+            &format!("hash {alg} base64 in body"),
+            "transit/hash",
+            json!({"input": "aGk=", "algorithm": alg, "format": "base64"}),
+        );
+    }
+    for (step, path, body) in [
+        ("hash sha1", "transit/hash/sha1", json!({"input": HELLO})),
+        (
+            "hash md5",
+            "transit/hash",
+            json!({"input": HELLO, "algorithm": "md5"}),
+        ),
+        ("hash none", "transit/hash/none", json!({"input": HELLO})),
+        (
+            "hash nested path",
+            "transit/hash/sha2-256/x",
+            json!({"input": HELLO}),
+        ),
+        (
+            "hash bad format",
+            "transit/hash",
+            json!({"input": HELLO, "format": "bin"}),
+        ),
+        (
+            "hash empty format",
+            "transit/hash",
+            json!({"input": HELLO, "format": ""}),
+        ),
+        ("hash missing input", "transit/hash", json!({})),
+        ("hash null input", "transit/hash", json!({"input": null})),
+        (
+            "hash empty input",
+            "transit/hash/sha3-224",
+            json!({"input": ""}),
+        ),
+        ("hash bad base64", "transit/hash", json!({"input": "!!"})),
+        (
+            "hash bad base64 and format",
+            "transit/hash/md5",
+            json!({"input": "!!", "format": "x"}),
+        ),
+        ("hash number input", "transit/hash", json!({"input": 5})),
+        (
+            "hash object input",
+            "transit/hash",
+            json!({"input": {"a": 1}}),
+        ),
+        (
+            "hash trailing slash",
+            "transit/hash/",
+            json!({"input": HELLO}),
+        ),
+        (
+            "hash url algorithm in body",
+            "transit/hash",
+            json!({"input": HELLO, "urlalgorithm": "sha2-512"}),
+        ),
+        (
+            "hash unknown field",
+            "transit/hash/sha3-256",
+            json!({"input": HELLO, "bogus": 1}),
+        ),
+    ] {
+        r.put(step, path, body);
+    }
+    r.req("hash GET", "GET", "transit/hash", None);
+    r.req("hash LIST", "LIST", "transit/hash", None);
+    r.req("hash no body", "PUT", "transit/hash/sha3-224", None);
+
     r.req("random", "PUT", "transit/random/32", Some(Value::Null));
     r.put("random hex", "transit/random/8", json!({"format": "hex"}));
     r.put("random seal", "transit/random/seal/8", json!({}));
@@ -777,6 +914,21 @@ fn transit_http_matches_openbao() {
             json!({"errors": ["invalid ciphertext length"]})
         )
     );
+    // ... including sha3-224 HMACs and plain hashes (python3: hashlib.sha3_224(b"hello openbao"))
+    assert_eq!(
+        find("hmac sha3-224").2["data"]["hmac"],
+        json!("vault:v1:<len=28>")
+    );
+    assert_eq!(find("verify sha3-224").2["data"]["valid"], json!(true));
+    assert_eq!(
+        find("verify sha3-224 under sha2-256").2["data"]["valid"],
+        json!(false)
+    );
+    assert_eq!(
+        find("hash sha3-224").2["data"]["sum"],
+        json!("f86574bc024aa2b3cf6047ec97d4d7fc6fcfb6e22a5f2d95582d530b")
+    );
+    assert_eq!(find("hash sha1").1, 400);
     let ours = http_scenario(ServerKind::Strongroom);
     let d = diff(&reference, &ours);
     assert!(d.is_empty(), "{} differences:\n{}", d.len(), d.join("\n"));
@@ -882,6 +1034,27 @@ fn cli_scenario(kind: ServerKind) -> Vec<(String, i32, Value)> {
         "transit/hmac/k1",
         &format!("input={HELLO}"),
     ]);
+    run(&[
+        "write",
+        "-format=json",
+        "transit/hmac/k1/sha3-224",
+        &format!("input={HELLO}"),
+    ]);
+    run(&[
+        "write",
+        "-format=json",
+        "transit/hash/sha3-224",
+        &format!("input={HELLO}"),
+    ]);
+    run(&[
+        "write",
+        "-format=json",
+        "transit/hash",
+        &format!("input={HELLO}"),
+        "algorithm=sha3-384",
+        "format=base64",
+    ]);
+    run(&["write", "transit/hash/sha1", &format!("input={HELLO}")]);
     run(&["delete", "transit/keys/k1"]);
     run(&[
         "write",
@@ -971,6 +1144,16 @@ step("random", lambda: {"len": len(base64.b64decode(t.generate_random_bytes(n_by
 r = step("hmac", lambda: t.generate_hmac("c1", hash_input=pt))
 step("verify", lambda: t.verify_signed_data("c1", hash_input=pt, hmac=r["data"]["hmac"]))
 step("verify bad", lambda: t.verify_signed_data("c1", hash_input=base64.b64encode(b"x").decode(), hmac=r["data"]["hmac"]))
+r = step("hmac sha2-512", lambda: t.generate_hmac("c1", hash_input=pt, algorithm="sha2-512"))
+step("verify sha2-512", lambda: t.verify_signed_data("c1", hash_input=pt, hmac=r["data"]["hmac"], hash_algorithm="sha2-512"))
+step("hash", lambda: t.hash_data(hash_input=pt))
+step("hash sha2-384 base64", lambda: t.hash_data(hash_input=pt, algorithm="sha2-384", output_format="base64"))
+# hvac's helpers accept sha2 names only: sha3 through its adapter (same session, same auth)
+r = step("hmac sha3-224", lambda: c.adapter.post("/v1/transit/hmac/c1/sha3-224", json={"input": pt}))
+step("verify sha3-224", lambda: t.verify_signed_data("c1", hash_input=pt, hmac=r["data"]["hmac"], hash_algorithm="sha3-224"))
+step("hash sha3-224", lambda: c.adapter.post("/v1/transit/hash/sha3-224", json={"input": pt}))
+step("hash sha3-512 base64", lambda: c.adapter.post("/v1/transit/hash", json={"input": pt, "algorithm": "sha3-512", "format": "base64"}))
+step("hash sha1", lambda: c.adapter.post("/v1/transit/hash/sha1", json={"input": pt}))
 step("delete refused", lambda: t.delete_key("k1"))
 step("allow delete", lambda: t.update_key_configuration("k1", deletion_allowed=True))
 step("delete", lambda: t.delete_key("k1"))

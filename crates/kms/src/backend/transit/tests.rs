@@ -1048,7 +1048,7 @@ fn hmac_and_verify() {
         .to_string();
     assert_eq!(go_b64_decode(&h512["vault:v1:".len()..]).unwrap().len(), 64);
     for alg in [
-        "sha1", "sha2-224", "sha2-384", "sha3-256", "sha3-384", "sha3-512",
+        "sha1", "sha2-224", "sha2-384", "sha3-224", "sha3-256", "sha3-384", "sha3-512",
     ] {
         let r = write(&t, "hmac/k1", json!({ "input": "aGk=", "algorithm": alg }));
         let hm = r["hmac"].as_str().unwrap();
@@ -1567,4 +1567,165 @@ fn weak_typing_like_the_framework() {
         werr(&t, "random", json!({ "bytes": null })),
         (400, "'bytes' cannot be less than 1".into())
     );
+}
+
+#[test]
+fn sha3_hmacs_and_hash_endpoint() {
+    let t = transit();
+    write(&t, "keys/k1", json!({}));
+    let p = t.load("k1").unwrap().unwrap();
+    let hk = &p.keys[&1].hmac_key.0;
+    for (alg, h) in [
+        ("sha3-224", HashAlg::Sha3_224),
+        ("sha3-256", HashAlg::Sha3_256),
+        ("sha3-384", HashAlg::Sha3_384),
+        ("sha3-512", HashAlg::Sha3_512),
+        ("sha2-224", HashAlg::Sha224),
+    ] {
+        let mac = write(&t, &format!("hmac/k1/{alg}"), json!({ "input": "aGk=" }))["hmac"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(mac, format_versioned(1, &keys::hmac(h, hk, b"hi")), "{alg}");
+        let body = json!({ "input": "aGk=", "hmac": mac, "hash_algorithm": alg });
+        assert_eq!(write(&t, "verify/k1", body)["valid"], true, "{alg}");
+        let body = json!({ "input": "aGk=", "hmac": mac });
+        assert_eq!(write(&t, "verify/k1", body)["valid"], false, "{alg}");
+    }
+
+    // hash: python3 hashlib over b"hello openbao"
+    let sum = |path: &str, body: Value| write(&t, path, body)["sum"].clone();
+    assert_eq!(
+        sum("hash/sha3-224", json!({ "input": "aGVsbG8gb3BlbmJhbw==" })),
+        "f86574bc024aa2b3cf6047ec97d4d7fc6fcfb6e22a5f2d95582d530b"
+    );
+    assert_eq!(
+        sum(
+            "hash",
+            json!({ "input": "aGVsbG8gb3BlbmJhbw==", "algorithm": "sha2-224" })
+        ),
+        "cb3cc93daf60c3a90e557ce677337a2d9258185e264164a0d06316c1"
+    );
+    assert_eq!(
+        sum(
+            "hash/sha3-224",
+            json!({ "input": "aGVsbG8gb3BlbmJhbw==", "format": "base64" })
+        ),
+        ciphertext::b64_encode(&keys::digest(HashAlg::Sha3_224, b"hello openbao"))
+    );
+    // default sha2-256, hex; the URL algorithm wins over the body's
+    assert_eq!(
+        sum("hash", json!({ "input": "" })),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        sum(
+            "hash/sha2-256",
+            json!({ "input": "", "algorithm": "sha3-224" })
+        ),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    for (path, body, msg) in [
+        ("hash", json!({}), "input missing"),
+        (
+            "hash/sha1",
+            json!({ "input": "aGk=" }),
+            "unsupported algorithm sha1",
+        ),
+        (
+            "hash",
+            json!({ "input": "aGk=", "format": "bin" }),
+            "unsupported encoding format bin; must be \"hex\" or \"base64\"",
+        ),
+        (
+            "hash",
+            json!({ "input": "!!" }),
+            "unable to decode input as base64: illegal base64 data at input byte 0",
+        ),
+    ] {
+        assert_eq!(werr(&t, path, body), (400, msg.to_string()), "{path}");
+    }
+    assert_eq!(
+        err(&t, Operation::Read, "hash", json!({})).0,
+        405,
+        "hash is write-only"
+    );
+}
+
+/// Encrypt and decrypt write their answers as JSON text: it must be exactly what
+/// serializing the equivalent value gives (field order included), for odd references too.
+#[test]
+fn json_answers_are_the_serialized_values() {
+    let t = transit();
+    write(&t, "keys/k1", json!({}));
+    let odd = "q\"uote\\ \n\t\u{1} é 😀";
+    let ct = enc(&t, "k1", "aGk=");
+    for (rel, body) in [
+        ("encrypt/k1", json!({ "plaintext": "aGk=" })),
+        (
+            "encrypt/k1",
+            json!({ "batch_input": [
+                { "plaintext": "aGk=", "reference": odd },
+                { "plaintext": "bad!", "reference": "r2" },
+                { "plaintext": "" },
+                { "plaintext": "aGk=", "key_version": 7 }
+            ]}),
+        ),
+        ("decrypt/k1", json!({ "ciphertext": ct })),
+        (
+            "decrypt/k1",
+            json!({ "batch_input": [
+                { "ciphertext": ct, "reference": odd },
+                { "ciphertext": "vault:v1:AAAA" },
+                { "ciphertext": "" },
+                { "ciphertext": "junk", "reference": "z" }
+            ]}),
+        ),
+    ] {
+        let r = call(&t, Operation::Update, rel, body).unwrap();
+        let text = r.data_json.clone().expect("written as JSON text");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(text, serde_json::to_string(&v).unwrap(), "{rel}");
+        assert!(v.is_object());
+    }
+    let r = call(
+        &t,
+        Operation::Update,
+        "encrypt/k1",
+        json!({ "batch_input": [{ "plaintext": "aGk=", "reference": odd }, { "plaintext": "bad!" }] }),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(r.data_json.as_deref().unwrap()).unwrap();
+    let items = v["batch_results"].as_array().unwrap();
+    let keys = |i: usize| {
+        items[i]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(0), ["ciphertext", "key_version", "reference"]);
+    assert_eq!(items[0]["reference"], odd);
+    assert_eq!(keys(1), ["error", "reference"]);
+    let r = call(
+        &t,
+        Operation::Update,
+        "decrypt/k1",
+        json!({ "batch_input": [{ "ciphertext": ct }, { "ciphertext": "vault:v1:AAAA" }] }),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(r.data_json.as_deref().unwrap()).unwrap();
+    let items = v["batch_results"].as_array().unwrap();
+    let keys = |i: usize| {
+        items[i]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(0), ["plaintext", "reference"]);
+    assert_eq!(items[0]["plaintext"], "aGk=");
+    assert_eq!(keys(1), ["plaintext", "error", "reference"]);
 }
