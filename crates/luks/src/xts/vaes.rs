@@ -297,7 +297,12 @@ fn rounds<const NR: usize, const ENC: bool, const N: usize>(
 #[target_feature(enable = "avx512f,avx512bw,vaes")]
 fn unit<const NR: usize, const ENC: bool>(rk: &[__m512i; 15], buf: &mut [u8], first: __m512i) {
     let t1 = mul_alpha::<4, 60>(first);
-    let mut t = [first, t1, mul_alpha_bytes::<1, 15>(first), mul_alpha_bytes::<1, 15>(t1)];
+    let mut t = [
+        first,
+        t1,
+        mul_alpha_bytes::<1, 15>(first),
+        mul_alpha_bytes::<1, 15>(t1),
+    ];
     let mut chunks = buf.chunks_exact_mut(256);
     for c in &mut chunks {
         let p = c.as_mut_ptr();
