@@ -608,7 +608,7 @@ fn token_json_preserved_exactly() {
         )
         .replace(r#""u":"café"#, r#""u":"caf\u00e9"#)
     };
-    common::edit_json_text(&img, HDR, unclamped);
+    common::edit_json_text(&img, HDR, &[0, HDR], unclamped);
     common::cs_ok(&["luksDump", p], None);
     let export = |id: &str| common::cs_ok(&["token", "export", "--token-id", id, p], None);
     let before = [export("3"), export("4")];

@@ -152,13 +152,19 @@ pub fn json_text(raw: &[u8], offset: usize, hdr_size: usize) -> Vec<u8> {
     area[..end].to_vec()
 }
 
-/// Rewrite the JSON text of both header copies of `img` (attached header, `hdr_size` bytes per
-/// copy) through `edit`, with valid checksums: a header as if cryptsetup had written that text.
-pub fn edit_json_text(img: &Path, hdr_size: usize, edit: impl Fn(&str) -> String) {
+/// Rewrite the JSON text of the header copies at `offsets` of `img` (attached header,
+/// `hdr_size` bytes per copy) through `edit`, with valid checksums: a header as if cryptsetup
+/// had written that text.
+pub fn edit_json_text(
+    img: &Path,
+    hdr_size: usize,
+    offsets: &[usize],
+    edit: impl Fn(&str) -> String,
+) {
     use strongroom_luks::hash::HashAlg;
     use strongroom_luks::header::binary;
     let mut raw = std::fs::read(img).unwrap();
-    for off in [0, hdr_size] {
+    for &off in offsets {
         let text = String::from_utf8(json_text(&raw, off, hdr_size)).unwrap();
         let new = edit(&text);
         let area = &mut raw[off + 4096..off + hdr_size];
