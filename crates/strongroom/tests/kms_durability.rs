@@ -25,7 +25,9 @@ fn acknowledged_writes_survive_sigkill_under_concurrency() {
     anon.unseal(&SecretString::new(key.expose())).unwrap();
     let root = init.root_token.expose().to_owned();
     let admin = client(server.addr(), Some(&root));
-    admin.mount_enable("kv", &MountInput::of_type("kv")).unwrap();
+    admin
+        .mount_enable("kv", &MountInput::of_type("kv"))
+        .unwrap();
 
     let mut tokens = vec![];
     for _ in 0..20 {
