@@ -339,14 +339,18 @@ fn aead_key(kt: KeyType, key: &[u8]) -> Result<LessSafeKey, String> {
         .map_err(|_| "could not derive enc key, length not correct".to_string())
 }
 
-/// Make room for `n` bytes in a secret scratch buffer without leaving a copy behind: a
-/// buffer that must grow is wiped and replaced (a `Vec` that reallocates by itself frees
-/// the old block unwiped).
+/// Empty a secret scratch buffer for reuse with room for `n` bytes, without leaving a copy
+/// behind: the bytes in use are wiped, and a buffer that must grow is wiped whole and
+/// replaced (a `Vec` that reallocates by itself frees the old block unwiped). Bytes past
+/// the length (left by a truncation) are wiped with the whole capacity when the buffer is
+/// dropped, at the end of the request.
 pub fn reserve_secret(buf: &mut Zeroizing<Vec<u8>>, n: usize) {
     use zeroize::Zeroize;
-    buf.zeroize();
     if buf.capacity() < n {
         *buf = Zeroizing::new(Vec::with_capacity(n.max(64)));
+    } else {
+        buf.as_mut_slice().zeroize();
+        buf.clear();
     }
 }
 

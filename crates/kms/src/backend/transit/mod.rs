@@ -45,6 +45,7 @@ use keys::{HashAlg, KeyPolicy, KeyType, TypeLookup};
 use params::{go_type, ignored_warning, Params};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 const POLICY_PREFIX: &str = "policy/";
@@ -58,8 +59,10 @@ pub struct Transit {
     write_lock: Mutex<()>,
     /// Decrypted key documents by name: every write goes through [`Transit::store`] or the
     /// delete path, which keep it current, so a hot key costs no barrier read per request.
-    /// Dropped (and its key bytes zeroized) with the backend when the core seals.
-    cache: parking_lot::RwLock<std::collections::HashMap<String, KeyPolicy>>,
+    /// Shared, not copied, with the requests using them. Dropped (and the key bytes
+    /// zeroized) with the backend when the core seals, and by the last request still
+    /// holding one.
+    cache: parking_lot::RwLock<std::collections::HashMap<String, Arc<KeyPolicy>>>,
 }
 
 /// OpenBao's `GenericNameRegex`: `\w(([\w-.]+)?\w)?` (ASCII).
@@ -320,21 +323,28 @@ impl Transit {
         }
     }
 
-    fn load(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
+    /// A key document, shared with the cache (no copy of the key material per request).
+    fn load(&self, name: &str) -> Result<Option<Arc<KeyPolicy>>, ApiError> {
         if let Some(p) = self.cache.read().get(name) {
             return Ok(Some(p.clone()));
         }
         let p: Option<KeyPolicy> = self.view.get_json(&format!("{POLICY_PREFIX}{name}"))?;
-        if let Some(p) = &p {
+        Ok(p.map(|p| {
+            let p = Arc::new(p);
             self.cache.write().insert(name.to_string(), p.clone());
-        }
-        Ok(p)
+            p
+        }))
+    }
+
+    /// A private copy of a key document, to change and [`Transit::store`].
+    fn load_owned(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
+        Ok(self.load(name)?.map(Arc::unwrap_or_clone))
     }
 
     /// Load a key for use (encrypt, rewrap, datakey, hmac, read): if its
     /// `auto_rotate_period` has elapsed, rotate it first, so automatic rotation holds even
     /// between runs of [`Transit::rotate_due_keys`].
-    fn load_current(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
+    fn load_current(&self, name: &str) -> Result<Option<Arc<KeyPolicy>>, ApiError> {
         let Some(p) = self.load(name)? else {
             return Ok(None);
         };
@@ -342,21 +352,23 @@ impl Transit {
             return Ok(Some(p));
         }
         let _g = self.write_lock.lock();
-        let Some(mut p) = self.load(name)? else {
+        let Some(mut p) = self.load_owned(name)? else {
             return Ok(None);
         };
         if p.rotation_due(keys::now_unix()) {
             p.rotate();
-            self.store(&p)?;
+            return self.store(&p).map(Some);
         }
-        Ok(Some(p))
+        Ok(Some(Arc::new(p)))
     }
 
-    fn store(&self, p: &KeyPolicy) -> Result<(), ApiError> {
+    /// Persist a key document and make it the cached one.
+    fn store(&self, p: &KeyPolicy) -> Result<Arc<KeyPolicy>, ApiError> {
         self.view
             .put_json(&format!("{POLICY_PREFIX}{}", p.name), p)?;
-        self.cache.write().insert(p.name.clone(), p.clone());
-        Ok(())
+        let shared = Arc::new(p.clone());
+        self.cache.write().insert(p.name.clone(), shared.clone());
+        Ok(shared)
     }
 
     /// Rotate every key whose `auto_rotate_period` has elapsed since its latest version was
@@ -373,7 +385,7 @@ impl Transit {
                 continue;
             }
             let _g = self.write_lock.lock();
-            if let Some(mut p) = self.load(&name)? {
+            if let Some(mut p) = self.load_owned(&name)? {
                 if p.rotation_due(now) {
                     p.rotate();
                     self.store(&p)?;
@@ -466,8 +478,7 @@ impl Transit {
             None => {
                 let mut np = KeyPolicy::new(name, kt, derived, auto_rotate);
                 np.convergent = convergent;
-                self.store(&np)?;
-                np
+                self.store(&np)?
             }
         };
         Ok(Response::data(policy.info()))
@@ -493,7 +504,7 @@ impl Transit {
     /// `keys/<k>/soft-delete` (DELETE) and `keys/<k>/soft-delete-restore` (UPDATE).
     fn soft_delete(&self, name: &str, delete: bool) -> Result<Response, ApiError> {
         let _g = self.write_lock.lock();
-        let Some(mut p) = self.load(name)? else {
+        let Some(mut p) = self.load_owned(name)? else {
             return Ok(Response::no_content());
         };
         let changed = p.soft_deleted != delete;
@@ -518,7 +529,7 @@ impl Transit {
 
         let _g = self.write_lock.lock();
         let mut p = self
-            .load(name)?
+            .load_owned(name)?
             .ok_or_else(|| bad(format!("no existing key named {name} could be found")))?;
         let mut warning = None;
         let mut persist = false;
@@ -614,7 +625,7 @@ impl Transit {
         let prm = Params::validated(d);
         let ext = prm.str_or("external_key_ref", "")?;
         let _g = self.write_lock.lock();
-        let mut p = self.load(name)?.ok_or_else(|| bad("key not found"))?;
+        let mut p = self.load_owned(name)?.ok_or_else(|| bad("key not found"))?;
         if !ext.is_empty() {
             return Err(bad(format!(
                 "cannot use external_key_ref on key of type {}",
@@ -633,7 +644,9 @@ impl Transit {
         let prm = Params::validated(d);
         let min_avail = prm.int("min_available_version")?;
         let _g = self.write_lock.lock();
-        let mut p = self.load(name)?.ok_or_else(|| bad("invalid key name"))?;
+        let mut p = self
+            .load_owned(name)?
+            .ok_or_else(|| bad("invalid key name"))?;
         let Some(v) = min_avail else {
             return Err(bad("missing min_available_version"));
         };
@@ -738,8 +751,7 @@ impl Transit {
                     None => {
                         let mut np = KeyPolicy::new(name, kt, context_set, 0);
                         np.convergent = convergent;
-                        self.store(&np)?;
-                        np
+                        self.store(&np)?
                     }
                 }
             }

@@ -1247,7 +1247,7 @@ fn auto_rotation_is_due_after_period() {
     assert_eq!(t.rotate_due_keys().unwrap(), 0);
     // age the latest version
     let _g = t.write_lock.lock();
-    let mut p = t.load("r").unwrap().unwrap();
+    let mut p = t.load_owned("r").unwrap().unwrap();
     p.keys.get_mut(&1).unwrap().creation_time -= 3601;
     t.store(&p).unwrap();
     drop(_g);
@@ -1262,7 +1262,7 @@ fn auto_rotation_is_due_after_period() {
     );
     assert_eq!(t.rotate_due_keys().unwrap(), 0);
     // lazily on use as well, without the periodic call
-    let mut p = t.load("r").unwrap().unwrap();
+    let mut p = t.load_owned("r").unwrap().unwrap();
     p.keys.get_mut(&2).unwrap().creation_time -= 3601;
     t.store(&p).unwrap();
     let ct = write(&t, "encrypt/r", json!({ "plaintext": HELLO }));
