@@ -41,6 +41,21 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // The buffer-reusing decoder (batch hot path) agrees with the plain one, empties its
+    // buffer on error and, given `decoded_capacity`, never reallocates.
+    let mut buf = Vec::with_capacity(decoded_capacity(s.len()));
+    buf.extend_from_slice(b"stale");
+    let ptr = buf.as_ptr();
+    match (go_b64_decode_into(s, &mut buf), go_b64_decode(s)) {
+        (Ok(()), Ok(v)) => assert_eq!(buf, v),
+        (Err(a), Err(b)) => assert_eq!((a, buf.len()), (b, 0)),
+        (a, b) => panic!("decode_into {a:?} vs decode {b:?}"),
+    }
+    assert_eq!(buf.as_ptr(), ptr, "reallocated");
+    let mut enc = String::from("p");
+    b64_encode_into(&mut enc, data);
+    assert_eq!(enc[1..], b64_encode(data));
+
     // Versioned values: parse, and if the payload decodes, re-format and parse again.
     if let Ok(v) = parse_versioned(s) {
         assert!(s.starts_with(PREFIX));
