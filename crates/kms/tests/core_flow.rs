@@ -660,6 +660,60 @@ fn audit_log_hmacs_secrets_and_requests_fail_when_it_cannot_write() {
     ));
     assert!(listed.data.unwrap().get("file/").is_some());
 
+    // transit answers are written as JSON text (no value tree): audited all the same, with
+    // their strings HMAC'd
+    ok(call(
+        &core,
+        Operation::Update,
+        "sys/mounts/transit",
+        &i.root,
+        json!({"type": "transit"}),
+    ));
+    let pt = "dHJhbnNpdC1jYW5hcnktNzczMQ=="; // "transit-canary-7731"
+    let enc = ok(call(
+        &core,
+        Operation::Update,
+        "transit/encrypt/k",
+        &i.root,
+        json!({"batch_input": [{"plaintext": pt, "reference": "r1"}]}),
+    ));
+    let enc = enc.data_value().unwrap().into_owned();
+    let ct = enc["batch_results"][0]["ciphertext"].as_str().unwrap();
+    ok(call(
+        &core,
+        Operation::Update,
+        "transit/decrypt/k",
+        &i.root,
+        json!({"ciphertext": ct}),
+    ));
+    let hashed = |s: &str| {
+        let r = ok(call(
+            &core,
+            Operation::Update,
+            "sys/audit-hash/file",
+            &i.root,
+            json!({ "input": s }),
+        ));
+        r.data.unwrap()["hash"].as_str().unwrap().to_string()
+    };
+    let (h_pt, h_ct, h_ref) = (hashed(pt), hashed(ct), hashed("r1"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(pt), "plaintext in audit log");
+    let response = |path: &str| -> Value {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["type"] == "response" && v["request"]["path"] == path)
+            .unwrap_or_else(|| panic!("no response line for {path}"))
+    };
+    assert_eq!(
+        response("transit/encrypt/k")["response"]["data"],
+        json!({"batch_results": [{"ciphertext": h_ct, "key_version": 1, "reference": h_ref}]})
+    );
+    assert_eq!(
+        response("transit/decrypt/k")["response"]["data"],
+        json!({ "plaintext": h_pt })
+    );
+
     // a device that cannot write: requests fail rather than go unaudited
     if !nix_root() {
         eprintln!("skip: the full-disk audit check needs root to mount a tmpfs");
