@@ -1,16 +1,25 @@
 //! The userspace data path's first half: a FUSE filesystem with one regular file, `volume`,
 //! whose bytes are the decrypted LUKS2 data segment (or, for benchmarks, a plain file's bytes:
 //! the same stack without encryption). A loop device is then attached to that file.
+//!
+//! fuser's session loop reads one request at a time from /dev/fuse and dispatches it on its
+//! own thread. Data requests (read, write, fsync) are therefore handed to a pool of worker
+//! threads ([`Workers`]) that do the I/O and the decryption and reply from there (fuser's
+//! replies are `Send`; the kernel matches replies to requests by id, in any order), so the loop
+//! keeps reading requests while others are being decrypted. The kernel keeps several requests
+//! in flight: asynchronous direct I/O (`FUSE_ASYNC_DIO`) lets the loop device's direct I/O be
+//! split into concurrent FUSE requests of up to [`MAX_IO`] bytes (`max_pages`, ABI 7.28).
 
 use crate::error::{Error, Result};
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
+    consts, FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
 };
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 use strongroom_luks::model::Segment;
 use strongroom_luks::xts::Backend;
@@ -22,15 +31,26 @@ const ROOT: u64 = 1;
 const FILE: u64 = 2;
 // No attribute caching: the size must be re-read after an online resize (`losetup -c`).
 const TTL: Duration = Duration::ZERO;
+/// The largest read or write the kernel is asked to send in one request (`max_pages`). 256 KiB
+/// rather than 1 MiB: a 1 MiB read of the loop device becomes four requests the workers serve
+/// in parallel even at queue depth 1, and a request's buffer fits a core's L2 cache between
+/// read, decryption and reply. (On the seq-read bench, busy 2-core VM: the encrypted stack did
+/// at least as well as with 1 MiB requests, at queue depth 16 and 1.)
+const MAX_IO: u32 = 256 << 10;
+/// Requests the kernel may keep in flight in the background (async direct I/O, read-ahead).
+const MAX_BACKGROUND: u16 = 64;
+/// Queued data requests before the session loop waits for a worker (the kernel's own limit on
+/// requests in flight is lower: this bound only matters if it misbehaves).
+const QUEUE: usize = 256;
 
 /// Byte-addressed storage served as the `volume` file.
 pub trait BlockIo: Send + Sync + 'static {
     fn size(&self) -> u64;
     fn read(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<()>;
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()>;
-    /// Write a buffer the callee may reuse (encrypt in place): saves a copy.
-    fn write_owned(&self, pos: u64, data: Vec<u8>) -> std::io::Result<()> {
-        self.write(pos, &data)
+    /// Write a buffer the callee may overwrite (encrypt in place): saves a copy.
+    fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
+        self.write(pos, data)
     }
     fn flush(&self) -> std::io::Result<()>;
     /// Re-read the backing size (online resize). Returns the new size.
@@ -58,6 +78,34 @@ impl BlockDevice for SharedDev {
     }
 }
 
+/// Whole sectors within the device: served without a bounce buffer.
+fn whole_sectors(c: &CryptDevice<SharedDev>, pos: u64, len: usize) -> bool {
+    let ss = c.sector_size() as u64;
+    pos.is_multiple_of(ss)
+        && (len as u64).is_multiple_of(ss)
+        && pos
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= c.size())
+}
+
+/// Encrypt or decrypt in pieces below the luks crate's threshold for splitting across its
+/// thread pool: the FUSE workers already process requests in parallel, and handing each
+/// request to the pool as well cost more CPU per byte (seq-read bench with 1 MiB requests:
+/// daemon CPU 0.53 vs 0.42 s/GB) for no throughput gain on a busy machine.
+const CRYPT_CHUNK: usize = 128 * 1024;
+
+fn crypt_chunked(
+    c: &CryptDevice<SharedDev>,
+    pos: u64,
+    buf: &mut [u8],
+    encrypt: bool,
+) -> strongroom_luks::Result<()> {
+    for (i, piece) in buf.chunks_mut(CRYPT_CHUNK).enumerate() {
+        c.crypt_sectors(pos + (i * CRYPT_CHUNK) as u64, piece, encrypt)?;
+    }
+    Ok(())
+}
+
 fn luks_io(e: strongroom_luks::Error) -> std::io::Error {
     match e {
         strongroom_luks::Error::Io { source, .. } => source,
@@ -72,9 +120,10 @@ pub struct CryptIo {
     vk: Zeroizing<Vec<u8>>,
     inner: RwLock<CryptDevice<SharedDev>>,
     backing_size: AtomicU64,
-    /// Whole-sector I/O shares this lock, a partial-sector read-modify-write takes it
-    /// exclusively (no lost update within a sector if requests ever run concurrently; the loop
-    /// device is set up with 4 KiB sectors so the kernel only sends whole sectors).
+    /// Reads and whole-sector writes share this lock, a partial-sector read-modify-write takes
+    /// it exclusively: requests run concurrently on the FUSE workers, and an RMW must neither
+    /// lose a concurrent update of the same sector nor be seen half done. (The loop device is
+    /// set up with 4 KiB sectors, so the kernel only sends whole sectors.)
     rmw: RwLock<()>,
 }
 
@@ -103,7 +152,13 @@ impl BlockIo for CryptIo {
             .inner
             .read()
             .map_err(|_| std::io::Error::other("lock"))?;
-        c.read(pos, buf).map_err(luks_io)
+        // Not in the middle of a partial-sector read-modify-write.
+        let _g = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
+        if !whole_sectors(&c, pos, buf.len()) {
+            return c.read(pos, buf).map_err(luks_io);
+        }
+        self.dev.read_at(buf, self.seg.offset + pos)?;
+        crypt_chunked(&c, pos, buf, false).map_err(luks_io)
     }
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()> {
         let c = self
@@ -121,20 +176,18 @@ impl BlockIo for CryptIo {
         };
         c.write(pos, data).map_err(luks_io)
     }
-    fn write_owned(&self, pos: u64, mut data: Vec<u8>) -> std::io::Result<()> {
+    fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
         let c = self
             .inner
             .read()
             .map_err(|_| std::io::Error::other("lock"))?;
-        let ss = c.sector_size() as u64;
-        let aligned = pos.is_multiple_of(ss) && (data.len() as u64).is_multiple_of(ss);
-        if !aligned || pos + data.len() as u64 > c.size() {
+        if !whole_sectors(&c, pos, data.len()) {
             drop(c);
-            return self.write(pos, &data);
+            return self.write(pos, data);
         }
         let _g = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
-        c.crypt_sectors(pos, &mut data, true).map_err(luks_io)?;
-        self.dev.write_at(&data, self.seg.offset + pos)
+        crypt_chunked(&c, pos, data, true).map_err(luks_io)?;
+        self.dev.write_at(data, self.seg.offset + pos)
     }
     fn flush(&self) -> std::io::Result<()> {
         self.dev.flush()
@@ -181,18 +234,138 @@ impl BlockIo for PlainIo {
     }
 }
 
+/// A job for a worker: gets the worker's scratch buffer (reads land there; zeroized when the
+/// worker ends, as it may hold plaintext).
+type Job = Box<dyn FnOnce(&mut Zeroizing<Vec<u8>>) + Send>;
+
+/// The worker threads serving data requests off the session loop. Dropping it waits for the
+/// queued requests to be answered and the threads to end (so the volume key, held by the
+/// [`BlockIo`] the jobs share, is gone when the session is).
+pub struct Workers {
+    tx: Option<mpsc::SyncSender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// `n` threads (at least one).
+    pub fn new(n: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut w = Workers {
+            tx: Some(tx),
+            threads: Vec::with_capacity(n.max(1)),
+        };
+        for i in 0..n.max(1) {
+            let rx = Arc::clone(&rx);
+            let t = std::thread::Builder::new()
+                .name(format!("strongroom-fuse-{i}"))
+                .spawn(move || {
+                    let mut scratch = Zeroizing::new(Vec::new());
+                    loop {
+                        // The lock is held only while waiting for the next job, not running it.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => break,
+                        };
+                        match job {
+                            Ok(job) => job(&mut scratch),
+                            Err(mpsc::RecvError) => break,
+                        }
+                    }
+                })?;
+            // On an error above, dropping `w` ends the threads started so far.
+            w.threads.push(t);
+        }
+        Ok(w)
+    }
+
+    /// The default pool: two threads a core (they block in I/O as well as decrypt), 4 to 16.
+    pub fn for_this_machine() -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::new((cores * 2).clamp(4, 16))
+    }
+
+    /// Run `job` on a worker; on the calling thread if the workers are gone.
+    fn run(&self, job: Job) {
+        let job = match &self.tx {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        job(&mut Zeroizing::new(Vec::new()))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The first `n` bytes of a worker's scratch buffer (grown, never shrunk; the old one is
+/// zeroized when replaced).
+fn scratch(buf: &mut Zeroizing<Vec<u8>>, n: usize) -> &mut [u8] {
+    if buf.len() < n {
+        *buf = Zeroizing::new(vec![0u8; n]);
+    }
+    &mut buf[..n]
+}
+
+/// Buffers for write requests, reused: a fresh large allocation per request costs page faults
+/// and zeroing on the session loop. Zeroized when dropped (after encryption in place they hold
+/// ciphertext, but not after an error or a partial-sector write).
+struct BufPool(Mutex<Vec<Zeroizing<Vec<u8>>>>);
+
+/// Buffers kept for reuse (about the requests in flight).
+const POOL_KEEP: usize = MAX_BACKGROUND as usize;
+
+impl BufPool {
+    fn new() -> Self {
+        BufPool(Mutex::new(Vec::new()))
+    }
+
+    /// A buffer holding a copy of `data`.
+    fn filled(&self, data: &[u8]) -> Zeroizing<Vec<u8>> {
+        let reused = self.0.lock().ok().and_then(|mut p| p.pop());
+        let mut b = match reused {
+            Some(b) if b.capacity() >= data.len() => b,
+            // Too small (or none): replaced, not grown, so no copy is freed unzeroized.
+            _ => Zeroizing::new(Vec::with_capacity(data.len())),
+        };
+        b.clear();
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn give_back(&self, b: Zeroizing<Vec<u8>>) {
+        if let Ok(mut p) = self.0.lock() {
+            if p.len() < POOL_KEEP {
+                p.push(b);
+            }
+        }
+    }
+}
+
 pub struct VolumeFs<I: BlockIo> {
     io: Arc<I>,
-
+    workers: Workers,
+    bufs: Arc<BufPool>,
     uid: u32,
     gid: u32,
     started: SystemTime,
 }
 
 impl<I: BlockIo> VolumeFs<I> {
-    pub fn new(io: Arc<I>) -> Self {
+    pub fn new(io: Arc<I>, workers: Workers) -> Self {
         VolumeFs {
             io,
+            workers,
+            bufs: Arc::new(BufPool::new()),
             uid: 0,
             gid: 0,
             started: SystemTime::now(),
@@ -237,9 +410,11 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
     ) -> std::result::Result<(), libc::c_int> {
         self.uid = req.uid();
         self.gid = req.gid();
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
-        let _ = config.set_max_background(64);
+        // Each may be refused by an older kernel: then its default applies.
+        let _ = config.set_max_write(MAX_IO);
+        let _ = config.set_max_readahead(MAX_IO);
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.add_capabilities(consts::FUSE_ASYNC_DIO);
         Ok(())
     }
 
@@ -322,11 +497,14 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
             return reply.data(&[]);
         }
         let n = (size as u64).min(total - pos) as usize;
-        let mut buf = vec![0u8; n];
-        match self.io.read(pos, &mut buf) {
-            Ok(()) => reply.data(&buf),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let io = Arc::clone(&self.io);
+        self.workers.run(Box::new(move |buf| {
+            let buf = scratch(buf, n);
+            match io.read(pos, buf) {
+                Ok(()) => reply.data(buf),
+                Err(e) => reply.error(errno(&e)),
+            }
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -349,11 +527,17 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
         if pos + data.len() as u64 > self.io.size() {
             return reply.error(libc::ENOSPC);
         }
-        // One copy: the crypt layer encrypts it in place.
-        match self.io.write_owned(pos, data.to_vec()) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // One copy (the request buffer is the session loop's): the crypt layer encrypts it in
+        // place.
+        let mut data = self.bufs.filled(data);
+        let (io, bufs) = (Arc::clone(&self.io), Arc::clone(&self.bufs));
+        self.workers.run(Box::new(move |_| {
+            match io.write_in_place(pos, &mut data) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+            bufs.give_back(data);
+        }))
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
@@ -361,10 +545,13 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
-        match self.io.flush() {
+        // A flush covers the writes already answered (those are in the backing file); writes
+        // still in flight are not complete yet, so no ordering with them is owed.
+        let io = Arc::clone(&self.io);
+        self.workers.run(Box::new(move |_| match io.flush() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
-        }
+        }))
     }
 
     fn readdir(
@@ -394,6 +581,16 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
 
 /// Mount `io` at `dir` (a FUSE session on a background thread). Dropping the session unmounts.
 pub fn spawn<I: BlockIo>(io: Arc<I>, dir: &Path) -> Result<fuser::BackgroundSession> {
+    let workers = Workers::for_this_machine().map_err(|e| Error::io("FUSE worker threads", e))?;
+    spawn_with(io, dir, workers)
+}
+
+/// [`spawn`] with a given worker pool.
+pub fn spawn_with<I: BlockIo>(
+    io: Arc<I>,
+    dir: &Path,
+    workers: Workers,
+) -> Result<fuser::BackgroundSession> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
     let opts = [
         MountOption::FSName("strongroom".into()),
@@ -401,7 +598,7 @@ pub fn spawn<I: BlockIo>(io: Arc<I>, dir: &Path) -> Result<fuser::BackgroundSess
         MountOption::RW,
         MountOption::NoAtime,
     ];
-    fuser::spawn_mount2(VolumeFs::new(io), dir, &opts)
+    fuser::spawn_mount2(VolumeFs::new(io, workers), dir, &opts)
         .map_err(|e| Error::io(format!("FUSE mount at {}", dir.display()), e))
 }
 
@@ -413,4 +610,296 @@ pub fn serve_until_unmounted(session: fuser::BackgroundSession, dir: &Path) {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(session);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, RngCore, SeedableRng};
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::sync::atomic::AtomicUsize;
+    use strongroom_luks::FileDevice;
+
+    const SS: usize = 4096;
+    const DATA_OFFSET: u64 = 1 << 20;
+
+    fn segment() -> Segment {
+        Segment {
+            id: 0,
+            kind: "crypt".into(),
+            offset: DATA_OFFSET,
+            size: None,
+            iv_tweak: 0,
+            encryption: "aes-xts-plain64".into(),
+            sector_size: SS as u32,
+            flags: vec![],
+            integrity: false,
+        }
+    }
+
+    /// A backing file of `data_len` bytes of (zero) ciphertext after the data offset, its key.
+    fn backing(dir: &Path, data_len: u64) -> (std::path::PathBuf, Zeroizing<Vec<u8>>) {
+        let path = dir.join("backing.img");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(DATA_OFFSET + data_len)
+            .unwrap();
+        let mut vk = Zeroizing::new(vec![0u8; 64]);
+        rand::rngs::OsRng.fill_bytes(&mut vk);
+        (path, vk)
+    }
+
+    fn crypt_io(path: &Path, vk: &Zeroizing<Vec<u8>>) -> CryptIo {
+        let dev = FileDevice::open(path, true).unwrap();
+        CryptIo::new(Box::new(dev), segment(), vk.clone()).unwrap()
+    }
+
+    /// Decrypt the backing file independently of [`CryptIo`].
+    fn decrypt_all(path: &Path, vk: &[u8]) -> Vec<u8> {
+        let dev = FileDevice::open(path, false).unwrap();
+        let c = CryptDevice::new(dev, &segment(), vk, Backend::Auto).unwrap();
+        let mut out = vec![0u8; c.size() as usize];
+        c.read(0, &mut out).unwrap();
+        out
+    }
+
+    /// The bytes a writer `tag` puts at absolute position `pos..pos + buf.len()` (8-byte words
+    /// that name their writer and position: a misplaced or stale block shows).
+    fn fill(buf: &mut [u8], tag: u64, pos: u64) {
+        for (i, w) in buf.chunks_mut(8).enumerate() {
+            let mut x = (pos + 8 * i as u64) ^ tag.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^= x >> 31;
+            w.copy_from_slice(&x.to_le_bytes()[..w.len()]);
+        }
+    }
+
+    fn expected(len: usize, tag: u64, pos: u64) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        fill(&mut v, tag, pos);
+        v
+    }
+
+    /// `len` bytes aligned for O_DIRECT (safe: the slice starts at an aligned offset).
+    struct Aligned {
+        v: Vec<u8>,
+        off: usize,
+        len: usize,
+    }
+
+    impl Aligned {
+        fn new(len: usize) -> Self {
+            let v = vec![0u8; len + SS];
+            let off = (SS - v.as_ptr() as usize % SS) % SS;
+            Aligned { v, off, len }
+        }
+        fn buf(&mut self) -> &mut [u8] {
+            &mut self.v[self.off..self.off + self.len]
+        }
+    }
+
+    #[test]
+    fn workers_answer_every_job_and_drain_on_drop() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let w = Workers::new(4).unwrap();
+        for i in 0..1000usize {
+            let done = Arc::clone(&done);
+            w.run(Box::new(move |buf| {
+                let b = scratch(buf, 1 + i % 5000);
+                b[0] = 1;
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        drop(w);
+        assert_eq!(done.load(Ordering::SeqCst), 1000);
+    }
+
+    #[test]
+    fn write_buffers_are_reused_and_hold_the_data() {
+        let p = BufPool::new();
+        let a = p.filled(b"hello");
+        assert_eq!(&a[..], b"hello");
+        let cap = a.capacity();
+        p.give_back(a);
+        let b = p.filled(b"hi");
+        assert_eq!(&b[..], b"hi");
+        assert_eq!(b.capacity(), cap, "reused");
+        let big = vec![7u8; cap + 1];
+        assert_eq!(&p.filled(&big)[..], &big[..]);
+    }
+
+    /// Whole-sector writes and partial-sector read-modify-writes from many threads at once, as
+    /// the FUSE workers issue them: every byte ends up as its last writer left it (no lost
+    /// update within a shared sector), as decrypted independently from the backing file.
+    #[test]
+    fn concurrent_whole_and_partial_sector_writes_lose_nothing() {
+        const THREADS: usize = 8;
+        const STRIPE: usize = 256 << 10; // each thread's own whole-sector region
+        const SHARED: usize = 32; // sectors every thread writes a 512-byte slot of
+        const ROUNDS: u64 = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let data_len = (THREADS * STRIPE + SHARED * SS) as u64;
+        let (path, vk) = backing(dir.path(), data_len);
+        let io = Arc::new(crypt_io(&path, &vk));
+        let shared0 = (THREADS * STRIPE) as u64;
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let io = Arc::clone(&io);
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
+                    let base = (t * STRIPE) as u64;
+                    for round in 0..ROUNDS {
+                        let tag = (t as u64) << 16 | round;
+                        // Own stripe: whole sectors in random-sized pieces, both write paths.
+                        let mut at = 0usize;
+                        while at < STRIPE {
+                            let n = (rng.gen_range(1..=16) * SS).min(STRIPE - at);
+                            let pos = base + at as u64;
+                            let mut b = expected(n, tag, pos);
+                            if rng.gen_bool(0.5) {
+                                io.write_in_place(pos, &mut b).unwrap();
+                            } else {
+                                io.write(pos, &b).unwrap();
+                            }
+                            at += n;
+                        }
+                        // Own 512-byte slot of every shared sector: partial-sector RMW.
+                        for k in 0..SHARED {
+                            let pos = shared0 + (k * SS + t * 512) as u64;
+                            io.write_in_place(pos, &mut expected(512, tag, pos))
+                                .unwrap();
+                        }
+                        // Whole-sector reads of the own stripe see the round just written.
+                        let mut r = vec![0u8; STRIPE];
+                        io.read(base, &mut r).unwrap();
+                        assert!(r == expected(STRIPE, tag, base), "thread {t} round {round}");
+                    }
+                });
+            }
+        });
+        let plain = decrypt_all(&path, &vk);
+        for t in 0..THREADS {
+            let tag = (t as u64) << 16 | (ROUNDS - 1);
+            let base = t * STRIPE;
+            assert!(
+                plain[base..base + STRIPE] == expected(STRIPE, tag, base as u64)[..],
+                "stripe of thread {t}"
+            );
+            for k in 0..SHARED {
+                let pos = shared0 as usize + k * SS + t * 512;
+                assert!(
+                    plain[pos..pos + 512] == expected(512, tag, pos as u64)[..],
+                    "slot {t} of shared sector {k}: an update was lost"
+                );
+            }
+        }
+    }
+
+    fn can_fuse() -> bool {
+        // Mounting needs root and /dev/fuse here.
+        let root = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(1) == Some("0"))
+            })
+            .unwrap_or(false);
+        if !root || !Path::new("/dev/fuse").exists() {
+            eprintln!("SKIP: needs root and /dev/fuse");
+            return false;
+        }
+        true
+    }
+
+    /// The mounted FUSE file under parallel direct I/O from many threads (each large request is
+    /// split by the kernel into concurrent FUSE requests, served by several workers): every
+    /// region reads back as written, during and after the writes, and the backing file
+    /// decrypts to the same bytes.
+    #[test]
+    fn parallel_direct_io_on_the_fuse_file() {
+        if !can_fuse() {
+            return;
+        }
+        const THREADS: usize = 6;
+        const REGION: usize = 8 << 20;
+        const ROUNDS: u64 = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, vk) = backing(dir.path(), (THREADS * REGION) as u64);
+        let mnt = dir.path().join("fuse");
+        let session = spawn_with(
+            Arc::new(crypt_io(&path, &vk)),
+            &mnt,
+            Workers::new(8).unwrap(),
+        )
+        .unwrap();
+        let file = mnt.join(FILE_NAME);
+        for _ in 0..100 {
+            if file.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&file)
+                .unwrap()
+        };
+        let sizes = [SS, 64 << 10, 1 << 20, 4 << 20];
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let f = open();
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(100 + t as u64);
+                    let base = (t * REGION) as u64;
+                    for round in 0..ROUNDS {
+                        let tag = (t as u64) << 16 | round;
+                        let mut at = 0usize;
+                        while at < REGION {
+                            let n = sizes[rng.gen_range(0..sizes.len())].min(REGION - at);
+                            let pos = base + at as u64;
+                            let mut b = Aligned::new(n);
+                            fill(b.buf(), tag, pos);
+                            f.write_all_at(b.buf(), pos).unwrap();
+                            at += n;
+                        }
+                        let mut at = 0usize;
+                        while at < REGION {
+                            let n = sizes[rng.gen_range(0..sizes.len())].min(REGION - at);
+                            let pos = base + at as u64;
+                            let mut b = Aligned::new(n);
+                            f.read_exact_at(b.buf(), pos).unwrap();
+                            assert!(
+                                b.buf() == &expected(n, tag, pos)[..],
+                                "thread {t} round {round} at {pos}+{n}"
+                            );
+                            at += n;
+                        }
+                    }
+                    f.sync_all().unwrap();
+                });
+            }
+        });
+        drop(session);
+        for _ in 0..100 {
+            if !super::super::is_mounted(&mnt) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!super::super::is_mounted(&mnt), "unmounted");
+        let plain = decrypt_all(&path, &vk);
+        for t in 0..THREADS {
+            let base = t * REGION;
+            let tag = (t as u64) << 16 | (ROUNDS - 1);
+            assert!(
+                plain[base..base + REGION] == expected(REGION, tag, base as u64)[..],
+                "region of thread {t} in the backing file"
+            );
+        }
+    }
 }
