@@ -1214,20 +1214,20 @@ impl Transit {
                 .map(|(r, m)| {
                     let mut o = Map::new();
                     match r {
-                        Ok(h) => o.insert("hmac".into(), json!(h)),
-                        Err(e) => o.insert("error".into(), json!(e)),
+                        Ok(h) => o.insert("hmac".into(), Value::String(h)),
+                        Err(e) => o.insert("error".into(), Value::String(e)),
                     };
                     o.insert(
                         "reference".into(),
-                        json!(item_str(m, "reference").unwrap_or_default()),
+                        Value::String(item_str(m, "reference").unwrap_or_default()),
                     );
                     Value::Object(o)
                 })
                 .collect();
-            Response::data(json!({ "batch_results": out }))
+            Response::data(batch::object([("batch_results", Value::Array(out))]))
         } else {
             let h = results.pop().expect("one item").map_err(bad)?;
-            Response::data(json!({ "hmac": h }))
+            Response::data(batch::object([("hmac", Value::String(h))]))
         };
         Ok(resp)
     }
@@ -1349,17 +1349,17 @@ impl Transit {
                         }
                         Ok(false) => {}
                         Err(e) => {
-                            o.insert("error".into(), json!(e));
+                            o.insert("error".into(), Value::String(e));
                         }
                     }
                     o.insert(
                         "reference".into(),
-                        json!(item_str(m, "reference").unwrap_or_default()),
+                        Value::String(item_str(m, "reference").unwrap_or_default()),
                     );
                     Value::Object(o)
                 })
                 .collect();
-            Response::data(json!({ "batch_results": out }))
+            Response::data(batch::object([("batch_results", Value::Array(out))]))
         } else {
             let valid = results.pop().expect("one item").map_err(bad)?;
             Response::data(json!({ "valid": valid }))
