@@ -667,6 +667,24 @@ fn token_json_preserved_exactly() {
     assert!(area.contains(&format!(r#""4":{}"#, before[1])));
     let vol = Volume::open(FileDevice::open(&img, false).unwrap()).unwrap();
     assert_eq!(vol.token_text(3), Some(unassigned(&tok3)));
+
+    // `strongroom luks dump --json` prints the metadata as stored, tokens exactly.
+    let bin = env!("CARGO_MANIFEST_DIR").to_string() + "/../../target/debug/strongroom";
+    if Path::new(&bin).exists() {
+        let out = std::process::Command::new(&bin)
+            .args(["luks", "dump", "--json", p])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!(r#""3":{}"#, unassigned(&tok3))),
+            "dump --json rewrote the token: {text}"
+        );
+        assert_eq!(text.trim_end(), area.trim_end_matches('\0'));
+    } else {
+        eprintln!("SKIP (CLI part): {bin} not built (cargo build -p strongroom)");
+    }
 }
 
 /// The CLI: format, dump, test-key, add-key, remove-key against cryptsetup.

@@ -424,10 +424,12 @@ fn dump(t: &Target, json: bool) -> anyhow::Result<i32> {
         eprintln!("Repaired in memory: {f}.");
     }
     if json {
-        p!(
-            "{}",
-            serde_json::to_string_pretty(&Value::Object(h.meta.clone()))?
-        );
+        // The metadata as stored (compact, every unchanged number and string in its original
+        // text, as `cryptsetup luksDump --dump-json-metadata` shows it): a float or a 100-bit
+        // integer in a token is printed exactly, not re-rounded through a parsed value.
+        let text = strongroom_luks::header::json::to_text(&h.meta, h.source.as_ref())
+            .map_err(|e| anyhow::anyhow!("serialize the metadata: {e}"))?;
+        p!("{}", String::from_utf8_lossy(&text));
         return emit(&o);
     }
     let cfg = h.meta.get("config");
