@@ -195,6 +195,86 @@ pub(super) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// How the items of a batch fared (OpenBao's `batchRequestResponse` picks the status).
+#[derive(Default, Clone, Copy)]
+pub(super) struct Outcomes {
+    pub successes: bool,
+    pub user_err: bool,
+    pub internal_err: bool,
+}
+
+/// The `data` of an encrypt or decrypt answer, written as JSON text as the items are
+/// processed (no value tree per item): `{"batch_results":[{...,"reference":...},...]}` for a
+/// batch, the one item's object otherwise.
+pub(super) struct Answer {
+    /// The text so far; an item's fields are written straight into it.
+    pub out: String,
+    batch: bool,
+    items: usize,
+    outcomes: Outcomes,
+}
+
+impl Answer {
+    /// `estimate`: the expected length of the items' text.
+    pub fn new(batch: bool, estimate: usize) -> Self {
+        let mut out = String::with_capacity(estimate + 32);
+        if batch {
+            out.push_str("{\"batch_results\":[");
+        }
+        Self {
+            out,
+            batch,
+            items: 0,
+            outcomes: Outcomes::default(),
+        }
+    }
+
+    /// Open the next item's object.
+    pub fn begin_item(&mut self) {
+        if self.items > 0 {
+            self.out.push(',');
+        }
+        self.items += 1;
+        self.out.push('{');
+    }
+
+    /// Count an item's result. A single request's error is the whole answer: it comes back
+    /// as the `Err` of the outer result.
+    pub fn outcome<T>(&mut self, r: Result<T, ItemErr>) -> Result<Result<T, ItemErr>, ApiError> {
+        match &r {
+            Ok(_) => self.outcomes.successes = true,
+            Err(ItemErr::User(_)) => self.outcomes.user_err = true,
+            Err(ItemErr::Internal(_)) => self.outcomes.internal_err = true,
+        }
+        match r {
+            Err(e) if !self.batch => Err(e.into_api()),
+            r => Ok(r),
+        }
+    }
+
+    /// Write an `"error":...` field.
+    pub fn error_field(&mut self, e: &ItemErr) {
+        self.out.push_str("\"error\":");
+        push_json_str(&mut self.out, e.msg());
+    }
+
+    /// Close the item's object (a batch item ends with its reference).
+    pub fn end_item(&mut self, reference: &str) {
+        if self.batch {
+            self.out.push_str(",\"reference\":");
+            push_json_str(&mut self.out, reference);
+        }
+        self.out.push('}');
+    }
+
+    pub fn finish(mut self) -> (crate::request::Response, Outcomes) {
+        if self.batch {
+            self.out.push_str("]}");
+        }
+        (crate::request::Response::json(self.out), self.outcomes)
+    }
+}
+
 /// Encrypts and decrypts items under one key document. The decoded plaintext of the
 /// current item lives in [`Crypter::plaintext`], a wiped scratch buffer.
 pub(super) struct Crypter<'p> {

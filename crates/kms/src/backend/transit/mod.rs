@@ -39,7 +39,7 @@ use super::Backend;
 use crate::barrier::View;
 use crate::fields::Data;
 use crate::request::{multierror, ApiError, Operation, Request, Response};
-use batch::{decode_batch, Crypter, Item};
+use batch::{decode_batch, Answer, Crypter, Item, Outcomes};
 use ciphertext::{format_versioned, go_b64_decode, parse_versioned};
 use keys::{HashAlg, KeyPolicy, KeyType, TypeLookup};
 use params::{go_type, ignored_warning, Params};
@@ -175,13 +175,12 @@ fn item_str(m: &Map<String, Value>, k: &str) -> Option<String> {
 }
 
 /// Status for a batch with failures (OpenBao's `batchRequestResponse`).
-fn batch_status(
-    resp: Response,
-    p: &Params,
-    successes: bool,
-    user_err: bool,
-    internal_err: bool,
-) -> Result<Response, ApiError> {
+fn batch_status(resp: Response, p: &Params, outcomes: Outcomes) -> Result<Response, ApiError> {
+    let Outcomes {
+        successes,
+        user_err,
+        internal_err,
+    } = outcomes;
     if !user_err && !internal_err {
         return Ok(resp);
     }
@@ -757,61 +756,39 @@ impl Transit {
             }
         };
 
-        // The answer is written as JSON text directly: no value tree per item.
         let mut crypter = Crypter::new(&policy, items.len());
-        let (mut successes, mut user_err, mut internal_err) = (false, false, false);
-        let estimate: usize = items
+        let estimate = items
             .iter()
             .map(|it| it.plaintext.len() + it.reference.len() + 96)
             .sum();
-        let mut out = String::with_capacity(estimate + 32);
-        let batch = batch_raw.is_some();
-        if batch {
-            out.push_str("{\"batch_results\":[");
-        }
-        for (i, it) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let mark = out.len();
-            out.push_str("{\"ciphertext\":\"");
+        let mut ans = Answer::new(batch_raw.is_some(), estimate);
+        for it in &items {
+            ans.begin_item();
+            let mark = ans.out.len();
+            ans.out.push_str("\"ciphertext\":\"");
             let r = crypter
                 .set_plaintext(it.plaintext)
                 .and_then(|()| crypter.set_context(it.context))
-                .and_then(|()| crypter.encrypt_into(it.key_version, it.associated_data, &mut out));
-            match r {
+                .and_then(|()| {
+                    crypter.encrypt_into(it.key_version, it.associated_data, &mut ans.out)
+                });
+            match ans.outcome(r)? {
                 Ok(v) => {
-                    successes = true;
-                    out.push_str("\",\"key_version\":");
-                    ciphertext::push_int(&mut out, v);
+                    ans.out.push_str("\",\"key_version\":");
+                    ciphertext::push_int(&mut ans.out, v);
                 }
                 Err(e) => {
-                    match e {
-                        ItemErr::User(_) => user_err = true,
-                        ItemErr::Internal(_) => internal_err = true,
-                    }
-                    if !batch {
-                        return Err(e.into_api());
-                    }
-                    out.truncate(mark);
-                    out.push_str("{\"error\":");
-                    batch::push_json_str(&mut out, e.msg());
+                    ans.out.truncate(mark);
+                    ans.error_field(&e);
                 }
             }
-            if batch {
-                out.push_str(",\"reference\":");
-                batch::push_json_str(&mut out, it.reference);
-            }
-            out.push('}');
+            ans.end_item(it.reference);
         }
-        if batch {
-            out.push_str("]}");
-        }
-        let mut resp = Response::json(out);
+        let (mut resp, outcomes) = ans.finish();
         if let Some(w) = warning {
             resp = resp.with_warning(w);
         }
-        batch_status(resp, &prm, successes, user_err, internal_err)
+        batch_status(resp, &prm, outcomes)
     }
 
     fn decrypt(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
@@ -848,22 +825,13 @@ impl Transit {
             .load(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
 
-        // The answer is written as JSON text directly: no value tree per item.
         let mut crypter = Crypter::new(&policy, 0);
-        let (mut successes, mut user_err, mut internal_err) = (false, false, false);
-        let estimate: usize = items
+        let estimate = items
             .iter()
             .map(|it| it.ciphertext.len() + it.reference.len() + 48)
             .sum();
-        let mut out = String::with_capacity(estimate + 32);
-        let batch = batch_raw.is_some();
-        if batch {
-            out.push_str("{\"batch_results\":[");
-        }
-        for (i, it) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
+        let mut ans = Answer::new(batch_raw.is_some(), estimate);
+        for it in &items {
             let r = if it.ciphertext.is_empty() {
                 Err(ItemErr::User("missing ciphertext to decrypt".into()))
             } else {
@@ -871,36 +839,23 @@ impl Transit {
                     .set_context(it.context)
                     .and_then(|()| crypter.decrypt(it.ciphertext, it.associated_data))
             };
-            out.push_str("{\"plaintext\":\"");
+            let r = ans.outcome(r)?;
+            ans.begin_item();
+            ans.out.push_str("\"plaintext\":\"");
             match r {
                 Ok(()) => {
-                    successes = true;
-                    ciphertext::b64_encode_into(&mut out, &crypter.plaintext);
-                    out.push('"');
+                    ciphertext::b64_encode_into(&mut ans.out, &crypter.plaintext);
+                    ans.out.push('"');
                 }
                 Err(e) => {
-                    match e {
-                        ItemErr::User(_) => user_err = true,
-                        ItemErr::Internal(_) => internal_err = true,
-                    }
-                    if !batch {
-                        return Err(e.into_api());
-                    }
-                    out.push_str("\",\"error\":");
-                    batch::push_json_str(&mut out, e.msg());
+                    ans.out.push_str("\",");
+                    ans.error_field(&e);
                 }
             }
-            if batch {
-                out.push_str(",\"reference\":");
-                batch::push_json_str(&mut out, it.reference);
-            }
-            out.push('}');
+            ans.end_item(it.reference);
         }
-        if batch {
-            out.push_str("]}");
-        }
-        let resp = Response::json(out);
-        batch_status(resp, &prm, successes, user_err, internal_err)
+        let (resp, outcomes) = ans.finish();
+        batch_status(resp, &prm, outcomes)
     }
 
     fn rewrap(&self, name: &str, d: &Data) -> Result<Response, ApiError> {
