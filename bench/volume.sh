@@ -11,7 +11,7 @@
 #
 #   bench/volume.sh                      # builds the release binary first
 #   STRONGROOM_BIN=path bench/volume.sh  # use a binary
-#   RUNTIME=10 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
+#   RUNTIME=10 ROUNDS=2 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
 #
 # Ends with lines:
 #   volume <workload> encrypted_mbps=... unencrypted_same_stack_mbps=... ratio=... plain_loop_mbps=...
@@ -28,6 +28,7 @@ if [ -z "$BIN" ]; then
   BIN=$PWD/target/release/strongroom
 fi
 RUNTIME=${RUNTIME:-10}
+ROUNDS=${ROUNDS:-2}
 FIO_SIZE=${FIO_SIZE:-512M}
 SIZE=${SIZE:-1G}
 PROVISION_COUNT=${PROVISION_COUNT:-100}
@@ -107,13 +108,21 @@ best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@
 RESULTS=()
 for wl in "seq_read_1m read 1M" "seq_write_1m write 1M" "rand_read_4k randread 4k" "rand_write_4k randwrite 4k"; do
   set -- $wl
-  echo "== $1"
-  # Two rounds in alternating order, best of each: the machine is shared, order must not matter.
-  e1=$(run_fio "$W/mnt-enc" "$2" "$3"); p1=$(run_fio "$W/mnt-plain" "$2" "$3"); r1=$(run_fio "$W/mnt-raw" "$2" "$3")
-  r2=$(run_fio "$W/mnt-raw" "$2" "$3"); p2=$(run_fio "$W/mnt-plain" "$2" "$3"); e2=$(run_fio "$W/mnt-enc" "$2" "$3")
-  enc=$(best "$e1" "$e2"); plain=$(best "$p1" "$p2"); raw=$(best "$r1" "$r2")
+  echo "== $1 (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  # ROUNDS rounds in alternating order, best of each: the machine is shared, order must not
+  # matter (on a busy machine single runs vary by tens of percent: see the load averages).
+  es=(); ps=(); rs=()
+  for ((i = 1; i <= ROUNDS; i++)); do
+    if ((i % 2)); then
+      es+=("$(run_fio "$W/mnt-enc" "$2" "$3")"); ps+=("$(run_fio "$W/mnt-plain" "$2" "$3")"); rs+=("$(run_fio "$W/mnt-raw" "$2" "$3")")
+    else
+      rs+=("$(run_fio "$W/mnt-raw" "$2" "$3")"); ps+=("$(run_fio "$W/mnt-plain" "$2" "$3")"); es+=("$(run_fio "$W/mnt-enc" "$2" "$3")")
+    fi
+  done
+  enc=$(best "${es[@]}"); plain=$(best "${ps[@]}"); raw=$(best "${rs[@]}")
   ratio=$(python3 -c "print('%.3f' % ($enc / $plain if $plain > 0 else 0))")
-  echo "   encrypted $enc MB/s, same stack unencrypted $plain MB/s, plain loop $raw MB/s"
+  echo "   encrypted ${es[*]} MB/s, same stack unencrypted ${ps[*]} MB/s, plain loop ${rs[*]} MB/s"
+  echo "   best: encrypted $enc MB/s, same stack unencrypted $plain MB/s, plain loop $raw MB/s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   RESULTS+=("volume $1 encrypted_mbps=$enc unencrypted_same_stack_mbps=$plain ratio=$ratio plain_loop_mbps=$raw")
 done
 
