@@ -23,6 +23,9 @@ use std::sync::Arc;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
+/// A commit slower than this is logged.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A change not yet durable: its sequence number and the new value (`None`: deleted).
 type Pending = (u64, Option<Arc<[u8]>>);
 
@@ -115,7 +118,18 @@ impl Inner {
                 std::mem::take(&mut st.queue)
             };
             let last = batch.last().map_or(0, |(seq, _)| *seq);
+            let t0 = std::time::Instant::now();
             let result = self.apply(&batch);
+            let took = t0.elapsed();
+            if took > SLOW_COMMIT {
+                // Every request in the batch waited this long: worth an operator's attention
+                // (a saturated or failing disk shows here first).
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    batches = batch.len(),
+                    "slow storage commit"
+                );
+            }
             let mut st = self.state.lock();
             match result {
                 Ok(()) => {
