@@ -277,6 +277,20 @@ impl ManagerBackend {
         write_json(&self.dir(id).join(NODE_STATE), s)
     }
 
+    /// The node state of a volume this node has staged or published at `path`;
+    /// NOT_FOUND otherwise (NodeGetVolumeStats, NodeExpandVolume).
+    fn node_state_at(&self, id: &str, path: &Path, info: &VolumeInfo) -> Result<NodeState> {
+        let st = self.node_state(id)?;
+        let known = st.staging.as_deref() == Some(path) || st.published.contains_key(path);
+        if !known || !Self::staged_for_real(info, &st) {
+            return Err(CsiError::NotFound(format!(
+                "volume {id} is not staged or published at {}",
+                path.display()
+            )));
+        }
+        Ok(st)
+    }
+
     fn tenant(t: &TenantToken) -> Credential {
         Credential::Tenant(Token::new(t.expose()))
     }
@@ -537,10 +551,8 @@ impl VolumeBackend for ManagerBackend {
             AccessKind::Mount => {
                 mgr.mount(&spec.id, &cred, &spec.staging_path)
                     .map_err(csi)?;
-                for f in &flags {
-                    // Flags apply to the staged filesystem (and so to every bind of it).
-                    mounts::remount(&spec.staging_path, f)?;
-                }
+                // Flags apply to the staged filesystem (and so to every bind of it).
+                mounts::remount(&spec.staging_path, &flags)?;
             }
             AccessKind::Block => {
                 mgr.attach(&spec.id, &cred).map_err(csi)?;
@@ -654,14 +666,7 @@ impl VolumeBackend for ManagerBackend {
 
     fn stats(&self, id: &str, path: &Path) -> Result<VolumeStats> {
         let (_, _, info) = self.require(id)?;
-        let st = self.node_state(id)?;
-        let known = st.staging.as_deref() == Some(path) || st.published.contains_key(path);
-        if !known || !Self::staged_for_real(&info, &st) {
-            return Err(CsiError::NotFound(format!(
-                "volume {id} is not staged or published at {}",
-                path.display()
-            )));
-        }
+        let st = self.node_state_at(id, path, &info)?;
         match st.kind {
             Some(AccessKind::Block) => {
                 if st.staging.as_deref() != Some(path) && mounts::mount_at(path)?.is_none() {
@@ -691,14 +696,7 @@ impl VolumeBackend for ManagerBackend {
         token: Option<&TenantToken>,
     ) -> Result<u64> {
         let (_, mgr, info) = self.require(id)?;
-        let st = self.node_state(id)?;
-        let known = st.staging.as_deref() == Some(path) || st.published.contains_key(path);
-        if !known || !Self::staged_for_real(&info, &st) {
-            return Err(CsiError::NotFound(format!(
-                "volume {id} is not staged or published at {}",
-                path.display()
-            )));
-        }
+        self.node_state_at(id, path, &info)?;
         let info = match (new_capacity, token) {
             // The controller grew the store short of this size (or never ran): grow it here.
             (Some(n), Some(t)) if n > info.size => {

@@ -160,18 +160,23 @@ pub fn publish(source: &Path, target: &Path, kind: Kind, read_only: bool) -> Res
     Ok(())
 }
 
-/// Apply one mount flag (e.g. `noexec`, `sync`) to the filesystem mounted at `path`.
-/// Flags reach mount(8) as one `-o` value, never as separate arguments.
-pub fn remount(path: &Path, flag: &str) -> Result<(), CsiError> {
-    if flag.is_empty() || flag.contains([',', ' ', '\n']) || flag.starts_with('-') {
-        return Err(CsiError::Invalid(format!(
-            "mount flag {flag:?}: one option per entry, no commas or spaces"
-        )));
+/// Apply mount flags (e.g. `noexec`, `sync`) to the filesystem mounted at `path`, in one
+/// remount. Flags reach mount(8) as one `-o` value, never as separate arguments.
+pub fn remount(path: &Path, flags: &[String]) -> Result<(), CsiError> {
+    if flags.is_empty() {
+        return Ok(());
+    }
+    for flag in flags {
+        if flag.is_empty() || flag.contains([',', ' ', '\n']) || flag.starts_with('-') {
+            return Err(CsiError::Invalid(format!(
+                "mount flag {flag:?}: one option per entry, no commas or spaces"
+            )));
+        }
     }
     let p = path
         .to_str()
         .ok_or_else(|| CsiError::Invalid("path is not UTF-8".into()))?;
-    run("mount", &["-o", &format!("remount,{flag}"), p])
+    run("mount", &["-o", &format!("remount,{}", flags.join(",")), p])
 }
 
 /// Unmount everything stacked at `target` and remove it. OK if it does not exist.

@@ -1029,13 +1029,11 @@ impl Manager {
         if let Some(lo) = &rt.loop_dev {
             loopdev::refresh_capacity(lo)?;
         }
-        let dev = match (&rt.dm_name, &rt.loop_dev) {
-            (Some(n), _) => {
-                datapath::dmcrypt::resize(n)?;
-                format!("/dev/mapper/{n}")
-            }
-            (None, Some(lo)) => lo.clone(),
-            (None, None) => return Ok(false),
+        if let Some(n) = &rt.dm_name {
+            datapath::dmcrypt::resize(n)?;
+        }
+        let Some(dev) = rt.device() else {
+            return Ok(false);
         };
         let Some(t) = rt.target.as_ref().filter(|t| datapath::is_mounted(t)) else {
             // Block mode: the device has its new size; a filesystem made by an earlier mount
@@ -1273,11 +1271,7 @@ impl Manager {
             fs_grow_pending: m.fs_grow_pending,
             mounted,
             target: rt.as_ref().and_then(|r| r.target.clone()),
-            device: rt.as_ref().and_then(|r| match (&r.dm_name, &r.loop_dev) {
-                (Some(n), _) => Some(format!("/dev/mapper/{n}")),
-                (None, Some(lo)) if r.datapath == Some(DataPathKind::Userspace) => Some(lo.clone()),
-                _ => None,
-            }),
+            device: rt.as_ref().and_then(Runtime::device),
             datapath: rt.and_then(|r| r.datapath).map(|d| d.as_str().into()),
             pending: m.pending.clone(),
             kek_version: match &m.protection {

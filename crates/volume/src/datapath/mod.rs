@@ -67,6 +67,15 @@ impl Runtime {
         std::fs::rename(&tmp, dir.join(RUNTIME_FILE))
             .map_err(|e| Error::io("rename runtime record", e))
     }
+    /// The decrypted block device this record opened: the dm-crypt mapping, or the loop
+    /// device on the FUSE file (a loop device of the kernel path holds ciphertext).
+    pub fn device(&self) -> Option<String> {
+        match (&self.dm_name, &self.loop_dev) {
+            (Some(n), _) => Some(format!("/dev/mapper/{n}")),
+            (None, Some(lo)) if self.datapath == Some(DataPathKind::Userspace) => Some(lo.clone()),
+            _ => None,
+        }
+    }
     pub fn remove(dir: &Path) {
         let _ = std::fs::remove_file(dir.join(RUNTIME_FILE));
     }
