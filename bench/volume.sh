@@ -12,6 +12,7 @@
 #   bench/volume.sh                      # builds the release binary first
 #   STRONGROOM_BIN=path bench/volume.sh  # use a binary
 #   RUNTIME=10 ROUNDS=2 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
+#   WORKLOADS="seq_read_1m rand_read_4k" bench/volume.sh   # a subset (default: all four)
 #
 # Ends with lines:
 #   volume <workload> encrypted_mbps=... unencrypted_same_stack_mbps=... ratio=... plain_loop_mbps=...
@@ -106,8 +107,10 @@ done
 best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
 
 RESULTS=()
+WORKLOADS=${WORKLOADS:-seq_read_1m seq_write_1m rand_read_4k rand_write_4k}
 for wl in "seq_read_1m read 1M" "seq_write_1m write 1M" "rand_read_4k randread 4k" "rand_write_4k randwrite 4k"; do
   set -- $wl
+  [[ " $WORKLOADS " == *" $1 "* ]] || continue
   echo "== $1 (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   # ROUNDS rounds in alternating order, best of each: the machine is shared, order must not
   # matter (on a busy machine single runs vary by tens of percent: see the load averages).

@@ -83,6 +83,40 @@ impl SectorCipher {
         }
     }
 
+    /// As [`process`](Self::process), from `src` into `dst` (same length): a decrypting (or
+    /// encrypting) copy, one pass over the data with the VAES backend.
+    pub fn process_from(
+        &self,
+        src: &[u8],
+        dst: &mut [u8],
+        sector_size: usize,
+        first_iv: u64,
+        encrypt: bool,
+    ) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(Error::InvalidArgument(
+                "source and destination lengths differ".into(),
+            ));
+        }
+        match &self.kind {
+            Kind::Xts { xts, iv32 }
+                if sector_size >= 512
+                    && sector_size.is_multiple_of(512)
+                    && src.len().is_multiple_of(sector_size) =>
+            {
+                let step = (sector_size / 512) as u64;
+                xts.sectors_from(src, dst, sector_size, encrypt, |i| {
+                    let n = first_iv.wrapping_add(step.wrapping_mul(i as u64));
+                    plain64_iv(if *iv32 { n & 0xffff_ffff } else { n })
+                })
+            }
+            _ => {
+                dst.copy_from_slice(src);
+                self.process(dst, sector_size, first_iv, encrypt)
+            }
+        }
+    }
+
     /// Process whole sectors in place.
     pub fn process(
         &self,

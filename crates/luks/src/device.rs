@@ -17,6 +17,11 @@ pub trait BlockDevice: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Make previous writes durable (orders the steps of a header update).
     fn flush(&self) -> io::Result<()>;
+    /// The open file behind the device, if it is one (regular file or block device node): lets
+    /// a data path map it instead of copying through `read_at`.
+    fn file(&self) -> Option<&File> {
+        None
+    }
     /// Make `[offset, offset + len)` read as zeros. The default writes zeros; devices may
     /// do it without data I/O (files: `fallocate` zero range / hole punch).
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -48,6 +53,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &T {
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         (**self).zero_range(offset, len)
     }
+    fn file(&self) -> Option<&File> {
+        (**self).file()
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
@@ -65,6 +73,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
     }
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         (**self).zero_range(offset, len)
+    }
+    fn file(&self) -> Option<&File> {
+        (**self).file()
     }
 }
 
@@ -94,6 +105,9 @@ impl BlockDevice for FileDevice {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+    fn file(&self) -> Option<&File> {
+        Some(&self.file)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)

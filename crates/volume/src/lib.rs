@@ -7,7 +7,8 @@
 //! transit with context, or KV), [`kms`] (credentials and error classes), [`cache`] (TTL key
 //! cache, zeroized), [`datapath`] (FUSE + loop, or dm-crypt), [`tenant`] (admin setup of a
 //! tenant's key and policy) and [`manager`] (the API).
-#![forbid(unsafe_code)]
+// `unsafe` only in `datapath::mapping` (mmap and its SIGBUS handler; invariants at its top).
+#![deny(unsafe_code)]
 
 pub mod cache;
 pub mod datapath;

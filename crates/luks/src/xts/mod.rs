@@ -112,4 +112,30 @@ impl Xts {
             }
         }
     }
+
+    /// As [`sectors`](Self::sectors), from `src` into `dst` (same length): one pass over the
+    /// data where the backend can (VAES), else a copy and then the in-place pass.
+    pub fn sectors_from(
+        &self,
+        src: &[u8],
+        dst: &mut [u8],
+        sector_size: usize,
+        encrypt: bool,
+        iv_of: impl Fn(usize) -> [u8; 16],
+    ) -> Result<()> {
+        check_units(src.len(), sector_size)?;
+        if src.len() != dst.len() {
+            return Err(Error::InvalidArgument(
+                "source and destination lengths differ".into(),
+            ));
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Xts::Vaes(x) => x.sectors_from(src, dst, sector_size, encrypt, iv_of),
+            _ => {
+                dst.copy_from_slice(src);
+                self.sectors(dst, sector_size, encrypt, iv_of)
+            }
+        }
+    }
 }

@@ -106,18 +106,67 @@ impl VaesXts {
         iv_of: impl Fn(usize) -> [u8; 16],
     ) -> Result<()> {
         super::check_units(buf.len(), sector_size)?;
+        let p = buf.as_mut_ptr();
+        // SAFETY: in place: `p` is valid for `buf.len()` bytes (the same range for both).
+        unsafe { self.dispatch(p, p, buf.len(), sector_size, encrypt, iv_of) };
+        Ok(())
+    }
+
+    /// As [`sectors`](Self::sectors), reading `src` and writing the result to `dst` (same
+    /// length): a decrypting (or encrypting) copy in one pass over the data.
+    pub fn sectors_from(
+        &self,
+        src: &[u8],
+        dst: &mut [u8],
+        sector_size: usize,
+        encrypt: bool,
+        iv_of: impl Fn(usize) -> [u8; 16],
+    ) -> Result<()> {
+        super::check_units(src.len(), sector_size)?;
+        if src.len() != dst.len() {
+            return Err(Error::InvalidArgument(
+                "source and destination lengths differ".into(),
+            ));
+        }
+        // SAFETY: `src` and `dst` are distinct borrows (a `&` and a `&mut`), so disjoint, each
+        // valid for their common length.
+        unsafe {
+            self.dispatch(
+                src.as_ptr(),
+                dst.as_mut_ptr(),
+                src.len(),
+                sector_size,
+                encrypt,
+                iv_of,
+            )
+        };
+        Ok(())
+    }
+
+    /// # Safety
+    /// Invariant 3: `src`/`dst` valid for `len` bytes, the same or disjoint; `len` is a whole
+    /// number of units of whole 16-byte blocks (checked by the callers).
+    unsafe fn dispatch(
+        &self,
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+        sector_size: usize,
+        encrypt: bool,
+        iv_of: impl Fn(usize) -> [u8; 16],
+    ) {
         let iv = |i: usize| u128::from_le_bytes(iv_of(i));
-        // SAFETY: invariant 1 (`self` exists, so the features are present); invariant 3 (the
-        // sizes were checked above).
+        let (ks, tk) = (&self.tweak, sector_size);
+        // SAFETY: invariant 1 (`self` exists, so the features are present); invariant 3 by
+        // this function's contract.
         unsafe {
             match (self.rounds, encrypt) {
-                (10, true) => run::<10, true>(&self.enc, &self.tweak, buf, sector_size, iv),
-                (10, false) => run::<10, false>(&self.dec, &self.tweak, buf, sector_size, iv),
-                (_, true) => run::<14, true>(&self.enc, &self.tweak, buf, sector_size, iv),
-                (_, false) => run::<14, false>(&self.dec, &self.tweak, buf, sector_size, iv),
+                (10, true) => run::<10, true>(&self.enc, ks, src, dst, len, tk, iv),
+                (10, false) => run::<10, false>(&self.dec, ks, src, dst, len, tk, iv),
+                (_, true) => run::<14, true>(&self.enc, ks, src, dst, len, tk, iv),
+                (_, false) => run::<14, false>(&self.dec, ks, src, dst, len, tk, iv),
             }
         }
-        Ok(())
     }
 }
 
@@ -291,11 +340,22 @@ fn rounds<const NR: usize, const ENC: bool, const N: usize>(
     }
 }
 
-/// One data unit (a multiple of 16 bytes), `first` = `[T, T·α, T·α², T·α³]`. The main loop
+/// One data unit of `len` bytes (a multiple of 16) read at `src` and written at `dst` (the same
+/// pointer for in place, else non-overlapping), `first` = `[T, T·α, T·α², T·α³]`. The main loop
 /// keeps four registers (16 blocks) in flight; their tweaks advance by α^16 per iteration.
+///
+/// # Safety
+/// Invariant 3: `src` is valid for reads and `dst` for writes of `len` bytes, and the two ranges
+/// are either the same or disjoint.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,vaes")]
-fn unit<const NR: usize, const ENC: bool>(rk: &[__m512i; 15], buf: &mut [u8], first: __m512i) {
+unsafe fn unit<const NR: usize, const ENC: bool>(
+    rk: &[__m512i; 15],
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    first: __m512i,
+) {
     let t1 = mul_alpha::<4, 60>(first);
     let mut t = [
         first,
@@ -303,42 +363,59 @@ fn unit<const NR: usize, const ENC: bool>(rk: &[__m512i; 15], buf: &mut [u8], fi
         mul_alpha_bytes::<1, 15>(first),
         mul_alpha_bytes::<1, 15>(t1),
     ];
-    let mut chunks = buf.chunks_exact_mut(256);
-    for c in &mut chunks {
-        let p = c.as_mut_ptr();
+    let whole = len / 256 * 256;
+    let mut at = 0;
+    while at < whole {
+        // The next unit's matching 256 bytes: units are usually pages, and the hardware
+        // prefetchers stop at page boundaries, so a unit read from the page cache (a mapping)
+        // would start with a train of misses. A prefetch never faults, so the address may lie
+        // beyond the buffer (computed with wrapping arithmetic, never dereferenced).
+        for l in 0..4 {
+            _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(len + at + 64 * l).cast());
+        }
         let mut x = [_mm512_setzero_si512(); 4];
         for (i, v) in x.iter_mut().enumerate() {
-            // SAFETY: invariant 2, `c` is 256 bytes and i < 4.
-            *v = unsafe { _mm512_loadu_si512(p.add(64 * i).cast()) };
+            // SAFETY: invariant 2, bytes at..at+256 are within the unit and i < 4.
+            *v = unsafe { _mm512_loadu_si512(src.add(at + 64 * i).cast()) };
         }
         rounds::<NR, ENC, 4>(&mut x, rk, &t);
         for (i, v) in x.iter().enumerate() {
             // SAFETY: as above.
-            unsafe { _mm512_storeu_si512(p.add(64 * i).cast(), *v) };
+            unsafe { _mm512_storeu_si512(dst.add(at + 64 * i).cast(), *v) };
         }
         for v in t.iter_mut() {
             *v = mul_alpha_bytes::<2, 14>(*v);
         }
+        at += 256;
     }
     // Under 16 blocks left: up to four registers, the last one partial.
-    for (c, t) in chunks.into_remainder().chunks_mut(64).zip(t) {
-        let mask = ((1u16 << (c.len() / 8)) - 1) as __mmask8;
-        let p = c.as_mut_ptr().cast::<i64>();
-        // SAFETY: invariant 2, `mask` covers the len/8 whole 64-bit elements of `c`.
-        let mut x = [unsafe { _mm512_maskz_loadu_epi64(mask, p) }];
+    for t in t {
+        if at >= len {
+            break;
+        }
+        let n = (len - at).min(64);
+        let mask = ((1u16 << (n / 8)) - 1) as __mmask8;
+        // SAFETY: invariant 2, `mask` covers the n/8 whole 64-bit elements of bytes at..at+n.
+        let mut x = [unsafe { _mm512_maskz_loadu_epi64(mask, src.add(at).cast()) }];
         rounds::<NR, ENC, 1>(&mut x, rk, &[t]);
         // SAFETY: as above.
-        unsafe { _mm512_mask_storeu_epi64(p, mask, x[0]) };
+        unsafe { _mm512_mask_storeu_epi64(dst.add(at).cast(), mask, x[0]) };
+        at += n;
     }
 }
 
-/// Encrypt/decrypt whole data units of `unit_len` bytes (a multiple of 16 dividing
-/// `buf.len()`); `iv(i)` is unit i's IV as a little-endian integer.
+/// Encrypt/decrypt `len` bytes of whole data units of `unit_len` bytes (a multiple of 16
+/// dividing `len`) from `src` to `dst`; `iv(i)` is unit i's IV as a little-endian integer.
+///
+/// # Safety
+/// As [`unit`]: `src`/`dst` valid for `len` bytes, the same or disjoint.
 #[target_feature(enable = "avx512f,avx512bw,vaes")]
-fn run<const NR: usize, const ENC: bool>(
+unsafe fn run<const NR: usize, const ENC: bool>(
     keys: &RoundKeys,
     tweak_keys: &RoundKeys,
-    buf: &mut [u8],
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
     unit_len: usize,
     iv: impl Fn(usize) -> u128,
 ) {
@@ -352,10 +429,11 @@ fn run<const NR: usize, const ENC: bool>(
     let rk = bcast(keys);
     let tk = bcast(tweak_keys);
     let zero = [_mm512_setzero_si512()];
-    for (g, group) in buf.chunks_mut(4 * unit_len).enumerate() {
+    let units_total = len / unit_len;
+    for g in 0..units_total.div_ceil(4) {
         // The initial tweaks of up to four units in one register (`iv` is asked only about
         // units that exist).
-        let units = group.len() / unit_len;
+        let units = (units_total - 4 * g).min(4);
         let ivs: [u128; 4] = std::array::from_fn(|j| if j < units { iv(4 * g + j) } else { 0 });
         let half = |j: usize, hi: bool| (ivs[j] >> if hi { 64 } else { 0 }) as u64 as i64;
         let mut t = [_mm512_set_epi64(
@@ -369,8 +447,18 @@ fn run<const NR: usize, const ENC: bool>(
             half(0, false),
         )];
         rounds::<NR, true, 1>(&mut t, &tk, &zero);
-        for (j, u) in group.chunks_exact_mut(unit_len).enumerate() {
-            unit::<NR, ENC>(&rk, u, first_tweaks(t[0], j));
+        for j in 0..units {
+            let off = (4 * g + j) * unit_len;
+            // SAFETY: unit `4g + j` lies within the `len` bytes (caller's contract).
+            unsafe {
+                unit::<NR, ENC>(
+                    &rk,
+                    src.add(off),
+                    dst.add(off),
+                    unit_len,
+                    first_tweaks(t[0], j),
+                )
+            };
         }
     }
 }

@@ -594,10 +594,7 @@ fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
 fn passthrough(file: &Path, dir: &Path) -> anyhow::Result<i32> {
     let dev = strongroom_luks::FileDevice::open(file, true)
         .with_context(|| format!("open {}", file.display()))?;
-    let io = fuse::PlainIo {
-        dev: Box::new(dev),
-        offset: 16 << 20,
-    };
+    let io = fuse::PlainIo::new(Box::new(dev), 16 << 20);
     let s = fuse::spawn(std::sync::Arc::new(io), dir)?;
     println!("ready");
     std::io::stdout().flush()?;

@@ -11,6 +11,7 @@
 pub mod dmcrypt;
 pub mod fuse;
 pub mod loopdev;
+pub mod mapping;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
