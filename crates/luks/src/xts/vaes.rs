@@ -17,9 +17,11 @@
 //! 2. Unmasked 512-bit loads and stores touch bytes `64*i .. 64*i+64` of a chunk of exactly 256
 //!    bytes with `i < 4`. Masked loads and stores touch only the 64-bit elements whose mask bit is
 //!    set, and the mask covers `len / 8` elements of a chunk of `len <= 64` bytes (masked-off
-//!    elements are neither read nor written and cannot fault).
-//! 3. Every buffer is `&mut [u8]` borrowed for the call: no aliasing, no lifetime beyond it.
-//!    Data units are whole multiples of 16 bytes (checked before any SIMD code runs).
+//!    elements are neither read nor written and cannot fault). Prefetches name addresses of the
+//!    next data unit of the same buffer only.
+//! 3. Every buffer is borrowed for the call (`&mut [u8]` in place, or a `&[u8]` source and a
+//!    `&mut [u8]` destination, disjoint by the borrow rules): no other aliasing, no lifetime
+//!    beyond it. Data units are whole multiples of 16 bytes (checked before any SIMD code runs).
 //!
 //! Round keys are kept as plain integers and zeroized on drop. Like aws-lc's assembly, a call
 //! leaves key and data material in SIMD registers and compiler spill slots on the stack.
@@ -355,6 +357,7 @@ unsafe fn unit<const NR: usize, const ENC: bool>(
     dst: *mut u8,
     len: usize,
     first: __m512i,
+    prefetch_next: bool,
 ) {
     let t1 = mul_alpha::<4, 60>(first);
     let mut t = [
@@ -366,12 +369,13 @@ unsafe fn unit<const NR: usize, const ENC: bool>(
     let whole = len / 256 * 256;
     let mut at = 0;
     while at < whole {
-        // The next unit's matching 256 bytes: units are usually pages, and the hardware
-        // prefetchers stop at page boundaries, so a unit read from the page cache (a mapping)
-        // would start with a train of misses. A prefetch never faults, so the address may lie
-        // beyond the buffer (computed with wrapping arithmetic, never dereferenced).
-        for l in 0..4 {
-            _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(len + at + 64 * l).cast());
+        // The next unit's matching 256 bytes, when there is a next unit in this call: units
+        // are usually pages, and the hardware prefetchers stop at page boundaries, so a unit
+        // read from the page cache (a mapping) would start with a train of misses.
+        if prefetch_next {
+            for l in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(len + at + 64 * l).cast());
+            }
         }
         let mut x = [_mm512_setzero_si512(); 4];
         for (i, v) in x.iter_mut().enumerate() {
@@ -457,6 +461,7 @@ unsafe fn run<const NR: usize, const ENC: bool>(
                     dst.add(off),
                     unit_len,
                     first_tweaks(t[0], j),
+                    4 * g + j + 1 < units_total,
                 )
             };
         }

@@ -111,22 +111,17 @@ fn crypt_chunked(
     Ok(())
 }
 
-/// [`crypt_chunked`] from `src` into `dst` (one pass: decrypting copy).
-fn crypt_chunked_from(
+/// Decrypt (or encrypt) from `src` into `dst` in one pass. One call for the whole request:
+/// this path does not use the luks crate's thread pool, and within one call the cipher
+/// prefetches each next sector.
+fn crypt_from(
     c: &CryptDevice<SharedDev>,
     pos: u64,
     src: &[u8],
     dst: &mut [u8],
     encrypt: bool,
 ) -> strongroom_luks::Result<()> {
-    for (i, (s, d)) in src
-        .chunks(CRYPT_CHUNK)
-        .zip(dst.chunks_mut(CRYPT_CHUNK))
-        .enumerate()
-    {
-        c.crypt_sectors_from(pos + (i * CRYPT_CHUNK) as u64, s, d, encrypt)?;
-    }
-    Ok(())
+    c.crypt_sectors_from(pos, src, dst, encrypt)
 }
 
 /// A read-only mapping of the whole backing file, if it can be mapped (a regular file or block
@@ -217,7 +212,7 @@ impl BlockIo for CryptIo {
         let at = self.seg.offset + pos;
         if let Some(m) = &self.map {
             let decrypted = m.with_range(at, buf.len(), |src| {
-                crypt_chunked_from(&c, pos, src, buf, false).map_err(luks_io)
+                crypt_from(&c, pos, src, buf, false).map_err(luks_io)
             });
             if let Some(r) = decrypted {
                 return r;
