@@ -54,6 +54,20 @@ pub trait BlockIo: Send + Sync + 'static {
     fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
         self.write(pos, data)
     }
+    /// Fill `out` (it may hold older bytes: set all of it) with what a write of `data` at `pos` stores, while
+    /// copying it out of the request: the ciphertext, where the write is whole sectors
+    /// (returns true: store it with [`write_staged`](Self::write_staged)); otherwise `data`
+    /// itself (false: write it with [`write_in_place`](Self::write_in_place)). One pass over the
+    /// data instead of a copy followed by an in-place encryption.
+    fn stage_write(&self, _pos: u64, data: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        out.extend_from_slice(data);
+        false
+    }
+    /// Store what [`stage_write`](Self::stage_write) prepared (when it returned true).
+    fn write_staged(&self, pos: u64, staged: &[u8]) -> std::io::Result<()> {
+        self.write(pos, staged)
+    }
     fn flush(&self) -> std::io::Result<()>;
     /// Re-read the backing size (online resize). Returns the new size.
     fn refresh(&self) -> u64 {
@@ -244,6 +258,25 @@ impl BlockIo for CryptIo {
         crypt_chunked(&c, pos, data, true).map_err(luks_io)?;
         self.dev.write_at(data, self.seg.offset + pos)
     }
+    fn stage_write(&self, pos: u64, data: &[u8], out: &mut Vec<u8>) -> bool {
+        // Encrypting whole sectors needs neither the disk nor the RMW lock (a concurrent
+        // partial-sector update of the same sector is unordered with this write either way).
+        let staged = self.inner().ok().is_some_and(|c| {
+            whole_sectors(&c, pos, data.len()) && {
+                out.resize(data.len(), 0);
+                crypt_from(&c, pos, data, out, true).is_ok()
+            }
+        });
+        if !staged {
+            out.clear();
+            out.extend_from_slice(data);
+        }
+        staged
+    }
+    fn write_staged(&self, pos: u64, staged: &[u8]) -> std::io::Result<()> {
+        let _rmw = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
+        self.dev.write_at(staged, self.seg.offset + pos)
+    }
     fn flush(&self) -> std::io::Result<()> {
         self.dev.flush()
     }
@@ -300,6 +333,15 @@ impl BlockIo for PlainIo {
     }
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()> {
         self.dev.write_at(data, self.offset + pos)
+    }
+    fn stage_write(&self, _pos: u64, data: &[u8], out: &mut Vec<u8>) -> bool {
+        // The twin of the encrypting copy: page by page, like the reads (one large `memcpy`
+        // would use non-temporal stores, and the write would then read the buffer from memory).
+        out.clear();
+        for page in data.chunks(4096) {
+            out.extend_from_slice(page);
+        }
+        true
     }
     fn flush(&self) -> std::io::Result<()> {
         self.dev.flush()
@@ -402,15 +444,26 @@ impl BufPool {
     }
 
     /// A buffer holding a copy of `data`.
+    #[cfg(test)]
     fn filled(&self, data: &[u8]) -> Zeroizing<Vec<u8>> {
+        self.filled_with(data.len(), |b| {
+            b.clear();
+            b.extend_from_slice(data)
+        })
+    }
+
+    /// A buffer with room for `len` bytes (so `fill` never reallocates: no copy is freed
+    /// unzeroized), filled by `fill`. It may hold an earlier request's bytes: `fill` sets its
+    /// length and every byte up to it (a reused buffer of the same length is not zeroed
+    /// first: that would be one more pass over it).
+    fn filled_with(&self, len: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Zeroizing<Vec<u8>> {
         let reused = self.0.lock().ok().and_then(|mut p| p.pop());
         let mut b = match reused {
-            Some(b) if b.capacity() >= data.len() => b,
-            // Too small (or none): replaced, not grown, so no copy is freed unzeroized.
-            _ => Zeroizing::new(Vec::with_capacity(data.len())),
+            Some(b) if b.capacity() >= len => b,
+            // Too small (or none): replaced, not grown.
+            _ => Zeroizing::new(Vec::with_capacity(len)),
         };
-        b.clear();
-        b.extend_from_slice(data);
+        fill(&mut b);
         b
     }
 
@@ -599,12 +652,20 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
         if pos + data.len() as u64 > self.io.size() {
             return reply.error(libc::ENOSPC);
         }
-        // One copy (the request buffer is the session loop's): the crypt layer encrypts it in
-        // place.
-        let mut data = self.bufs.filled(data);
+        // One pass out of the request buffer (the session loop's): the ciphertext of whole
+        // sectors, encrypted while copied; otherwise a copy the crypt layer handles in place.
+        let mut staged = false;
+        let mut data = self.bufs.filled_with(data.len(), |b| {
+            staged = self.io.stage_write(pos, data, b);
+        });
         let (io, bufs) = (Arc::clone(&self.io), Arc::clone(&self.bufs));
         self.workers.run(Box::new(move |_| {
-            match io.write_in_place(pos, &mut data) {
+            let r = if staged {
+                io.write_staged(pos, &data)
+            } else {
+                io.write_in_place(pos, &mut data)
+            };
+            match r {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -799,6 +860,33 @@ mod tests {
         assert_eq!(b.capacity(), cap, "reused");
         let big = vec![7u8; cap + 1];
         assert_eq!(&p.filled(&big)[..], &big[..]);
+    }
+
+    /// A staged write (encrypted while copied out of the request) stores what the in-place
+    /// path stores; partial sectors are not staged and go through the read-modify-write.
+    #[test]
+    fn staged_writes_store_the_same_ciphertext_as_in_place_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, vk) = backing(dir.path(), 64 * SS as u64);
+        let io = crypt_io(&path, &vk);
+        let data = expected(8 * SS, 7, 3 * SS as u64);
+        let mut out = vec![0xeeu8; 3]; // a reused buffer with older bytes
+        assert!(io.stage_write(3 * SS as u64, &data, &mut out));
+        assert_eq!(out.len(), data.len());
+        assert!(out != data, "staged bytes are ciphertext");
+        io.write_staged(3 * SS as u64, &out).unwrap();
+        io.write_in_place(20 * SS as u64, &mut expected(8 * SS, 7, 3 * SS as u64))
+            .unwrap();
+        let plain = decrypt_all(&path, &vk);
+        assert!(plain[3 * SS..11 * SS] == data[..]);
+        assert!(plain[20 * SS..28 * SS] == data[..]);
+        // Partial sector: not staged, a plain copy for the in-place path.
+        let part = expected(100, 9, 40 * SS as u64 + 12);
+        assert!(!io.stage_write(40 * SS as u64 + 12, &part, &mut out));
+        assert!(out == part);
+        io.write_in_place(40 * SS as u64 + 12, &mut out).unwrap();
+        let plain = decrypt_all(&path, &vk);
+        assert!(plain[40 * SS + 12..40 * SS + 112] == part[..]);
     }
 
     /// Whole-sector writes and partial-sector read-modify-writes from many threads at once, as
