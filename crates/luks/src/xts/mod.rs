@@ -50,6 +50,18 @@ pub(crate) fn check_units(len: usize, unit: usize) -> Result<()> {
     Ok(())
 }
 
+/// A source and a destination of `src_len` and `dst_len` bytes for an out-of-place pass: the
+/// same length, whole data units.
+pub(crate) fn check_pair(src_len: usize, dst_len: usize, unit: usize) -> Result<()> {
+    check_units(src_len, unit)?;
+    if src_len != dst_len {
+        return Err(Error::InvalidArgument(
+            "source and destination lengths differ".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn plain64_iv(sector: u64) -> [u8; 16] {
     let mut iv = [0u8; 16];
     iv[..8].copy_from_slice(&sector.to_le_bytes());
@@ -123,12 +135,7 @@ impl Xts {
         encrypt: bool,
         iv_of: impl Fn(usize) -> [u8; 16],
     ) -> Result<()> {
-        check_units(src.len(), sector_size)?;
-        if src.len() != dst.len() {
-            return Err(Error::InvalidArgument(
-                "source and destination lengths differ".into(),
-            ));
-        }
+        check_pair(src.len(), dst.len(), sector_size)?;
         match self {
             #[cfg(target_arch = "x86_64")]
             Xts::Vaes(x) => x.sectors_from(src, dst, sector_size, encrypt, iv_of),

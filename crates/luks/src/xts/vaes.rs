@@ -124,12 +124,7 @@ impl VaesXts {
         encrypt: bool,
         iv_of: impl Fn(usize) -> [u8; 16],
     ) -> Result<()> {
-        super::check_units(src.len(), sector_size)?;
-        if src.len() != dst.len() {
-            return Err(Error::InvalidArgument(
-                "source and destination lengths differ".into(),
-            ));
-        }
+        super::check_pair(src.len(), dst.len(), sector_size)?;
         // SAFETY: `src` and `dst` are distinct borrows (a `&` and a `&mut`), so disjoint, each
         // valid for their common length.
         unsafe {

@@ -125,19 +125,6 @@ fn crypt_chunked(
     Ok(())
 }
 
-/// Decrypt (or encrypt) from `src` into `dst` in one pass. One call for the whole request:
-/// this path does not use the luks crate's thread pool, and within one call the cipher
-/// prefetches each next sector.
-fn crypt_from(
-    c: &CryptDevice<SharedDev>,
-    pos: u64,
-    src: &[u8],
-    dst: &mut [u8],
-    encrypt: bool,
-) -> strongroom_luks::Result<()> {
-    c.crypt_sectors_from(pos, src, dst, encrypt)
-}
-
 /// A read-only mapping of the whole backing file, if it can be mapped (a regular file or block
 /// device node of non-zero size). Reads use it; writes go through `write_at`.
 fn map_backing(dev: &dyn BlockDevice, size: u64) -> Option<MappedFile> {
@@ -226,7 +213,9 @@ impl BlockIo for CryptIo {
         let at = self.seg.offset + pos;
         if let Some(m) = &self.map {
             let decrypted = m.with_range(at, buf.len(), |src| {
-                crypt_from(&c, pos, src, buf, false).map_err(luks_io)
+                // One call for the whole request: within a call the cipher prefetches each
+                // next sector (and this path does not use the luks thread pool).
+                c.crypt_sectors_from(pos, src, buf, false).map_err(luks_io)
             });
             if let Some(r) = decrypted {
                 return r;
@@ -264,7 +253,7 @@ impl BlockIo for CryptIo {
         let staged = self.inner().ok().is_some_and(|c| {
             whole_sectors(&c, pos, data.len()) && {
                 out.resize(data.len(), 0);
-                crypt_from(&c, pos, data, out, true).is_ok()
+                c.crypt_sectors_from(pos, data, out, true).is_ok()
             }
         });
         if !staged {
