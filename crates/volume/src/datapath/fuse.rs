@@ -2,24 +2,24 @@
 //! whose bytes are the decrypted LUKS2 data segment (or, for benchmarks, a plain file's bytes:
 //! the same stack without encryption). A loop device is then attached to that file.
 //!
-//! fuser's session loop reads one request at a time from /dev/fuse and dispatches it on its
-//! own thread. Data requests (read, write, fsync) are therefore handed to a pool of worker
-//! threads ([`Workers`]) that do the I/O and the decryption and reply from there (fuser's
-//! replies are `Send`; the kernel matches replies to requests by id, in any order), so the loop
-//! keeps reading requests while others are being decrypted. The kernel keeps several requests
-//! in flight: asynchronous direct I/O (`FUSE_ASYNC_DIO`) lets the loop device's direct I/O be
-//! split into concurrent FUSE requests of up to [`MAX_IO`] bytes (`max_pages`, ABI 7.28).
+//! Several session threads each read requests from their own clone of the /dev/fuse
+//! descriptor and serve them start to finish (see [`VolumeFs`]); the kernel matches replies to
+//! requests by id, in any order. The kernel keeps several requests in flight: asynchronous
+//! direct I/O (`FUSE_ASYNC_DIO`) lets the loop device's direct I/O be split into concurrent
+//! FUSE requests of up to [`MAX_IO`] bytes (`max_pages`, ABI 7.28).
 
 use crate::error::{Error, Result};
 use fuser::{
-    consts, FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
+    BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use strongroom_luks::model::Segment;
 use strongroom_luks::xts::Backend;
@@ -29,21 +29,18 @@ use super::mapping::MappedFile;
 use zeroize::Zeroizing;
 
 pub const FILE_NAME: &str = "volume";
-const ROOT: u64 = 1;
-const FILE: u64 = 2;
+const ROOT: INodeNo = INodeNo(1);
+const FILE: INodeNo = INodeNo(2);
 // No attribute caching: the size must be re-read after an online resize (`losetup -c`).
 const TTL: Duration = Duration::ZERO;
 /// The largest read or write the kernel is asked to send in one request (`max_pages`). 256 KiB
-/// rather than 1 MiB: a 1 MiB read of the loop device becomes four requests the workers serve
-/// in parallel even at queue depth 1, and a request's buffer fits a core's L2 cache between
-/// read, decryption and reply. (On the seq-read bench, busy 2-core VM: the encrypted stack did
-/// at least as well as with 1 MiB requests, at queue depth 16 and 1.)
+/// rather than 1 MiB: a 1 MiB read of the loop device becomes four requests the session
+/// threads serve in parallel even at queue depth 1, and a request's buffer fits a core's L2
+/// cache between read, decryption and reply. (On the seq-read bench, busy 2-core VM: the
+/// encrypted stack did at least as well as with 1 MiB requests, at queue depth 16 and 1.)
 const MAX_IO: u32 = 256 << 10;
 /// Requests the kernel may keep in flight in the background (async direct I/O, read-ahead).
 const MAX_BACKGROUND: u16 = 64;
-/// Queued data requests before the session loop waits for a worker (the kernel's own limit on
-/// requests in flight is lower: this bound only matters if it misbehaves).
-const QUEUE: usize = 256;
 
 /// Byte-addressed storage served as the `volume` file.
 pub trait BlockIo: Send + Sync + 'static {
@@ -108,7 +105,7 @@ fn whole_sectors(c: &CryptDevice<SharedDev>, pos: u64, len: usize) -> bool {
 }
 
 /// Encrypt or decrypt in pieces below the luks crate's threshold for splitting across its
-/// thread pool: the FUSE workers already process requests in parallel, and handing each
+/// thread pool: the FUSE session threads already process requests in parallel, and handing each
 /// request to the pool as well cost more CPU per byte (seq-read bench with 1 MiB requests:
 /// daemon CPU 0.53 vs 0.42 s/GB) for no throughput gain on a busy machine.
 const CRYPT_CHUNK: usize = 128 * 1024;
@@ -155,7 +152,7 @@ pub struct CryptIo {
     map: Option<MappedFile>,
     backing_size: AtomicU64,
     /// Reads and whole-sector writes share this lock, a partial-sector read-modify-write takes
-    /// it exclusively: requests run concurrently on the FUSE workers, and an RMW must neither
+    /// it exclusively: requests run concurrently on the FUSE session threads, and an RMW must neither
     /// lose a concurrent update of the same sector nor be seen half done. (The loop device is
     /// set up with 4 KiB sectors, so the kernel only sends whole sectors.)
     rmw: RwLock<()>,
@@ -337,156 +334,64 @@ impl BlockIo for PlainIo {
     }
 }
 
-/// A job for a worker: gets the worker's scratch buffer (reads land there; zeroized when the
-/// worker ends, as it may hold plaintext).
-type Job = Box<dyn FnOnce(&mut Zeroizing<Vec<u8>>) + Send>;
-
-/// The worker threads serving data requests off the session loop. Dropping it waits for the
-/// queued requests to be answered and the threads to end (so the volume key, held by the
-/// [`BlockIo`] the jobs share, is gone when the session is).
-pub struct Workers {
-    tx: Option<mpsc::SyncSender<Job>>,
-    threads: Vec<JoinHandle<()>>,
+/// Request-serving threads for a machine: two a core (they block in I/O as well as decrypt),
+/// 4 to 16.
+pub fn threads_for_this_machine() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(4, 16)
 }
 
-impl Workers {
-    /// `n` threads (at least one).
-    pub fn new(n: usize) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let mut w = Workers {
-            tx: Some(tx),
-            threads: Vec::with_capacity(n.max(1)),
-        };
-        for i in 0..n.max(1) {
-            let rx = Arc::clone(&rx);
-            let t = std::thread::Builder::new()
-                .name(format!("strongroom-fuse-{i}"))
-                .spawn(move || {
-                    let mut scratch = Zeroizing::new(Vec::new());
-                    loop {
-                        // The lock is held only while waiting for the next job, not running it.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => break,
-                        };
-                        match job {
-                            Ok(job) => job(&mut scratch),
-                            Err(mpsc::RecvError) => break,
-                        }
-                    }
-                })?;
-            // On an error above, dropping `w` ends the threads started so far.
-            w.threads.push(t);
-        }
-        Ok(w)
-    }
-
-    /// The default pool: two threads a core (they block in I/O as well as decrypt), 4 to 16.
-    pub fn for_this_machine() -> std::io::Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self::new((cores * 2).clamp(4, 16))
-    }
-
-    /// Run `job` on a worker; on the calling thread if the workers are gone.
-    fn run(&self, job: Job) {
-        let job = match &self.tx {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return,
-                Err(mpsc::SendError(job)) => job,
-            },
-            None => job,
-        };
-        job(&mut Zeroizing::new(Vec::new()))
-    }
+thread_local! {
+    /// Each serving thread's buffer for reads (they are decrypted into it, then replied from
+    /// it) and for writes (the ciphertext staged out of the request). Zeroized when the
+    /// thread ends (it may hold plaintext) and when replaced by a larger one.
+    static READ_BUF: RefCell<Zeroizing<Vec<u8>>> = RefCell::new(Zeroizing::new(Vec::new()));
+    static WRITE_BUF: RefCell<Zeroizing<Vec<u8>>> = RefCell::new(Zeroizing::new(Vec::new()));
 }
 
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.tx = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The first `n` bytes of a worker's scratch buffer (grown, never shrunk; the old one is
-/// zeroized when replaced).
-fn scratch(buf: &mut Zeroizing<Vec<u8>>, n: usize) -> &mut [u8] {
+/// The first `n` bytes of a read buffer (grown, never shrunk; the old one is zeroized when
+/// replaced).
+fn read_scratch(buf: &mut Zeroizing<Vec<u8>>, n: usize) -> &mut [u8] {
     if buf.len() < n {
         *buf = Zeroizing::new(vec![0u8; n]);
     }
     &mut buf[..n]
 }
 
-/// Buffers for write requests, reused: a fresh large allocation per request costs page faults
-/// and zeroing on the session loop. Zeroized when dropped (after encryption in place they hold
-/// ciphertext, but not after an error or a partial-sector write).
-struct BufPool(Mutex<Vec<Zeroizing<Vec<u8>>>>);
-
-/// Buffers kept for reuse (about the requests in flight).
-const POOL_KEEP: usize = MAX_BACKGROUND as usize;
-
-impl BufPool {
-    fn new() -> Self {
-        BufPool(Mutex::new(Vec::new()))
+/// A write buffer with room for `n` bytes, so filling it never reallocates (a reallocation
+/// would free a copy of the data unzeroized). It may hold an earlier request's bytes: the
+/// filler sets its length and every byte up to it (zeroing first would be one more pass).
+fn write_scratch(buf: &mut Zeroizing<Vec<u8>>, n: usize) -> &mut Vec<u8> {
+    if buf.capacity() < n {
+        *buf = Zeroizing::new(Vec::with_capacity(n));
     }
-
-    /// A buffer holding a copy of `data`.
-    #[cfg(test)]
-    fn filled(&self, data: &[u8]) -> Zeroizing<Vec<u8>> {
-        self.filled_with(data.len(), |b| {
-            b.clear();
-            b.extend_from_slice(data)
-        })
-    }
-
-    /// A buffer with room for `len` bytes (so `fill` never reallocates: no copy is freed
-    /// unzeroized), filled by `fill`. It may hold an earlier request's bytes: `fill` sets its
-    /// length and every byte up to it (a reused buffer of the same length is not zeroed
-    /// first: that would be one more pass over it).
-    fn filled_with(&self, len: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Zeroizing<Vec<u8>> {
-        let reused = self.0.lock().ok().and_then(|mut p| p.pop());
-        let mut b = match reused {
-            Some(b) if b.capacity() >= len => b,
-            // Too small (or none): replaced, not grown.
-            _ => Zeroizing::new(Vec::with_capacity(len)),
-        };
-        fill(&mut b);
-        b
-    }
-
-    fn give_back(&self, b: Zeroizing<Vec<u8>>) {
-        if let Ok(mut p) = self.0.lock() {
-            if p.len() < POOL_KEEP {
-                p.push(b);
-            }
-        }
-    }
+    buf
 }
 
+/// The FUSE filesystem. Requests are served on fuser's session threads, several of them, each
+/// reading requests from its own clone of the /dev/fuse descriptor (`FUSE_DEV_IOC_CLONE`), the
+/// way libfuse's multi-threaded loop does: a request is read, decrypted or encrypted and
+/// answered on one thread, with no hand-off. (A single reading thread handing requests to
+/// workers was the bottleneck of sequential writes: that thread alone copied every write out
+/// of the request and encrypted it.)
 pub struct VolumeFs<I: BlockIo> {
     io: Arc<I>,
-    workers: Workers,
-    bufs: Arc<BufPool>,
     uid: u32,
     gid: u32,
     started: SystemTime,
 }
 
 impl<I: BlockIo> VolumeFs<I> {
-    pub fn new(io: Arc<I>, workers: Workers) -> Self {
+    pub fn new(io: Arc<I>) -> Self {
         VolumeFs {
             io,
-            workers,
-            bufs: Arc::new(BufPool::new()),
             uid: 0,
             gid: 0,
             started: SystemTime::now(),
         }
     }
 
-    fn attr(&self, ino: u64, size: u64) -> FileAttr {
+    fn attr(&self, ino: INodeNo, size: u64) -> FileAttr {
         let (kind, perm, nlink, size) = if ino == ROOT {
             (FileType::Directory, 0o700, 2, 0)
         } else {
@@ -512,51 +417,47 @@ impl<I: BlockIo> VolumeFs<I> {
     }
 }
 
-fn errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 impl<I: BlockIo> Filesystem for VolumeFs<I> {
-    fn init(
-        &mut self,
-        req: &Request<'_>,
-        config: &mut KernelConfig,
-    ) -> std::result::Result<(), libc::c_int> {
+    fn init(&mut self, req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         self.uid = req.uid();
         self.gid = req.gid();
         // Each may be refused by an older kernel: then its default applies.
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_background(MAX_BACKGROUND);
-        let _ = config.add_capabilities(consts::FUSE_ASYNC_DIO);
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
         Ok(())
     }
 
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent == ROOT && name == FILE_NAME {
             let size = self.io.refresh();
-            reply.entry(&TTL, &self.attr(FILE, size), 0);
+            reply.entry(&TTL, &self.attr(FILE, size), Generation(0));
         } else {
-            reply.error(libc::ENOENT);
+            reply.error(Errno::ENOENT);
         }
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match ino {
             ROOT => reply.attr(&TTL, &self.attr(ROOT, 0)),
             FILE => {
                 let size = self.io.refresh();
                 reply.attr(&TTL, &self.attr(FILE, size))
             }
-            _ => reply.error(libc::ENOENT),
+            _ => reply.error(Errno::ENOENT),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn setattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
@@ -564,128 +465,133 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<u64>,
+        _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<u32>,
+        _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
         if ino != FILE {
-            return reply.error(libc::EPERM);
+            return reply.error(Errno::EPERM);
         }
         let cur = self.io.size();
         // The size is the volume's: truncation is refused (O_TRUNC on open of the same size ok).
         if matches!(size, Some(s) if s != cur) {
-            return reply.error(libc::EPERM);
+            return reply.error(Errno::EPERM);
         }
         reply.attr(&TTL, &self.attr(FILE, cur))
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino == FILE {
-            reply.opened(0, 0)
+            reply.opened(FileHandle(0), FopenFlags::empty())
         } else {
-            reply.error(libc::EISDIR)
+            reply.error(Errno::EISDIR)
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn read(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
         size: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if ino != FILE || offset < 0 {
-            return reply.error(libc::EINVAL);
+        if ino != FILE {
+            return reply.error(Errno::EINVAL);
         }
         let total = self.io.size();
-        let pos = offset as u64;
-        if pos >= total {
+        if offset >= total {
             return reply.data(&[]);
         }
-        let n = (size as u64).min(total - pos) as usize;
-        let io = Arc::clone(&self.io);
-        self.workers.run(Box::new(move |buf| {
-            let buf = scratch(buf, n);
-            match io.read(pos, buf) {
+        let n = (size as u64).min(total - offset) as usize;
+        READ_BUF.with_borrow_mut(|buf| {
+            let buf = read_scratch(buf, n);
+            match self.io.read(offset, buf) {
                 Ok(()) => reply.data(buf),
                 Err(e) => reply.error(errno(&e)),
             }
-        }))
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn write(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
         data: &[u8],
-        _write_flags: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if ino != FILE || offset < 0 {
-            return reply.error(libc::EINVAL);
+        if ino != FILE {
+            return reply.error(Errno::EINVAL);
         }
-        let pos = offset as u64;
-        if pos + data.len() as u64 > self.io.size() {
-            return reply.error(libc::ENOSPC);
+        if offset.saturating_add(data.len() as u64) > self.io.size() {
+            return reply.error(Errno::ENOSPC);
         }
-        // One pass out of the request buffer (the session loop's): the ciphertext of whole
-        // sectors, encrypted while copied; otherwise a copy the crypt layer handles in place.
-        let mut staged = false;
-        let mut data = self.bufs.filled_with(data.len(), |b| {
-            staged = self.io.stage_write(pos, data, b);
-        });
-        let (io, bufs) = (Arc::clone(&self.io), Arc::clone(&self.bufs));
-        self.workers.run(Box::new(move |_| {
-            let r = if staged {
-                io.write_staged(pos, &data)
+        // One pass out of the request buffer: the ciphertext of whole sectors, encrypted while
+        // copied; otherwise a copy the crypt layer handles in place.
+        WRITE_BUF.with_borrow_mut(|buf| {
+            let buf = write_scratch(buf, data.len());
+            let r = if self.io.stage_write(offset, data, buf) {
+                self.io.write_staged(offset, buf)
             } else {
-                io.write_in_place(pos, &mut data)
+                self.io.write_in_place(offset, buf)
             };
             match r {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => reply.error(errno(&e)),
             }
-            bufs.give_back(data);
-        }))
+        })
     }
 
-    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok()
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // A flush covers the writes already answered (those are in the backing file); writes
         // still in flight are not complete yet, so no ordering with them is owed.
-        let io = Arc::clone(&self.io);
-        self.workers.run(Box::new(move |_| match io.flush() {
+        match self.io.flush() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
-        }))
+        }
     }
 
     fn readdir(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
         mut reply: ReplyDirectory,
     ) {
         if ino != ROOT {
-            return reply.error(libc::ENOTDIR);
+            return reply.error(Errno::ENOTDIR);
         }
         let entries = [
             (ROOT, FileType::Directory, "."),
@@ -693,7 +599,7 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
             (FILE, FileType::RegularFile, FILE_NAME),
         ];
         for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(*ino, (i + 1) as i64, *kind, name) {
+            if reply.add(*ino, (i + 1) as u64, *kind, name) {
                 break;
             }
         }
@@ -701,26 +607,28 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
     }
 }
 
-/// Mount `io` at `dir` (a FUSE session on a background thread). Dropping the session unmounts.
+/// Mount `io` at `dir` (a FUSE session on background threads). Dropping the session unmounts.
 pub fn spawn<I: BlockIo>(io: Arc<I>, dir: &Path) -> Result<fuser::BackgroundSession> {
-    let workers = Workers::for_this_machine().map_err(|e| Error::io("FUSE worker threads", e))?;
-    spawn_with(io, dir, workers)
+    spawn_with(io, dir, threads_for_this_machine())
 }
 
-/// [`spawn`] with a given worker pool.
+/// [`spawn`] with `threads` request-serving threads.
 pub fn spawn_with<I: BlockIo>(
     io: Arc<I>,
     dir: &Path,
-    workers: Workers,
+    threads: usize,
 ) -> Result<fuser::BackgroundSession> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("mkdir {}", dir.display()), e))?;
-    let opts = [
+    let mut config = Config::default();
+    config.mount_options = vec![
         MountOption::FSName("strongroom".into()),
         MountOption::Subtype("volume".into()),
         MountOption::RW,
         MountOption::NoAtime,
     ];
-    fuser::spawn_mount2(VolumeFs::new(io, workers), dir, &opts)
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    fuser::spawn_mount(VolumeFs::new(io), dir, &config)
         .map_err(|e| Error::io(format!("FUSE mount at {}", dir.display()), e))
 }
 
@@ -739,7 +647,6 @@ mod tests {
     use super::*;
     use rand::{Rng, RngCore, SeedableRng};
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    use std::sync::atomic::AtomicUsize;
     use strongroom_luks::FileDevice;
 
     const SS: usize = 4096;
@@ -822,33 +729,22 @@ mod tests {
     }
 
     #[test]
-    fn workers_answer_every_job_and_drain_on_drop() {
-        let done = Arc::new(AtomicUsize::new(0));
-        let w = Workers::new(4).unwrap();
-        for i in 0..1000usize {
-            let done = Arc::clone(&done);
-            w.run(Box::new(move |buf| {
-                let b = scratch(buf, 1 + i % 5000);
-                b[0] = 1;
-                done.fetch_add(1, Ordering::SeqCst);
-            }));
-        }
-        drop(w);
-        assert_eq!(done.load(Ordering::SeqCst), 1000);
-    }
-
-    #[test]
-    fn write_buffers_are_reused_and_hold_the_data() {
-        let p = BufPool::new();
-        let a = p.filled(b"hello");
-        assert_eq!(&a[..], b"hello");
-        let cap = a.capacity();
-        p.give_back(a);
-        let b = p.filled(b"hi");
+    fn write_buffers_are_reused_and_never_reallocated_while_filled() {
+        let mut b = Zeroizing::new(Vec::new());
+        write_scratch(&mut b, 5).extend_from_slice(b"hello");
+        let cap = b.capacity();
+        assert!(cap >= 5);
+        let w = write_scratch(&mut b, 2);
+        assert_eq!(w.capacity(), cap, "reused");
+        w.clear();
+        w.extend_from_slice(b"hi");
         assert_eq!(&b[..], b"hi");
-        assert_eq!(b.capacity(), cap, "reused");
-        let big = vec![7u8; cap + 1];
-        assert_eq!(&p.filled(&big)[..], &big[..]);
+        let w = write_scratch(&mut b, cap + 1);
+        assert!(w.capacity() > cap, "replaced by one with room");
+        assert!(w.is_empty());
+        let mut r = Zeroizing::new(Vec::new());
+        assert_eq!(read_scratch(&mut r, 10).len(), 10);
+        assert_eq!(read_scratch(&mut r, 3).len(), 3);
     }
 
     /// A staged write (encrypted while copied out of the request) stores what the in-place
@@ -879,7 +775,7 @@ mod tests {
     }
 
     /// Whole-sector writes and partial-sector read-modify-writes from many threads at once, as
-    /// the FUSE workers issue them: every byte ends up as its last writer left it (no lost
+    /// the FUSE session threads issue them: every byte ends up as its last writer left it (no lost
     /// update within a shared sector), as decrypted independently from the backing file.
     #[test]
     fn concurrent_whole_and_partial_sector_writes_lose_nothing() {
@@ -963,7 +859,7 @@ mod tests {
     }
 
     /// The mounted FUSE file under parallel direct I/O from many threads (each large request is
-    /// split by the kernel into concurrent FUSE requests, served by several workers): every
+    /// split by the kernel into concurrent FUSE requests, served by several session threads): every
     /// region reads back as written, during and after the writes, and the backing file
     /// decrypts to the same bytes.
     #[test]
@@ -977,12 +873,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, vk) = backing(dir.path(), (THREADS * REGION) as u64);
         let mnt = dir.path().join("fuse");
-        let session = spawn_with(
-            Arc::new(crypt_io(&path, &vk)),
-            &mnt,
-            Workers::new(8).unwrap(),
-        )
-        .unwrap();
+        let session = spawn_with(Arc::new(crypt_io(&path, &vk)), &mnt, 8).unwrap();
         let file = mnt.join(FILE_NAME);
         for _ in 0..100 {
             if file.exists() {
