@@ -5,15 +5,24 @@
 #                    the userspace data path: FUSE file -> loop device -> ext4
 #   same stack, no encryption   the same FUSE layer serving a plain file -> loop -> ext4; it
 #                    reads the way the encrypted path does (from a mapping of the backing file,
-#                    a prefetching copy where the encrypted path decrypts), its fastest way
+#                    a prefetching copy where the encrypted path decrypts) and writes straight
+#                    from the FUSE request to the file (no copy), its fastest ways
 #   plain loop       a loop device over a plain file -> ext4 (kernel only)
 # Workloads: sequential 1 MiB read/write and random 4 KiB read/write (fio, O_DIRECT, libaio).
 # Then provisioning: create + open (no mkfs) with its KMS round trips (wrap at create, unwrap at
 # open; key cache off), against `strongroom server -dev` on loopback.
 #
+# How a ratio is estimated: ROUNDS rounds, each running the three stacks back to back (order
+# alternating between rounds); a round's ratio is encrypted / unencrypted from that round, and
+# the reported ratio is the median of the rounds' ratios (MB/s figures: the median per stack).
+# Runs next to each other share the machine's state (neighbours, clock), so their ratio cancels
+# most of its drift; the median ignores one outlier round either way. On this shared 2-vCPU VM
+# single runs swing by ±10-30% in both directions, so the best run of each stack (the estimator
+# used before) followed whichever stack drew a lucky round.
+#
 #   bench/volume.sh                      # builds the release binary first
 #   STRONGROOM_BIN=path bench/volume.sh  # use a binary
-#   RUNTIME=10 ROUNDS=2 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
+#   RUNTIME=10 ROUNDS=5 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
 #   WORKLOADS="seq_read_1m rand_read_4k" bench/volume.sh   # a subset (default: all four)
 #
 # Ends with lines:
@@ -31,7 +40,7 @@ if [ -z "$BIN" ]; then
   BIN=$PWD/target/release/strongroom
 fi
 RUNTIME=${RUNTIME:-10}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-5}
 FIO_SIZE=${FIO_SIZE:-512M}
 SIZE=${SIZE:-1G}
 PROVISION_COUNT=${PROVISION_COUNT:-100}
@@ -106,7 +115,7 @@ for d in "$W/mnt-enc" "$W/mnt-plain" "$W/mnt-raw"; do
       --ioengine=libaio --direct=1 --iodepth=16 >/dev/null 2>&1
 done
 
-best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
+median() { python3 -c "import statistics, sys; print('%.1f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 RESULTS=()
 WORKLOADS=${WORKLOADS:-seq_read_1m seq_write_1m rand_read_4k rand_write_4k}
@@ -114,8 +123,7 @@ for wl in "seq_read_1m read 1M" "seq_write_1m write 1M" "rand_read_4k randread 4
   set -- $wl
   [[ " $WORKLOADS " == *" $1 "* ]] || continue
   echo "== $1 (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  # ROUNDS rounds in alternating order, best of each: the machine is shared, order must not
-  # matter (on a busy machine single runs vary by tens of percent: see the load averages).
+  # Rounds in alternating order (order must not matter); see the header for the estimator.
   es=(); ps=(); rs=()
   for ((i = 1; i <= ROUNDS; i++)); do
     if ((i % 2)); then
@@ -124,10 +132,12 @@ for wl in "seq_read_1m read 1M" "seq_write_1m write 1M" "rand_read_4k randread 4
       rs+=("$(run_fio "$W/mnt-raw" "$2" "$3")"); ps+=("$(run_fio "$W/mnt-plain" "$2" "$3")"); es+=("$(run_fio "$W/mnt-enc" "$2" "$3")")
     fi
   done
-  enc=$(best "${es[@]}"); plain=$(best "${ps[@]}"); raw=$(best "${rs[@]}")
-  ratio=$(python3 -c "print('%.3f' % ($enc / $plain if $plain > 0 else 0))")
+  enc=$(median "${es[@]}"); plain=$(median "${ps[@]}"); raw=$(median "${rs[@]}")
+  rounds=$(python3 -c "import sys; n=len(sys.argv)//2; print(' '.join('%.3f' % (float(e)/float(p) if float(p) > 0 else 0) for e, p in zip(sys.argv[1:n+1], sys.argv[n+1:])))" "${es[@]}" "${ps[@]}")
+  ratio=$(python3 -c "import statistics, sys; print('%.3f' % statistics.median(float(x) for x in sys.argv[1:]))" $rounds)
   echo "   encrypted ${es[*]} MB/s, same stack unencrypted ${ps[*]} MB/s, plain loop ${rs[*]} MB/s"
-  echo "   best: encrypted $enc MB/s, same stack unencrypted $plain MB/s, plain loop $raw MB/s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "   round ratios $rounds; median $ratio"
+  echo "   median: encrypted $enc MB/s, same stack unencrypted $plain MB/s, plain loop $raw MB/s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   RESULTS+=("volume $1 encrypted_mbps=$enc unencrypted_same_stack_mbps=$plain ratio=$ratio plain_loop_mbps=$raw")
 done
 

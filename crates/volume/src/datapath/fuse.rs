@@ -46,19 +46,16 @@ const MAX_BACKGROUND: u16 = 64;
 pub trait BlockIo: Send + Sync + 'static {
     fn size(&self) -> u64;
     fn read(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<()>;
+    /// Store `data` at `pos` (the request's own bytes, when [`stage_write`](Self::stage_write)
+    /// staged nothing).
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()>;
-    /// Write a buffer the callee may overwrite (encrypt in place): saves a copy.
-    fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
-        self.write(pos, data)
-    }
-    /// Fill `out` (it may hold older bytes: set all of it) with what a write of `data` at `pos` stores, while
-    /// copying it out of the request: the ciphertext, where the write is whole sectors
-    /// (returns true: store it with [`write_staged`](Self::write_staged)); otherwise `data`
-    /// itself (false: write it with [`write_in_place`](Self::write_in_place)). One pass over the
-    /// data instead of a copy followed by an in-place encryption.
-    fn stage_write(&self, _pos: u64, data: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
-        out.extend_from_slice(data);
+    /// Put in `out[..data.len()]` (growing `out` if it is shorter; it may hold older bytes)
+    /// what a write of `data` at `pos` stores, prepared while it is copied out of the request,
+    /// and return true: [`write_staged`](Self::write_staged) then stores it. The encrypted
+    /// volume stages the ciphertext of whole sectors: one pass over the data, where encrypting
+    /// needs a copy anyway (the request buffer is not ours to change). False (the default; and
+    /// partial sectors): nothing staged, `out` untouched, [`write`](Self::write) stores `data`.
+    fn stage_write(&self, _pos: u64, _data: &[u8], _out: &mut Vec<u8>) -> bool {
         false
     }
     /// Store what [`stage_write`](Self::stage_write) prepared (when it returned true).
@@ -234,30 +231,20 @@ impl BlockIo for CryptIo {
         };
         c.write(pos, data).map_err(luks_io)
     }
-    fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
-        let c = self.inner()?;
-        if !whole_sectors(&c, pos, data.len()) {
-            drop(c);
-            return self.write(pos, data);
-        }
-        let _rmw = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
-        crypt_chunked(&c, pos, data, true).map_err(luks_io)?;
-        self.dev.write_at(data, self.seg.offset + pos)
-    }
     fn stage_write(&self, pos: u64, data: &[u8], out: &mut Vec<u8>) -> bool {
         // Encrypting whole sectors needs neither the disk nor the RMW lock (a concurrent
         // partial-sector update of the same sector is unordered with this write either way).
-        let staged = self.inner().ok().is_some_and(|c| {
+        self.inner().ok().is_some_and(|c| {
             whole_sectors(&c, pos, data.len()) && {
-                out.resize(data.len(), 0);
-                c.crypt_sectors_from(pos, data, out, true).is_ok()
+                // Grown, never shrunk: a shorter write before a longer one would otherwise
+                // zero the difference first (one more pass).
+                if out.len() < data.len() {
+                    out.resize(data.len(), 0);
+                }
+                c.crypt_sectors_from(pos, data, &mut out[..data.len()], true)
+                    .is_ok()
             }
-        });
-        if !staged {
-            out.clear();
-            out.extend_from_slice(data);
-        }
-        staged
+        })
     }
     fn write_staged(&self, pos: u64, staged: &[u8]) -> std::io::Result<()> {
         let _rmw = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
@@ -283,6 +270,7 @@ impl BlockIo for CryptIo {
 /// decryption does ([`super::mapping::copy_prefetching`]). That is its fastest way: on the
 /// seq-read bench it beat `pread` (which the twin used before) and a single large `memcpy`
 /// (glibc switches to non-temporal stores for large copies, and the reply then reads memory).
+/// Writes go straight from the request buffer to the file, with no copy: nothing needs one.
 pub struct PlainIo {
     dev: Box<dyn BlockDevice>,
     offset: u64,
@@ -319,15 +307,6 @@ impl BlockIo for PlainIo {
     }
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()> {
         self.dev.write_at(data, self.offset + pos)
-    }
-    fn stage_write(&self, _pos: u64, data: &[u8], out: &mut Vec<u8>) -> bool {
-        // The twin of the encrypting copy: page by page, like the reads (one large `memcpy`
-        // would use non-temporal stores, and the write would then read the buffer from memory).
-        out.clear();
-        for page in data.chunks(4096) {
-            out.extend_from_slice(page);
-        }
-        true
     }
     fn flush(&self) -> std::io::Result<()> {
         self.dev.flush()
@@ -539,14 +518,15 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
         if offset.saturating_add(data.len() as u64) > self.io.size() {
             return reply.error(Errno::ENOSPC);
         }
-        // One pass out of the request buffer: the ciphertext of whole sectors, encrypted while
-        // copied; otherwise a copy the crypt layer handles in place.
+        // Whole sectors of an encrypted volume: encrypted while copied out of the request (one
+        // pass), then stored. Otherwise stored straight from the request (a partial sector's
+        // read-modify-write copies only that sector).
         WRITE_BUF.with_borrow_mut(|buf| {
             let buf = write_scratch(buf, data.len());
             let r = if self.io.stage_write(offset, data, buf) {
-                self.io.write_staged(offset, buf)
+                self.io.write_staged(offset, &buf[..data.len()])
             } else {
-                self.io.write_in_place(offset, buf)
+                self.io.write(offset, data)
             };
             match r {
                 Ok(()) => reply.written(data.len() as u32),
@@ -747,7 +727,7 @@ mod tests {
         assert_eq!(read_scratch(&mut r, 3).len(), 3);
     }
 
-    /// A staged write (encrypted while copied out of the request) stores what the in-place
+    /// A staged write (encrypted while copied out of the request) stores what the direct
     /// path stores; partial sectors are not staged and go through the read-modify-write.
     #[test]
     fn staged_writes_store_the_same_ciphertext_as_in_place_writes() {
@@ -760,16 +740,23 @@ mod tests {
         assert_eq!(out.len(), data.len());
         assert!(out != data, "staged bytes are ciphertext");
         io.write_staged(3 * SS as u64, &out).unwrap();
-        io.write_in_place(20 * SS as u64, &mut expected(8 * SS, 7, 3 * SS as u64))
-            .unwrap();
+        io.write(20 * SS as u64, &data).unwrap();
         let plain = decrypt_all(&path, &vk);
         assert!(plain[3 * SS..11 * SS] == data[..]);
         assert!(plain[20 * SS..28 * SS] == data[..]);
-        // Partial sector: not staged, a plain copy for the in-place path.
+        // A longer buffer is used, not shrunk: only its first bytes are the staged ones.
+        let short = expected(2 * SS, 8, 30 * SS as u64);
+        assert!(io.stage_write(30 * SS as u64, &short, &mut out));
+        assert_eq!(out.len(), data.len());
+        io.write_staged(30 * SS as u64, &out[..short.len()])
+            .unwrap();
+        assert!(decrypt_all(&path, &vk)[30 * SS..32 * SS] == short[..]);
+        // Partial sector: not staged (the buffer is left alone), written by the RMW path.
         let part = expected(100, 9, 40 * SS as u64 + 12);
+        let before = out.clone();
         assert!(!io.stage_write(40 * SS as u64 + 12, &part, &mut out));
-        assert!(out == part);
-        io.write_in_place(40 * SS as u64 + 12, &mut out).unwrap();
+        assert!(out == before);
+        io.write(40 * SS as u64 + 12, &part).unwrap();
         let plain = decrypt_all(&path, &vk);
         assert!(plain[40 * SS + 12..40 * SS + 112] == part[..]);
     }
@@ -801,9 +788,10 @@ mod tests {
                         while at < STRIPE {
                             let n = (rng.gen_range(1..=16) * SS).min(STRIPE - at);
                             let pos = base + at as u64;
-                            let mut b = expected(n, tag, pos);
-                            if rng.gen_bool(0.5) {
-                                io.write_in_place(pos, &mut b).unwrap();
+                            let b = expected(n, tag, pos);
+                            let mut staged = Vec::new();
+                            if rng.gen_bool(0.5) && io.stage_write(pos, &b, &mut staged) {
+                                io.write_staged(pos, &staged[..n]).unwrap();
                             } else {
                                 io.write(pos, &b).unwrap();
                             }
@@ -812,8 +800,7 @@ mod tests {
                         // Own 512-byte slot of every shared sector: partial-sector RMW.
                         for k in 0..SHARED {
                             let pos = shared0 + (k * SS + t * 512) as u64;
-                            io.write_in_place(pos, &mut expected(512, tag, pos))
-                                .unwrap();
+                            io.write(pos, &expected(512, tag, pos)).unwrap();
                         }
                         // Whole-sector reads of the own stripe see the round just written.
                         let mut r = vec![0u8; STRIPE];
