@@ -3,10 +3,10 @@
 # and fio. In one run, on three stacks over sparse files in a temp dir:
 #   encrypted        strongroom volume (LUKS2 aes-xts-plain64/512, 4 KiB sectors) mounted through
 #                    the userspace data path: FUSE file -> loop device -> ext4
-#   same stack, no encryption   the same FUSE layer serving a plain file -> loop -> ext4; it
-#                    reads the way the encrypted path does (from a mapping of the backing file,
-#                    a prefetching copy where the encrypted path decrypts) and writes straight
-#                    from the FUSE request to the file (no copy), its fastest ways
+#   same stack, no encryption   the same FUSE layer serving a plain file -> loop -> ext4, its
+#                    fastest ways: reads answered straight from a mapping of the file, writes
+#                    straight from the FUSE request (no copy either way; the encrypted stack
+#                    makes one pass more each way, the decryption or encryption)
 #   plain loop       a loop device over a plain file -> ext4 (kernel only)
 # Workloads: sequential 1 MiB read/write and random 4 KiB read/write (fio, O_DIRECT, libaio).
 # Then provisioning: create + open (no mkfs) with its KMS round trips (wrap at create, unwrap at
