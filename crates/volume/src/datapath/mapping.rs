@@ -356,36 +356,6 @@ impl MappedFile {
     }
 }
 
-/// Copy `src` (bytes of a mapping) into `dst` (same length) a page at a time, prefetching the
-/// next page while copying one: the unencrypted twin of the decryption's access pattern (the
-/// XTS code prefetches the next sector the same way). The hardware prefetchers stop at page
-/// boundaries; without this, each page of the page cache starts with a train of misses.
-pub fn copy_prefetching(dst: &mut [u8], src: &[u8]) {
-    const PAGE: usize = 4096;
-    for (i, (d, s)) in dst.chunks_mut(PAGE).zip(src.chunks(PAGE)).enumerate() {
-        if let Some(next) = src.get((i + 1) * PAGE..) {
-            for line in next.iter().take(PAGE).step_by(64) {
-                prefetch(line);
-            }
-        }
-        d.copy_from_slice(s);
-    }
-}
-
-#[inline(always)]
-fn prefetch(p: &u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it reads nothing architecturally and never faults; `p` is
-    // a valid reference besides.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (p as *const u8).cast(),
-        )
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,16 +448,5 @@ mod tests {
     fn an_empty_file_is_not_mapped() {
         let f = tempfile::NamedTempFile::new().unwrap();
         assert!(MappedFile::new(f.as_file(), 0).is_err());
-    }
-
-    #[test]
-    fn prefetching_copy_copies() {
-        let mut src = vec![0u8; 3 * 4096 + 100];
-        rand::rngs::OsRng.fill_bytes(&mut src);
-        for n in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 100] {
-            let mut dst = vec![0u8; n];
-            copy_prefetching(&mut dst, &src[..n]);
-            assert!(dst == src[..n], "{n}");
-        }
     }
 }
