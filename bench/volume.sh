@@ -127,7 +127,8 @@ for d in "$W/mnt-enc" "$W/mnt-plain" "$W/mnt-raw"; do
       --ioengine=libaio --direct=1 --iodepth=16 >/dev/null 2>&1
 done
 
-median() { python3 -c "import statistics, sys; print('%.1f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+# median DIGITS VALUES...: the median, with DIGITS decimals.
+median() { python3 -c "import statistics, sys; print('%.*f' % (int(sys.argv[1]), statistics.median(float(x) for x in sys.argv[2:])))" "$@"; }
 
 RESULTS=()
 WORKLOADS=${WORKLOADS:-seq_read_1m seq_write_1m rand_read_4k rand_write_4k}
@@ -145,11 +146,10 @@ for wl in "seq_read_1m read 1M" "seq_write_1m write 1M" "rand_read_4k randread 4
     fi
     es+=("${e% *}"); ecpu+=("${e#* }"); ps+=("${p% *}"); pcpu+=("${p#* }"); rs+=("${r% *}")
   done
-  enc=$(median "${es[@]}"); plain=$(median "${ps[@]}"); raw=$(median "${rs[@]}")
-  enc_cpu=$(python3 -c "import statistics, sys; print('%.3f' % statistics.median(float(x) for x in sys.argv[1:]))" "${ecpu[@]}")
-  plain_cpu=$(python3 -c "import statistics, sys; print('%.3f' % statistics.median(float(x) for x in sys.argv[1:]))" "${pcpu[@]}")
+  enc=$(median 1 "${es[@]}"); plain=$(median 1 "${ps[@]}"); raw=$(median 1 "${rs[@]}")
+  enc_cpu=$(median 3 "${ecpu[@]}"); plain_cpu=$(median 3 "${pcpu[@]}")
   rounds=$(python3 -c "import sys; n=len(sys.argv)//2; print(' '.join('%.3f' % (float(e)/float(p) if float(p) > 0 else 0) for e, p in zip(sys.argv[1:n+1], sys.argv[n+1:])))" "${es[@]}" "${ps[@]}")
-  ratio=$(python3 -c "import statistics, sys; print('%.3f' % statistics.median(float(x) for x in sys.argv[1:]))" $rounds)
+  ratio=$(median 3 $rounds)
   echo "   encrypted ${es[*]} MB/s, same stack unencrypted ${ps[*]} MB/s, plain loop ${rs[*]} MB/s"
   echo "   round ratios $rounds; median $ratio"
   echo "   CPU-s/GB (whole machine): encrypted ${ecpu[*]}, same stack unencrypted ${pcpu[*]}"

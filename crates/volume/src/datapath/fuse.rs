@@ -56,9 +56,7 @@ pub trait BlockIo: Send + Sync + 'static {
         scratch: &mut Zeroizing<Vec<u8>>,
         answer: &mut dyn FnMut(std::io::Result<&[u8]>),
     ) {
-        let buf = read_scratch(scratch, n);
-        let r = self.read(pos, buf);
-        answer(r.map(|()| &*buf))
+        answer_from_scratch(self, pos, n, scratch, answer)
     }
     /// Store `data` at `pos` (the request's own bytes, when [`stage_write`](Self::stage_write)
     /// staged nothing).
@@ -163,9 +161,9 @@ pub struct CryptIo {
     map: Option<MappedFile>,
     backing_size: AtomicU64,
     /// Reads and whole-sector writes share this lock, a partial-sector read-modify-write takes
-    /// it exclusively: requests run concurrently on the FUSE session threads, and an RMW must neither
-    /// lose a concurrent update of the same sector nor be seen half done. (The loop device is
-    /// set up with 4 KiB sectors, so the kernel only sends whole sectors.)
+    /// it exclusively: requests run concurrently on the FUSE session threads, and an RMW must
+    /// neither lose a concurrent update of the same sector nor be seen half done. (The loop
+    /// device is set up with 4 KiB sectors, so the kernel only sends whole sectors.)
     rmw: RwLock<()>,
 }
 
@@ -330,9 +328,7 @@ impl BlockIo for PlainIo {
                 return;
             }
         }
-        let buf = read_scratch(scratch, n);
-        let r = self.read(pos, buf);
-        answer(r.map(|()| &*buf))
+        answer_from_scratch(self, pos, n, scratch, answer)
     }
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()> {
         self.dev.write_at(data, self.offset + pos)
@@ -364,6 +360,19 @@ fn read_scratch(buf: &mut Zeroizing<Vec<u8>>, n: usize) -> &mut [u8] {
         *buf = Zeroizing::new(vec![0u8; n]);
     }
     &mut buf[..n]
+}
+
+/// [`BlockIo::read_reply`] through a buffer: read the bytes into `scratch`, answer from there.
+fn answer_from_scratch<I: BlockIo + ?Sized>(
+    io: &I,
+    pos: u64,
+    n: usize,
+    scratch: &mut Zeroizing<Vec<u8>>,
+    answer: &mut dyn FnMut(std::io::Result<&[u8]>),
+) {
+    let buf = read_scratch(scratch, n);
+    let r = io.read(pos, buf);
+    answer(r.map(|()| &*buf))
 }
 
 /// A write buffer with room for `n` bytes, so filling it never reallocates (a reallocation
