@@ -14,7 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceConfig {
     pub path: String,
     #[serde(rename = "type")]
@@ -32,6 +32,8 @@ enum Sink {
 
 pub struct Device {
     pub config: DeviceConfig,
+    /// From the config file: not stored, not removable through the API.
+    declared: bool,
     salt: Zeroizing<Vec<u8>>,
     sink: Sink,
     hmac_accessor: bool,
@@ -86,19 +88,7 @@ impl Device {
         let sink = match path.as_str() {
             "stdout" => Sink::Stdout,
             "discard" => Sink::Discard,
-            p => {
-                let mut oo = std::fs::OpenOptions::new();
-                oo.create(true).append(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    oo.mode(0o600);
-                }
-                let f = oo.open(p).map_err(|e| {
-                    format!("sanity check failed; unable to open \"{p}\" for writing: {e}")
-                })?;
-                Sink::File(Mutex::new(f))
-            }
+            p => Sink::File(Mutex::new(open_log(p, file_mode(&config.options)?)?)),
         };
         let hmac_accessor = config
             .options
@@ -107,11 +97,51 @@ impl Device {
             .unwrap_or(true);
         Ok(Self {
             config,
+            declared: false,
             salt,
             sink,
             hmac_accessor,
         })
     }
+}
+
+/// The `mode` option: octal file permissions, default 0600.
+fn file_mode(options: &Map<String, Value>) -> Result<u32, String> {
+    match options.get("mode").and_then(|v| v.as_str()) {
+        None | Some("") => Ok(0o600),
+        Some(m) => u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("invalid mode {m:?}")),
+    }
+}
+
+/// Open an audit log for appending without ever following a symlink, and refuse to append
+/// to a file that is not a regular file of ours with exactly the configured mode: an audit
+/// device must not become a way to write into other files.
+fn open_log(p: &str, mode: u32) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let refuse = |why: String| format!("sanity check failed; refusing to append to \"{p}\": {why}");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(p)
+        .map_err(|e| format!("sanity check failed; unable to open \"{p}\" for writing: {e}"))?;
+    let meta = f.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(refuse(format!("owned by uid {}, not {uid}", meta.uid())));
+    }
+    let have = meta.permissions().mode() & 0o777;
+    if have != mode {
+        return Err(refuse(format!("mode {have:04o}, want {mode:04o}")));
+    }
+    Ok(f)
 }
 
 pub struct AuditBroker {
@@ -121,18 +151,31 @@ pub struct AuditBroker {
 }
 
 impl AuditBroker {
+    /// The devices enabled through the API (stored) and those the config file declares;
+    /// a declared device keeps its salt across restarts.
     pub fn load(
         view: View,
+        declared: &[DeviceConfig],
         failures: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Self, BarrierError> {
-        let configs: Vec<DeviceConfig> = view.get_json("devices")?.unwrap_or_default();
+        let stored: Vec<DeviceConfig> = view.get_json("devices")?.unwrap_or_default();
+        let all = stored.into_iter().map(|c| (c, false));
         let mut devices = Vec::new();
-        for c in configs {
-            let salt = view
-                .get(&format!("salt/{}", c.path))?
-                .unwrap_or_else(|| crypto::random_vec(32));
+        for (c, is_declared) in all.chain(declared.iter().map(|c| (c.clone(), true))) {
+            let key = format!("salt/{}", c.path);
+            let salt = match view.get(&key)? {
+                Some(s) => s,
+                None => {
+                    let s = crypto::random_vec(32);
+                    view.put(&key, &s)?;
+                    s
+                }
+            };
             match Device::open(c.clone(), salt) {
-                Ok(d) => devices.push(Arc::new(d)),
+                Ok(d) => devices.push(Arc::new(Device {
+                    declared: is_declared,
+                    ..d
+                })),
                 // keep the device configured; requests will fail until it can write again
                 Err(e) => {
                     tracing::error!(path = %c.path, error = %e, "audit device failed to open")
@@ -173,7 +216,7 @@ impl AuditBroker {
         let dev = Device::open(config.clone(), salt.clone()).map_err(ApiError::bad_request)?;
         dev.write_line(&json!({"time": now(), "type": "audit-enabled", "path": config.path}))
             .map_err(|e| ApiError::bad_request(format!("sanity check failed: {e}")))?;
-        let mut configs = self.list();
+        let mut configs = self.stored();
         configs.push(config.clone());
         self.view.put(&format!("salt/{}", config.path), &salt)?;
         self.view.put_json("devices", &configs)?;
@@ -181,9 +224,24 @@ impl AuditBroker {
         Ok(())
     }
 
+    /// The devices enabled through the API (what `devices` in storage holds).
+    fn stored(&self) -> Vec<DeviceConfig> {
+        let devices = self.devices.read();
+        let api = devices.iter().filter(|d| !d.declared);
+        api.map(|d| d.config.clone()).collect()
+    }
+
     pub fn disable(&self, path: &str) -> Result<(), ApiError> {
-        let configs: Vec<DeviceConfig> =
-            self.list().into_iter().filter(|c| c.path != path).collect();
+        if self.get(path).is_some_and(|d| d.declared) {
+            return Err(ApiError::bad_request(format!(
+                "audit device {path:?} is declared in the server configuration; remove it there"
+            )));
+        }
+        let configs: Vec<DeviceConfig> = self
+            .stored()
+            .into_iter()
+            .filter(|c| c.path != path)
+            .collect();
         self.view.put_json("devices", &configs)?;
         self.view.delete(&format!("salt/{path}"))?;
         self.devices.write().retain(|d| d.config.path != path);

@@ -49,6 +49,11 @@ pub struct ServerConfig {
     pub ui: bool,
     pub disable_mlock: bool,
     pub log_level: Option<String>,
+    /// `audit "<type>" "<path>" { ... }` stanzas: devices enabled at every unseal.
+    pub audit: Vec<crate::audit::DeviceConfig>,
+    /// `unsafe_allow_api_audit_creation`: let `sys/audit/<path>` create devices (OpenBao
+    /// refuses by default: a file device can write wherever the server can).
+    pub unsafe_allow_api_audit_creation: bool,
 }
 
 fn as_string(key: &str, e: &Expression) -> Result<String, ConfigError> {
@@ -110,6 +115,8 @@ impl ServerConfig {
             ui: false,
             disable_mlock: false,
             log_level: None,
+            audit: vec![],
+            unsafe_allow_api_audit_creation: false,
         };
         for s in body.iter() {
             match s {
@@ -121,6 +128,9 @@ impl ServerConfig {
                         "ui" => cfg.ui = as_bool(k, &a.expr)?,
                         "disable_mlock" => cfg.disable_mlock = as_bool(k, &a.expr)?,
                         "log_level" => cfg.log_level = Some(as_string(k, &a.expr)?),
+                        "unsafe_allow_api_audit_creation" => {
+                            cfg.unsafe_allow_api_audit_creation = as_bool(k, &a.expr)?
+                        }
                         other => return Err(ConfigError::Unknown(other.to_string())),
                     }
                 }
@@ -141,6 +151,7 @@ impl ServerConfig {
                             storage = Some(Self::storage(&label, &b.body)?);
                         }
                         "listener" => listeners.push(Self::listener(&label, &b.body)?),
+                        "audit" => cfg.audit.push(Self::audit(b)?),
                         "seal" => {
                             if label != "shamir" {
                                 return Err(ConfigError::Invalid(format!(
@@ -199,6 +210,49 @@ impl ServerConfig {
             },
             _ => StorageConfig::File { path: path()? },
         })
+    }
+
+    /// `audit "file" "name" { description = "..." options { file_path = "..." } }`.
+    fn audit(b: &hcl::Block) -> Result<crate::audit::DeviceConfig, ConfigError> {
+        let [kind, path] = b.labels.as_slice() else {
+            return Err(ConfigError::Invalid(
+                "audit stanzas take two labels: type and path".into(),
+            ));
+        };
+        let ctx = format!("audit \"{}\" \"{}\"", kind.as_str(), path.as_str());
+        let mut dev = crate::audit::DeviceConfig {
+            path: format!("{}/", path.as_str().trim_matches('/')),
+            kind: kind.as_str().to_string(),
+            description: String::new(),
+            options: serde_json::Map::new(),
+            local: false,
+        };
+        for s in b.body.iter() {
+            match s {
+                Structure::Attribute(a) if a.key.as_str() == "description" => {
+                    dev.description = as_string("description", &a.expr)?
+                }
+                Structure::Attribute(a) if a.key.as_str() == "local" => {
+                    dev.local = as_bool("local", &a.expr)?
+                }
+                Structure::Block(o) if o.identifier.as_str() == "options" => {
+                    for (k, e) in attrs(&format!("{ctx}.options"), &o.body)? {
+                        let v = as_string(&k, &e)?;
+                        dev.options.insert(k, serde_json::Value::String(v));
+                    }
+                }
+                Structure::Attribute(a) => {
+                    return Err(ConfigError::Unknown(format!("{ctx}.{}", a.key.as_str())))
+                }
+                Structure::Block(o) => {
+                    return Err(ConfigError::Unknown(format!(
+                        "{ctx}.{}",
+                        o.identifier.as_str()
+                    )))
+                }
+            }
+        }
+        Ok(dev)
     }
 
     fn listener(kind: &str, body: &Body) -> Result<ListenerConfig, ConfigError> {
@@ -272,6 +326,37 @@ mod tests {
         );
         assert!(c.listeners[0].tls_disable);
         assert!(c.ui);
+    }
+
+    #[test]
+    fn declarative_audit_devices_parse() {
+        let c = ServerConfig::parse(
+            r#"
+            storage "inmem" {}
+            listener "tcp" { tls_disable = true }
+            audit "file" "to-file" {
+              description = "main log"
+              options {
+                file_path = "/var/log/strongroom/audit.log"
+                mode = "0600"
+              }
+            }
+            "#,
+        )
+        .unwrap();
+        assert!(!c.unsafe_allow_api_audit_creation);
+        assert_eq!(c.audit.len(), 1);
+        assert_eq!(c.audit[0].path, "to-file/");
+        assert_eq!(c.audit[0].kind, "file");
+        assert_eq!(
+            c.audit[0].options["file_path"],
+            "/var/log/strongroom/audit.log"
+        );
+        let bad = "storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = true }\naudit \"file\" \"x\" { colour = 1 }";
+        assert_eq!(
+            ServerConfig::parse(bad).unwrap_err(),
+            ConfigError::Unknown("audit \"file\" \"x\".colour".into())
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::barrier::{Barrier, View};
 use crate::mounts::{self, Handler, Mount, MountEntry, Router};
 use crate::policy::{Acl, Caps};
 use crate::policy_store::PolicyStore;
-use crate::request::{ApiError, Operation, Request, Response};
+use crate::request::{ApiError, AuthSpec, Operation, Request, Response};
 use crate::seal::SealState;
 use crate::storage::Storage;
 use crate::token::{NewToken, TokenEntry, TokenStore};
@@ -45,6 +45,11 @@ pub struct CoreOptions {
     pub dev: bool,
     /// Maximum request body in bytes (413 beyond).
     pub max_request_size: usize,
+    /// Audit devices from the config file, enabled at every unseal.
+    pub audit_devices: Vec<crate::audit::DeviceConfig>,
+    /// Whether `sys/audit/<path>` may create devices (OpenBao's
+    /// `unsafe_allow_api_audit_creation`; off by default).
+    pub allow_api_audit_creation: bool,
 }
 
 pub struct Core {
@@ -70,21 +75,6 @@ pub struct Incoming {
 struct Routed {
     mount_type: String,
     rel: String,
-}
-
-/// sys paths that need `sudo` in addition to the operation's capability.
-fn needs_sudo(path: &str, op: Operation) -> bool {
-    let p = path.trim_end_matches('/');
-    let sys_root = p == "sys/audit"
-        || p.starts_with("sys/audit/")
-        || p == "sys/rotate"
-        || p == "sys/seal"
-        || p == "sys/step-down"
-        || p.starts_with("sys/raw")
-        || (p.starts_with("sys/auth/") && !p.ends_with("/tune") && op != Operation::Read);
-    let token_root =
-        p.starts_with("auth/token/revoke-orphan") || p.starts_with("auth/token/accessors");
-    sys_root || token_root
 }
 
 fn op_caps(op: Operation) -> Caps {
@@ -206,6 +196,7 @@ impl Core {
         let policies = PolicyStore::open(View::new(b.clone(), "sys/policy/"))?;
         let audit = AuditBroker::load(
             View::new(b.clone(), "core/audit/"),
+            &self.options.audit_devices,
             self.metrics.audit_failures.clone(),
         )?;
         *self.state.write() = Some(Arc::new(Unsealed {
@@ -277,150 +268,187 @@ impl Core {
         result
     }
 
-    fn handle_inner(&self, inc: Incoming, routed: &mut Routed) -> Result<Response, ApiError> {
+    fn handle_inner(&self, mut inc: Incoming, routed: &mut Routed) -> Result<Response, ApiError> {
         let u = self.unsealed()?;
-        let mut path = inc.path.trim_start_matches('/').to_string();
-        // Vault lists directories: a list of `ocs` is a list of `ocs/` (so `ocs/*` grants it)
-        if inc.op == Operation::List && !path.ends_with('/') && !path.is_empty() {
-            path.push('/');
+        let (mount, mut req) = Self::route(&u, &mut inc)?;
+        let handler = mount.as_ref().map(|m| &m.handler);
+        let unauth = handler.is_some_and(|h| h.unauthenticated(&req.rel));
+        let mut last_use = false;
+        if !unauth {
+            last_use = self.authenticate(&u, &inc, &mut req)?;
         }
+        let own_access = handler.is_some_and(|h| h.decides_own_access(&req.rel, req.op));
+        if let (Some(token), false) = (req.token.clone(), own_access) {
+            self.authorize(&u, &mut req, &token, mount.as_deref(), &inc.remote_addr)?;
+        }
+        let Some(mount) = mount else {
+            routed.mount_type = "unrouted".into();
+            return Err(ApiError::new(
+                404,
+                format!(
+                    "no handler for route {:?}. route entry not found.",
+                    req.path
+                ),
+            ));
+        };
+        routed.mount_type = mount.entry.kind.clone();
+        routed.rel = req.rel.clone();
+        let kind = &mount.entry.kind;
+        u.audit.log_request(&req, kind, &inc.remote_addr)?;
+        let result = self.dispatch(&u, &mount, &req);
+        u.audit
+            .log_response(&req, kind, &inc.remote_addr, &result)?;
+        if let (true, Some(t)) = (last_use, &req.token) {
+            u.tokens.revoke_tree(&t.id_hash)?;
+        }
+        self.forget_revoked(&u)?;
+        result
+    }
+
+    /// The canonical path, its mount and the request the rest of the pipeline sees: the ACL
+    /// and the handler act on the same `path` and `rel`.
+    fn route(u: &Unsealed, inc: &mut Incoming) -> Result<(Option<Arc<Mount>>, Request), ApiError> {
+        let mut path = crate::paths::canonical(&inc.path, inc.op)?;
         let mount = u.router.route(&path);
-        let (prefix, rel) = match &mount {
+        let (prefix, mut rel) = match &mount {
             Some(m) => (
                 m.prefix.clone(),
                 path[m.prefix.len().min(path.len())..].to_string(),
             ),
             None => (String::new(), path.clone()),
         };
-        let unauth = match &mount {
-            Some(m) => match &m.handler {
-                Handler::Logical(b) => b.unauthenticated(&rel),
-                Handler::System => crate::sys::unauthenticated(&rel),
-                Handler::Token => false,
-            },
-            None => false,
-        };
-        let mut req = Request {
+        if let Some(folded) = mount.as_ref().and_then(|m| m.handler.canonical_rel(&rel)) {
+            rel = folded;
+            path = format!("{prefix}{rel}");
+        }
+        let req = Request {
             id: uuid::Uuid::new_v4().to_string(),
             op: inc.op,
-            path: path.clone(),
+            path,
             mount: prefix,
             rel,
-            data: inc.data,
+            data: std::mem::take(&mut inc.data),
             token: None,
-            content_type: inc.content_type,
+            content_type: inc.content_type.take(),
             client_token: None,
+            remote_addr: inc.remote_addr.parse().ok(),
         };
-        let mut acl = None;
-        if !unauth {
-            let tok = inc
-                .token
-                .as_ref()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(ApiError::permission_denied)?;
-            let entry = u
-                .tokens
-                .lookup(tok)?
-                .ok_or_else(ApiError::permission_denied)?;
-            req.client_token = Some(Arc::new(tok.clone()));
-            let a = self.acl_for(&u, &entry)?;
-            req.token = Some(entry);
-            acl = Some(a);
+        Ok((mount, req))
+    }
+
+    /// Resolve the caller's token (valid, bound to this client's address) and spend one of
+    /// its uses. Returns whether that was its last use (revoked after the request).
+    fn authenticate(
+        &self,
+        u: &Unsealed,
+        inc: &Incoming,
+        req: &mut Request,
+    ) -> Result<bool, ApiError> {
+        let tok = inc
+            .token
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::permission_denied)?;
+        let entry = u
+            .tokens
+            .lookup(tok)?
+            .ok_or_else(ApiError::permission_denied)?;
+        if !crate::cidr::allows(&entry.bound_cidrs, req.remote_addr) {
+            return Err(ApiError::permission_denied());
         }
-        // create vs update: ask the backend whether the target exists — only when the
-        // answer matters, i.e. the caller holds one of the two capabilities but not both
-        // the caller's capabilities on this path, computed once for both decisions below
-        let caps = acl.as_ref().map(|a| a.capabilities(&path));
-        let both = match (&acl, caps) {
-            (Some(a), Some(c)) => {
-                a.is_root() || (c.contains(Caps::CREATE) && c.contains(Caps::UPDATE))
-            }
-            _ => true,
-        };
+        let (entry, last) = u
+            .tokens
+            .spend_use(&entry)?
+            .ok_or_else(ApiError::permission_denied)?;
+        req.client_token = Some(Arc::new(tok.clone()));
+        req.token = Some(entry);
+        Ok(last)
+    }
+
+    /// The ACL decision for an authenticated request; turns an update of a missing target
+    /// into a create first when the answer matters.
+    fn authorize(
+        &self,
+        u: &Unsealed,
+        req: &mut Request,
+        token: &TokenEntry,
+        mount: Option<&Mount>,
+        remote: &str,
+    ) -> Result<(), ApiError> {
+        let acl = self.acl_for(u, token)?;
+        let caps = acl.capabilities(&req.path);
+        let both = acl.is_root() || (caps.contains(Caps::CREATE) && caps.contains(Caps::UPDATE));
         if req.op == Operation::Update && !both {
-            if let Some(Mount {
-                handler: Handler::Logical(b),
-                ..
-            }) = mount.as_deref()
-            {
-                if b.exists(&req)? == Some(false) {
+            if let Some(Handler::Logical(b)) = mount.map(|m| &m.handler) {
+                if b.exists(req)? == Some(false) {
                     req.op = Operation::Create;
                 }
             }
         }
-        if let (Some(a), Some(caps)) = (&acl, caps) {
-            let mut allowed = caps.contains(op_caps(req.op));
-            if allowed && needs_sudo(&path, req.op) && !caps.contains(Caps::SUDO) {
-                allowed = false;
-            }
-            if !allowed && !self.special_allow(&u, &req, a)? {
-                u.audit.log_denied(&req, &inc.remote_addr);
-                return Err(ApiError::acl_denied());
-            }
+        let sudo_needed = mount.is_some_and(|m| m.handler.needs_sudo(&req.rel, req.op));
+        let allowed = caps.contains(op_caps(req.op)) && (!sudo_needed || caps.contains(Caps::SUDO));
+        if !allowed {
+            u.audit.log_denied(req, remote);
+            return Err(ApiError::acl_denied());
         }
-        let Some(mount) = mount else {
-            routed.mount_type = "unrouted".into();
-            return Err(ApiError::new(
-                404,
-                format!("no handler for route {path:?}. route entry not found."),
-            ));
-        };
-        routed.mount_type = mount.entry.kind.clone();
-        routed.rel = req.rel.clone();
-        u.audit
-            .log_request(&req, &mount.entry.kind, &inc.remote_addr)?;
-        let result = match &mount.handler {
-            Handler::System => crate::sys::handle(self, &u, &req),
-            Handler::Token => crate::token_api::handle(self, &u, &req),
-            Handler::Logical(b) => b.handle(&req),
-        };
-        let result = result.and_then(|mut resp| {
-            if let Some(spec) = resp.login.take() {
-                let (tok, e) = u
-                    .tokens
-                    .create(NewToken {
-                        policies: spec.policies,
-                        no_default_policy: spec.no_default_policy,
-                        meta: spec.metadata,
-                        display_name: spec.display_name,
-                        num_uses: spec.num_uses,
-                        ttl: spec.ttl,
-                        explicit_max_ttl: spec.max_ttl,
-                        period: spec.period,
-                        renewable: spec.renewable,
-                        path: path.clone(),
-                        entity_id: uuid::Uuid::new_v4().to_string(),
-                        ..Default::default()
-                    })
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                resp.auth = Some(e.auth_block(&tok, crate::token::now()));
-            }
-            resp.request_id = req.id.clone();
-            Ok(resp)
-        });
-        u.audit
-            .log_response(&req, &mount.entry.kind, &inc.remote_addr, &result)?;
-        if let Some(t) = &req.token {
-            // a revoke-self may already have removed it; ignore a missing entry
-            if t.num_uses > 0 {
-                let _ = u.tokens.use_once(t);
-            }
-        }
-        result
+        Ok(())
     }
 
-    /// Paths that are allowed without an ACL grant: the UI mounts preflight answers for any
-    /// token with some capability under the mount.
-    fn special_allow(&self, u: &Unsealed, req: &Request, acl: &Acl) -> Result<bool, ApiError> {
-        if req.op == Operation::Read {
-            if let Some(target) = req.path.strip_prefix("sys/internal/ui/mounts/") {
-                if let Some(m) = u.router.route(target) {
-                    return Ok(acl.any_under(&m.prefix));
-                }
-                return Ok(false);
+    /// Run the handler, then mint the token a login asked for.
+    fn dispatch(&self, u: &Unsealed, mount: &Mount, req: &Request) -> Result<Response, ApiError> {
+        let mut resp = match &mount.handler {
+            Handler::System => crate::sys::handle(self, u, req),
+            Handler::Token => crate::token_api::handle(self, u, req),
+            Handler::Logical(b) => b.handle(req),
+        }?;
+        if let Some(spec) = resp.login.take() {
+            resp.auth = Some(self.mint_login(u, spec, req)?);
+        }
+        resp.request_id = req.id.clone();
+        Ok(resp)
+    }
+
+    /// The token of a successful login. No auth method may mint a root token.
+    fn mint_login(&self, u: &Unsealed, spec: AuthSpec, req: &Request) -> Result<Value, ApiError> {
+        let policies = crate::token::sanitize_policies(spec.policies);
+        if policies.iter().any(|p| p == "root") {
+            return Err(ApiError::bad_request(
+                "auth methods cannot create root tokens",
+            ));
+        }
+        let (tok, e) = u
+            .tokens
+            .create(NewToken {
+                policies,
+                no_default_policy: spec.no_default_policy,
+                meta: spec.metadata,
+                display_name: spec.display_name,
+                num_uses: spec.num_uses,
+                ttl: spec.ttl,
+                explicit_max_ttl: spec.max_ttl,
+                period: spec.period,
+                renewable: spec.renewable,
+                path: req.path.clone(),
+                entity_id: uuid::Uuid::new_v4().to_string(),
+                bound_cidrs: spec.bound_cidrs,
+                ..Default::default()
+            })
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(e.auth_block(&tok, crate::token::now()))
+    }
+
+    /// Remove per-token data (cubbyholes) of tokens revoked so far.
+    fn forget_revoked(&self, u: &Unsealed) -> Result<(), ApiError> {
+        let gone = u.tokens.take_revoked();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for m in u.router.all() {
+            if let Handler::Logical(b) = &m.handler {
+                b.tokens_revoked(&gone)?;
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     /// `sys/leader` body.

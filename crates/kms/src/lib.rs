@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod backend;
 pub mod barrier;
+pub mod cidr;
 pub mod config;
 pub mod core;
 pub mod crypto;
@@ -20,6 +21,7 @@ pub mod fields;
 pub mod http;
 pub mod metrics;
 pub mod mounts;
+pub mod paths;
 pub mod policy;
 pub mod policy_store;
 pub mod request;

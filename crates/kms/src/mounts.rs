@@ -3,7 +3,7 @@
 
 use crate::backend::{kv, transit, userpass, Backend};
 use crate::barrier::View;
-use crate::request::ApiError;
+use crate::request::{ApiError, Operation};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -106,6 +106,46 @@ pub enum Handler {
     /// `auth/token/`: the token store's API, handled by the core.
     Token,
     Logical(Arc<dyn Backend>),
+}
+
+/// What each kind of handler declares about its paths; the core reads these and names no
+/// backend itself.
+impl Handler {
+    /// Needs no token at all.
+    pub fn unauthenticated(&self, rel: &str) -> bool {
+        match self {
+            Handler::System => crate::sys::unauthenticated(rel),
+            Handler::Token => false,
+            Handler::Logical(b) => b.unauthenticated(rel),
+        }
+    }
+
+    /// Needs `sudo` besides the operation's capability.
+    pub fn needs_sudo(&self, rel: &str, op: Operation) -> bool {
+        match self {
+            Handler::System => crate::sys::needs_sudo(rel, op),
+            Handler::Token => crate::token_api::needs_sudo(rel),
+            Handler::Logical(b) => b.needs_sudo(rel, op),
+        }
+    }
+
+    /// Needs a valid token, but the handler itself decides what the token may see (the UI
+    /// mounts preflight); the path's own ACL is not consulted.
+    pub fn decides_own_access(&self, rel: &str, op: Operation) -> bool {
+        match self {
+            Handler::System => crate::sys::decides_own_access(rel, op),
+            _ => false,
+        }
+    }
+
+    /// The canonical `rel` when it differs (case-insensitive names lower-cased).
+    pub fn canonical_rel(&self, rel: &str) -> Option<String> {
+        match self {
+            Handler::System => crate::sys::canonical_rel(rel),
+            Handler::Token => None,
+            Handler::Logical(b) => b.canonical_rel(rel),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -1,5 +1,7 @@
 //! Named ACL policies in the barrier (`sys/policy/<name>`), with parsed policies and
-//! compiled ACLs cached in memory (invalidated on every write).
+//! compiled ACLs cached in memory. Every write bumps a generation and empties the caches;
+//! a reader that started before a write never caches what it computed, so once a write
+//! returns every token sees the new policy. Both caches are bounded.
 
 use crate::barrier::{BarrierError, View};
 use crate::policy::{self, Acl, Policy};
@@ -17,10 +19,35 @@ struct Stored {
     modified: String,
 }
 
+/// Entries each cache may hold before it is emptied (names and name lists come from
+/// tokens, which any caller can make with arbitrary policy names).
+const CACHE_MAX: usize = 1024;
+
+#[derive(Default)]
+struct Caches {
+    generation: u64,
+    parsed: HashMap<String, Option<Arc<Policy>>>,
+    acls: HashMap<Vec<String>, Arc<Acl>>,
+}
+
+impl Caches {
+    fn invalidate(&mut self) {
+        self.generation += 1;
+        self.parsed.clear();
+        self.acls.clear();
+    }
+}
+
+fn bounded_insert<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, k: K, v: V) {
+    if m.len() >= CACHE_MAX {
+        m.clear();
+    }
+    m.insert(k, v);
+}
+
 pub struct PolicyStore {
     view: View,
-    parsed: RwLock<HashMap<String, Option<Arc<Policy>>>>,
-    acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    caches: RwLock<Caches>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -31,17 +58,20 @@ impl PolicyStore {
     pub fn open(view: View) -> Result<Self, BarrierError> {
         Ok(Self {
             view,
-            parsed: RwLock::new(HashMap::new()),
-            acls: RwLock::new(HashMap::new()),
+            caches: RwLock::new(Caches::default()),
         })
     }
 
     /// A policy by name. `default` falls back to the built-in text; `root` has no text.
     pub fn get(&self, name: &str) -> Result<Option<Arc<Policy>>, ApiError> {
         let name = name.to_lowercase();
-        if let Some(p) = self.parsed.read().get(&name) {
-            return Ok(p.clone());
-        }
+        let generation = {
+            let c = self.caches.read();
+            if let Some(p) = c.parsed.get(&name) {
+                return Ok(p.clone());
+            }
+            c.generation
+        };
         let text = match self.view.get_json::<Stored>(&name)? {
             Some(s) => Some(s.policy),
             None if name == "default" => Some(policy::DEFAULT_POLICY.to_string()),
@@ -53,7 +83,10 @@ impl PolicyStore {
             )),
             None => None,
         };
-        self.parsed.write().insert(name, p.clone());
+        let mut c = self.caches.write();
+        if c.generation == generation {
+            bounded_insert(&mut c.parsed, name, p.clone());
+        }
         Ok(p)
     }
 
@@ -65,8 +98,7 @@ impl PolicyStore {
         if name == "root" {
             return Err(ApiError::bad_request("cannot update \"root\" policy"));
         }
-        let parsed =
-            policy::parse(&name, text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        policy::parse(&name, text).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let version = self
             .view
             .get_json::<Stored>(&name)?
@@ -81,8 +113,7 @@ impl PolicyStore {
                 modified: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             },
         )?;
-        self.parsed.write().insert(name, Some(Arc::new(parsed)));
-        self.acls.write().clear();
+        self.caches.write().invalidate();
         Ok(())
     }
 
@@ -94,8 +125,7 @@ impl PolicyStore {
             _ => {}
         }
         self.view.delete(&name)?;
-        self.parsed.write().remove(&name);
-        self.acls.write().clear();
+        self.caches.write().invalidate();
         Ok(())
     }
 
@@ -124,9 +154,13 @@ impl PolicyStore {
 
     /// The ACL for a token's policy list (missing policies are simply ignored, as in Vault).
     pub fn acl(&self, names: &[String]) -> Result<Arc<Acl>, ApiError> {
-        if let Some(a) = self.acls.read().get(names) {
-            return Ok(a.clone());
-        }
+        let generation = {
+            let c = self.caches.read();
+            if let Some(a) = c.acls.get(names) {
+                return Ok(a.clone());
+            }
+            c.generation
+        };
         let root = names.iter().any(|n| n == "root");
         let mut ps = Vec::new();
         for n in names {
@@ -135,7 +169,10 @@ impl PolicyStore {
             }
         }
         let acl = Arc::new(Acl::new(ps.iter().map(|p| p.as_ref()), root));
-        self.acls.write().insert(names.to_vec(), acl.clone());
+        let mut c = self.caches.write();
+        if c.generation == generation {
+            bounded_insert(&mut c.acls, names.to_vec(), acl.clone());
+        }
         Ok(acl)
     }
 }

@@ -48,6 +48,8 @@ pub struct Request {
     /// Set for requests the router forwards from the HTTP layer: the raw token, so
     /// `auth/token/lookup-self` style paths can name it. Never logged.
     pub client_token: Option<Arc<zeroize::Zeroizing<String>>>,
+    /// The client's address, for CIDR-bound logins and tokens (`None`: not an IP client).
+    pub remote_addr: Option<std::net::IpAddr>,
 }
 
 /// A login asks the core to mint a token with these properties.
@@ -62,6 +64,8 @@ pub struct AuthSpec {
     pub num_uses: i64,
     pub renewable: bool,
     pub no_default_policy: bool,
+    /// The token may be used only from these networks (`token_bound_cidrs`).
+    pub bound_cidrs: Vec<crate::cidr::Cidr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

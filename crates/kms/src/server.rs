@@ -113,6 +113,8 @@ pub fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, ServerErro
             cluster_addr: cfg.cluster_addr.clone(),
             dev,
             max_request_size: max,
+            audit_devices: cfg.audit.clone(),
+            allow_api_audit_creation: cfg.unsafe_allow_api_audit_creation,
         },
     ))
 }

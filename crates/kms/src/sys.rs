@@ -6,6 +6,7 @@ use crate::barrier::View;
 use crate::core::{Core, Unsealed};
 use crate::fields::{self, Data};
 use crate::mounts::{self, Mount, MountEntry};
+use crate::policy::Acl;
 use crate::request::{ApiError, Operation, Request, Response};
 use serde_json::{json, Map, Value};
 
@@ -16,6 +17,30 @@ pub fn unauthenticated(rel: &str) -> bool {
         rel.trim_end_matches('/'),
         "health" | "seal-status" | "init" | "unseal" | "leader"
     )
+}
+
+/// Paths that need `sudo` in addition to the operation's capability (OpenBao's root paths
+/// of the system backend).
+pub fn needs_sudo(rel: &str, op: Operation) -> bool {
+    let p = rel.trim_end_matches('/');
+    let under = |root: &str| p == root || p.starts_with(&format!("{root}/"));
+    under("audit")
+        || under("raw")
+        || matches!(p, "rotate" | "seal" | "step-down")
+        || (p.starts_with("auth/") && !p.ends_with("/tune") && op != Operation::Read)
+}
+
+/// Paths where a valid token is enough and the handler filters by the token's ACL itself:
+/// the UI's mounts preflight answers for a mount the token has some access under.
+pub fn decides_own_access(rel: &str, op: Operation) -> bool {
+    op == Operation::Read
+        && (rel.trim_end_matches('/') == "internal/ui/mounts"
+            || rel.starts_with("internal/ui/mounts/"))
+}
+
+/// Policy names are case-insensitive: `policies/acl/Admin` is `admin`.
+pub fn canonical_rel(rel: &str) -> Option<String> {
+    crate::paths::fold_names(rel, &["policy/", "policies/acl/"])
 }
 
 fn norm_mount(p: &str) -> String {
@@ -77,9 +102,11 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
             "encryptions": 0,
         }))),
         "internal/ui/mounts" if op == Operation::Read => {
-            let all = mount_list(u, false);
-            let auth = mount_list(u, true);
-            Ok(Response::data(json!({"secret": all, "auth": auth})))
+            let acl = caller_acl(core, u, req)?;
+            let visible = |m: &Mount| ui_visible(&acl, m);
+            let secret = mount_list_where(u, false, visible);
+            let auth = mount_list_where(u, true, visible);
+            Ok(Response::data(json!({"secret": secret, "auth": auth})))
         }
         _ => {
             if let Some(p) = rel.strip_prefix("mounts/") {
@@ -101,7 +128,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
                 return policy_op(u, n, req, false);
             }
             if let Some(p) = rel.strip_prefix("audit/") {
-                return audit_op(u, &norm_mount(p), req);
+                return audit_op(core, u, &norm_mount(p), req);
             }
             if let Some(p) = rel.strip_prefix("audit-hash/") {
                 if !write {
@@ -118,7 +145,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
                 if op != Operation::Read {
                     return Err(ApiError::unsupported_operation());
                 }
-                return ui_mount(u, p, req);
+                return ui_mount(core, u, p, req);
             }
             let known = [
                 "mounts",
@@ -141,11 +168,36 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
 }
 
 fn mount_list(u: &Unsealed, auth: bool) -> Value {
+    mount_list_where(u, auth, |_| true)
+}
+
+fn mount_list_where(u: &Unsealed, auth: bool, keep: impl Fn(&Mount) -> bool) -> Value {
     let mut m = Map::new();
-    for mt in u.router.all().iter().filter(|m| m.is_auth == auth) {
+    for mt in u
+        .router
+        .all()
+        .iter()
+        .filter(|m| m.is_auth == auth && keep(m))
+    {
         m.insert(mt.entry.path.clone(), mt.entry.render());
     }
     Value::Object(m)
+}
+
+fn caller_acl(core: &Core, u: &Unsealed, req: &Request) -> Result<std::sync::Arc<Acl>, ApiError> {
+    let token = req.token.as_ref().ok_or_else(ApiError::permission_denied)?;
+    core.acl_for(u, token)
+}
+
+/// What the UI may show a token: the mounts every token has (sys, cubbyhole, identity,
+/// token) and those it has some capability under.
+fn ui_visible(acl: &Acl, m: &Mount) -> bool {
+    acl.is_root()
+        || matches!(
+            m.entry.kind.as_str(),
+            "system" | "cubbyhole" | "identity" | "token"
+        )
+        || acl.any_under(&m.prefix)
 }
 
 fn mount_op(
@@ -416,8 +468,13 @@ fn capabilities(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, Ap
     Ok(Response::legacy(Value::Object(out)))
 }
 
-fn audit_op(u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
+fn audit_op(core: &Core, u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
     match req.op {
+        Operation::Update | Operation::Create if !core.options.allow_api_audit_creation => {
+            Err(ApiError::bad_request(
+                "cannot enable audit device via API; use declarative, config-based audit device management instead",
+            ))
+        }
         Operation::Update | Operation::Create => {
             let kind = fields::opt_str(&req.data, "type")?
                 .ok_or_else(|| ApiError::bad_request("type is required"))?;
@@ -439,15 +496,18 @@ fn audit_op(u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiErro
     }
 }
 
-fn ui_mount(u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
-    let m = u.router.route(path).filter(|m| !m.is_auth);
+fn ui_mount(core: &Core, u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
+    let acl = caller_acl(core, u, req)?;
+    let m = u
+        .router
+        .route(path)
+        .filter(|m| !m.is_auth && ui_visible(&acl, m));
     let Some(m) = m else {
         return Err(ApiError::new(
             403,
             format!("preflight capability check returned 403, please ensure client's policies grant access to path \"{path}/\""),
         ));
     };
-    let _ = req;
     let mut v = m.entry.render();
     v["path"] = json!(m.entry.path);
     Ok(Response::data(v))

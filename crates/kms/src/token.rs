@@ -6,6 +6,7 @@
 //! `accessor/<hmac(accessor)>` → token hmac, `parent/<parent hmac>/<child hmac>` → "".
 
 use crate::barrier::{BarrierError, BarrierOp, View};
+use crate::cidr::Cidr;
 use crate::crypto;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub struct TokenEntry {
     pub renewable: bool,
     pub path: String,
     pub entity_id: String,
+    /// Networks the token may be used from (empty: anywhere).
+    #[serde(default)]
+    pub bound_cidrs: Vec<Cidr>,
 }
 
 impl TokenEntry {
@@ -90,6 +94,10 @@ impl TokenEntry {
         if self.period > 0 {
             o.insert("period".into(), json!(self.period));
         }
+        if !self.bound_cidrs.is_empty() {
+            let shown: Vec<String> = self.bound_cidrs.iter().map(|c| c.to_string()).collect();
+            o.insert("bound_cidrs".into(), json!(shown));
+        }
         m
     }
 
@@ -129,10 +137,24 @@ pub struct NewToken {
     pub renewable: bool,
     pub path: String,
     pub entity_id: String,
+    pub bound_cidrs: Vec<Cidr>,
 }
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Policy names as a token carries them: trimmed, lower-cased, no empties, no duplicates
+/// (so `Root` is `root` and cannot slip past a check for it).
+pub fn sanitize_policies(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .into_iter()
+        .map(|n| n.trim().to_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -155,7 +177,15 @@ pub struct TokenStore {
     view: View,
     salt: Zeroizing<Vec<u8>>,
     cache: RwLock<HashMap<String, Arc<TokenEntry>>>,
+    /// Serializes the read-modify-write of use counts, so `num_uses` is exact under
+    /// concurrent requests.
+    uses: parking_lot::Mutex<()>,
+    /// Revoked since the core last collected them (see [`Self::take_revoked`]).
+    revoked: parking_lot::Mutex<Vec<String>>,
 }
+
+/// `num_uses` of a token whose last use is being spent: no further request may use it.
+const USES_EXHAUSTED: i64 = -1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -180,6 +210,8 @@ impl TokenStore {
             view,
             salt,
             cache: RwLock::new(HashMap::new()),
+            uses: parking_lot::Mutex::new(()),
+            revoked: parking_lot::Mutex::new(Vec::new()),
         })
     }
 
@@ -226,7 +258,7 @@ impl TokenStore {
             None => Zeroizing::new(format!("s.{}", &*random_b62(24))),
         };
         let accessor = random_b62(24).to_string();
-        let mut policies: Vec<String> = spec.policies.clone();
+        let mut policies = sanitize_policies(spec.policies.clone());
         if !spec.no_default_policy && !policies.iter().any(|p| p == "root") {
             policies.push("default".into());
         }
@@ -265,6 +297,7 @@ impl TokenStore {
             renewable: spec.renewable && ttl > 0,
             path: spec.path,
             entity_id: spec.entity_id,
+            bound_cidrs: spec.bound_cidrs,
         };
         let mut ops = vec![
             BarrierOp::Put(
@@ -300,31 +333,32 @@ impl TokenStore {
         Ok(Some(e))
     }
 
-    /// A valid (unexpired, unrevoked, every ancestor valid) token's entry by hash.
+    /// A valid (unexpired, unrevoked, uses left, every ancestor valid, at any depth) token's
+    /// entry by hash.
     pub fn valid_by_hash(&self, hash: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
         let now = now();
-        let mut cur = hash.to_string();
-        let mut first = None;
-        // walk up: a token whose ancestor expired or was revoked is revoked with it
-        for _ in 0..64 {
-            let Some(e) = self.by_hash(&cur)? else {
-                return Ok(None);
-            };
-            if e.expire_time.is_some_and(|t| t <= now) {
+        let Some(first) = self.by_hash(hash)? else {
+            return Ok(None);
+        };
+        let mut cur = first.clone();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            if cur.expire_time.is_some_and(|t| t <= now) {
                 // lazily remove the expired token and everything below it
-                self.revoke_tree(&e.id_hash)?;
+                self.revoke_tree(&cur.id_hash)?;
                 return Ok(None);
             }
-            let parent = e.parent_hash.clone();
-            if first.is_none() {
-                first = Some(e);
+            if cur.num_uses == USES_EXHAUSTED || !seen.insert(cur.id_hash.clone()) {
+                return Ok(None);
             }
-            match parent {
-                None => return Ok(first),
-                Some(p) => cur = p,
+            let Some(p) = cur.parent_hash.clone() else {
+                return Ok(Some(first));
+            };
+            match self.by_hash(&p)? {
+                Some(parent) => cur = parent,
+                None => return Ok(None),
             }
         }
-        Ok(first)
     }
 
     pub fn lookup(&self, token: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
@@ -349,17 +383,32 @@ impl TokenStore {
         Ok(e)
     }
 
-    /// Count one use of a limited-use token; the last use revokes it (after the request).
-    pub fn use_once(&self, e: &TokenEntry) -> Result<(), BarrierError> {
-        if e.num_uses <= 0 {
-            return Ok(());
+    /// Spend one use of a limited-use token before its request runs. Returns the entry the
+    /// request runs with and whether this was its last use (the caller revokes it after the
+    /// request); `None` when no use is left.
+    pub fn spend_use(
+        &self,
+        e: &Arc<TokenEntry>,
+    ) -> Result<Option<(Arc<TokenEntry>, bool)>, BarrierError> {
+        if e.num_uses == 0 {
+            return Ok(Some((e.clone(), false)));
         }
-        if e.num_uses == 1 {
-            return self.revoke_tree(&e.id_hash);
+        let _serial = self.uses.lock();
+        let Some(cur) = self.by_hash(&e.id_hash)? else {
+            return Ok(None);
+        };
+        if cur.num_uses <= 0 {
+            return Ok(None);
         }
-        let mut n = e.clone();
-        n.num_uses -= 1;
-        self.store(n).map(|_| ())
+        let last = cur.num_uses == 1;
+        let mut n = (*cur).clone();
+        n.num_uses = if last {
+            USES_EXHAUSTED
+        } else {
+            cur.num_uses - 1
+        };
+        self.store(n)?;
+        Ok(Some((cur, last)))
     }
 
     fn remove_one(&self, e: &TokenEntry, ops: &mut Vec<BarrierOp>) {
@@ -370,7 +419,8 @@ impl TokenStore {
         }
     }
 
-    /// Revoke a token and all its descendants.
+    /// Revoke a token and all its descendants, at any depth. Their hashes are kept for
+    /// [`Self::take_revoked`], so what lives per token (cubbyholes) dies with them.
     pub fn revoke_tree(&self, hash: &str) -> Result<(), BarrierError> {
         let mut ops = Vec::new();
         let mut stack = vec![hash.to_string()];
@@ -387,10 +437,16 @@ impl TokenStore {
         }
         self.view.commit(ops)?;
         let mut c = self.cache.write();
-        for h in gone {
-            c.remove(&h);
+        for h in &gone {
+            c.remove(h);
         }
+        self.revoked.lock().extend(gone);
         Ok(())
+    }
+
+    /// Hashes of tokens revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.revoked.lock())
     }
 
     /// Revoke only this token; its children become orphans.
@@ -413,6 +469,7 @@ impl TokenStore {
         }
         self.view.commit(ops)?;
         self.cache.write().remove(hash);
+        self.revoked.lock().push(hash.to_string());
         Ok(())
     }
 
@@ -437,12 +494,12 @@ impl TokenStore {
         } else {
             e.creation_ttl
         };
-        if e.period == 0 {
-            let max_end = if e.explicit_max_ttl > 0 {
-                e.creation_time + e.explicit_max_ttl as i64
-            } else {
-                e.creation_time + MAX_TTL as i64
-            };
+        let max_end = match (e.explicit_max_ttl, e.period) {
+            (m, _) if m > 0 => Some(e.creation_time + m as i64),
+            (_, 0) => Some(e.creation_time + MAX_TTL as i64),
+            _ => None,
+        };
+        if let Some(max_end) = max_end {
             if now + ttl as i64 > max_end {
                 let capped = (max_end - now).max(0) as u64;
                 warnings.push(format!(
@@ -543,15 +600,98 @@ mod tests {
             "renewal past explicit max is capped with a warning"
         );
         assert!(r.ttl_remaining(now()) <= 900);
-        s.use_once(&s.lookup(&t).unwrap().unwrap()).unwrap();
+        let (_, last) = s
+            .spend_use(&s.lookup(&t).unwrap().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(!last);
         assert_eq!(s.lookup(&t).unwrap().unwrap().num_uses, 1);
-        s.use_once(&s.lookup(&t).unwrap().unwrap()).unwrap();
-        assert!(s.lookup(&t).unwrap().is_none());
+        let (_, last) = s
+            .spend_use(&s.lookup(&t).unwrap().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(last, "the second use is the last");
+        assert!(
+            s.lookup(&t).unwrap().is_none(),
+            "no use left: invalid at once"
+        );
         let (_, root) = s.create(spec(&["root"])).unwrap();
         assert!(root.expire_time.is_none());
         assert_eq!(
             s.renew(&root, 0).unwrap_err().to_string(),
             "invalid lease ID"
+        );
+    }
+
+    #[test]
+    fn use_limits_are_exact_under_concurrency() {
+        let s = Arc::new(store());
+        let mut sp = spec(&["a"]);
+        sp.num_uses = 2;
+        let (t, _) = s.create(sp).unwrap();
+        let t = Arc::new(t);
+        let granted: usize = (0..16)
+            .map(|_| {
+                let (s, t) = (s.clone(), t.clone());
+                std::thread::spawn(move || {
+                    s.lookup(&t)
+                        .unwrap()
+                        .and_then(|e| s.spend_use(&e).unwrap())
+                        .is_some() as usize
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(granted, 2, "num_uses=2 grants exactly two requests");
+    }
+
+    #[test]
+    fn expiry_reaches_descendants_at_any_depth() {
+        let s = store();
+        let (_, top) = s.create(spec(&["a"])).unwrap();
+        let mut parent = top.clone();
+        let mut leaf = None;
+        for _ in 0..100 {
+            let mut c = spec(&["a"]);
+            c.parent_hash = Some(parent.id_hash.clone());
+            let (t, e) = s.create(c).unwrap();
+            parent = e;
+            leaf = Some(t);
+        }
+        let leaf = leaf.unwrap();
+        assert!(s.lookup(&leaf).unwrap().is_some());
+        let mut expired = (*top).clone();
+        expired.expire_time = Some(now() - 1);
+        s.store(expired).unwrap();
+        assert!(
+            s.lookup(&leaf).unwrap().is_none(),
+            "a token 100 levels below an expired one is invalid"
+        );
+        assert_eq!(s.take_revoked().len(), 101, "the whole tree was revoked");
+    }
+
+    #[test]
+    fn periodic_tokens_stop_at_explicit_max_ttl() {
+        let s = store();
+        let mut sp = spec(&["a"]);
+        sp.period = 3600;
+        sp.explicit_max_ttl = 600;
+        let (_, e) = s.create(sp).unwrap();
+        assert!(e.ttl_remaining(now()) <= 600);
+        let mut old = (*e).clone();
+        old.creation_time -= 500;
+        let (r, w) = s.renew(&old, 0).unwrap();
+        assert!(r.ttl_remaining(now()) <= 100, "{}", r.ttl_remaining(now()));
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn policies_are_sanitized() {
+        assert_eq!(
+            sanitize_policies(vec![" Root".into(), "b".into(), "B".into(), "".into()]),
+            vec!["b", "root"]
         );
     }
 

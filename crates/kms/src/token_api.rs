@@ -27,6 +27,11 @@ fn is_sudo(core: &Core, u: &Unsealed, req: &Request) -> Result<bool, ApiError> {
             .contains(crate::policy::Caps::SUDO))
 }
 
+/// Paths that need `sudo` in addition to the operation's capability.
+pub fn needs_sudo(rel: &str) -> bool {
+    rel.starts_with("revoke-orphan") || rel.starts_with("accessors")
+}
+
 pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
     let rel = req.rel.trim_end_matches('/');
     let write = matches!(req.op, Operation::Update | Operation::Create);
@@ -122,6 +127,29 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
     }
 }
 
+/// The child's policies: the parent's when none are asked for; otherwise a subset of the
+/// parent's (a root parent grants anything). A child never gains `default` its parent lacks.
+fn child_policies(parent: &TokenEntry, d: &fields::Data) -> Result<(Vec<String>, bool), ApiError> {
+    let asked = fields::opt_str_list(d, "policies")?.unwrap_or_default();
+    let mut policies = crate::token::sanitize_policies(asked);
+    let mut no_default_policy = fields::bool_or(d, "no_default_policy", false)?;
+    if policies.is_empty() {
+        policies = parent.policies.clone();
+    }
+    if !parent.is_root() {
+        if !policies.iter().all(|p| parent.policies.contains(p)) {
+            return Err(ApiError::bad_request(
+                "child policies must be subset of parent",
+            ));
+        }
+        no_default_policy |= !parent.policies.iter().any(|p| p == "default");
+    }
+    if no_default_policy {
+        policies.retain(|p| p != "default");
+    }
+    Ok((policies, no_default_policy))
+}
+
 fn create(
     core: &Core,
     u: &Unsealed,
@@ -145,22 +173,12 @@ fn create(
             "root or sudo privileges required to create orphan token",
         ));
     }
-    let mut policies = fields::opt_str_list(d, "policies")?.unwrap_or_default();
-    let no_default_policy = fields::bool_or(d, "no_default_policy", false)?;
-    if policies.is_empty() {
-        policies = parent.policies.clone();
+    if parent.num_uses != 0 {
+        return Err(ApiError::bad_request(
+            "restricted use token cannot generate child tokens",
+        ));
     }
-    if !parent_is_root {
-        let allowed = |p: &String| p == "default" || parent.policies.contains(p);
-        if !policies.iter().all(allowed) {
-            return Err(ApiError::bad_request(
-                "child policies must be subset of parent",
-            ));
-        }
-    }
-    if no_default_policy {
-        policies.retain(|p| p != "default");
-    }
+    let (policies, no_default_policy) = child_policies(&parent, d)?;
     let id = fields::opt_str(d, "id")?.filter(|s| !s.is_empty());
     if id.is_some() && !parent_is_root {
         return Err(ApiError::bad_request(
@@ -211,6 +229,7 @@ fn create(
             renewable: fields::bool_or(d, "renewable", true)?,
             path: req.path.clone(),
             entity_id: String::new(),
+            bound_cidrs: vec![],
         })
         .map_err(tok_err)?;
     if ttl > crate::token::MAX_TTL && period == 0 {

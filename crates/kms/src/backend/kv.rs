@@ -506,6 +506,16 @@ fn subkeys(v: &Value) -> Value {
 }
 
 impl Backend for Kv {
+    /// A cubbyhole dies with its token.
+    fn tokens_revoked(&self, hashes: &[String]) -> Result<(), ApiError> {
+        if self.mode == Mode::Cubbyhole {
+            for h in hashes {
+                self.view.sub(&format!("{h}/")).clear()?;
+            }
+        }
+        Ok(())
+    }
+
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
         match self.mode {
             Mode::V2 => self.v2(req),

@@ -2,7 +2,7 @@
 //! barrier. The router hands a backend a [`Request`] whose `rel` is the path inside the
 //! mount; ACL checks and auditing have already happened.
 
-use crate::request::{ApiError, Request, Response};
+use crate::request::{ApiError, Operation, Request, Response};
 
 pub mod kv;
 pub mod transit;
@@ -20,5 +20,22 @@ pub trait Backend: Send + Sync + 'static {
     /// Paths (relative to the mount) that need no token, e.g. `login/*`.
     fn unauthenticated(&self, _rel: &str) -> bool {
         false
+    }
+
+    /// Paths (relative to the mount) that need `sudo` besides the operation's capability.
+    fn needs_sudo(&self, _rel: &str, _op: Operation) -> bool {
+        false
+    }
+
+    /// The canonical form of a path inside the mount when it differs from `rel`: names the
+    /// backend compares case-insensitively are lower-cased here, before the ACL sees them
+    /// (see [`crate::paths::fold_names`]).
+    fn canonical_rel(&self, _rel: &str) -> Option<String> {
+        None
+    }
+
+    /// These tokens (by hash) were revoked: drop anything kept per token.
+    fn tokens_revoked(&self, _hashes: &[String]) -> Result<(), ApiError> {
+        Ok(())
     }
 }

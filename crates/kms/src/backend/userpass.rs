@@ -76,7 +76,10 @@ impl Userpass {
         if let Some(b) = fields::opt_bool(d, "token_no_default_policy")? {
             u.token_no_default_policy = b;
         }
-        if let Some(c) = fields::opt_str_list(d, "token_bound_cidrs")? {
+        if let Some(c) = fields::opt_str_list(d, "token_bound_cidrs")?
+            .or(fields::opt_str_list(d, "bound_cidrs")?)
+        {
+            crate::cidr::parse_list(&c).map_err(|e| ApiError::bad_request(e.to_string()))?;
             u.token_bound_cidrs = c;
         }
         Ok(())
@@ -118,6 +121,11 @@ impl Userpass {
         let (true, Some(u)) = (ok, user) else {
             return Err(ApiError::bad_request("invalid username or password"));
         };
+        let bound_cidrs = crate::cidr::parse_list(&u.token_bound_cidrs)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if !crate::cidr::allows(&bound_cidrs, req.remote_addr) {
+            return Err(ApiError::permission_denied());
+        }
         let mut metadata = Map::new();
         metadata.insert("username".into(), json!(name));
         Ok(Response::login(AuthSpec {
@@ -130,6 +138,7 @@ impl Userpass {
             num_uses: u.token_num_uses,
             renewable: true,
             no_default_policy: u.token_no_default_policy,
+            bound_cidrs,
         }))
     }
 }
@@ -137,6 +146,11 @@ impl Userpass {
 impl Backend for Userpass {
     fn unauthenticated(&self, rel: &str) -> bool {
         rel.starts_with("login/")
+    }
+
+    /// Usernames are case-insensitive: `users/BOB` and `login/Bob` are `bob`.
+    fn canonical_rel(&self, rel: &str) -> Option<String> {
+        crate::paths::fold_names(rel, &["users/", "login/"])
     }
 
     fn exists(&self, req: &Request) -> Result<Option<bool>, ApiError> {

@@ -157,6 +157,9 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
         return r;
     };
     let path = body::percent_decode(path);
+    if let Some(clean) = crate::paths::redirect_target(&format!("/v1/{path}")) {
+        return redirect(&clean, parts.uri.query());
+    }
     let query = query_map(parts.uri.query());
     let method = parts.method.clone();
 
@@ -264,6 +267,23 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
             render(resp, &id)
         }
         Err(e) => error_response(&e),
+    }
+}
+
+/// 307 to the cleaned path (OpenBao's Go mux answers `//`, `.` and `..` this way).
+fn redirect(clean: &str, query: Option<&str>) -> Response {
+    let location = match query {
+        Some(q) => format!("{clean}?{q}"),
+        None => clean.to_string(),
+    };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => error_response(&ApiError::bad_request("invalid request path")),
     }
 }
 

@@ -85,6 +85,11 @@ pub fn parse(name: &str, text: &str) -> Result<Policy, PolicyError> {
                     return Err(PolicyError("path blocks take exactly one label".into()));
                 };
                 let pattern = label.as_str().trim_start_matches('/').to_string();
+                if pattern.contains("+*") {
+                    return Err(PolicyError(format!(
+                        "path {pattern:?}: path {pattern:?}: invalid use of wildcards ('+*' is forbidden)"
+                    )));
+                }
                 let caps = path_body(&pattern, &b.body)?;
                 // Same pattern twice in one policy: merge, as Vault does.
                 if let Some(r) = rules.iter_mut().find(|r| r.pattern == pattern) {
@@ -154,6 +159,26 @@ mod tests {
             .0
             .contains("color"));
         assert!(parse("x", "path { capabilities = [] }").is_err());
+        for bad in ["a/+*", "a/+/+*", "a+*"] {
+            let e = parse(
+                "x",
+                &format!("path \"{bad}\" {{ capabilities = [\"read\"] }}"),
+            );
+            assert_eq!(
+                e.unwrap_err().to_string(),
+                format!("failed to parse policy: path \"{bad}\": path \"{bad}\": invalid use of wildcards ('+*' is forbidden)")
+            );
+        }
+        for ok in ["a/*b", "a/b+", "+/a", "a/+", "*", ""] {
+            assert!(
+                parse(
+                    "x",
+                    &format!("path \"{ok}\" {{ capabilities = [\"read\"] }}")
+                )
+                .is_ok(),
+                "{ok}"
+            );
+        }
         assert!(parse("x", "path \"x\" { capabilities = \"read\" }").is_err());
     }
 }

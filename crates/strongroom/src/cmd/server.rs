@@ -48,6 +48,8 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
                     ui: false,
                     disable_mlock: true,
                     log_level: None,
+                    audit: vec![],
+                    unsafe_allow_api_audit_creation: false,
                 },
             };
             c.storage = StorageConfig::Inmem;

@@ -33,6 +33,7 @@ fn req(op: Operation, rel: &str, body: Value) -> Request {
         token: None,
         content_type: None,
         client_token: None,
+        remote_addr: None,
     }
 }
 

@@ -1,0 +1,123 @@
+//! The canonical form of a request path, decided once, before routing and the ACL, so the
+//! path the ACL checks is exactly the path the handler acts on.
+//!
+//! 1. The HTTP layer redirects a path with `//`, `.` or `..` segments to its cleaned form
+//!    (307, as OpenBao's Go mux does); the core refuses such a path if one reaches it.
+//! 2. A write to a path ending in `/` is refused (OpenBao's wording); a list is always of a
+//!    directory (trailing `/` added); a read or delete names its target without one.
+//! 3. Names a backend compares case-insensitively (policy names, userpass users) are
+//!    lower-cased by the backend's [`fold_names`] declaration before the ACL sees them.
+
+use crate::request::{ApiError, Operation};
+
+/// Go's `path.Clean` of a URL path as OpenBao's mux applies it: `None` when `path` is clean,
+/// else the path to redirect to (a trailing `/` is kept, as the mux keeps it).
+pub fn redirect_target(path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut clean = format!("/{}", out.join("/"));
+    if path.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    (clean != path).then_some(clean)
+}
+
+/// The canonical logical path (no `/v1/` prefix) for an operation, or the error OpenBao
+/// gives for it.
+pub fn canonical(path: &str, op: Operation) -> Result<String, ApiError> {
+    if path.is_empty() {
+        return Ok(String::new());
+    }
+    if redirect_target(&format!("/{path}")).is_some() {
+        return Err(ApiError::bad_request("invalid request path"));
+    }
+    let dir = path.ends_with('/');
+    match op {
+        Operation::Create | Operation::Update | Operation::Patch if dir => Err(
+            ApiError::bad_request("cannot write to a path ending in '/'"),
+        ),
+        Operation::List if !dir => Ok(format!("{path}/")),
+        Operation::Read | Operation::Delete => Ok(path.trim_end_matches('/').to_string()),
+        _ => Ok(path.to_string()),
+    }
+}
+
+/// Lower-cases the name segment that follows the first of `prefixes` that `rel` starts
+/// with. `None` when nothing changes.
+pub fn fold_names(rel: &str, prefixes: &[&str]) -> Option<String> {
+    let p = prefixes.iter().find(|p| rel.starts_with(**p))?;
+    let rest = &rel[p.len()..];
+    let (name, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let lower = name.to_lowercase();
+    (lower != name).then(|| format!("{p}{lower}{tail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_match_go_path_clean() {
+        assert_eq!(redirect_target("/v1/sys/mounts"), None);
+        assert_eq!(redirect_target("/v1/sys/mounts/"), None);
+        assert_eq!(
+            redirect_target("/v1//sys/mounts").as_deref(),
+            Some("/v1/sys/mounts")
+        );
+        assert_eq!(
+            redirect_target("/v1/sys/policies//acl/x").as_deref(),
+            Some("/v1/sys/policies/acl/x")
+        );
+        assert_eq!(
+            redirect_target("/v1/sys/policies/acl/./x/").as_deref(),
+            Some("/v1/sys/policies/acl/x/")
+        );
+        assert_eq!(
+            redirect_target("/v1/sys/mounts/a/../secret").as_deref(),
+            Some("/v1/sys/mounts/secret")
+        );
+        assert_eq!(redirect_target("/v1/../..").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn canonical_forms_per_operation() {
+        let bad = |p, op| canonical(p, op).unwrap_err().errors[0].clone();
+        assert_eq!(
+            bad("sys/policies/acl/x/", Operation::Update),
+            "cannot write to a path ending in '/'"
+        );
+        assert_eq!(bad("a//b", Operation::Read), "invalid request path");
+        assert_eq!(canonical("a/b/", Operation::Read).unwrap(), "a/b");
+        assert_eq!(
+            canonical("a/b//", Operation::Delete).unwrap_err().status,
+            400
+        );
+        assert_eq!(canonical("a/b", Operation::List).unwrap(), "a/b/");
+        assert_eq!(canonical("a/b", Operation::Update).unwrap(), "a/b");
+    }
+
+    #[test]
+    fn names_fold_with_unicode_case() {
+        let p = &["users/", "login/"];
+        assert_eq!(fold_names("users/BOB", p).as_deref(), Some("users/bob"));
+        assert_eq!(
+            fold_names("users/Bob/password", p).as_deref(),
+            Some("users/bob/password")
+        );
+        // the Kelvin sign folds to an ASCII k
+        assert_eq!(
+            fold_names("login/\u{212A}im", p).as_deref(),
+            Some("login/kim")
+        );
+        assert_eq!(fold_names("users/bob", p), None);
+        assert_eq!(fold_names("other/BOB", p), None);
+    }
+}
