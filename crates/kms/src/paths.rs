@@ -50,14 +50,26 @@ pub fn canonical(path: &str, op: Operation) -> Result<String, ApiError> {
     }
 }
 
-/// Lower-cases the name segment that follows the first of `prefixes` that `rel` starts
-/// with. `None` when nothing changes.
-pub fn fold_names(rel: &str, prefixes: &[&str]) -> Option<String> {
+/// How a backend compares a name segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameFold {
+    /// Case-insensitive (userpass usernames).
+    Lower,
+    /// Case-insensitive and blind to surrounding whitespace (policy names).
+    TrimLower,
+}
+
+/// Folds the name segment that follows the first of `prefixes` that `rel` starts with.
+/// `None` when nothing changes.
+pub fn fold_names(rel: &str, prefixes: &[&str], fold: NameFold) -> Option<String> {
     let p = prefixes.iter().find(|p| rel.starts_with(**p))?;
     let rest = &rel[p.len()..];
     let (name, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let lower = name.to_lowercase();
-    (lower != name).then(|| format!("{p}{lower}{tail}"))
+    let folded = match fold {
+        NameFold::Lower => name.to_lowercase(),
+        NameFold::TrimLower => name.trim().to_lowercase(),
+    };
+    (folded != name).then(|| format!("{p}{folded}{tail}"))
 }
 
 #[cfg(test)]
@@ -107,17 +119,23 @@ mod tests {
     #[test]
     fn names_fold_with_unicode_case() {
         let p = &["users/", "login/"];
-        assert_eq!(fold_names("users/BOB", p).as_deref(), Some("users/bob"));
+        let l = NameFold::Lower;
+        assert_eq!(fold_names("users/BOB", p, l).as_deref(), Some("users/bob"));
         assert_eq!(
-            fold_names("users/Bob/password", p).as_deref(),
+            fold_names("users/Bob/password", p, l).as_deref(),
             Some("users/bob/password")
         );
         // the Kelvin sign folds to an ASCII k
         assert_eq!(
-            fold_names("login/\u{212A}im", p).as_deref(),
+            fold_names("login/\u{212A}im", p, l).as_deref(),
             Some("login/kim")
         );
-        assert_eq!(fold_names("users/bob", p), None);
-        assert_eq!(fold_names("other/BOB", p), None);
+        assert_eq!(fold_names("users/bob", p, l), None);
+        assert_eq!(fold_names("other/BOB", p, l), None);
+        let t = NameFold::TrimLower;
+        assert_eq!(
+            fold_names("users/ Bob\t", p, t).as_deref(),
+            Some("users/bob")
+        );
     }
 }

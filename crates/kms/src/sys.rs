@@ -40,7 +40,11 @@ pub fn decides_own_access(rel: &str, op: Operation) -> bool {
 
 /// Policy names are case-insensitive: `policies/acl/Admin` is `admin`.
 pub fn canonical_rel(rel: &str) -> Option<String> {
-    crate::paths::fold_names(rel, &["policy/", "policies/acl/"])
+    crate::paths::fold_names(
+        rel,
+        &["policy/", "policies/acl/"],
+        crate::paths::NameFold::TrimLower,
+    )
 }
 
 fn norm_mount(p: &str) -> String {

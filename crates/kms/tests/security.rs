@@ -329,7 +329,10 @@ fn children_cannot_escape_their_parents_limits() {
 #[test]
 fn revocation_reaches_every_descendant_and_their_cubbyholes() {
     let k = kms();
-    k.policy("tc", r#"path "auth/token/create" { capabilities = ["update"] }"#);
+    k.policy(
+        "tc",
+        r#"path "auth/token/create" { capabilities = ["update"] }"#,
+    );
     let top = k.token(json!({"policies": ["tc"]}));
     let mut tokens = vec![top.clone()];
     for _ in 0..80 {

@@ -150,7 +150,7 @@ impl Backend for Userpass {
 
     /// Usernames are case-insensitive: `users/BOB` and `login/Bob` are `bob`.
     fn canonical_rel(&self, rel: &str) -> Option<String> {
-        crate::paths::fold_names(rel, &["users/", "login/"])
+        crate::paths::fold_names(rel, &["users/", "login/"], crate::paths::NameFold::Lower)
     }
 
     fn exists(&self, req: &Request) -> Result<Option<bool>, ApiError> {
