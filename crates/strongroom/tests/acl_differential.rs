@@ -6,7 +6,6 @@
 //!
 //! `STRONGROOM_ACL_SEED` replays a run; `STRONGROOM_ACL_CASES` sets the number of policies.
 
-#[allow(dead_code)]
 mod common;
 
 use common::{Server, ServerKind};
