@@ -75,6 +75,7 @@ pub struct Incoming {
 struct Routed {
     mount_type: String,
     rel: String,
+    handler: Option<Handler>,
 }
 
 fn op_caps(op: Operation) -> Caps {
@@ -249,20 +250,9 @@ impl Core {
         };
         self.metrics
             .record(&routed.mount_type, op.as_str(), status, start.elapsed());
-        if routed.mount_type == "transit" && status < 400 {
-            let mut parts = routed.rel.splitn(3, '/');
-            if let (Some(kind), Some(key)) = (parts.next(), parts.next()) {
-                if matches!(
-                    kind,
-                    "encrypt" | "decrypt" | "rewrap" | "datakey" | "hmac" | "verify"
-                ) {
-                    let key = if kind == "datakey" {
-                        parts.next().unwrap_or(key)
-                    } else {
-                        key
-                    };
-                    self.metrics.transit_op(key, kind);
-                }
+        if let (Some(Handler::Logical(b)), true) = (&routed.handler, status < 400) {
+            if let Some((key, kind)) = b.key_operation(&routed.rel) {
+                self.metrics.transit_op(key, kind);
             }
         }
         result
@@ -293,6 +283,7 @@ impl Core {
         };
         routed.mount_type = mount.entry.kind.clone();
         routed.rel = req.rel.clone();
+        routed.handler = Some(mount.handler.clone());
         let kind = &mount.entry.kind;
         u.audit.log_request(&req, kind, &inc.remote_addr)?;
         let result = self.dispatch(&u, &mount, &req);

@@ -34,6 +34,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// For `sys/metrics`: the key and operation a successful request at `rel` used, when
+    /// the backend counts per-key operations (transit's encrypt, decrypt, ...).
+    fn key_operation<'a>(&self, _rel: &'a str) -> Option<(&'a str, &'static str)> {
+        None
+    }
+
     /// These tokens (by hash) were revoked: drop anything kept per token.
     fn tokens_revoked(&self, _hashes: &[String]) -> Result<(), ApiError> {
         Ok(())

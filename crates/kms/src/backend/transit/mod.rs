@@ -1382,6 +1382,21 @@ impl Transit {
 }
 
 impl Backend for Transit {
+    /// `encrypt/<key>`, `decrypt/<key>`, ..., `datakey/<type>/<key>`.
+    fn key_operation<'a>(&self, rel: &'a str) -> Option<(&'a str, &'static str)> {
+        let mut parts = rel.splitn(3, '/');
+        let (kind, key) = (parts.next()?, parts.next()?);
+        let kind = ["encrypt", "decrypt", "rewrap", "datakey", "hmac", "verify"]
+            .into_iter()
+            .find(|k| *k == kind)?;
+        let key = if kind == "datakey" {
+            parts.next().unwrap_or(key)
+        } else {
+            key
+        };
+        Some((key, kind))
+    }
+
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
         let rel = req.rel.as_str();
         let op = req.op;
