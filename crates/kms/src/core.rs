@@ -68,6 +68,8 @@ pub struct Incoming {
     pub token: Option<zeroize::Zeroizing<String>>,
     pub content_type: Option<String>,
     pub remote_addr: String,
+    /// `X-Vault-Wrap-TTL` in seconds (`None` or 0: not wrapped).
+    pub wrap_ttl: Option<u64>,
 }
 
 /// What the router decided, for metrics.
@@ -264,7 +266,10 @@ impl Core {
         let handler = mount.as_ref().map(|m| &m.handler);
         let unauth = handler.is_some_and(|h| h.unauthenticated(&req.rel));
         let mut last_use = false;
-        if !unauth {
+        if unauth {
+            // named, not trusted: sys/wrapping/unwrap takes the wrapping token this way
+            req.client_token = inc.token.clone().filter(|t| !t.is_empty()).map(Arc::new);
+        } else {
             last_use = self.authenticate(&u, &inc, &mut req)?;
         }
         let own_access = handler.is_some_and(|h| h.decides_own_access(&req.rel, req.op));
@@ -286,7 +291,14 @@ impl Core {
         routed.handler = Some(mount.handler.clone());
         let kind = &mount.entry.kind;
         u.audit.log_request(&req, kind, &inc.remote_addr)?;
-        let result = self.dispatch(&u, &mount, &req);
+        let result = self
+            .dispatch(&u, &mount, &req)
+            .and_then(|resp| match req.wrap_ttl {
+                Some(ttl) if crate::wrapping::wrappable(&resp) => {
+                    crate::wrapping::wrap(self, &u, resp, &req.path, ttl)
+                }
+                _ => Ok(resp),
+            });
         u.audit
             .log_response(&req, kind, &inc.remote_addr, &result)?;
         if let (true, Some(t)) = (last_use, &req.token) {
@@ -323,6 +335,7 @@ impl Core {
             content_type: inc.content_type.take(),
             client_token: None,
             remote_addr: inc.remote_addr.parse().ok(),
+            wrap_ttl: inc.wrap_ttl.filter(|t| *t > 0),
         };
         Ok((mount, req))
     }
@@ -422,6 +435,7 @@ impl Core {
                 path: req.path.clone(),
                 entity_id: uuid::Uuid::new_v4().to_string(),
                 bound_cidrs: spec.bound_cidrs,
+                kind: spec.kind,
                 ..Default::default()
             })
             .map_err(|e| ApiError::internal(e.to_string()))?;

@@ -32,3 +32,4 @@ pub mod storage;
 pub mod sys;
 pub mod token;
 pub mod token_api;
+pub mod wrapping;

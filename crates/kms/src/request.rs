@@ -50,6 +50,8 @@ pub struct Request {
     pub client_token: Option<Arc<zeroize::Zeroizing<String>>>,
     /// The client's address, for CIDR-bound logins and tokens (`None`: not an IP client).
     pub remote_addr: Option<std::net::IpAddr>,
+    /// `X-Vault-Wrap-TTL`: the response is to be wrapped for this many seconds.
+    pub wrap_ttl: Option<u64>,
 }
 
 /// A login asks the core to mint a token with these properties.
@@ -66,6 +68,7 @@ pub struct AuthSpec {
     pub no_default_policy: bool,
     /// The token may be used only from these networks (`token_bound_cidrs`).
     pub bound_cidrs: Vec<crate::cidr::Cidr>,
+    pub kind: crate::token::TokenKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +99,8 @@ pub struct Response {
     /// A login's request for a token; the core turns it into `auth`.
     pub login: Option<AuthSpec>,
     pub warnings: Vec<String>,
+    /// Set when the response was wrapped: the envelope's `wrap_info`.
+    pub wrap_info: Option<Value>,
     pub lease_duration: u64,
     pub renewable: bool,
     /// Set by the core to the request's id, so the envelope and the audit log agree.
@@ -112,6 +117,7 @@ impl Response {
             auth: None,
             login: None,
             warnings: vec![],
+            wrap_info: None,
             lease_duration: 0,
             renewable: false,
             request_id: String::new(),

@@ -179,6 +179,7 @@ impl Core {
         data.insert("type".into(), json!("kv"));
         data.insert("options".into(), json!({"version": "2"}));
         self.handle(crate::core::Incoming {
+            wrap_ttl: None,
             op: crate::request::Operation::Update,
             path: "sys/mounts/secret".into(),
             data,

@@ -13,10 +13,11 @@ use serde_json::{json, Map, Value};
 /// sys paths that need no token (they are answered by the HTTP layer before routing, but a
 /// request that reaches here by another name must not demand one either).
 pub fn unauthenticated(rel: &str) -> bool {
-    matches!(
-        rel.trim_end_matches('/'),
-        "health" | "seal-status" | "init" | "unseal" | "leader"
-    )
+    crate::wrapping::unauthenticated(rel)
+        || matches!(
+            rel.trim_end_matches('/'),
+            "health" | "seal-status" | "init" | "unseal" | "leader"
+        )
 }
 
 /// Paths that need `sudo` in addition to the operation's capability (OpenBao's root paths
@@ -144,6 +145,12 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
                     .ok_or_else(|| ApiError::bad_request("unknown audit backend"))?;
                 let input = fields::opt_str(&req.data, "input")?.unwrap_or_default();
                 return Ok(Response::legacy(json!({"hash": dev.hash(&input)})));
+            }
+            if rel == "wrapping/wrap" && req.wrap_ttl.is_some() && write {
+                return Ok(crate::wrapping::wrap_request_data(req));
+            }
+            if let Some(what) = rel.strip_prefix("wrapping/") {
+                return crate::wrapping::handle(core, u, req, what);
             }
             if let Some(p) = rel.strip_prefix("internal/ui/mounts/") {
                 if op != Operation::Read {

@@ -3,7 +3,7 @@
 use crate::core::{Core, Unsealed};
 use crate::fields;
 use crate::request::{ApiError, Operation, Request, Response};
-use crate::token::{now, NewToken, TokenEntry, TokenError};
+use crate::token::{now, NewToken, TokenEntry, TokenError, TokenKind};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -11,6 +11,16 @@ fn tok_err(e: TokenError) -> ApiError {
     match e {
         TokenError::Invalid(m) => ApiError::bad_request(m),
         TokenError::Barrier(b) => b.into(),
+    }
+}
+
+/// Batch tokens live only in their own text: nothing to renew or revoke.
+fn service_only(e: &TokenEntry, verb: &str) -> Result<(), ApiError> {
+    match e.kind {
+        TokenKind::Service => Ok(()),
+        TokenKind::Batch => Err(ApiError::bad_request(format!(
+            "batch tokens cannot be {verb}"
+        ))),
     }
 }
 
@@ -88,6 +98,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
                     (e, None)
                 }
             };
+            service_only(&entry, "renewed")?;
             let inc = fields::duration_or(d, "increment", 0)?;
             let (ne, warnings) = u.tokens.renew(&entry, inc).map_err(tok_err)?;
             let mut r = Response::data(serde_json::Value::Null);
@@ -97,6 +108,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
             Ok(r)
         }
         "revoke-self" if write => {
+            service_only(caller(req)?, "revoked")?;
             u.tokens.revoke_tree(&caller(req)?.id_hash)?;
             Ok(Response::no_content())
         }
@@ -104,6 +116,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
             let t = fields::opt_str(d, "token")?
                 .ok_or_else(|| ApiError::bad_request("missing token"))?;
             if let Some(e) = u.tokens.lookup(&t)? {
+                service_only(&e, "revoked")?;
                 if rel == "revoke" {
                     u.tokens.revoke_tree(&e.id_hash)?;
                 } else {
@@ -125,6 +138,37 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
         | "revoke-orphan" | "revoke-accessor" => Err(ApiError::unsupported_operation()),
         _ => Err(ApiError::unsupported_path()),
     }
+}
+
+/// `type`: service (also `default` or empty) or batch.
+pub fn token_kind(t: Option<&str>) -> Result<TokenKind, ApiError> {
+    match t.unwrap_or("") {
+        "" | "default" | "service" | "default-service" => Ok(TokenKind::Service),
+        "batch" | "default-batch" => Ok(TokenKind::Batch),
+        _ => Err(ApiError::bad_request("invalid 'token_type' value")),
+    }
+}
+
+/// What a batch token cannot be (OpenBao's checks and wording).
+fn batch_limits(policies: &[String], d: &fields::Data) -> Result<(), ApiError> {
+    if policies.iter().any(|p| p == "root") {
+        return Err(ApiError::bad_request("batch tokens cannot be root tokens"));
+    }
+    for field in ["period", "num_uses"] {
+        let set = match field {
+            "period" => fields::duration_or(d, field, 0)? > 0,
+            _ => fields::i64_or(d, field, 0)? != 0,
+        };
+        if set {
+            return Err(ApiError::bad_request(format!(
+                "batch tokens cannot have {field:?} set"
+            )));
+        }
+    }
+    if fields::opt_str(d, "id")?.is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request("batch tokens cannot have custom IDs"));
+    }
+    Ok(())
 }
 
 /// The child's policies: the parent's when none are asked for; otherwise a subset of the
@@ -160,13 +204,12 @@ fn create(
     let d = &req.data;
     let sudo = is_sudo(core, u, req)?;
     let parent_is_root = parent.is_root();
-    if let Some(t) = fields::opt_str(d, "type")? {
-        if !t.is_empty() && t != "service" && t != "default" {
-            return Err(ApiError::bad_request(format!(
-                "token type {t:?} is not supported by this server; use \"service\""
-            )));
-        }
+    if parent.kind == TokenKind::Batch {
+        return Err(ApiError::bad_request(
+            "batch tokens cannot create more tokens",
+        ));
     }
+    let kind = token_kind(fields::opt_str(d, "type")?.as_deref())?;
     let no_parent = fields::bool_or(d, "no_parent", false)?;
     if no_parent && !(parent_is_root || sudo) {
         return Err(ApiError::bad_request(
@@ -179,6 +222,9 @@ fn create(
         ));
     }
     let (policies, no_default_policy) = child_policies(&parent, d)?;
+    if kind == TokenKind::Batch {
+        batch_limits(&policies, d)?;
+    }
     let id = fields::opt_str(d, "id")?.filter(|s| !s.is_empty());
     if id.is_some() && !parent_is_root {
         return Err(ApiError::bad_request(
@@ -230,6 +276,7 @@ fn create(
             path: req.path.clone(),
             entity_id: String::new(),
             bound_cidrs: vec![],
+            kind,
         })
         .map_err(tok_err)?;
     if ttl > crate::token::MAX_TTL && period == 0 {

@@ -39,6 +39,7 @@ fn call(
         token: Some(zeroize::Zeroizing::new(token.to_string())),
         content_type: None,
         remote_addr: "127.0.0.1".into(),
+        wrap_ttl: None,
     })
 }
 

@@ -58,6 +58,7 @@ impl Kms {
             token: Some(zeroize::Zeroizing::new(token.to_string())),
             content_type: None,
             remote_addr: remote.into(),
+            wrap_ttl: None,
         })
     }
     fn call(

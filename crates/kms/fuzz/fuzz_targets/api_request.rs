@@ -36,6 +36,7 @@ fn core() -> &'static (Arc<Core>, String) {
                 token: Some(zeroize::Zeroizing::new(root.clone())),
                 content_type: None,
                 remote_addr: String::new(),
+                wrap_ttl: None,
             })
             .expect("setup");
         }
@@ -85,6 +86,7 @@ fuzz_target!(|data: &[u8]| {
         token: Some(zeroize::Zeroizing::new(token)),
         content_type: ctype,
         remote_addr: String::new(),
+        wrap_ttl: None,
     }) {
         Ok(r) => assert!((200..300).contains(&r.status) || r.status == 404),
         Err(e) => assert!((400..600).contains(&e.status), "{e:?}"),

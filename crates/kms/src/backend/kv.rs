@@ -90,6 +90,11 @@ impl Kv {
         match self.mode {
             Mode::Cubbyhole => {
                 let t = req.token.as_ref().ok_or_else(ApiError::permission_denied)?;
+                if t.kind != crate::token::TokenKind::Service {
+                    return Err(ApiError::bad_request(
+                        "cubbyhole operations are only supported by 'service' type tokens",
+                    ));
+                }
                 Ok(self.view.sub(&format!("{}/", t.id_hash)))
             }
             _ => Ok(self.view.clone()),

@@ -21,6 +21,9 @@ struct User {
     token_num_uses: i64,
     token_no_default_policy: bool,
     token_bound_cidrs: Vec<String>,
+    /// `None`: the mount's default (service).
+    #[serde(default)]
+    token_type: Option<crate::token::TokenKind>,
 }
 
 pub struct Userpass {
@@ -73,6 +76,12 @@ impl Userpass {
         if let Some(n) = fields::opt_i64(d, "token_num_uses")? {
             u.token_num_uses = n;
         }
+        if let Some(t) = fields::opt_str(d, "token_type")? {
+            u.token_type = match t.as_str() {
+                "" | "default" => None,
+                other => Some(crate::token_api::token_kind(Some(other))?),
+            };
+        }
         if let Some(b) = fields::opt_bool(d, "token_no_default_policy")? {
             u.token_no_default_policy = b;
         }
@@ -101,7 +110,7 @@ impl Userpass {
             "token_bound_cidrs": u.token_bound_cidrs,
             "token_explicit_max_ttl": 0,
             "token_no_default_policy": u.token_no_default_policy,
-            "token_type": "default",
+            "token_type": u.token_type.map(|k| k.as_str()).unwrap_or("default"),
         })
     }
 
@@ -139,6 +148,7 @@ impl Userpass {
             renewable: true,
             no_default_policy: u.token_no_default_policy,
             bound_cidrs,
+            kind: u.token_type.unwrap_or_default(),
         }))
     }
 }

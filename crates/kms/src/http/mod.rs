@@ -91,7 +91,7 @@ fn render(mut resp: LResponse, request_id: &str) -> Response {
             m.insert("renewable".into(), json!(resp.renewable));
             m.insert("lease_duration".into(), json!(resp.lease_duration));
             m.insert("data".into(), resp.data.unwrap_or(Value::Null));
-            m.insert("wrap_info".into(), Value::Null);
+            m.insert("wrap_info".into(), resp.wrap_info.unwrap_or(Value::Null));
             m.insert(
                 "warnings".into(),
                 if resp.warnings.is_empty() {
@@ -117,6 +117,17 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
         }
     }
     m
+}
+
+/// `X-Vault-Wrap-TTL`: a Go duration or a number of seconds.
+fn wrap_ttl_of(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = h.get("x-vault-wrap-ttl") else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("\u{fffd}");
+    crate::duration::parse_secs(text)
+        .map(|t| (t > 0).then_some(t))
+        .map_err(|e| ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {e}")))
 }
 
 fn token_of(h: &HeaderMap) -> Option<Zeroizing<String>> {
@@ -231,7 +242,12 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
             }
         }
     }
+    let wrap_ttl = match wrap_ttl_of(&parts.headers) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
     let inc = Incoming {
+        wrap_ttl,
         op,
         path: path.clone(),
         data,

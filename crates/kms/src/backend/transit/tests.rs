@@ -34,6 +34,7 @@ fn req(op: Operation, rel: &str, body: Value) -> Request {
         content_type: None,
         client_token: None,
         remote_addr: None,
+        wrap_ttl: None,
     }
 }
 

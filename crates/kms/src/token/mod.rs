@@ -5,6 +5,8 @@
 //! Layout under `sys/token/`: `salt`, `id/<hmac(token)>` → [`TokenEntry`],
 //! `accessor/<hmac(accessor)>` → token hmac, `parent/<parent hmac>/<child hmac>` → "".
 
+mod batch;
+
 use crate::barrier::{BarrierError, BarrierOp, View};
 use crate::cidr::Cidr;
 use crate::crypto;
@@ -19,6 +21,24 @@ use zeroize::Zeroizing;
 pub const DEFAULT_TTL: u64 = 768 * 3600;
 pub const MAX_TTL: u64 = 768 * 3600;
 const TOKEN_CACHE_MAX: usize = 4096;
+
+/// Service tokens live in storage; batch tokens carry their own sealed entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    #[default]
+    Service,
+    Batch,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Service => "service",
+            TokenKind::Batch => "batch",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenEntry {
@@ -43,6 +63,8 @@ pub struct TokenEntry {
     /// Networks the token may be used from (empty: anywhere).
     #[serde(default)]
     pub bound_cidrs: Vec<Cidr>,
+    #[serde(default)]
+    pub kind: TokenKind,
 }
 
 impl TokenEntry {
@@ -80,7 +102,7 @@ impl TokenEntry {
             "path": self.path,
             "policies": self.policies,
             "ttl": self.ttl_remaining(now),
-            "type": "service",
+            "type": self.kind.as_str(),
         });
         let o = m.as_object_mut().expect("object");
         if self.expire_time.is_some() {
@@ -112,7 +134,7 @@ impl TokenEntry {
             "lease_duration": self.ttl_remaining(now),
             "renewable": self.renewable,
             "entity_id": self.entity_id,
-            "token_type": "service",
+            "token_type": self.kind.as_str(),
             "orphan": self.orphan(),
             "mfa_requirement": null,
             "num_uses": self.num_uses,
@@ -138,6 +160,7 @@ pub struct NewToken {
     pub path: String,
     pub entity_id: String,
     pub bound_cidrs: Vec<Cidr>,
+    pub kind: TokenKind,
 }
 
 pub fn now() -> i64 {
@@ -182,6 +205,8 @@ pub struct TokenStore {
     uses: parking_lot::Mutex<()>,
     /// Revoked since the core last collected them (see [`Self::take_revoked`]).
     revoked: parking_lot::Mutex<Vec<String>>,
+    /// Seals batch tokens (kept inside the barrier as `batch-key`).
+    batch_key: crypto::Aead,
 }
 
 /// `num_uses` of a token whose last use is being spent: no further request may use it.
@@ -198,21 +223,27 @@ pub enum TokenError {
 impl TokenStore {
     /// Open the store, creating the salt on first use.
     pub fn open(view: View) -> Result<Self, BarrierError> {
-        let salt = match view.get("salt")? {
-            Some(s) => s,
-            None => {
-                let s = crypto::random_vec(32);
-                view.put("salt", &s)?;
-                s
-            }
-        };
+        let salt = Self::secret(&view, "salt")?;
+        let batch_key = crypto::Aead::new(&Self::secret(&view, "batch-key")?)
+            .expect("a 32-byte key is a valid AES-256 key");
         Ok(Self {
             view,
             salt,
             cache: RwLock::new(HashMap::new()),
             uses: parking_lot::Mutex::new(()),
             revoked: parking_lot::Mutex::new(Vec::new()),
+            batch_key,
         })
+    }
+
+    /// A random 32-byte secret stored under `key`, made on first use.
+    fn secret(view: &View, key: &str) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
+        if let Some(s) = view.get(key)? {
+            return Ok(s);
+        }
+        let s = crypto::random_vec(32);
+        view.put(key, &s)?;
+        Ok(s)
     }
 
     /// Bounded: a storm of token creations must not grow memory without limit. When full,
@@ -257,7 +288,12 @@ impl TokenStore {
             }
             None => Zeroizing::new(format!("s.{}", &*random_b62(24))),
         };
-        let accessor = random_b62(24).to_string();
+        let batch = spec.kind == TokenKind::Batch;
+        let accessor = if batch {
+            String::new()
+        } else {
+            random_b62(24).to_string()
+        };
         let mut policies = sanitize_policies(spec.policies.clone());
         if !spec.no_default_policy && !policies.iter().any(|p| p == "root") {
             policies.push("default".into());
@@ -298,7 +334,18 @@ impl TokenStore {
             path: spec.path,
             entity_id: spec.entity_id,
             bound_cidrs: spec.bound_cidrs,
+            kind: spec.kind,
         };
+        if batch {
+            let mut entry = TokenEntry {
+                renewable: false,
+                id_hash: String::new(),
+                ..entry
+            };
+            let token = batch::seal(&self.batch_key, &entry);
+            entry.id_hash = self.hash(&token);
+            return Ok((token, Arc::new(entry)));
+        }
         let mut ops = vec![
             BarrierOp::Put(
                 format!("id/{}", entry.id_hash),
@@ -365,7 +412,27 @@ impl TokenStore {
         if token.is_empty() {
             return Ok(None);
         }
+        if token.starts_with(batch::PREFIX) {
+            return self.lookup_batch(token);
+        }
         self.valid_by_hash(&self.hash(token))
+    }
+
+    /// A batch token is valid while unexpired and, unless an orphan, while its parent is.
+    fn lookup_batch(&self, token: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        let Some(mut e) = batch::open(&self.batch_key, token) else {
+            return Ok(None);
+        };
+        if e.expire_time.is_some_and(|t| t <= now()) {
+            return Ok(None);
+        }
+        if let Some(p) = &e.parent_hash {
+            if self.valid_by_hash(p)?.is_none() {
+                return Ok(None);
+            }
+        }
+        e.id_hash = self.hash(token);
+        Ok(Some(Arc::new(e)))
     }
 
     pub fn lookup_accessor(&self, accessor: &str) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
