@@ -29,6 +29,8 @@ pub struct ClusterInfo {
 
 /// Everything that exists only while unsealed.
 pub struct Unsealed {
+    /// The identity store (also mounted at `identity/`): logins find their entity here.
+    pub identity: Arc<crate::backend::identity::Identity>,
     pub router: Router,
     pub tokens: TokenStore,
     pub policies: PolicyStore,
@@ -169,6 +171,11 @@ impl Core {
             ];
             root.put_json(mounts::MOUNTS_PATH, &secret)?;
         }
+        // OpenBao always has identity/; tables written before we had it get it now
+        if !secret.iter().any(|e| e.kind == "identity") {
+            secret.push(MountEntry::new("identity/", "identity", "identity store"));
+            root.put_json(mounts::MOUNTS_PATH, &secret)?;
+        }
         let mut auth: Vec<MountEntry> = root.get_json(mounts::AUTH_PATH)?.unwrap_or_default();
         if auth.is_empty() {
             auth = vec![MountEntry::new(
@@ -178,10 +185,18 @@ impl Core {
             )];
             root.put_json(mounts::AUTH_PATH, &auth)?;
         }
+        let identity_entry = secret.iter().find(|e| e.kind == "identity").cloned();
+        let identity = Arc::new(crate::backend::identity::Identity::new(View::new(
+            b.clone(),
+            mounts::view_prefix(identity_entry.as_ref().expect("added above"), false),
+        )));
         for (entries, is_auth) in [(&secret, false), (&auth, true)] {
             for e in entries.iter() {
                 let view = View::new(b.clone(), mounts::view_prefix(e, is_auth));
-                let handler = mounts::instantiate(e, view)?;
+                let handler = match e.kind.as_str() {
+                    "identity" => Handler::Logical(identity.clone()),
+                    _ => mounts::instantiate(e, view)?,
+                };
                 let prefix = if is_auth {
                     format!("auth/{}", e.path)
                 } else {
@@ -203,6 +218,7 @@ impl Core {
             self.metrics.audit_failures.clone(),
         )?;
         *self.state.write() = Some(Arc::new(Unsealed {
+            identity,
             router,
             tokens,
             policies,
@@ -406,20 +422,34 @@ impl Core {
             Handler::Logical(b) => b.handle(req),
         }?;
         if let Some(spec) = resp.login.take() {
-            resp.auth = Some(self.mint_login(u, spec, req)?);
+            resp.auth = Some(self.mint_login(u, spec, mount, req)?);
         }
         resp.request_id = req.id.clone();
         Ok(resp)
     }
 
     /// The token of a successful login. No auth method may mint a root token.
-    fn mint_login(&self, u: &Unsealed, spec: AuthSpec, req: &Request) -> Result<Value, ApiError> {
+    fn mint_login(
+        &self,
+        u: &Unsealed,
+        spec: AuthSpec,
+        mount: &Mount,
+        req: &Request,
+    ) -> Result<Value, ApiError> {
         let policies = crate::token::sanitize_policies(spec.policies);
         if policies.iter().any(|p| p == "root") {
             return Err(ApiError::bad_request(
                 "auth methods cannot create root tokens",
             ));
         }
+        let login_mount = crate::backend::identity::LoginMount {
+            accessor: &mount.entry.accessor,
+            path: &mount.prefix,
+            kind: &mount.entry.kind,
+        };
+        let entity_id = u
+            .identity
+            .entity_for_login(&login_mount, &spec.alias_name)?;
         let (tok, e) = u
             .tokens
             .create(NewToken {
@@ -433,7 +463,7 @@ impl Core {
                 period: spec.period,
                 renewable: spec.renewable,
                 path: req.path.clone(),
-                entity_id: uuid::Uuid::new_v4().to_string(),
+                entity_id,
                 bound_cidrs: spec.bound_cidrs,
                 kind: spec.kind,
                 ..Default::default()

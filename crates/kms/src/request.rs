@@ -69,6 +69,8 @@ pub struct AuthSpec {
     /// The token may be used only from these networks (`token_bound_cidrs`).
     pub bound_cidrs: Vec<crate::cidr::Cidr>,
     pub kind: crate::token::TokenKind,
+    /// The name the login is known by on its mount (the identity alias), e.g. the username.
+    pub alias_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -319,7 +319,9 @@ fn mount_op(
             Ok(Response::no_content())
         }
         Operation::Delete => {
-            if !auth && (path == "sys/" || path == "cubbyhole/") || auth && path == "token/" {
+            if !auth && matches!(path, "sys/" | "cubbyhole/" | "identity/")
+                || auth && path == "token/"
+            {
                 return Err(ApiError::bad_request(format!("cannot unmount \"{path}\"")));
             }
             if let Some(m) = u.router.remove(&prefix) {

@@ -387,3 +387,124 @@ fn any_response_can_be_wrapped_and_unwrapped_once() {
         (403, "error validating wrapping token: token is empty")
     );
 }
+
+#[test]
+fn logins_get_an_entity_that_identity_looks_up_by_id_name_and_alias() {
+    let k = kms();
+    let mounts = k
+        .root(Operation::Read, "sys/mounts", json!({}))
+        .data
+        .unwrap();
+    assert_eq!(
+        mounts["identity/"]["type"], "identity",
+        "identity/ is always mounted"
+    );
+    k.root(
+        Operation::Update,
+        "sys/auth/userpass",
+        json!({"type": "userpass"}),
+    );
+    k.root(
+        Operation::Update,
+        "auth/userpass/users/idu",
+        json!({"password": "pw"}),
+    );
+    let login = || {
+        k.call(
+            Operation::Update,
+            "auth/userpass/login/idu",
+            "",
+            json!({"password": "pw"}),
+        )
+        .unwrap()
+        .auth
+        .unwrap()
+    };
+    let (a1, a2) = (login(), login());
+    let eid = a1["entity_id"].as_str().unwrap().to_string();
+    assert!(!eid.is_empty());
+    assert_eq!(
+        a2["entity_id"],
+        eid.as_str(),
+        "the same user is the same entity"
+    );
+    let t = a1["client_token"].as_str().unwrap();
+    let me = k
+        .call(Operation::Read, "auth/token/lookup-self", t, json!({}))
+        .unwrap();
+    assert_eq!(me.data.unwrap()["entity_id"], eid.as_str());
+    let e = k
+        .root(
+            Operation::Read,
+            &format!("identity/entity/id/{eid}"),
+            json!({}),
+        )
+        .data
+        .unwrap();
+    assert_eq!(e["aliases"][0]["name"], "idu");
+    assert_eq!(e["aliases"][0]["mount_type"], "userpass");
+    let name = e["name"].as_str().unwrap().to_string();
+    let by_name = k.root(
+        Operation::Read,
+        &format!("identity/entity/name/{name}"),
+        json!({}),
+    );
+    assert_eq!(by_name.data.unwrap()["id"], eid.as_str());
+    let acc = e["aliases"][0]["mount_accessor"].clone();
+    let l = k.root(
+        Operation::Update,
+        "identity/lookup/entity",
+        json!({"alias_name": "idu", "alias_mount_accessor": acc}),
+    );
+    assert_eq!(l.data.unwrap()["id"], eid.as_str());
+    let ids = k
+        .root(Operation::List, "identity/entity/id", json!({}))
+        .data
+        .unwrap();
+    assert_eq!(ids["keys"], json!([eid]));
+    // entities made through the API
+    let c = k.root(
+        Operation::Update,
+        "identity/entity",
+        json!({"name": "alice", "policies": ["p1"], "metadata": {"team": "a"}}),
+    );
+    let alice = c.data.unwrap();
+    assert_eq!(alice["name"], "alice");
+    let r = k
+        .root(Operation::Read, "identity/entity/name/alice", json!({}))
+        .data
+        .unwrap();
+    assert_eq!(
+        (r["policies"].clone(), r["metadata"]["team"].clone()),
+        (json!(["p1"]), json!("a"))
+    );
+    assert_eq!(
+        k.call(
+            Operation::Read,
+            "identity/entity/id/nope",
+            &k.root,
+            json!({})
+        )
+        .unwrap_err()
+        .status,
+        404
+    );
+    k.root(Operation::Delete, "identity/entity/name/alice", json!({}));
+    assert_eq!(
+        k.call(
+            Operation::Read,
+            "identity/entity/name/alice",
+            &k.root,
+            json!({})
+        )
+        .unwrap_err()
+        .status,
+        404
+    );
+    assert_eq!(
+        k.call(Operation::Delete, "sys/mounts/identity", &k.root, json!({}))
+            .unwrap_err()
+            .status,
+        400
+    );
+}

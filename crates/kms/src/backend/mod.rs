@@ -4,6 +4,7 @@
 
 use crate::request::{ApiError, Operation, Request, Response};
 
+pub mod identity;
 pub mod kv;
 pub mod transit;
 pub mod userpass;

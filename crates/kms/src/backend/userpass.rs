@@ -149,6 +149,7 @@ impl Userpass {
             no_default_policy: u.token_no_default_policy,
             bound_cidrs,
             kind: u.token_type.unwrap_or_default(),
+            alias_name: name.to_string(),
         }))
     }
 }
