@@ -275,7 +275,10 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
     };
     match result {
         Ok(resp) => {
-            let id = if resp.request_id.is_empty() {
+            // a wrapped answer carries no request id (OpenBao sends "")
+            let id = if resp.wrap_info.is_some() {
+                String::new()
+            } else if resp.request_id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
             } else {
                 resp.request_id.clone()
