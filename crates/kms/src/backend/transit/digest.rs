@@ -1,0 +1,287 @@
+//! Transit `hmac`, `verify` and `hash`: keyed and plain digests.
+
+use super::*;
+
+impl Transit {
+    /// OpenBao's `Policy.HMACKey`.
+    pub(super) fn hmac_key(p: &KeyPolicy, ver: i64) -> Result<&[u8], String> {
+        if p.soft_deleted {
+            return Err(keys::SOFT_DELETED.into());
+        }
+        if ver < 0 {
+            return Err("key version does not exist (cannot be negative)".into());
+        }
+        if ver > p.latest_version {
+            return Err(format!(
+                "key version does not exist; latest key version is {}",
+                p.latest_version
+            ));
+        }
+        p.entry(ver)
+            .map(|e| &e.hmac_key.0[..])
+            .ok_or_else(|| "no such key version".to_string())
+    }
+
+    pub(super) fn hmac(
+        &self,
+        name: &str,
+        url_alg: Option<&str>,
+        d: &Data,
+    ) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let ver = prm.int_or("key_version", 0)?;
+        let alg_name = match url_alg {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => prm.str_or("algorithm", "sha2-256")?,
+        };
+        let policy = self
+            .load_current(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+        let ver = if ver == 0 {
+            policy.latest_version
+        } else if ver != policy.latest_version
+            && policy.min_encryption_version > 0
+            && ver < policy.min_encryption_version
+        {
+            return Err(bad(
+                "cannot generate HMAC: version is too old (disallowed by policy)",
+            ));
+        } else {
+            ver
+        };
+        let key = Zeroizing::new(Self::hmac_key(&policy, ver).map_err(bad)?.to_vec());
+        let Some(alg) = HashAlg::parse(&alg_name) else {
+            // OpenBao prints the zero value of its hash type here
+            return Err(bad("unsupported algorithm '\\x00'"));
+        };
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let inputs: Vec<Map<String, Value>> = match batch_raw {
+            Some(raw) => {
+                let v = decode_batch_loose(raw, false, &[])?;
+                if v.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                v
+            }
+            None => {
+                let Some(input) = prm.str("input")? else {
+                    return Err(bad("missing input for HMAC"));
+                };
+                let mut m = Map::new();
+                m.insert("input".into(), json!(input));
+                vec![m]
+            }
+        };
+        let mut results: Vec<Result<String, String>> = Vec::with_capacity(inputs.len());
+        for m in &inputs {
+            let r = match item_str(m, "input") {
+                None => Err("missing input for HMAC".to_string()),
+                Some(s) => match go_b64_decode(&s) {
+                    Err(e) => Err(format!("unable to decode input as base64: {e}")),
+                    Ok(input) => Ok(format_versioned(ver, &keys::hmac(alg, &key, &input))),
+                },
+            };
+            results.push(r);
+        }
+        let resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(&inputs)
+                .map(|(r, m)| {
+                    let mut o = Map::new();
+                    match r {
+                        Ok(h) => o.insert("hmac".into(), Value::String(h)),
+                        Err(e) => o.insert("error".into(), Value::String(e)),
+                    };
+                    o.insert(
+                        "reference".into(),
+                        Value::String(item_str(m, "reference").unwrap_or_default()),
+                    );
+                    Value::Object(o)
+                })
+                .collect();
+            Response::data(batch::object([("batch_results", Value::Array(out))]))
+        } else {
+            let h = results.pop().expect("one item").map_err(bad)?;
+            Response::data(batch::object([("hmac", Value::String(h))]))
+        };
+        Ok(resp)
+    }
+
+    pub(super) fn verify(
+        &self,
+        name: &str,
+        url_alg: Option<&str>,
+        d: &Data,
+    ) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
+        let items: Vec<Map<String, Value>> = match batch_raw {
+            Some(raw) => {
+                let v = decode_batch_loose(raw, false, &[])?;
+                if v.is_empty() {
+                    return Err(bad("missing batch input to process"));
+                }
+                v
+            }
+            None => {
+                let mut m = Map::new();
+                m.insert("input".into(), json!(prm.str_or("input", "")?));
+                if let Some(s) = prm.str("signature")? {
+                    m.insert("signature".into(), json!(s));
+                }
+                if let Some(h) = prm.str("hmac")? {
+                    m.insert("hmac".into(), json!(h));
+                }
+                m.insert("context".into(), json!(prm.str_or("context", "")?));
+                vec![m]
+            }
+        };
+        let (mut sig_found, mut hmac_found, mut missing) = (false, false, false);
+        for m in &items {
+            if m.contains_key("signature") {
+                sig_found = true;
+            } else if m.contains_key("hmac") {
+                hmac_found = true;
+            } else {
+                missing = true;
+            }
+        }
+        let single = batch_raw.is_none();
+        let err = if single && sig_found && hmac_found {
+            Some("provide one of 'signature' or 'hmac'")
+        } else if single && !sig_found && !hmac_found {
+            Some("neither a 'signature' nor an 'hmac' were given to verify")
+        } else if sig_found && hmac_found {
+            Some("elements of batch_input must all provide 'signature' or all provide 'hmac'")
+        } else if missing && sig_found {
+            Some("some elements of batch_input are missing 'signature'")
+        } else if missing && hmac_found {
+            Some("some elements of batch_input are missing 'hmac'")
+        } else if missing {
+            Some("no batch_input elements have 'signature' or 'hmac'")
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            return Err(bad(e));
+        }
+        let alg_name = match url_alg {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => match prm.str_or("hash_algorithm", "")? {
+                s if !s.is_empty() => s,
+                _ => match prm.str_or("algorithm", "")? {
+                    s if !s.is_empty() => s,
+                    _ => "sha2-256".to_string(),
+                },
+            },
+        };
+        if !hmac_found {
+            // signatures: no signing key types exist here
+            if HashAlg::parse(&alg_name).is_none() && alg_name != "none" {
+                return Err(bad(format!("invalid hash algorithm {alg_name:?}")));
+            }
+            let p = self
+                .load(name)?
+                .ok_or_else(|| bad("signature verification key not found"))?;
+            return Err(bad(format!(
+                "key type {} does not support verification",
+                p.key_type.as_str()
+            )));
+        }
+        let policy = self
+            .load(name)?
+            .ok_or_else(|| bad("encryption key not found"))?;
+        let Some(alg) = HashAlg::parse(&alg_name) else {
+            return Err(bad(format!("invalid hash algorithm {alg_name:?}")));
+        };
+        let mut results: Vec<Result<bool, String>> = Vec::with_capacity(items.len());
+        for m in &items {
+            results.push((|| {
+                let input = item_str(m, "input").ok_or("missing input")?;
+                let input = go_b64_decode(&input)
+                    .map_err(|e| format!("unable to decode input as base64: {e}"))?;
+                let mac = item_str(m, "hmac").ok_or("missing hmac")?;
+                let v = parse_versioned(&mac).map_err(|e| e.hmac_msg().to_string())?;
+                let given = v
+                    .payload()
+                    .map_err(|e| format!("unable to decode verification HMAC as base64: {e}"))?;
+                if v.version > policy.latest_version {
+                    return Err("invalid HMAC: version is too new".to_string());
+                }
+                if policy.min_decryption_version > 0 && v.version < policy.min_decryption_version {
+                    return Err(
+                        "cannot verify HMAC: version is too old (disallowed by policy)".to_string(),
+                    );
+                }
+                let key = Self::hmac_key(&policy, v.version)?;
+                Ok(crate::crypto::ct_eq(&keys::hmac(alg, key, &input), &given))
+            })());
+        }
+        let resp = if batch_raw.is_some() {
+            let out: Vec<Value> = results
+                .into_iter()
+                .zip(&items)
+                .map(|(r, m)| {
+                    let mut o = Map::new();
+                    match r {
+                        Ok(true) => {
+                            o.insert("valid".into(), json!(true));
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            o.insert("error".into(), Value::String(e));
+                        }
+                    }
+                    o.insert(
+                        "reference".into(),
+                        Value::String(item_str(m, "reference").unwrap_or_default()),
+                    );
+                    Value::Object(o)
+                })
+                .collect();
+            Response::data(batch::object([("batch_results", Value::Array(out))]))
+        } else {
+            let valid = results.pop().expect("one item").map_err(bad)?;
+            Response::data(json!({ "valid": valid }))
+        };
+        Ok(resp)
+    }
+
+    /// `hash[/<algo>]`: a plain digest of `input`, hex or base64 (no key involved).
+    pub(super) fn hash(&self, url_alg: Option<&str>, d: &Data) -> Result<Response, ApiError> {
+        let prm = Params::validated(d);
+        // the framework converts every declared field before the handler runs
+        let input = prm.str("input")?;
+        let format = prm.str_or("format", "hex")?;
+        let body_alg = prm.str_or("algorithm", "sha2-256")?;
+        // present-but-null is the empty string, as for any string field
+        let input = match (input, d.contains_key("input")) {
+            (Some(s), _) => s,
+            (None, true) => String::new(),
+            (None, false) => return Err(bad("input missing")),
+        };
+        let alg_name = match url_alg {
+            Some(a) if !a.is_empty() => a,
+            _ => body_alg.as_str(),
+        };
+        let input = go_b64_decode(&input)
+            .map_err(|e| bad(format!("unable to decode input as base64: {e}")))?;
+        if format != "hex" && format != "base64" {
+            return Err(bad(format!(
+                "unsupported encoding format {format}; must be \"hex\" or \"base64\""
+            )));
+        }
+        let alg = match HashAlg::parse(alg_name) {
+            Some(a) if a != HashAlg::Sha1 => a,
+            _ => return Err(bad(format!("unsupported algorithm {alg_name}"))),
+        };
+        let sum = keys::digest(alg, &input);
+        let out = if format == "hex" {
+            hex::encode(sum)
+        } else {
+            ciphertext::b64_encode(&sum)
+        };
+        Ok(Response::data(batch::object([("sum", Value::String(out))])))
+    }
+}
