@@ -6,7 +6,7 @@ use crate::duration;
 use crate::request::ApiError;
 use serde_json::{Map, Value};
 
-pub type Data = Map<String, Value>;
+pub use crate::request::Data;
 
 fn bad(field: &str, want: &str) -> ApiError {
     ApiError::bad_request(format!(

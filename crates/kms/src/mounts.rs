@@ -3,7 +3,7 @@
 
 use crate::backend::{kv, transit, userpass, Backend};
 use crate::barrier::View;
-use crate::request::{ApiError, Operation};
+use crate::request::ApiError;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -98,77 +98,27 @@ impl MountEntry {
     }
 }
 
-/// What answers below a mount point.
-#[derive(Clone)]
-pub enum Handler {
-    /// `sys/`: handled by the core itself.
-    System,
-    /// `auth/token/`: the token store's API, handled by the core.
-    Token,
-    Logical(Arc<dyn Backend>),
-}
-
-/// What each kind of handler declares about its paths; the core reads these and names no
-/// backend itself.
-impl Handler {
-    /// Needs no token at all.
-    pub fn unauthenticated(&self, rel: &str) -> bool {
-        match self {
-            Handler::System => crate::sys::unauthenticated(rel),
-            Handler::Token => false,
-            Handler::Logical(b) => b.unauthenticated(rel),
-        }
-    }
-
-    /// Needs `sudo` besides the operation's capability.
-    pub fn needs_sudo(&self, rel: &str, op: Operation) -> bool {
-        match self {
-            Handler::System => crate::sys::needs_sudo(rel, op),
-            Handler::Token => crate::token_api::needs_sudo(rel),
-            Handler::Logical(b) => b.needs_sudo(rel, op),
-        }
-    }
-
-    /// Needs a valid token, but the handler itself decides what the token may see (the UI
-    /// mounts preflight); the path's own ACL is not consulted.
-    pub fn decides_own_access(&self, rel: &str, op: Operation) -> bool {
-        match self {
-            Handler::System => crate::sys::decides_own_access(rel, op),
-            _ => false,
-        }
-    }
-
-    /// The canonical `rel` when it differs (case-insensitive names lower-cased).
-    pub fn canonical_rel(&self, rel: &str) -> Option<String> {
-        match self {
-            Handler::System => crate::sys::canonical_rel(rel),
-            Handler::Token => None,
-            Handler::Logical(b) => b.canonical_rel(rel),
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Mount {
     pub entry: MountEntry,
     /// Full logical prefix: `secret/`, `auth/userpass/`.
     pub prefix: String,
-    pub handler: Handler,
+    pub handler: Arc<dyn Backend>,
     pub is_auth: bool,
 }
 
 pub const SECRET_TYPES: &[&str] = &["kv", "kv-v1", "kv-v2", "transit", "cubbyhole"];
 pub const AUTH_TYPES: &[&str] = &["userpass", "token"];
 
-/// Instantiate the backend for a mount entry over its storage view.
-pub fn instantiate(entry: &MountEntry, view: View) -> Result<Handler, ApiError> {
+/// Instantiate the backend for a mount entry over its storage view (the catalog of
+/// mountable engines; the built-in `sys/`, `auth/token/` and `identity/` are made by the
+/// core at unseal).
+pub fn instantiate(entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, ApiError> {
     Ok(match entry.kind.as_str() {
-        "system" => Handler::System,
-        "token" => Handler::Token,
-        "kv" => Handler::Logical(Arc::new(kv::Kv::new(view, entry.kv_version()))),
-        "cubbyhole" => Handler::Logical(Arc::new(kv::Kv::cubbyhole(view))),
-        "transit" => Handler::Logical(Arc::new(transit::Transit::new(view))),
-        "userpass" => Handler::Logical(Arc::new(userpass::Userpass::new(view))),
+        "kv" => Arc::new(kv::Kv::new(view, entry.kv_version())),
+        "cubbyhole" => Arc::new(kv::Kv::cubbyhole(view)),
+        "transit" => Arc::new(transit::Transit::new(view)),
+        "userpass" => Arc::new(userpass::Userpass::new(view)),
         other => {
             return Err(ApiError::bad_request(format!(
                 "plugin not found in the catalog: {other}"

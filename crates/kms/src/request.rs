@@ -1,9 +1,11 @@
 //! What flows through the router: a logical [`Request`], a [`Response`] and an [`ApiError`].
 //! The HTTP layer turns these into Vault's exact wire shapes.
 
-use crate::fields::Data;
 use crate::token::TokenEntry;
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// A request's or response's fields (the JSON body, query parameters).
+pub type Data = Map<String, Value>;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -2,13 +2,15 @@
 //! preflight, seal and key status. Paths that answer while sealed are in `seal.rs`.
 
 use crate::audit::DeviceConfig;
-use crate::barrier::View;
-use crate::core::{Core, Unsealed};
+use crate::backend::Backend;
 use crate::fields::{self, Data};
 use crate::mounts::{self, Mount, MountEntry};
 use crate::policy::Acl;
 use crate::request::{ApiError, Operation, Request, Response};
+use crate::system::System;
+use crate::unsealed::Unsealed;
 use serde_json::{json, Map, Value};
+use std::sync::{Arc, Weak};
 
 /// sys paths that need no token (they are answered by the HTTP layer before routing, but a
 /// request that reaches here by another name must not demand one either).
@@ -55,7 +57,38 @@ fn norm_mount(p: &str) -> String {
 
 const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/", "audit/"];
 
-pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
+/// `sys/` as a backend: its paths, what they need, and a way back to the unsealed state.
+pub struct SystemBackend {
+    unsealed: Weak<Unsealed>,
+    sys: Arc<System>,
+}
+
+impl SystemBackend {
+    pub fn new(unsealed: Weak<Unsealed>, sys: Arc<System>) -> Self {
+        Self { unsealed, sys }
+    }
+}
+
+impl Backend for SystemBackend {
+    fn handle(&self, req: &Request) -> Result<Response, ApiError> {
+        let u = self.unsealed.upgrade().ok_or_else(ApiError::sealed)?;
+        handle(&self.sys, &u, req)
+    }
+    fn unauthenticated(&self, rel: &str) -> bool {
+        unauthenticated(rel)
+    }
+    fn needs_sudo(&self, rel: &str, op: Operation) -> bool {
+        needs_sudo(rel, op)
+    }
+    fn decides_own_access(&self, rel: &str, op: Operation) -> bool {
+        decides_own_access(rel, op)
+    }
+    fn canonical_rel(&self, rel: &str) -> Option<String> {
+        canonical_rel(rel)
+    }
+}
+
+fn handle(sys: &System, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
     let rel = req.rel.trim_end_matches('/');
     let op = req.op;
     let write = matches!(op, Operation::Update | Operation::Create);
@@ -69,7 +102,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
         "policies/acl" if matches!(op, Operation::List | Operation::Read) => {
             Ok(Response::data(json!({"keys": u.policies.list()?})))
         }
-        "capabilities" | "capabilities-self" if write => capabilities(core, u, req),
+        "capabilities" | "capabilities-self" if write => capabilities(u, req),
         "audit" if op == Operation::Read => {
             let mut m = Map::new();
             for c in u.audit.list() {
@@ -82,32 +115,32 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
         }
         "metrics" if op == Operation::Read => {
             let g = crate::metrics::Gauges {
-                sealed: core.barrier.is_sealed(),
+                sealed: u.barrier.is_sealed(),
                 tokens: u.tokens.count().ok(),
             };
             match fields::opt_str(&req.data, "format")?.as_deref() {
                 Some("prometheus") => {
-                    let mut r = Response::data(Value::String(core.metrics.prometheus(&g)));
+                    let mut r = Response::data(Value::String(sys.metrics.prometheus(&g)));
                     r.shape = crate::request::Shape::Text;
                     Ok(r)
                 }
-                None | Some("") | Some("json") => Ok(Response::raw(200, core.metrics.json(&g))),
+                None | Some("") | Some("json") => Ok(Response::raw(200, sys.metrics.json(&g))),
                 Some(f) => Err(ApiError::bad_request(format!(
                     "unsupported metrics format: {f}"
                 ))),
             }
         }
         "seal" if write => {
-            core.seal_now();
+            sys.seal_now();
             Ok(Response::no_content())
         }
         "key-status" if op == Operation::Read => Ok(Response::legacy(json!({
-            "term": core.barrier.active_term()?,
+            "term": u.barrier.active_term()?,
             "install_time": u.active_since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             "encryptions": 0,
         }))),
         "internal/ui/mounts" if op == Operation::Read => {
-            let acl = caller_acl(core, u, req)?;
+            let acl = caller_acl(u, req)?;
             let visible = |m: &Mount| ui_visible(&acl, m);
             let secret = mount_list_where(u, false, visible);
             let auth = mount_list_where(u, true, visible);
@@ -116,15 +149,15 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
         _ => {
             if let Some(p) = rel.strip_prefix("mounts/") {
                 if let Some(p) = p.strip_suffix("/tune") {
-                    return tune(core, u, &norm_mount(p), false, req);
+                    return tune(u, &norm_mount(p), false, req);
                 }
-                return mount_op(core, u, &norm_mount(p), false, req);
+                return mount_op(u, &norm_mount(p), false, req);
             }
             if let Some(p) = rel.strip_prefix("auth/") {
                 if let Some(p) = p.strip_suffix("/tune") {
-                    return tune(core, u, &norm_mount(p), true, req);
+                    return tune(u, &norm_mount(p), true, req);
                 }
-                return mount_op(core, u, &norm_mount(p), true, req);
+                return mount_op(u, &norm_mount(p), true, req);
             }
             if let Some(n) = rel.strip_prefix("policy/") {
                 return policy_op(u, n, req, true);
@@ -133,7 +166,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
                 return policy_op(u, n, req, false);
             }
             if let Some(p) = rel.strip_prefix("audit/") {
-                return audit_op(core, u, &norm_mount(p), req);
+                return audit_op(sys, u, &norm_mount(p), req);
             }
             if let Some(p) = rel.strip_prefix("audit-hash/") {
                 if !write {
@@ -150,13 +183,13 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
                 return Ok(crate::wrapping::wrap_request_data(req));
             }
             if let Some(what) = rel.strip_prefix("wrapping/") {
-                return crate::wrapping::handle(core, u, req, what);
+                return crate::wrapping::handle(u, req, what);
             }
             if let Some(p) = rel.strip_prefix("internal/ui/mounts/") {
                 if op != Operation::Read {
                     return Err(ApiError::unsupported_operation());
                 }
-                return ui_mount(core, u, p, req);
+                return ui_mount(u, p, req);
             }
             let known = [
                 "mounts",
@@ -195,9 +228,9 @@ fn mount_list_where(u: &Unsealed, auth: bool, keep: impl Fn(&Mount) -> bool) -> 
     Value::Object(m)
 }
 
-fn caller_acl(core: &Core, u: &Unsealed, req: &Request) -> Result<std::sync::Arc<Acl>, ApiError> {
+fn caller_acl(u: &Unsealed, req: &Request) -> Result<Arc<Acl>, ApiError> {
     let token = req.token.as_ref().ok_or_else(ApiError::permission_denied)?;
-    core.acl_for(u, token)
+    u.acl(token)
 }
 
 /// What the UI may show a token: the mounts every token has (sys, cubbyhole, identity,
@@ -211,13 +244,7 @@ fn ui_visible(acl: &Acl, m: &Mount) -> bool {
         || acl.any_under(&m.prefix)
 }
 
-fn mount_op(
-    core: &Core,
-    u: &Unsealed,
-    path: &str,
-    auth: bool,
-    req: &Request,
-) -> Result<Response, ApiError> {
+fn mount_op(u: &Unsealed, path: &str, auth: bool, req: &Request) -> Result<Response, ApiError> {
     let prefix = if auth {
         format!("auth/{path}")
     } else {
@@ -307,7 +334,7 @@ fn mount_op(
                 entry.config.max_lease_ttl = fields::duration_or(cfg, "max_lease_ttl", 0)?;
                 entry.config.force_no_cache = fields::bool_or(cfg, "force_no_cache", false)?;
             }
-            let view = View::new(core.barrier.clone(), mounts::view_prefix(&entry, auth));
+            let view = u.mount_view(&entry, auth);
             let handler = mounts::instantiate(&entry, view)?;
             u.router.insert(Mount {
                 entry,
@@ -315,7 +342,7 @@ fn mount_op(
                 handler,
                 is_auth: auth,
             });
-            core.save_mounts(u, auth)?;
+            u.save_mounts(auth)?;
             Ok(Response::no_content())
         }
         Operation::Delete => {
@@ -325,8 +352,8 @@ fn mount_op(
                 return Err(ApiError::bad_request(format!("cannot unmount \"{path}\"")));
             }
             if let Some(m) = u.router.remove(&prefix) {
-                core.save_mounts(u, auth)?;
-                View::new(core.barrier.clone(), mounts::view_prefix(&m.entry, auth)).clear()?;
+                u.save_mounts(auth)?;
+                u.mount_view(&m.entry, auth).clear()?;
             }
             Ok(Response::no_content())
         }
@@ -334,13 +361,7 @@ fn mount_op(
     }
 }
 
-fn tune(
-    core: &Core,
-    u: &Unsealed,
-    path: &str,
-    auth: bool,
-    req: &Request,
-) -> Result<Response, ApiError> {
+fn tune(u: &Unsealed, path: &str, auth: bool, req: &Request) -> Result<Response, ApiError> {
     let prefix = if auth {
         format!("auth/{path}")
     } else {
@@ -391,7 +412,7 @@ fn tune(
             let mut nm = (*m).clone();
             nm.entry = e;
             u.router.insert(nm);
-            core.save_mounts(u, auth)?;
+            u.save_mounts(auth)?;
             Ok(Response::no_content())
         }
         _ => Err(ApiError::unsupported_operation()),
@@ -447,7 +468,7 @@ fn policy_op(u: &Unsealed, name: &str, req: &Request, legacy: bool) -> Result<Re
     }
 }
 
-fn capabilities(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
+fn capabilities(u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
     let paths = fields::opt_str_list(&req.data, "paths")?
         .or(fields::opt_str(&req.data, "path")?.map(|p| vec![p]))
         .unwrap_or_default();
@@ -463,7 +484,7 @@ fn capabilities(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, Ap
             .lookup(&t)?
             .ok_or_else(|| ApiError::bad_request("invalid token"))?
     };
-    let acl = core.acl_for(u, &entry)?;
+    let acl = u.acl(&entry)?;
     let mut out = Map::new();
     let mut all: Vec<String> = Vec::new();
     for p in &paths {
@@ -481,9 +502,9 @@ fn capabilities(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, Ap
     Ok(Response::legacy(Value::Object(out)))
 }
 
-fn audit_op(core: &Core, u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
+fn audit_op(sys: &System, u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
     match req.op {
-        Operation::Update | Operation::Create if !core.options.allow_api_audit_creation => {
+        Operation::Update | Operation::Create if !sys.allow_api_audit_creation => {
             Err(ApiError::bad_request(
                 "cannot enable audit device via API; use declarative, config-based audit device management instead",
             ))
@@ -509,8 +530,8 @@ fn audit_op(core: &Core, u: &Unsealed, path: &str, req: &Request) -> Result<Resp
     }
 }
 
-fn ui_mount(core: &Core, u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
-    let acl = caller_acl(core, u, req)?;
+fn ui_mount(u: &Unsealed, path: &str, req: &Request) -> Result<Response, ApiError> {
+    let acl = caller_acl(u, req)?;
     let m = u
         .router
         .route(path)

@@ -1,10 +1,10 @@
 //! `auth/token/*`: create, lookup, renew and revoke tokens over the token store.
 
-use crate::core::{Core, Unsealed};
 use crate::fields;
 use crate::request::{ApiError, Operation, Request, Response};
 use crate::token::{now, NewToken, TokenEntry, TokenError, TokenKind};
-use std::sync::Arc;
+use crate::unsealed::Unsealed;
+use std::sync::{Arc, Weak};
 use zeroize::Zeroizing;
 
 fn tok_err(e: TokenError) -> ApiError {
@@ -28,9 +28,9 @@ fn caller(req: &Request) -> Result<&Arc<TokenEntry>, ApiError> {
     req.token.as_ref().ok_or_else(ApiError::permission_denied)
 }
 
-fn is_sudo(core: &Core, u: &Unsealed, req: &Request) -> Result<bool, ApiError> {
+fn is_sudo(u: &Unsealed, req: &Request) -> Result<bool, ApiError> {
     let t = caller(req)?;
-    let acl = core.acl_for(u, t)?;
+    let acl = u.acl(t)?;
     Ok(acl.is_root()
         || acl
             .capabilities(&req.path)
@@ -42,12 +42,33 @@ pub fn needs_sudo(rel: &str) -> bool {
     rel.starts_with("revoke-orphan") || rel.starts_with("accessors")
 }
 
-pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
+/// `auth/token/` as a backend over the token store.
+pub struct TokenBackend {
+    unsealed: Weak<Unsealed>,
+}
+
+impl TokenBackend {
+    pub fn new(unsealed: Weak<Unsealed>) -> Self {
+        Self { unsealed }
+    }
+}
+
+impl crate::backend::Backend for TokenBackend {
+    fn handle(&self, req: &Request) -> Result<Response, ApiError> {
+        let u = self.unsealed.upgrade().ok_or_else(ApiError::sealed)?;
+        handle(&u, req)
+    }
+    fn needs_sudo(&self, rel: &str, _op: crate::request::Operation) -> bool {
+        needs_sudo(rel)
+    }
+}
+
+fn handle(u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
     let rel = req.rel.trim_end_matches('/');
     let write = matches!(req.op, Operation::Update | Operation::Create);
     let d = &req.data;
     match rel {
-        "create" | "create-orphan" if write => create(core, u, req, rel == "create-orphan"),
+        "create" | "create-orphan" if write => create(u, req, rel == "create-orphan"),
         "lookup-self" if req.op == Operation::Read || write => {
             let t = caller(req)?;
             let id = req.client_token.as_ref().map(|c| c.as_str());
@@ -142,11 +163,8 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request) -> Result<Response, ApiE
 
 /// `type`: service (also `default` or empty) or batch.
 pub fn token_kind(t: Option<&str>) -> Result<TokenKind, ApiError> {
-    match t.unwrap_or("") {
-        "" | "default" | "service" | "default-service" => Ok(TokenKind::Service),
-        "batch" | "default-batch" => Ok(TokenKind::Batch),
-        _ => Err(ApiError::bad_request("invalid 'token_type' value")),
-    }
+    TokenKind::parse(t.unwrap_or(""))
+        .ok_or_else(|| ApiError::bad_request("invalid 'token_type' value"))
 }
 
 /// What a batch token cannot be (OpenBao's checks and wording).
@@ -194,15 +212,10 @@ fn child_policies(parent: &TokenEntry, d: &fields::Data) -> Result<(Vec<String>,
     Ok((policies, no_default_policy))
 }
 
-fn create(
-    core: &Core,
-    u: &Unsealed,
-    req: &Request,
-    orphan_path: bool,
-) -> Result<Response, ApiError> {
+fn create(u: &Unsealed, req: &Request, orphan_path: bool) -> Result<Response, ApiError> {
     let parent = caller(req)?.clone();
     let d = &req.data;
-    let sudo = is_sudo(core, u, req)?;
+    let sudo = is_sudo(u, req)?;
     let parent_is_root = parent.is_root();
     if parent.kind == TokenKind::Batch {
         return Err(ApiError::bad_request(

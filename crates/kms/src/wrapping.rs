@@ -3,11 +3,10 @@
 //! The wrapping token has only the `response-wrapping` policy, so it opens nothing else.
 
 use crate::barrier::View;
-use crate::core::{Core, Unsealed};
 use crate::fields;
-use crate::mounts;
 use crate::request::{ApiError, Operation, Request, Response, Shape};
 use crate::token::{NewToken, TokenEntry};
+use crate::unsealed::Unsealed;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -30,13 +29,12 @@ fn invalid() -> ApiError {
     ApiError::bad_request("wrapping token is not valid or does not exist")
 }
 
-fn cubbyhole(core: &Core, u: &Unsealed, token_hash: &str) -> Result<View, ApiError> {
+fn cubbyhole(u: &Unsealed, token_hash: &str) -> Result<View, ApiError> {
     let m = u
         .router
         .get("cubbyhole/")
         .ok_or_else(|| ApiError::internal("no cubbyhole mount"))?;
-    let view = View::new(core.barrier.clone(), mounts::view_prefix(&m.entry, false));
-    Ok(view.sub(&format!("{token_hash}/")))
+    Ok(u.mount_view(&m.entry, false).sub(&format!("{token_hash}/")))
 }
 
 /// Whether a response is wrapped when asked: envelopes only (no 204, no status bodies).
@@ -45,13 +43,7 @@ pub fn wrappable(resp: &Response) -> bool {
 }
 
 /// Replace `resp` by a wrapping token valid for `ttl` seconds.
-pub fn wrap(
-    core: &Core,
-    u: &Unsealed,
-    resp: Response,
-    path: &str,
-    ttl: u64,
-) -> Result<Response, ApiError> {
+pub fn wrap(u: &Unsealed, resp: Response, path: &str, ttl: u64) -> Result<Response, ApiError> {
     let data = resp.data_value().map(|d| d.into_owned());
     let wrapped = Wrapped {
         data,
@@ -60,16 +52,10 @@ pub fn wrap(
         renewable: resp.renewable,
         warnings: resp.warnings,
     };
-    store(core, u, &wrapped, path, ttl)
+    store(u, &wrapped, path, ttl)
 }
 
-fn store(
-    core: &Core,
-    u: &Unsealed,
-    w: &Wrapped,
-    path: &str,
-    ttl: u64,
-) -> Result<Response, ApiError> {
+fn store(u: &Unsealed, w: &Wrapped, path: &str, ttl: u64) -> Result<Response, ApiError> {
     let (token, entry) = u
         .tokens
         .create(NewToken {
@@ -83,7 +69,7 @@ fn store(
             ..Default::default()
         })
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    cubbyhole(core, u, &entry.id_hash)?.put_json(KEY, w)?;
+    cubbyhole(u, &entry.id_hash)?.put_json(KEY, w)?;
     let mut info = json!({
         "token": token.as_str(),
         "accessor": entry.accessor,
@@ -133,8 +119,8 @@ fn named(u: &Unsealed, req: &Request) -> Result<Arc<TokenEntry>, ApiError> {
     Ok(e)
 }
 
-fn take(core: &Core, u: &Unsealed, e: &TokenEntry) -> Result<Wrapped, ApiError> {
-    let w: Wrapped = cubbyhole(core, u, &e.id_hash)?
+fn take(u: &Unsealed, e: &TokenEntry) -> Result<Wrapped, ApiError> {
+    let w: Wrapped = cubbyhole(u, &e.id_hash)?
         .get_json(KEY)?
         .ok_or_else(invalid)?;
     u.tokens.revoke_tree(&e.id_hash)?;
@@ -142,7 +128,7 @@ fn take(core: &Core, u: &Unsealed, e: &TokenEntry) -> Result<Wrapped, ApiError> 
 }
 
 /// `sys/wrapping/{wrap,unwrap,lookup,rewrap}`; `op` is the write of each.
-pub fn handle(core: &Core, u: &Unsealed, req: &Request, what: &str) -> Result<Response, ApiError> {
+pub fn handle(u: &Unsealed, req: &Request, what: &str) -> Result<Response, ApiError> {
     if !matches!(req.op, Operation::Update | Operation::Create) {
         return Err(ApiError::unsupported_operation());
     }
@@ -159,7 +145,7 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request, what: &str) -> Result<Re
             })))
         }
         "unwrap" => {
-            let w = take(core, u, &*named(u, req)?)?;
+            let w = take(u, &*named(u, req)?)?;
             let mut r = Response::data(w.data.unwrap_or(Value::Null));
             r.auth = w.auth;
             r.lease_duration = w.lease_duration;
@@ -169,8 +155,8 @@ pub fn handle(core: &Core, u: &Unsealed, req: &Request, what: &str) -> Result<Re
         }
         "rewrap" => {
             let e = named(u, req)?;
-            let w = take(core, u, &e)?;
-            store(core, u, &w, &e.path, e.creation_ttl)
+            let w = take(u, &e)?;
+            store(u, &w, &e.path, e.creation_ttl)
         }
         _ => Err(ApiError::unsupported_path()),
     }

@@ -24,6 +24,12 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Paths where a valid token is enough and the handler decides what the token may see
+    /// (the UI mounts preflight); the path's own ACL is not consulted.
+    fn decides_own_access(&self, _rel: &str, _op: Operation) -> bool {
+        false
+    }
+
     /// Paths (relative to the mount) that need `sudo` besides the operation's capability.
     fn needs_sudo(&self, _rel: &str, _op: Operation) -> bool {
         false

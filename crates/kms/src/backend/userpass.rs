@@ -79,7 +79,10 @@ impl Userpass {
         if let Some(t) = fields::opt_str(d, "token_type")? {
             u.token_type = match t.as_str() {
                 "" | "default" => None,
-                other => Some(crate::token_api::token_kind(Some(other))?),
+                other => Some(
+                    crate::token::TokenKind::parse(other)
+                        .ok_or_else(|| ApiError::bad_request("invalid 'token_type' value"))?,
+                ),
             };
         }
         if let Some(b) = fields::opt_bool(d, "token_no_default_policy")? {

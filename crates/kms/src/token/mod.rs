@@ -32,6 +32,15 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
+    /// A `type` / `token_type` value: service (also `default`, empty) or batch.
+    pub fn parse(t: &str) -> Option<TokenKind> {
+        match t {
+            "" | "default" | "service" | "default-service" => Some(TokenKind::Service),
+            "batch" | "default-batch" => Some(TokenKind::Batch),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TokenKind::Service => "service",

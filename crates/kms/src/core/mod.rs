@@ -1,43 +1,36 @@
 //! The core: owns the barrier, the seal state and, while unsealed, the router, token store,
 //! policy store and audit broker. Every API request goes through [`Core::handle`]:
 //!
-//!   sealed? → route → authenticate token → create/update by existence → ACL → audit request
-//!   → backend → mint login token → audit response → count token use
+//!   sealed? → canonical path → route → authenticate token (spend a use) → create/update by
+//!   existence → ACL (with what the mount's backend declares: sudo, unauthenticated and
+//!   case-folded paths) → audit request → backend → mint login token → wrap → audit response
 //!
-//! Status endpoints that must answer while sealed (health, seal-status, init, unseal) live in
-//! `seal.rs`; `sys/*` in `sys.rs`; `auth/token/*` in `token_api.rs`.
+//! The core names no backend in this pipeline: `sys/` and `auth/token/` are ordinary
+//! backends ([`SystemBackend`], [`TokenBackend`]) built here at unseal with a weak reference
+//! to the [`Unsealed`] state and a [`System`] handle instead of the core. Status endpoints
+//! that must answer while sealed (health, seal-status, init, unseal) live in `seal.rs`.
 
 use crate::audit::AuditBroker;
+use crate::backend::identity::Identity;
+use crate::backend::Backend;
 use crate::barrier::{Barrier, View};
-use crate::mounts::{self, Handler, Mount, MountEntry, Router};
-use crate::policy::{Acl, Caps};
+use crate::mounts::{self, Mount, MountEntry, Router};
+use crate::policy::Caps;
 use crate::policy_store::PolicyStore;
 use crate::request::{ApiError, AuthSpec, Operation, Request, Response};
-use crate::seal::SealState;
+mod seal;
+
 use crate::storage::Storage;
+use crate::sys::SystemBackend;
+use crate::system::System;
 use crate::token::{NewToken, TokenEntry, TokenStore};
+use crate::token_api::TokenBackend;
+pub use crate::unsealed::{ClusterInfo, Unsealed};
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
+pub use seal::SealConfig;
+use seal::SealState;
 use serde_json::{json, Value};
-use std::sync::Arc;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    pub name: String,
-    pub id: String,
-}
-
-/// Everything that exists only while unsealed.
-pub struct Unsealed {
-    /// The identity store (also mounted at `identity/`): logins find their entity here.
-    pub identity: Arc<crate::backend::identity::Identity>,
-    pub router: Router,
-    pub tokens: TokenStore,
-    pub policies: PolicyStore,
-    pub audit: AuditBroker,
-    pub cluster: ClusterInfo,
-    pub active_since: chrono::DateTime<chrono::Utc>,
-}
+use std::sync::{Arc, Weak};
 
 #[derive(Clone, Debug, Default)]
 pub struct CoreOptions {
@@ -55,7 +48,9 @@ pub struct CoreOptions {
 }
 
 pub struct Core {
-    pub metrics: crate::metrics::Metrics,
+    /// Itself, for the sealer handed to `sys/seal`.
+    me: Weak<Core>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub barrier: Arc<Barrier>,
     pub seal: Mutex<SealState>,
     pub state: RwLock<Option<Arc<Unsealed>>>,
@@ -79,7 +74,7 @@ pub struct Incoming {
 struct Routed {
     mount_type: String,
     rel: String,
-    handler: Option<Handler>,
+    handler: Option<Arc<dyn Backend>>,
 }
 
 fn op_caps(op: Operation) -> Caps {
@@ -95,8 +90,9 @@ fn op_caps(op: Operation) -> Caps {
 
 impl Core {
     pub fn new(storage: Arc<dyn Storage>, options: CoreOptions) -> Arc<Self> {
-        Arc::new(Self {
-            metrics: crate::metrics::Metrics::default(),
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            metrics: Arc::default(),
             barrier: Arc::new(Barrier::new(storage)),
             seal: Mutex::new(SealState::default()),
             state: RwLock::new(None),
@@ -142,72 +138,26 @@ impl Core {
     pub(crate) fn post_unseal(&self) -> Result<(), ApiError> {
         let b = self.barrier.clone();
         let root = View::new(b.clone(), "");
-        let cluster: ClusterInfo = match root.get_json("core/cluster")? {
-            Some(c) => c,
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                let c = ClusterInfo {
-                    name: format!("vault-cluster-{}", &id[..8]),
-                    id,
-                };
-                root.put_json("core/cluster", &c)?;
-                c
-            }
-        };
-        let router = Router::default();
-        let mut secret: Vec<MountEntry> = root.get_json(mounts::MOUNTS_PATH)?.unwrap_or_default();
-        if secret.is_empty() {
-            secret = vec![
-                MountEntry::new(
-                    "cubbyhole/",
-                    "cubbyhole",
-                    "per-token private secret storage",
-                ),
-                MountEntry::new(
-                    "sys/",
-                    "system",
-                    "system endpoints used for control, policy and debugging",
-                ),
-            ];
-            root.put_json(mounts::MOUNTS_PATH, &secret)?;
-        }
-        // OpenBao always has identity/; tables written before we had it get it now
-        if !secret.iter().any(|e| e.kind == "identity") {
-            secret.push(MountEntry::new("identity/", "identity", "identity store"));
-            root.put_json(mounts::MOUNTS_PATH, &secret)?;
-        }
-        let mut auth: Vec<MountEntry> = root.get_json(mounts::AUTH_PATH)?.unwrap_or_default();
-        if auth.is_empty() {
-            auth = vec![MountEntry::new(
-                "token/",
-                "token",
-                "token based credentials",
-            )];
-            root.put_json(mounts::AUTH_PATH, &auth)?;
-        }
-        let identity_entry = secret.iter().find(|e| e.kind == "identity").cloned();
-        let identity = Arc::new(crate::backend::identity::Identity::new(View::new(
+        let cluster = cluster_info(&root)?;
+        let (secret, auth) = mount_tables(&root)?;
+        let identity_entry = secret.iter().find(|e| e.kind == "identity");
+        let identity_entry = identity_entry.expect("mount_tables adds identity/");
+        let identity = Arc::new(Identity::new(View::new(
             b.clone(),
-            mounts::view_prefix(identity_entry.as_ref().expect("added above"), false),
+            mounts::view_prefix(identity_entry, false),
         )));
+        // the mountable engines first (fallible), the built-ins once the state exists
+        let mut engines = vec![];
         for (entries, is_auth) in [(&secret, false), (&auth, true)] {
             for e in entries.iter() {
-                let view = View::new(b.clone(), mounts::view_prefix(e, is_auth));
-                let handler = match e.kind.as_str() {
-                    "identity" => Handler::Logical(identity.clone()),
-                    _ => mounts::instantiate(e, view)?,
+                let engine = match e.kind.as_str() {
+                    "system" | "token" | "identity" => None,
+                    _ => Some(mounts::instantiate(
+                        e,
+                        View::new(b.clone(), mounts::view_prefix(e, is_auth)),
+                    )?),
                 };
-                let prefix = if is_auth {
-                    format!("auth/{}", e.path)
-                } else {
-                    e.path.clone()
-                };
-                router.insert(Mount {
-                    entry: e.clone(),
-                    prefix,
-                    handler,
-                    is_auth,
-                });
+                engines.push((e.clone(), is_auth, engine));
             }
         }
         let tokens = TokenStore::open(View::new(b.clone(), "sys/token/"))?;
@@ -217,43 +167,58 @@ impl Core {
             &self.options.audit_devices,
             self.metrics.audit_failures.clone(),
         )?;
-        *self.state.write() = Some(Arc::new(Unsealed {
-            identity,
-            router,
-            tokens,
-            policies,
-            audit,
-            cluster,
-            active_since: chrono::Utc::now(),
-        }));
+        let state = Arc::new_cyclic(|me: &Weak<Unsealed>| {
+            let router = Router::default();
+            for (entry, is_auth, engine) in engines {
+                let handler: Arc<dyn Backend> = match (entry.kind.as_str(), engine) {
+                    (_, Some(engine)) => engine,
+                    ("system", None) => Arc::new(SystemBackend::new(me.clone(), self.system())),
+                    ("token", None) => Arc::new(TokenBackend::new(me.clone())),
+                    _ => identity.clone(),
+                };
+                let prefix = match is_auth {
+                    true => format!("auth/{}", entry.path),
+                    false => entry.path.clone(),
+                };
+                router.insert(Mount {
+                    entry,
+                    prefix,
+                    handler,
+                    is_auth,
+                });
+            }
+            Unsealed {
+                barrier: b.clone(),
+                identity: identity.clone(),
+                router,
+                tokens,
+                policies,
+                audit,
+                cluster,
+                active_since: chrono::Utc::now(),
+            }
+        });
+        *self.state.write() = Some(state);
         Ok(())
+    }
+
+    /// What the built-in backends may do to the server (see [`System`]).
+    fn system(&self) -> Arc<System> {
+        let me = self.me.clone();
+        Arc::new(System::new(
+            self.metrics.clone(),
+            self.options.allow_api_audit_creation,
+            Box::new(move || {
+                if let Some(core) = me.upgrade() {
+                    core.seal_now()
+                }
+            }),
+        ))
     }
 
     pub(crate) fn pre_seal(&self) {
         *self.state.write() = None;
         self.barrier.seal();
-    }
-
-    /// Persist the mount table that `prefix`'s kind belongs to.
-    pub(crate) fn save_mounts(&self, u: &Unsealed, auth: bool) -> Result<(), ApiError> {
-        let entries: Vec<MountEntry> = u
-            .router
-            .all()
-            .iter()
-            .filter(|m| m.is_auth == auth)
-            .map(|m| m.entry.clone())
-            .collect();
-        let path = if auth {
-            mounts::AUTH_PATH
-        } else {
-            mounts::MOUNTS_PATH
-        };
-        View::new(self.barrier.clone(), "").put_json(path, &entries)?;
-        Ok(())
-    }
-
-    pub fn acl_for(&self, u: &Unsealed, token: &TokenEntry) -> Result<Arc<Acl>, ApiError> {
-        u.policies.acl(&token.policies)
     }
 
     /// The full request pipeline, timed and counted for `sys/metrics`.
@@ -268,7 +233,7 @@ impl Core {
         };
         self.metrics
             .record(&routed.mount_type, op.as_str(), status, start.elapsed());
-        if let (Some(Handler::Logical(b)), true) = (&routed.handler, status < 400) {
+        if let (Some(b), true) = (&routed.handler, status < 400) {
             if let Some((key, kind)) = b.key_operation(&routed.rel) {
                 self.metrics.transit_op(key, kind);
             }
@@ -311,7 +276,7 @@ impl Core {
             .dispatch(&u, &mount, &req)
             .and_then(|resp| match req.wrap_ttl {
                 Some(ttl) if crate::wrapping::wrappable(&resp) => {
-                    crate::wrapping::wrap(self, &u, resp, &req.path, ttl)
+                    crate::wrapping::wrap(&u, resp, &req.path, ttl)
                 }
                 _ => Ok(resp),
             });
@@ -395,11 +360,11 @@ impl Core {
         mount: Option<&Mount>,
         remote: &str,
     ) -> Result<(), ApiError> {
-        let acl = self.acl_for(u, token)?;
+        let acl = u.acl(token)?;
         let caps = acl.capabilities(&req.path);
         let both = acl.is_root() || (caps.contains(Caps::CREATE) && caps.contains(Caps::UPDATE));
         if req.op == Operation::Update && !both {
-            if let Some(Handler::Logical(b)) = mount.map(|m| &m.handler) {
+            if let Some(b) = mount.map(|m| &m.handler) {
                 if b.exists(req)? == Some(false) {
                     req.op = Operation::Create;
                 }
@@ -416,11 +381,7 @@ impl Core {
 
     /// Run the handler, then mint the token a login asked for.
     fn dispatch(&self, u: &Unsealed, mount: &Mount, req: &Request) -> Result<Response, ApiError> {
-        let mut resp = match &mount.handler {
-            Handler::System => crate::sys::handle(self, u, req),
-            Handler::Token => crate::token_api::handle(self, u, req),
-            Handler::Logical(b) => b.handle(req),
-        }?;
+        let mut resp = mount.handler.handle(req)?;
         if let Some(spec) = resp.login.take() {
             resp.auth = Some(self.mint_login(u, spec, mount, req)?);
         }
@@ -479,9 +440,7 @@ impl Core {
             return Ok(());
         }
         for m in u.router.all() {
-            if let Handler::Logical(b) = &m.handler {
-                b.tokens_revoked(&gone)?;
-            }
+            m.handler.tokens_revoked(&gone)?;
         }
         Ok(())
     }
@@ -502,4 +461,56 @@ impl Core {
             "raft_applied_index": 0,
         }))
     }
+}
+
+/// The cluster's name and id, made on first unseal.
+fn cluster_info(root: &View) -> Result<ClusterInfo, ApiError> {
+    if let Some(c) = root.get_json("core/cluster")? {
+        return Ok(c);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let c = ClusterInfo {
+        name: format!("vault-cluster-{}", &id[..8]),
+        id,
+    };
+    root.put_json("core/cluster", &c)?;
+    Ok(c)
+}
+
+/// The secret and auth mount tables, with the built-in mounts every server has.
+fn mount_tables(root: &View) -> Result<(Vec<MountEntry>, Vec<MountEntry>), ApiError> {
+    let mut secret: Vec<MountEntry> = root.get_json(mounts::MOUNTS_PATH)?.unwrap_or_default();
+    let builtin = [
+        (
+            "cubbyhole/",
+            "cubbyhole",
+            "per-token private secret storage",
+        ),
+        (
+            "sys/",
+            "system",
+            "system endpoints used for control, policy and debugging",
+        ),
+        ("identity/", "identity", "identity store"),
+    ];
+    let before = secret.len();
+    for (path, kind, description) in builtin {
+        // tables written before a built-in existed get it now
+        if !secret.iter().any(|e| e.kind == kind) {
+            secret.push(MountEntry::new(path, kind, description));
+        }
+    }
+    if secret.len() != before {
+        root.put_json(mounts::MOUNTS_PATH, &secret)?;
+    }
+    let mut auth: Vec<MountEntry> = root.get_json(mounts::AUTH_PATH)?.unwrap_or_default();
+    if !auth.iter().any(|e| e.kind == "token") {
+        auth.push(MountEntry::new(
+            "token/",
+            "token",
+            "token based credentials",
+        ));
+        root.put_json(mounts::AUTH_PATH, &auth)?;
+    }
+    Ok((secret, auth))
 }

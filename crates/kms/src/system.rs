@@ -1,0 +1,32 @@
+//! What the built-in backends (`sys/`, `auth/token/`) may do to the server beyond the
+//! unsealed state: seal it, read its metrics, know its policy on API-created audit devices.
+//! They get this instead of the core, so no backend depends on the core.
+
+use crate::metrics::Metrics;
+use std::sync::Arc;
+
+pub struct System {
+    pub metrics: Arc<Metrics>,
+    /// OpenBao's `unsafe_allow_api_audit_creation`.
+    pub allow_api_audit_creation: bool,
+    sealer: Box<dyn Fn() + Send + Sync>,
+}
+
+impl System {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        allow_api_audit_creation: bool,
+        sealer: Box<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        Self {
+            metrics,
+            allow_api_audit_creation,
+            sealer,
+        }
+    }
+
+    /// Seal the server now (`sys/seal`).
+    pub fn seal_now(&self) {
+        (self.sealer)()
+    }
+}
