@@ -1,5 +1,6 @@
 //! `auth/token/*`: create, lookup, renew and revoke tokens over the token store.
 
+use crate::backend::table::{self, Captures, Ops, Route};
 use crate::fields;
 use crate::request::{ApiError, Operation, Request, Response};
 use crate::token::{now, NewToken, TokenEntry, TokenError, TokenKind};
@@ -37,11 +38,6 @@ fn is_sudo(u: &Unsealed, req: &Request) -> Result<bool, ApiError> {
             .contains(crate::policy::Caps::SUDO))
 }
 
-/// Paths that need `sudo` in addition to the operation's capability.
-pub fn needs_sudo(rel: &str) -> bool {
-    rel.starts_with("revoke-orphan") || rel.starts_with("accessors")
-}
-
 /// `auth/token/` as a backend over the token store.
 pub struct TokenBackend {
     unsealed: Weak<Unsealed>,
@@ -56,109 +52,115 @@ impl TokenBackend {
 impl crate::backend::Backend for TokenBackend {
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
         let u = self.unsealed.upgrade().ok_or_else(ApiError::sealed)?;
-        handle(&u, req)
+        table::dispatch(&*u, ROUTES, req)
     }
-    fn needs_sudo(&self, rel: &str, _op: crate::request::Operation) -> bool {
-        needs_sudo(rel)
+    fn needs_sudo(&self, rel: &str, _op: Operation) -> bool {
+        table::needs_sudo(ROUTES, rel)
     }
 }
 
-fn handle(u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
-    let rel = req.rel.trim_end_matches('/');
-    let write = matches!(req.op, Operation::Update | Operation::Create);
-    let d = &req.data;
-    match rel {
-        "create" | "create-orphan" if write => create(u, req, rel == "create-orphan"),
-        "lookup-self" if req.op == Operation::Read || write => {
-            let t = caller(req)?;
-            let id = req.client_token.as_ref().map(|c| c.as_str());
-            Ok(Response::data(t.lookup_data(id, now())))
+const W: Ops = Ops::WRITE;
+const RW: Ops = Ops::READ.or(Ops::WRITE);
+
+/// Every path of the token store.
+static ROUTES: &[Route<Unsealed>] = &[
+    Route::new("create", W, None, &[], |u, r, _| create(u, r, false)),
+    Route::new("create-orphan", W, None, &[], |u, r, _| create(u, r, true)),
+    Route::new("lookup-self", RW, None, &[], lookup_self),
+    Route::new("lookup", RW, None, &[], lookup),
+    Route::new("lookup-accessor", W, None, &[], lookup_accessor),
+    Route::new("renew-self", W, None, &[], |u, r, _| {
+        let token = r.client_token.as_ref().map(|c| c.to_string());
+        renew(u, r, caller(r)?.clone(), token)
+    }),
+    Route::new("renew", W, None, &[], |u, r, _| {
+        let t = fields::opt_str(&r.data, "token")?
+            .ok_or_else(|| ApiError::bad_request("missing token"))?;
+        let e = u.tokens.lookup(&t)?;
+        renew(
+            u,
+            r,
+            e.ok_or_else(|| ApiError::bad_request("invalid token"))?,
+            Some(t),
+        )
+    }),
+    Route::new("renew-accessor", W, None, &[], |u, r, _| {
+        renew(u, r, by_accessor(u, r)?, None)
+    }),
+    Route::new("revoke-self", W, None, &[], |u, r, _| {
+        service_only(caller(r)?, "revoked")?;
+        u.tokens.revoke_tree(&caller(r)?.id_hash)?;
+        Ok(Response::no_content())
+    }),
+    Route::new("revoke", W, None, &[], |u, r, _| revoke(u, r, false)),
+    Route::new("revoke-orphan", W, None, &[], |u, r, _| revoke(u, r, true)).sudo(),
+    Route::new("revoke-accessor", W, None, &[], |u, r, _| {
+        let a = fields::opt_str(&r.data, "accessor")?
+            .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
+        if let Some(e) = u.tokens.lookup_accessor(&a)? {
+            u.tokens.revoke_tree(&e.id_hash)?;
         }
-        "lookup" if req.op == Operation::Read || write => {
-            let tok = fields::opt_str(d, "token")?
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| ApiError::bad_request("missing token to lookup"))?;
-            let tok = Zeroizing::new(tok);
-            let e = u
-                .tokens
-                .lookup(&tok)?
-                .ok_or_else(|| ApiError::bad_request("bad token"))?;
-            Ok(Response::data(e.lookup_data(Some(&tok), now())))
+        Ok(Response::no_content())
+    }),
+];
+
+fn lookup_self(_: &Unsealed, r: &Request, _: &Captures) -> Result<Response, ApiError> {
+    let id = r.client_token.as_ref().map(|c| c.as_str());
+    Ok(Response::data(caller(r)?.lookup_data(id, now())))
+}
+
+fn lookup(u: &Unsealed, r: &Request, _: &Captures) -> Result<Response, ApiError> {
+    let tok = fields::opt_str(&r.data, "token")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing token to lookup"))?;
+    let tok = Zeroizing::new(tok);
+    let e = u
+        .tokens
+        .lookup(&tok)?
+        .ok_or_else(|| ApiError::bad_request("bad token"))?;
+    Ok(Response::data(e.lookup_data(Some(&tok), now())))
+}
+
+fn by_accessor(u: &Unsealed, r: &Request) -> Result<Arc<TokenEntry>, ApiError> {
+    let acc = fields::opt_str(&r.data, "accessor")?
+        .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
+    u.tokens
+        .lookup_accessor(&acc)?
+        .ok_or_else(|| ApiError::bad_request("invalid accessor"))
+}
+
+fn lookup_accessor(u: &Unsealed, r: &Request, _: &Captures) -> Result<Response, ApiError> {
+    Ok(Response::data(by_accessor(u, r)?.lookup_data(None, now())))
+}
+
+fn renew(
+    u: &Unsealed,
+    r: &Request,
+    entry: Arc<TokenEntry>,
+    token: Option<String>,
+) -> Result<Response, ApiError> {
+    service_only(&entry, "renewed")?;
+    let inc = fields::duration_or(&r.data, "increment", 0)?;
+    let (ne, warnings) = u.tokens.renew(&entry, inc).map_err(tok_err)?;
+    let mut resp = Response::data(serde_json::Value::Null);
+    resp.data = None;
+    resp.auth = Some(ne.auth_block(token.as_deref().unwrap_or(""), now()));
+    resp.warnings = warnings;
+    Ok(resp)
+}
+
+fn revoke(u: &Unsealed, r: &Request, orphan: bool) -> Result<Response, ApiError> {
+    let t =
+        fields::opt_str(&r.data, "token")?.ok_or_else(|| ApiError::bad_request("missing token"))?;
+    if let Some(e) = u.tokens.lookup(&t)? {
+        service_only(&e, "revoked")?;
+        if orphan {
+            u.tokens.revoke_orphan(&e.id_hash)?;
+        } else {
+            u.tokens.revoke_tree(&e.id_hash)?;
         }
-        "lookup-accessor" if write => {
-            let acc = fields::opt_str(d, "accessor")?
-                .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
-            let e = u
-                .tokens
-                .lookup_accessor(&acc)?
-                .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
-            Ok(Response::data(e.lookup_data(None, now())))
-        }
-        "renew-self" | "renew" | "renew-accessor" if write => {
-            let (entry, token): (Arc<TokenEntry>, Option<String>) = match rel {
-                "renew-self" => (
-                    caller(req)?.clone(),
-                    req.client_token.as_ref().map(|c| c.to_string()),
-                ),
-                "renew" => {
-                    let t = fields::opt_str(d, "token")?
-                        .ok_or_else(|| ApiError::bad_request("missing token"))?;
-                    let e = u
-                        .tokens
-                        .lookup(&t)?
-                        .ok_or_else(|| ApiError::bad_request("invalid token"))?;
-                    (e, Some(t))
-                }
-                _ => {
-                    let a = fields::opt_str(d, "accessor")?
-                        .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
-                    let e = u
-                        .tokens
-                        .lookup_accessor(&a)?
-                        .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
-                    (e, None)
-                }
-            };
-            service_only(&entry, "renewed")?;
-            let inc = fields::duration_or(d, "increment", 0)?;
-            let (ne, warnings) = u.tokens.renew(&entry, inc).map_err(tok_err)?;
-            let mut r = Response::data(serde_json::Value::Null);
-            r.data = None;
-            r.auth = Some(ne.auth_block(token.as_deref().unwrap_or(""), now()));
-            r.warnings = warnings;
-            Ok(r)
-        }
-        "revoke-self" if write => {
-            service_only(caller(req)?, "revoked")?;
-            u.tokens.revoke_tree(&caller(req)?.id_hash)?;
-            Ok(Response::no_content())
-        }
-        "revoke" | "revoke-orphan" if write => {
-            let t = fields::opt_str(d, "token")?
-                .ok_or_else(|| ApiError::bad_request("missing token"))?;
-            if let Some(e) = u.tokens.lookup(&t)? {
-                service_only(&e, "revoked")?;
-                if rel == "revoke" {
-                    u.tokens.revoke_tree(&e.id_hash)?;
-                } else {
-                    u.tokens.revoke_orphan(&e.id_hash)?;
-                }
-            }
-            Ok(Response::no_content())
-        }
-        "revoke-accessor" if write => {
-            let a = fields::opt_str(d, "accessor")?
-                .ok_or_else(|| ApiError::bad_request("missing accessor"))?;
-            if let Some(e) = u.tokens.lookup_accessor(&a)? {
-                u.tokens.revoke_tree(&e.id_hash)?;
-            }
-            Ok(Response::no_content())
-        }
-        "create" | "create-orphan" | "lookup-self" | "lookup" | "lookup-accessor"
-        | "renew-self" | "renew" | "renew-accessor" | "revoke-self" | "revoke"
-        | "revoke-orphan" | "revoke-accessor" => Err(ApiError::unsupported_operation()),
-        _ => Err(ApiError::unsupported_path()),
     }
+    Ok(Response::no_content())
 }
 
 /// `type`: service (also `default` or empty) or batch.

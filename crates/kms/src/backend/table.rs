@@ -70,6 +70,54 @@ pub struct Route<B: 'static> {
     /// warns when a body value is replaced).
     pub captures: &'static [&'static str],
     pub handler: Handler<B>,
+    /// Needs `sudo` besides the operation's capability (OpenBao's root paths).
+    pub sudo: bool,
+    /// Needs no token (OpenBao's unauthenticated paths).
+    pub unauthenticated: bool,
+}
+
+impl<B> Route<B> {
+    /// A path with no special needs.
+    pub const fn new(
+        pattern: &'static str,
+        ops: Ops,
+        fields: Option<&'static [&'static str]>,
+        captures: &'static [&'static str],
+        handler: Handler<B>,
+    ) -> Self {
+        Route {
+            pattern,
+            ops,
+            fields,
+            captures,
+            handler,
+            sudo: false,
+            unauthenticated: false,
+        }
+    }
+
+    /// The same path, needing `sudo`.
+    pub const fn sudo(self) -> Self {
+        Route { sudo: true, ..self }
+    }
+
+    /// The same path, needing no token.
+    pub const fn unauthenticated(self) -> Self {
+        Route {
+            unauthenticated: true,
+            ..self
+        }
+    }
+}
+
+/// Whether the path `rel` names needs `sudo`.
+pub fn needs_sudo<B>(table: &'static [Route<B>], rel: &str) -> bool {
+    find(table, rel).is_some_and(|(r, _)| r.sudo)
+}
+
+/// Whether the path `rel` names needs no token.
+pub fn unauthenticated<B>(table: &'static [Route<B>], rel: &str) -> bool {
+    find(table, rel).is_some_and(|(r, _)| r.unauthenticated)
 }
 
 /// Names a `:name` segment accepts: OpenBao's `GenericNameRegex`, `\w(([\w-.]+)?\w)?`

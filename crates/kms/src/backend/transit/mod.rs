@@ -475,13 +475,7 @@ const fn route(
     captures: &'static [&'static str],
     handler: table::Handler<Transit>,
 ) -> Route<Transit> {
-    Route {
-        pattern,
-        ops,
-        fields,
-        captures,
-        handler,
-    }
+    Route::new(pattern, ops, fields, captures, handler)
 }
 
 fn keys_name(t: &Transit, r: &Request, c: &Captures) -> Result<Response, ApiError> {
