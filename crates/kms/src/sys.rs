@@ -2,6 +2,7 @@
 //! preflight, seal and key status. Paths that answer while sealed are in `seal.rs`.
 
 use crate::audit::DeviceConfig;
+use crate::backend::table::{self, Captures, Ops, Route};
 use crate::backend::Backend;
 use crate::fields::{self, Data};
 use crate::mounts::{self, Mount, MountEntry};
@@ -11,27 +12,6 @@ use crate::system::System;
 use crate::unsealed::Unsealed;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Weak};
-
-/// sys paths that need no token (they are answered by the HTTP layer before routing, but a
-/// request that reaches here by another name must not demand one either).
-pub fn unauthenticated(rel: &str) -> bool {
-    crate::wrapping::unauthenticated(rel)
-        || matches!(
-            rel.trim_end_matches('/'),
-            "health" | "seal-status" | "init" | "unseal" | "leader"
-        )
-}
-
-/// Paths that need `sudo` in addition to the operation's capability (OpenBao's root paths
-/// of the system backend).
-pub fn needs_sudo(rel: &str, op: Operation) -> bool {
-    let p = rel.trim_end_matches('/');
-    let under = |root: &str| p == root || p.starts_with(&format!("{root}/"));
-    under("audit")
-        || under("raw")
-        || matches!(p, "rotate" | "seal" | "step-down")
-        || (p.starts_with("auth/") && !p.ends_with("/tune") && op != Operation::Read)
-}
 
 /// Paths where a valid token is enough and the handler filters by the token's ACL itself:
 /// the UI's mounts preflight answers for a mount the token has some access under.
@@ -72,13 +52,24 @@ impl SystemBackend {
 impl Backend for SystemBackend {
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
         let u = self.unsealed.upgrade().ok_or_else(ApiError::sealed)?;
-        handle(&self.sys, &u, req)
+        table::dispatch(
+            &Ctx {
+                sys: self.sys.clone(),
+                u,
+            },
+            ROUTES,
+            req,
+        )
     }
     fn unauthenticated(&self, rel: &str) -> bool {
-        unauthenticated(rel)
+        table::unauthenticated(ROUTES, rel)
     }
+    /// The table's root paths, and enabling or disabling an auth method (not reading it,
+    /// nor tuning it).
     fn needs_sudo(&self, rel: &str, op: Operation) -> bool {
-        needs_sudo(rel, op)
+        let auth_change =
+            rel.starts_with("auth/") && !rel.ends_with("/tune") && op != Operation::Read;
+        table::needs_sudo(ROUTES, rel) || auth_change
     }
     fn decides_own_access(&self, rel: &str, op: Operation) -> bool {
         decides_own_access(rel, op)
@@ -88,127 +79,159 @@ impl Backend for SystemBackend {
     }
 }
 
-fn handle(sys: &System, u: &Unsealed, req: &Request) -> Result<Response, ApiError> {
-    let rel = req.rel.trim_end_matches('/');
-    let op = req.op;
-    let write = matches!(op, Operation::Update | Operation::Create);
-    match rel {
-        "mounts" if op == Operation::Read => Ok(Response::legacy(mount_list(u, false))),
-        "auth" if op == Operation::Read => Ok(Response::legacy(mount_list(u, true))),
-        "policy" if matches!(op, Operation::Read | Operation::List) => {
-            let names = u.policies.list()?;
-            Ok(Response::legacy(json!({"keys": names, "policies": names})))
-        }
-        "policies/acl" if matches!(op, Operation::List | Operation::Read) => {
-            Ok(Response::data(json!({"keys": u.policies.list()?})))
-        }
-        "capabilities" | "capabilities-self" if write => capabilities(u, req),
-        "audit" if op == Operation::Read => {
-            let mut m = Map::new();
-            for c in u.audit.list() {
-                m.insert(
-                    c.path.clone(),
-                    json!({"type": c.kind, "description": c.description, "options": c.options, "local": c.local, "path": c.path}),
-                );
-            }
-            Ok(Response::legacy(Value::Object(m)))
-        }
-        "metrics" if op == Operation::Read => {
-            let g = crate::metrics::Gauges {
-                sealed: u.barrier.is_sealed(),
-                tokens: u.tokens.count().ok(),
-            };
-            match fields::opt_str(&req.data, "format")?.as_deref() {
-                Some("prometheus") => {
-                    let mut r = Response::data(Value::String(sys.metrics.prometheus(&g)));
-                    r.shape = crate::request::Shape::Text;
-                    Ok(r)
-                }
-                None | Some("") | Some("json") => Ok(Response::raw(200, sys.metrics.json(&g))),
-                Some(f) => Err(ApiError::bad_request(format!(
-                    "unsupported metrics format: {f}"
-                ))),
-            }
-        }
-        "seal" if write => {
-            sys.seal_now();
-            Ok(Response::no_content())
-        }
-        "key-status" if op == Operation::Read => Ok(Response::legacy(json!({
-            "term": u.barrier.active_term()?,
-            "install_time": u.active_since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+/// What a `sys/` handler works with.
+struct Ctx {
+    sys: Arc<System>,
+    u: Arc<Unsealed>,
+}
+
+/// A `sys/` path (no declared fields, no captures warned about).
+const fn rt(pattern: &'static str, ops: Ops, handler: table::Handler<Ctx>) -> Route<Ctx> {
+    Route::new(pattern, ops, None, &[], handler)
+}
+
+type R = Result<Response, ApiError>;
+const W: Ops = Ops::WRITE;
+const READ: Ops = Ops::READ;
+const RL: Ops = Ops::READ.or(Ops::LIST);
+const RWD: Ops = Ops::READ.or(Ops::WRITE).or(Ops::DELETE);
+
+/// Every path of the system backend, with what each needs.
+static ROUTES: &[Route<Ctx>] = &[
+    rt("mounts", READ, |c, _, _| {
+        Ok(Response::legacy(mount_list(&c.u, false)))
+    }),
+    rt("mounts/*path", RWD, |c, r, p| {
+        mount_or_tune(&c.u, p.get("path"), false, r)
+    }),
+    rt("auth", READ, |c, _, _| {
+        Ok(Response::legacy(mount_list(&c.u, true)))
+    }),
+    rt("auth/*path", RWD, |c, r, p| {
+        mount_or_tune(&c.u, p.get("path"), true, r)
+    }),
+    rt("policy", RL, |c, _, _| {
+        let names = c.u.policies.list()?;
+        Ok(Response::legacy(json!({"keys": names, "policies": names})))
+    }),
+    rt("policy/*name", RWD, |c, r, p| {
+        policy_op(&c.u, p.get("name"), r, true)
+    }),
+    rt("policies/acl", RL, |c, _, _| {
+        Ok(Response::data(json!({"keys": c.u.policies.list()?})))
+    }),
+    rt("policies/acl/*name", RWD, |c, r, p| {
+        policy_op(&c.u, p.get("name"), r, false)
+    }),
+    rt("capabilities", W, |c, r, _| capabilities(&c.u, r)),
+    rt("capabilities-self", W, |c, r, _| capabilities(&c.u, r)),
+    rt("audit", READ, |c, _, _| audit_list(&c.u)).sudo(),
+    rt("audit/*path", RWD, |c, r, p| {
+        audit_op(&c.sys, &c.u, &norm_mount(p.get("path")), r)
+    })
+    .sudo(),
+    rt("audit-hash/*path", W, |c, r, p| {
+        audit_hash(&c.u, p.get("path"), r)
+    }),
+    rt("metrics", READ, |c, r, _| metrics(c, r)),
+    rt("seal", W, |c, _, _| {
+        c.sys.seal_now();
+        Ok(Response::no_content())
+    })
+    .sudo(),
+    rt("key-status", READ, |c, _, _| {
+        Ok(Response::legacy(json!({
+            "term": c.u.barrier.active_term()?,
+            "install_time": c.u.active_since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             "encryptions": 0,
-        }))),
-        "internal/ui/mounts" if op == Operation::Read => {
-            let acl = caller_acl(u, req)?;
-            let visible = |m: &Mount| ui_visible(&acl, m);
-            let secret = mount_list_where(u, false, visible);
-            let auth = mount_list_where(u, true, visible);
-            Ok(Response::data(json!({"secret": secret, "auth": auth})))
-        }
-        _ => {
-            if let Some(p) = rel.strip_prefix("mounts/") {
-                if let Some(p) = p.strip_suffix("/tune") {
-                    return tune(u, &norm_mount(p), false, req);
-                }
-                return mount_op(u, &norm_mount(p), false, req);
-            }
-            if let Some(p) = rel.strip_prefix("auth/") {
-                if let Some(p) = p.strip_suffix("/tune") {
-                    return tune(u, &norm_mount(p), true, req);
-                }
-                return mount_op(u, &norm_mount(p), true, req);
-            }
-            if let Some(n) = rel.strip_prefix("policy/") {
-                return policy_op(u, n, req, true);
-            }
-            if let Some(n) = rel.strip_prefix("policies/acl/") {
-                return policy_op(u, n, req, false);
-            }
-            if let Some(p) = rel.strip_prefix("audit/") {
-                return audit_op(sys, u, &norm_mount(p), req);
-            }
-            if let Some(p) = rel.strip_prefix("audit-hash/") {
-                if !write {
-                    return Err(ApiError::unsupported_operation());
-                }
-                let dev = u
-                    .audit
-                    .get(&norm_mount(p))
-                    .ok_or_else(|| ApiError::bad_request("unknown audit backend"))?;
-                let input = fields::opt_str(&req.data, "input")?.unwrap_or_default();
-                return Ok(Response::legacy(json!({"hash": dev.hash(&input)})));
-            }
-            if rel == "wrapping/wrap" && req.wrap_ttl.is_some() && write {
-                return Ok(crate::wrapping::wrap_request_data(req));
-            }
-            if let Some(what) = rel.strip_prefix("wrapping/") {
-                return crate::wrapping::handle(u, req, what);
-            }
-            if let Some(p) = rel.strip_prefix("internal/ui/mounts/") {
-                if op != Operation::Read {
-                    return Err(ApiError::unsupported_operation());
-                }
-                return ui_mount(u, p, req);
-            }
-            let known = [
-                "mounts",
-                "auth",
-                "policy",
-                "policies/acl",
-                "capabilities",
-                "capabilities-self",
-                "audit",
-                "seal",
-                "key-status",
-                "internal/ui/mounts",
-            ];
-            if known.contains(&rel) {
-                return Err(ApiError::unsupported_operation());
-            }
-            Err(ApiError::unsupported_path())
-        }
+        })))
+    }),
+    rt("internal/ui/mounts", READ, |c, r, _| ui_mounts(&c.u, r)),
+    rt("internal/ui/mounts/*path", READ, |c, r, p| {
+        ui_mount(&c.u, p.get("path"), r)
+    }),
+    rt("wrapping/wrap", W, |c, r, _| match r.wrap_ttl {
+        Some(_) => Ok(crate::wrapping::wrap_request_data(r)),
+        None => crate::wrapping::handle(&c.u, r, "wrap"),
+    }),
+    rt("wrapping/unwrap", W, |c, r, _| {
+        crate::wrapping::handle(&c.u, r, "unwrap")
+    })
+    .unauthenticated(),
+    rt("wrapping/lookup", W, |c, r, _| {
+        crate::wrapping::handle(&c.u, r, "lookup")
+    })
+    .unauthenticated(),
+    rt("wrapping/rewrap", W, |c, r, _| {
+        crate::wrapping::handle(&c.u, r, "rewrap")
+    }),
+    // answered by the HTTP layer while sealed; reached by another name, they need no token
+    rt("health", READ, not_here).unauthenticated(),
+    rt("seal-status", READ, not_here).unauthenticated(),
+    rt("init", RWD, not_here).unauthenticated(),
+    rt("unseal", W, not_here).unauthenticated(),
+    rt("leader", READ, not_here).unauthenticated(),
+    // root paths of OpenBao's we do not serve: still sudo, so a refusal looks the same
+    rt("raw/*path", RWD, not_here).sudo(),
+    rt("rotate", W, not_here).sudo(),
+    rt("step-down", W, not_here).sudo(),
+];
+
+fn not_here(_: &Ctx, _: &Request, _: &Captures) -> R {
+    Err(ApiError::unsupported_path())
+}
+
+fn mount_or_tune(u: &Unsealed, path: &str, auth: bool, req: &Request) -> R {
+    match path.strip_suffix("/tune") {
+        Some(p) => tune(u, &norm_mount(p), auth, req),
+        None => mount_op(u, &norm_mount(path), auth, req),
     }
+}
+
+fn audit_list(u: &Unsealed) -> R {
+    let mut m = Map::new();
+    for c in u.audit.list() {
+        m.insert(
+            c.path.clone(),
+            json!({"type": c.kind, "description": c.description, "options": c.options, "local": c.local, "path": c.path}),
+        );
+    }
+    Ok(Response::legacy(Value::Object(m)))
+}
+
+fn audit_hash(u: &Unsealed, path: &str, req: &Request) -> R {
+    let dev = u
+        .audit
+        .get(&norm_mount(path))
+        .ok_or_else(|| ApiError::bad_request("unknown audit backend"))?;
+    let input = fields::opt_str(&req.data, "input")?.unwrap_or_default();
+    Ok(Response::legacy(json!({"hash": dev.hash(&input)})))
+}
+
+fn metrics(c: &Ctx, req: &Request) -> R {
+    let g = crate::metrics::Gauges {
+        sealed: c.u.barrier.is_sealed(),
+        tokens: c.u.tokens.count().ok(),
+    };
+    match fields::opt_str(&req.data, "format")?.as_deref() {
+        Some("prometheus") => {
+            let mut r = Response::data(Value::String(c.sys.metrics.prometheus(&g)));
+            r.shape = crate::request::Shape::Text;
+            Ok(r)
+        }
+        None | Some("") | Some("json") => Ok(Response::raw(200, c.sys.metrics.json(&g))),
+        Some(f) => Err(ApiError::bad_request(format!(
+            "unsupported metrics format: {f}"
+        ))),
+    }
+}
+
+fn ui_mounts(u: &Unsealed, req: &Request) -> R {
+    let acl = caller_acl(u, req)?;
+    let visible = |m: &Mount| ui_visible(&acl, m);
+    let secret = mount_list_where(u, false, visible);
+    let auth = mount_list_where(u, true, visible);
+    Ok(Response::data(json!({"secret": secret, "auth": auth})))
 }
 
 fn mount_list(u: &Unsealed, auth: bool) -> Value {
