@@ -3,6 +3,7 @@
 //! entity's id, as OpenBao does. Layout: `entity/<id>`, `alias/<id>`, `name/<entity name>` →
 //! id, `by-alias/<mount accessor>/<alias name>` → alias id.
 
+use super::table::{self, Ops, Route};
 use super::Backend;
 use crate::barrier::{BarrierOp, View};
 use crate::fields;
@@ -370,58 +371,62 @@ impl Identity {
 
 impl Backend for Identity {
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
-        let rel = req.rel.trim_end_matches('/');
-        let write = matches!(req.op, Operation::Update | Operation::Create);
-        let op = req.op;
-        match rel {
-            "entity" if write => self.write_entity(req, None, None),
-            "entity/id" if matches!(op, Operation::List) => self.list_entities(false),
-            "entity/name" if matches!(op, Operation::List) => self.list_entities(true),
-            "entity-alias" if write => self.create_alias(req),
-            "entity-alias/id" if matches!(op, Operation::List) => {
-                let keys = self.view.list("alias/")?;
-                if keys.is_empty() {
-                    return Err(ApiError::not_found());
-                }
-                Ok(Response::data(json!({ "keys": keys })))
-            }
-            "lookup/entity" if write => self.lookup(req),
-            _ => self.by_key(req, rel, write),
-        }
+        table::dispatch(self, ROUTES, req)
     }
 }
 
+const W: Ops = Ops::WRITE;
+const RWD: Ops = Ops::READ.or(Ops::WRITE).or(Ops::DELETE);
+
+/// Every path of the identity store.
+static ROUTES: &[Route<Identity>] = &[
+    rt("entity", W, |i, r, _| i.write_entity(r, None, None)),
+    rt("entity/id", Ops::LIST, |i, _, _| i.list_entities(false)),
+    rt("entity/id/:id", RWD, |i, r, c| i.by_id(r, c.get("id"))),
+    rt("entity/name", Ops::LIST, |i, _, _| i.list_entities(true)),
+    rt("entity/name/:name", RWD, |i, r, c| {
+        i.by_name(r, c.get("name"))
+    }),
+    rt("entity-alias", W, |i, r, _| i.create_alias(r)),
+    rt("entity-alias/id", Ops::LIST, |i, _, _| i.list_aliases()),
+    rt("entity-alias/id/:id", Ops::READ, |i, _, c| {
+        let a = i.alias(c.get("id"))?.ok_or_else(ApiError::not_found)?;
+        Ok(Response::data(Identity::alias_json(&a)))
+    }),
+    rt("lookup/entity", W, |i, r, _| i.lookup(r)),
+];
+
+const fn rt(pattern: &'static str, ops: Ops, handler: table::Handler<Identity>) -> Route<Identity> {
+    Route::new(pattern, ops, None, &[], handler)
+}
+
 impl Identity {
-    /// `entity/id/<id>`, `entity/name/<name>`, `entity-alias/id/<id>`.
-    fn by_key(&self, req: &Request, rel: &str, write: bool) -> Result<Response, ApiError> {
-        if let Some(id) = rel.strip_prefix("entity/id/") {
-            let e = self.entity(id)?;
-            return match req.op {
-                Operation::Read => self.found(e),
-                Operation::Delete => self.delete_entity(e),
-                _ if write => match e {
-                    Some(e) => self.write_entity(req, Some(e), None),
-                    None => Err(ApiError::bad_request("entity not found")),
-                },
-                _ => Err(ApiError::unsupported_operation()),
-            };
+    fn list_aliases(&self) -> Result<Response, ApiError> {
+        let keys = self.view.list("alias/")?;
+        if keys.is_empty() {
+            return Err(ApiError::not_found());
         }
-        if let Some(name) = rel.strip_prefix("entity/name/") {
-            let e = self.entity_by_name(name)?;
-            return match req.op {
-                Operation::Read => self.found(e),
-                Operation::Delete => self.delete_entity(e),
-                _ if write => self.write_entity(req, e, Some(name.to_string())),
-                _ => Err(ApiError::unsupported_operation()),
-            };
+        Ok(Response::data(json!({ "keys": keys })))
+    }
+
+    fn by_id(&self, req: &Request, id: &str) -> Result<Response, ApiError> {
+        let e = self.entity(id)?;
+        match req.op {
+            Operation::Read => self.found(e),
+            Operation::Delete => self.delete_entity(e),
+            _ => match e {
+                Some(e) => self.write_entity(req, Some(e), None),
+                None => Err(ApiError::bad_request("entity not found")),
+            },
         }
-        if let Some(id) = rel.strip_prefix("entity-alias/id/") {
-            if req.op != Operation::Read {
-                return Err(ApiError::unsupported_operation());
-            }
-            let a = self.alias(id)?.ok_or_else(ApiError::not_found)?;
-            return Ok(Response::data(Self::alias_json(&a)));
+    }
+
+    fn by_name(&self, req: &Request, name: &str) -> Result<Response, ApiError> {
+        let e = self.entity_by_name(name)?;
+        match req.op {
+            Operation::Read => self.found(e),
+            Operation::Delete => self.delete_entity(e),
+            _ => self.write_entity(req, e, Some(name.to_string())),
         }
-        Err(ApiError::unsupported_path())
     }
 }
