@@ -56,14 +56,33 @@ impl Reservation {
         self.held.as_ref().map_or(0, |p| p.num_permits() * UNIT)
     }
 
-    /// Make sure `bytes` are reserved in all (nothing for a small request).
-    pub async fn cover(&mut self, bytes: usize) -> Result<(), ApiError> {
-        if bytes <= SMALL_REQUEST || bytes <= self.held_bytes() {
+    /// Reserve for a body buffer of `cap` bytes: the buffer, and as much again plus
+    /// [`SMALL_REQUEST`] for its decoded form (strings are copied out of it), so that
+    /// decoding an ordinary body needs nothing more. Nothing for a small body.
+    pub async fn body(&mut self, cap: usize) -> Result<(), ApiError> {
+        if self.held.is_none() && cap <= SMALL_REQUEST / 2 {
             return Ok(());
         }
-        let total = REQUEST_MEMORY / UNIT;
-        let want = bytes.div_ceil(UNIT);
-        if want > total {
+        self.cover(2 * cap + SMALL_REQUEST).await
+    }
+
+    /// Make sure `total` bytes are reserved for the body and its decoding ([`decode_cost`]).
+    /// Nothing for a small request.
+    pub async fn decoding(&mut self, total: usize) -> Result<(), ApiError> {
+        if self.held.is_none() && total <= SMALL_REQUEST {
+            return Ok(());
+        }
+        self.cover(total).await
+    }
+
+    /// Reserve `bytes` in all. A request holding nothing waits up to [`BUDGET_WAIT`]; one
+    /// already holding a share takes more only if it is free at once, so that requests
+    /// never hold memory while waiting for each other's.
+    async fn cover(&mut self, bytes: usize) -> Result<(), ApiError> {
+        if bytes <= self.held_bytes() {
+            return Ok(());
+        }
+        if bytes > REQUEST_MEMORY {
             return Err(ApiError::new(
                 413,
                 format!(
@@ -74,17 +93,20 @@ impl Reservation {
                 ),
             ));
         }
-        let more = (want - self.held_bytes() / UNIT) as u32;
-        let got = tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(more))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| {
-                ApiError::new(
-                    429,
-                    format!("request path {:?}: rate limit quota exceeded", self.path),
-                )
-            })?;
+        let more = (bytes.div_ceil(UNIT) - self.held_bytes() / UNIT) as u32;
+        let got = match self.held {
+            None => tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(more))
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Some(_) => self.budget.clone().try_acquire_many_owned(more).ok(),
+        };
+        let got = got.ok_or_else(|| {
+            ApiError::new(
+                429,
+                format!("request path {:?}: rate limit quota exceeded", self.path),
+            )
+        })?;
         match &mut self.held {
             Some(p) => p.merge(got),
             None => self.held = Some(got),
@@ -146,18 +168,24 @@ mod tests {
     #[tokio::test]
     async fn large_requests_share_the_budget_and_wait_or_are_refused() {
         let budget = Arc::new(Semaphore::new(REQUEST_MEMORY / UNIT));
+        let free = || budget.available_permits() * UNIT;
         let mut small = Reservation::with_budget(budget.clone(), "p");
-        small.cover(SMALL_REQUEST).await.unwrap();
-        assert_eq!(budget.available_permits(), REQUEST_MEMORY / UNIT);
+        small.body(SMALL_REQUEST / 2).await.unwrap();
+        small.decoding(SMALL_REQUEST).await.unwrap();
+        assert_eq!(free(), REQUEST_MEMORY);
 
+        // A body of a quarter of the budget takes half of it (the body and its decoded
+        // copy); decoding within that needs nothing more.
+        let quarter = REQUEST_MEMORY / 4;
         let mut big = Reservation::with_budget(budget.clone(), "p");
-        big.cover(REQUEST_MEMORY / 2).await.unwrap();
-        big.cover(REQUEST_MEMORY * 3 / 4).await.unwrap(); // grows by the difference
-        assert_eq!(budget.available_permits(), REQUEST_MEMORY / 4 / UNIT);
+        big.body(quarter).await.unwrap();
+        big.decoding(2 * quarter).await.unwrap();
+        assert_eq!(free(), REQUEST_MEMORY / 2 - SMALL_REQUEST);
 
+        // Someone holding nothing waits, then is refused with OpenBao's rate-limit answer.
         let mut late = Reservation::with_budget(budget.clone(), "sys/x");
         let t0 = std::time::Instant::now();
-        let err = late.cover(REQUEST_MEMORY / 2).await.unwrap_err();
+        let err = late.body(quarter + SMALL_REQUEST).await.unwrap_err();
         assert_eq!(err.status, 429);
         assert_eq!(
             err.errors,
@@ -165,9 +193,27 @@ mod tests {
         );
         assert!(t0.elapsed() >= BUDGET_WAIT);
 
-        assert_eq!(big.cover(REQUEST_MEMORY + 1).await.unwrap_err().status, 413);
-        drop(big);
-        assert_eq!(budget.available_permits(), REQUEST_MEMORY / UNIT);
-        late.cover(REQUEST_MEMORY / 2).await.unwrap();
+        // Someone holding a share does not wait for more: refused at once when short.
+        let mut other = Reservation::with_budget(budget.clone(), "p");
+        other.body(REQUEST_MEMORY / 8).await.unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(big.decoding(REQUEST_MEMORY).await.unwrap_err().status, 429);
+        assert!(t0.elapsed() < BUDGET_WAIT);
+        // More than the whole budget can never fit: 413.
+        assert_eq!(
+            big.decoding(REQUEST_MEMORY + 1).await.unwrap_err().status,
+            413
+        );
+        drop((big, other));
+        assert_eq!(free(), REQUEST_MEMORY);
+        late.body(quarter).await.unwrap();
+        // Value-heavy JSON in a small body still pays for its decoding.
+        let mut dense = Reservation::with_budget(budget.clone(), "p");
+        dense.body(SMALL_REQUEST / 4).await.unwrap();
+        dense.decoding(4 * SMALL_REQUEST).await.unwrap();
+        assert_eq!(
+            free(),
+            REQUEST_MEMORY / 2 - SMALL_REQUEST - 4 * SMALL_REQUEST
+        );
     }
 }

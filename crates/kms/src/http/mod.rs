@@ -179,12 +179,12 @@ async fn read_body(
             let cap = declared
                 .filter(|&n| n >= need)
                 .unwrap_or(need.max(buf.capacity() * 2).min(limit));
-            mem.cover(cap).await?;
+            mem.body(cap).await?;
             buf.reserve_exact(cap - buf.len());
         }
         buf.extend_from_slice(&data);
     }
-    mem.cover(buf.capacity() + budget::decode_cost(&buf))
+    mem.decoding(buf.capacity() + budget::decode_cost(&buf))
         .await?;
     Ok(buf)
 }
