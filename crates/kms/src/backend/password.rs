@@ -2,11 +2,11 @@
 //! defaults (19 MiB, 2 passes: OWASP's recommendation), and a login runs one even for an
 //! unknown user, so the cost is the attacker's to choose: unbounded, 300 concurrent bogus
 //! logins took the server from 39 MB to 5.7 GB. Here at most [`Gate::permits`] hashes run at
-//! once (one per core, and no more than [`HASH_MEMORY`] in all). Logins, which anyone can
-//! send, wait for a turn only while few others do ([`WAITERS_PER_PERMIT`]) and for at most
-//! [`LOGIN_WAIT`]; beyond that they are refused at once with 429 and the text OpenBao sends
-//! when a rate limit quota sheds a request. Setting a password (an authenticated write)
-//! waits for its turn.
+//! once: one per two cores, so that logins never take all the CPU from key operations, and
+//! no more than [`HASH_MEMORY`] in all. Logins, which anyone can send, wait for a turn only
+//! while few others do ([`WAITERS_PER_PERMIT`]) and for at most [`LOGIN_WAIT`]; beyond that
+//! they are refused at once with 429 and the text OpenBao sends when a rate limit quota
+//! sheds a request. Setting a password (an authenticated write) waits for its turn.
 
 use crate::request::ApiError;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -88,7 +88,7 @@ impl Gate {
 /// The process-wide gate: password hashing memory is the process's memory.
 static GATE: LazyLock<Gate> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let permits = cores.clamp(1, HASH_MEMORY / HASH_COST);
+    let permits = (cores / 2).clamp(1, HASH_MEMORY / HASH_COST);
     Gate::new(permits, permits * WAITERS_PER_PERMIT)
 });
 

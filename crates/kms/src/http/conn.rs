@@ -103,6 +103,8 @@ struct Slot {
     closed: AtomicBool,
     /// The connection task, to wake when the connection is closed.
     waker: Mutex<Option<Waker>>,
+    /// Handlers waiting on something else (memory for the body) than the stream.
+    closing: tokio::sync::Notify,
     timeouts: HttpTimeouts,
 }
 
@@ -158,6 +160,7 @@ impl Slot {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
         if let Some(w) = self.waker.lock().take() {
             w.wake();
         }
@@ -224,6 +227,7 @@ impl Tracker {
             since: AtomicU64::new(now_ms()),
             closed: AtomicBool::new(false),
             waker: Mutex::new(None),
+            closing: tokio::sync::Notify::new(),
             timeouts,
         });
         conns.insert(slot.id, slot.clone());
@@ -265,6 +269,20 @@ impl ConnHandle {
     /// neither timed out nor closed to make room, until the answer.
     pub fn working(&self) {
         self.0.enter(Phase::Working);
+    }
+
+    /// Resolves once the connection is closed (timed out, or closed to make room): a
+    /// handler still reading the request stops waiting then, which frees the descriptor.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.0.closing.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -425,13 +443,20 @@ mod tests {
         let a = t.admit(HttpTimeouts::default()).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let b = t.admit(HttpTimeouts::default()).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let c = t.admit(HttpTimeouts::default()).unwrap();
-        // a is the oldest but busy: b goes.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // a is the oldest but busy; b's header began before c's did: b goes.
         a.enter(Phase::Working);
-        b.bytes_arrived();
+        c.bytes_arrived();
         let d = t.admit(HttpTimeouts::default()).unwrap();
         assert!(b.is_closed() && !a.is_closed() && !c.is_closed() && !d.is_closed());
         assert_eq!(t.open(), 3);
+        // A handler waiting for memory hears of the close.
+        let handle = ConnHandle(b.clone());
+        tokio::time::timeout(Duration::from_secs(5), handle.closed())
+            .await
+            .unwrap();
         // Everyone busy: the newcomer is refused.
         for s in [&c, &d] {
             s.enter(Phase::Working);

@@ -239,12 +239,22 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
     // Held until the answer: the body, its decoded form and what the handler derives.
     let mut mem = budget::Reservation::new(&path);
     let limit = core.options.max_request_size.max(1024);
-    let body = match read_body(&parts.headers, body, limit, &mut mem).await {
+    let conn = parts.extensions.get::<conn::ConnHandle>();
+    let read = read_body(&parts.headers, body, limit, &mut mem);
+    let body = match conn {
+        // A connection closed while its body is read or waits for memory is done with.
+        Some(c) => tokio::select! {
+            r = read => r,
+            () = c.closed() => Err(ApiError::bad_request("connection closed by the server")),
+        },
+        None => read.await,
+    };
+    let body = match body {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    if let Some(conn) = parts.extensions.get::<conn::ConnHandle>() {
-        conn.working();
+    if let Some(c) = conn {
+        c.working();
     }
 
     if query.contains_key("help") {
