@@ -3,6 +3,7 @@
 
 use hcl::{Body, Expression, Structure};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -29,6 +30,48 @@ pub enum StorageConfig {
     },
 }
 
+/// Vault's listener timeouts. Zero turns one off; as in Go's `http.Server` (and so in
+/// Vault), a zero header timeout falls back to the read timeout, and a zero idle timeout to
+/// the read timeout, then to the header timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// `http_read_header_timeout` (10s): from a connection's first byte (a new connection:
+    /// from its accept) until the request header is complete.
+    pub read_header: Duration,
+    /// `http_read_timeout` (30s): from a request's header until its whole body is read.
+    pub read: Duration,
+    /// `http_idle_timeout` (5m): a kept-alive connection waiting for its next request.
+    pub idle: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        Self {
+            read_header: Duration::from_secs(10),
+            read: Duration::from_secs(30),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+impl HttpTimeouts {
+    fn first_set(ds: &[Duration]) -> Option<Duration> {
+        ds.iter().copied().find(|d| !d.is_zero())
+    }
+    /// The header timeout in force (`None`: none).
+    pub fn header(&self) -> Option<Duration> {
+        Self::first_set(&[self.read_header, self.read])
+    }
+    /// The body timeout in force.
+    pub fn body(&self) -> Option<Duration> {
+        Self::first_set(&[self.read])
+    }
+    /// The idle timeout in force.
+    pub fn idle(&self) -> Option<Duration> {
+        Self::first_set(&[self.idle, self.read, self.read_header])
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub address: String,
@@ -38,6 +81,7 @@ pub struct ListenerConfig {
     pub tls_client_ca_file: Option<PathBuf>,
     pub tls_require_and_verify_client_cert: bool,
     pub max_request_size: Option<usize>,
+    pub timeouts: HttpTimeouts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +120,13 @@ fn as_bool(key: &str, e: &Expression) -> Result<bool, ConfigError> {
         Expression::Number(n) => Ok(n.as_f64() != Some(0.0)),
         _ => Err(ConfigError::Invalid(format!("{key} must be a boolean"))),
     }
+}
+
+/// A Go-style duration (`"30s"`, `"5m"`) or a number of seconds.
+fn as_duration(key: &str, e: &Expression) -> Result<Duration, ConfigError> {
+    crate::duration::parse_secs(&as_string(key, e)?)
+        .map(Duration::from_secs)
+        .map_err(|err| ConfigError::Invalid(format!("{key}: {err}")))
 }
 
 fn attrs(ctx: &str, body: &Body) -> Result<Vec<(String, Expression)>, ConfigError> {
@@ -282,6 +333,9 @@ impl ServerConfig {
                     })?;
                     l.max_request_size = (n > 0).then_some(n as usize);
                 }
+                "http_read_header_timeout" => l.timeouts.read_header = as_duration(&k, &e)?,
+                "http_read_timeout" => l.timeouts.read = as_duration(&k, &e)?,
+                "http_idle_timeout" => l.timeouts.idle = as_duration(&k, &e)?,
                 other => return Err(ConfigError::Unknown(format!("listener \"tcp\".{other}"))),
             }
         }
@@ -357,6 +411,39 @@ mod tests {
             ServerConfig::parse(bad).unwrap_err(),
             ConfigError::Unknown("audit \"file\" \"x\".colour".into())
         );
+    }
+
+    #[test]
+    fn listener_timeouts_use_vaults_names_and_fallbacks() {
+        let c = ServerConfig::parse(
+            "storage \"inmem\" {}\nlistener \"tcp\" {\n tls_disable = true\n \
+             http_read_header_timeout = \"3s\"\n http_read_timeout = 0\n \
+             http_idle_timeout = \"2m\"\n}",
+        )
+        .unwrap();
+        let t = c.listeners[0].timeouts;
+        assert_eq!(t.header(), Some(Duration::from_secs(3)));
+        assert_eq!(t.body(), None);
+        assert_eq!(t.idle(), Some(Duration::from_secs(120)));
+        let d = HttpTimeouts::default();
+        assert_eq!(
+            (d.header(), d.body(), d.idle()),
+            (
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(30)),
+                Some(Duration::from_secs(300))
+            )
+        );
+        let only_header = HttpTimeouts {
+            read: Duration::ZERO,
+            idle: Duration::ZERO,
+            ..d
+        };
+        assert_eq!(only_header.idle(), Some(Duration::from_secs(10)));
+        assert!(ServerConfig::parse(
+            "storage \"inmem\" {}\nlistener \"tcp\" {\n tls_disable = true\n http_read_timeout = \"soon\"\n}"
+        )
+        .is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::config::{ListenerConfig, ServerConfig, StorageConfig};
 use crate::core::{Core, CoreOptions};
+use crate::http::conn;
 use crate::storage::{InmemStorage, RedbStorage, Storage};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,21 +120,62 @@ pub fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, ServerErro
     ))
 }
 
+/// The listen backlog. std's is 128: in a burst of connections beyond the backlog (a flood
+/// with a legitimate client in it) the kernel drops SYNs, and their clients retry only a
+/// second later. The kernel caps it at `net.core.somaxconn` (4096 by default).
+const BACKLOG: u32 = 4096;
+
+/// A listening socket on `address` (the first of its addresses that binds), with [`BACKLOG`].
+fn bind(address: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in address.to_socket_addrs()? {
+        let sock = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let listening = sock
+            .set_reuseaddr(true)
+            .and_then(|()| sock.bind(addr))
+            .and_then(|()| sock.listen(BACKLOG));
+        match listening {
+            Ok(l) => return l.into_std(),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
+}
+
+/// hyper's connection settings: HTTP/1.1 only (OpenBao's listeners offer nothing else
+/// without TLS, and our TLS offers only `http/1.1`), headers of at most
+/// [`conn::MAX_HEADER_BUFFER`].
+fn http_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http1_only();
+    b.http1().max_buf_size(conn::MAX_HEADER_BUFFER);
+    b
+}
+
 /// Serve until SIGINT/SIGTERM. `ready` receives the bound addresses (port 0 resolved).
+/// All listeners share one connection cap ([`conn::connection_cap`]).
 pub async fn serve(
     core: Arc<Core>,
     listeners: Vec<ListenerConfig>,
     ready: Option<tokio::sync::oneshot::Sender<Vec<SocketAddr>>>,
 ) -> Result<(), ServerError> {
     let handle = axum_server::Handle::new();
+    let tracker = conn::Tracker::start(conn::connection_cap());
+    tracing::info!(max_connections = tracker.cap(), "connection cap");
     let mut tasks = vec![];
     let mut bound = vec![];
     for l in listeners {
-        let std_listener =
-            std::net::TcpListener::bind(&l.address).map_err(|e| ServerError::Listener {
-                addr: l.address.clone(),
-                msg: e.to_string(),
-            })?;
+        let std_listener = bind(&l.address).map_err(|e| ServerError::Listener {
+            addr: l.address.clone(),
+            msg: e.to_string(),
+        })?;
         std_listener
             .set_nonblocking(true)
             .map_err(|e| ServerError::Listener {
@@ -150,12 +192,20 @@ pub async fn serve(
         let app =
             crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let h = handle.clone();
+        let tracking = conn::TrackingAcceptor::new(tracker.clone(), l.timeouts);
         if l.tls_disable {
-            let srv = axum_server::from_tcp(std_listener).handle(h);
+            let mut srv = axum_server::from_tcp(std_listener)
+                .acceptor(tracking)
+                .handle(h);
+            *srv.http_builder() = http_builder();
             tasks.push(tokio::spawn(async move { srv.serve(app).await }));
         } else {
             let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls_config(&l)?);
-            let srv = axum_server::from_tcp_rustls(std_listener, tls).handle(h);
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(tracking);
+            let mut srv = axum_server::from_tcp(std_listener)
+                .acceptor(acceptor)
+                .handle(h);
+            *srv.http_builder() = http_builder();
             tasks.push(tokio::spawn(async move { srv.serve(app).await }));
         }
         tracing::info!(address = %addr, tls = !l.tls_disable, "listening");

@@ -6,6 +6,7 @@ use crate::request::{ApiError, Operation, Request, Response};
 
 pub mod identity;
 pub mod kv;
+pub mod password;
 pub mod table;
 pub mod transit;
 pub mod userpass;

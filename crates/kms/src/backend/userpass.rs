@@ -5,8 +5,6 @@ use super::Backend;
 use crate::barrier::View;
 use crate::fields;
 use crate::request::{ApiError, AuthSpec, Operation, Request, Response};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
@@ -33,11 +31,7 @@ pub struct Userpass {
 }
 
 fn hash_password(pw: &str) -> Result<String, ApiError> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(pw.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::internal(format!("hashing password: {e}")))
+    super::password::hash(pw)
 }
 
 fn valid_username(u: &str) -> bool {
@@ -127,9 +121,7 @@ impl Userpass {
             .as_ref()
             .map(|u| u.password_hash.as_str())
             .unwrap_or(&self.dummy_hash);
-        let ok = PasswordHash::new(hash)
-            .map(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
+        let ok = super::password::verify(&req.path, hash, pw.as_bytes())?;
         let (true, Some(u)) = (ok, user) else {
             return Err(ApiError::bad_request("invalid username or password"));
         };

@@ -3,11 +3,13 @@
 //! sends. Everything else is delegated to [`Core::handle`].
 
 pub mod body;
+pub mod budget;
+pub mod conn;
 mod envelope;
 
 use crate::core::{Core, Incoming};
 use crate::request::{ApiError, Operation, Response as LResponse, Shape};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
@@ -141,10 +143,50 @@ fn token_of(h: &HeaderMap) -> Option<Zeroizing<String>> {
         .then(|| Zeroizing::new(rest.trim().to_string()))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::new(413, "http: request body too large"))
+fn too_large() -> ApiError {
+    ApiError::new(413, "http: request body too large")
+}
+
+/// The body, at most `limit` bytes, with its memory (and what decoding it will take)
+/// reserved in `mem` before it is allocated.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    mem: &mut budget::Reservation,
+) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad_request("failed to read request body"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = buf.len() + data.len();
+        if need > limit {
+            return Err(too_large());
+        }
+        if need > buf.capacity() {
+            // The exact size when declared, else doubling: reserved before allocated.
+            let cap = declared
+                .filter(|&n| n >= need)
+                .unwrap_or(need.max(buf.capacity() * 2).min(limit));
+            mem.body(cap).await?;
+            buf.reserve_exact(cap - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    mem.decoding(buf.capacity() + budget::decode_cost(&buf))
+        .await?;
+    Ok(buf)
 }
 
 async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
@@ -189,15 +231,31 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
         }
     }
 
-    let body = match read_body(body, core.options.max_request_size.max(1024)).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.to_string());
+    // Held until the answer: the body, its decoded form and what the handler derives.
+    let mut mem = budget::Reservation::new(&path);
+    let limit = core.options.max_request_size.max(1024);
+    let conn = parts.extensions.get::<conn::ConnHandle>();
+    let read = read_body(&parts.headers, body, limit, &mut mem);
+    let body = match conn {
+        // A connection closed while its body is read or waits for memory is done with.
+        Some(c) => tokio::select! {
+            r = read => r,
+            () = c.closed() => Err(ApiError::bad_request("connection closed by the server")),
+        },
+        None => read.await,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    if let Some(c) = conn {
+        c.working();
+    }
 
     if query.contains_key("help") {
         return json_response(

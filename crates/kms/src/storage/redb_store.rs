@@ -65,10 +65,11 @@ fn io<E: std::fmt::Display>(e: E) -> StorageError {
 
 impl RedbStorage {
     /// Open (or create) the database file `strongroom.db` in directory `dir`.
+    /// Directories it creates are 0700 and the file is 0600 (tightened if it exists).
     pub fn open(dir: &Path, kind: &'static str) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
+        private_dir(dir)?;
         let file = dir.join("strongroom.db");
+        private_file(&file)?;
         // redb's default page cache is 1 GiB; the key manager's working set is small (the
         // OS page cache still holds the file): 4 MiB keeps RSS low under token storms
         let db = redb::Builder::new()
@@ -100,6 +101,48 @@ impl RedbStorage {
             committer: Some(committer),
         })
     }
+}
+
+/// Create `dir` (and missing parents) as 0700. An existing directory is left as it is (it
+/// may be shared, like `/var/lib`), with a warning when others can enter it.
+fn private_dir(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() && mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the storage directory is open to other users; 0700 is recommended"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))
+}
+
+/// Create `file` as 0600, or make an existing one 0600.
+fn private_file(file: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| StorageError::Io(format!("opening {}: {e}", file.display()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(file)
+        .map_err(err)?;
+    let mode = f.metadata().map_err(err)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 impl Inner {
@@ -382,6 +425,27 @@ mod tests {
         let s = RedbStorage::open(dir.path(), "raft").unwrap();
         assert_eq!(s.list("").unwrap().len(), 100);
         assert_eq!(s.get("k099").unwrap(), Some(vec![99]));
+    }
+
+    #[test]
+    fn storage_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        drop(RedbStorage::open(&dir, "raft").unwrap());
+        assert_eq!(mode(&root.path().join("a")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("strongroom.db")), 0o600);
+        // An existing database file is tightened; an existing directory is left alone.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(old.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = old.path().join("strongroom.db");
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(RedbStorage::open(old.path(), "raft").unwrap());
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(old.path()), 0o755);
     }
 
     #[test]

@@ -72,8 +72,12 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
     // A few more workers than cores: a storage write briefly holds its worker while the
     // group commit it joined reaches the disk.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    // The blocking pool runs logins (password hashing, bounded separately) and sys/
+    // administration: a flood of them must not start hundreds of threads (each a stack and,
+    // with glibc, possibly an allocator arena).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(4))
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
