@@ -211,6 +211,13 @@ impl Core {
             )
         })?;
         let key_text = Zeroizing::new(key_text);
+        // a share is at most 33 bytes: 66 hex digits or 44 base64 characters; refuse huge
+        // texts before decoding them (an unauthenticated caller chooses the size)
+        if key_text.trim().len() > 128 {
+            return Err(ApiError::bad_request(
+                "invalid key: key is longer than maximum 33 bytes",
+            ));
+        }
         let key = Zeroizing::new(
             hex::decode(key_text.trim())
                 .or_else(|_| base64::engine::general_purpose::STANDARD.decode(key_text.trim()))
