@@ -80,6 +80,8 @@ pub enum Error {
     NotLuks2(String),
     #[error("another signature was found on the device ({0}); refusing to use or repair the LUKS2 header automatically (run an explicit repair)")]
     ForeignSignature(String),
+    #[error("device of {size} bytes is smaller than its LUKS2 metadata and keyslots area ({need} bytes)")]
+    DeviceTooSmall { size: u64, need: u64 },
     #[error("device is read-only for this engine: {0}")]
     ReadOnly(String),
     #[error("no keyslot could be opened with this key")]

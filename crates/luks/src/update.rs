@@ -10,7 +10,7 @@
 
 use crate::device::BlockDevice;
 use crate::error::{Error, HeaderCopy, Result};
-use crate::hash::HashAlg;
+use crate::hash::ChecksumAlg;
 use crate::header::binary::{self, BinHeader, BIN_HDR_LEN};
 use crate::header::{json, Header};
 use crate::validate;
@@ -51,7 +51,8 @@ fn write_copy_unflushed(dev: &dyn BlockDevice, h: &Header, copy: HeaderCopy) -> 
         csum: [0; 64],
     };
     let mut enc = bin.encode().map_err(|e| e.at(copy))?;
-    let alg = HashAlg::from_name(&h.csum_alg)?;
+    let alg = ChecksumAlg::from_name(&h.csum_alg)
+        .ok_or_else(|| Error::Unsupported(format!("checksum algorithm {:?}", h.csum_alg)))?;
     let csum = binary::checksum(alg, &enc, &area);
     binary::set_checksum(&mut enc, &csum);
     let ctx = |what: &str| format!("writing {what} of the {copy}");
@@ -69,7 +70,7 @@ pub fn write_header(
     h: &mut Header,
     authoritative: HeaderCopy,
 ) -> Result<()> {
-    validate::validate(&h.meta, h.hdr_size).map_err(|e| e.at(authoritative))?;
+    validate::validate(&h.meta, h.hdr_size, h.source.as_ref()).map_err(|e| e.at(authoritative))?;
     h.seqid = h
         .seqid
         .checked_add(1)
@@ -82,7 +83,8 @@ pub fn write_header(
 /// Write both copies of a brand-new header with a single flush at the end. Only for format: a
 /// cut there leaves no volume either way, so the steps need no ordering among themselves.
 pub fn write_fresh_header(dev: &dyn BlockDevice, h: &mut Header) -> Result<()> {
-    validate::validate(&h.meta, h.hdr_size).map_err(|e| e.at(HeaderCopy::Primary))?;
+    validate::validate(&h.meta, h.hdr_size, h.source.as_ref())
+        .map_err(|e| e.at(HeaderCopy::Primary))?;
     h.seqid = h
         .seqid
         .checked_add(1)

@@ -181,7 +181,8 @@ impl<D: BlockDevice> Volume<D> {
             meta,
             source: None,
         };
-        validate::validate(&header.meta, header.hdr_size).map_err(|e| e.at(HeaderCopy::Primary))?;
+        validate::validate(&header.meta, header.hdr_size, None)
+            .map_err(|e| e.at(HeaderCopy::Primary))?;
         // The header device must span both copies and the keyslots area (a new detached
         // header file grows here; a too-small block device fails).
         let hdr_end = 2 * layout.hdr_size + layout.keyslots_size;

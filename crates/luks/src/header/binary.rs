@@ -1,7 +1,7 @@
 //! The 4096-byte binary header of one LUKS2 copy (all integers big-endian).
 
 use crate::error::Invalid;
-use crate::hash::HashAlg;
+use crate::hash::ChecksumAlg;
 
 pub const BIN_HDR_LEN: usize = 4096;
 pub const MAGIC_PRIMARY: [u8; 6] = *b"LUKS\xba\xbe";
@@ -112,10 +112,12 @@ impl BinHeader {
                 "primary/secondary magic at the wrong offset",
             ));
         }
-        if !HDR_SIZES.contains(&h.hdr_size) {
+        // Any size in range passes here (the JSON rules then require one of HDR_SIZES); it
+        // says where the secondary copy is.
+        if !(HDR_SIZES[0]..=HDR_SIZES[HDR_SIZES.len() - 1]).contains(&h.hdr_size) {
             return Err(Invalid::new(
                 "hdr_size",
-                format!("unsupported header size {}", h.hdr_size),
+                format!("header size {} out of range", h.hdr_size),
             ));
         }
         if h.hdr_offset != expected_offset {
@@ -133,9 +135,12 @@ impl BinHeader {
                 "secondary header offset differs from its hdr_size",
             ));
         }
-        HashAlg::from_name(&h.csum_alg).map_err(|_| {
-            Invalid::new("csum_alg", format!("unsupported checksum {:?}", h.csum_alg))
-        })?;
+        if ChecksumAlg::from_name(&h.csum_alg).is_none() {
+            return Err(Invalid::new(
+                "csum_alg",
+                format!("unsupported checksum {:?}", h.csum_alg),
+            ));
+        }
         Ok(h)
     }
 
@@ -173,12 +178,12 @@ impl BinHeader {
 }
 
 /// `csum_alg(binary header with the csum field zeroed ‖ whole JSON area)`.
-pub fn checksum(alg: HashAlg, bin: &[u8], json_area: &[u8]) -> Vec<u8> {
+pub fn checksum(alg: impl Into<ChecksumAlg>, bin: &[u8], json_area: &[u8]) -> Vec<u8> {
     let mut zeroed = bin.get(..BIN_HDR_LEN).unwrap_or(bin).to_vec();
     if let Some(c) = zeroed.get_mut(OFF_CSUM..OFF_CSUM + LEN_CSUM) {
         c.fill(0);
     }
-    alg.hash(&[&zeroed, json_area])
+    alg.into().digest(&[&zeroed, json_area])
 }
 
 /// Store a checksum into an encoded binary header.

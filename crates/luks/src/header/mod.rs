@@ -1,16 +1,21 @@
 //! Reading both header copies, choosing the valid one, and reporting why.
 //!
+//! As cryptsetup 2.6 does: a LUKS magic at 0 with another version than 2 refuses the device.
 //! A copy counts only if magic, version, hdr_offset, size, checksum, JSON framing, JSON parse and
 //! full semantic validation ([`crate::validate`]) all pass. The primary is read at 0; the
-//! secondary at the primary's `hdr_size`, or, when that fails, by scanning the 9 allowed offsets.
-//! If both are valid the higher seqid wins (the primary on a tie); the other is reported stale.
+//! secondary at the primary's `hdr_size` when the primary's binary header and checksum pass
+//! (even if its JSON does not), else at the first of the 9 allowed offsets whose binary header
+//! and checksum pass. If both are valid the higher seqid wins (the primary on a tie); the other
+//! is reported stale. The device must hold both copies and the keyslots area, and when only
+//! one copy is valid another signature on the device refuses it (see [`LoadOptions`]).
 
 pub mod binary;
 pub mod json;
+pub(crate) mod jsonc;
 
 use crate::device::BlockDevice;
 use crate::error::{Error, HeaderCopy, Invalid, Result};
-use crate::hash::HashAlg;
+use crate::hash::{ChecksumAlg, HashAlg};
 use crate::validate;
 use binary::{BinHeader, BIN_HDR_LEN, HDR_SIZES};
 use serde_json::{Map, Value};
@@ -90,120 +95,202 @@ fn read(dev: &dyn BlockDevice, buf: &mut [u8], offset: u64, copy: HeaderCopy) ->
         .map_err(|e| Error::io(format!("reading {copy} at offset {offset}"), e))
 }
 
-fn read_copy(dev: &dyn BlockDevice, offset: u64, copy: HeaderCopy) -> Result<GoodCopy> {
+/// One copy as cryptsetup classifies it on reading.
+enum CopyRead {
+    Good(Box<GoodCopy>),
+    /// Binary header and checksum are fine, the JSON is not: its `hdr_size` still locates the
+    /// secondary copy (cryptsetup's "obsolete" header).
+    BadJson {
+        hdr_size: u64,
+        err: Error,
+    },
+    /// Binary header, checksum or I/O failed.
+    Failed(Error),
+}
+
+impl CopyRead {
+    fn into_result(self) -> Result<GoodCopy> {
+        match self {
+            CopyRead::Good(g) => Ok(*g),
+            CopyRead::BadJson { err, .. } | CopyRead::Failed(err) => Err(err),
+        }
+    }
+}
+
+/// Binary header, JSON area and checksum of the copy at `offset`.
+fn read_raw(dev: &dyn BlockDevice, offset: u64, copy: HeaderCopy) -> Result<(BinHeader, Vec<u8>)> {
     let mut bin_buf = vec![0u8; BIN_HDR_LEN];
     read(dev, &mut bin_buf, offset, copy)?;
     let bin = BinHeader::parse(&bin_buf, offset).map_err(|e| e.at(copy))?;
-    let json_len = (bin.hdr_size as usize) - BIN_HDR_LEN;
-    let mut area = vec![0u8; json_len];
+    let mut area = vec![0u8; (bin.hdr_size as usize) - BIN_HDR_LEN];
     read(dev, &mut area, offset + BIN_HDR_LEN as u64, copy)?;
-    let alg = HashAlg::from_name(&bin.csum_alg)
-        .map_err(|_| Invalid::new("csum_alg", "unsupported").at(copy))?;
+    let alg = ChecksumAlg::from_name(&bin.csum_alg)
+        .ok_or_else(|| Invalid::new("csum_alg", "unsupported").at(copy))?;
+    // Only the digest's own length is compared; the rest of the field is not looked at.
     let want = binary::checksum(alg, &bin_buf, &area);
-    let stored = &bin.csum[..want.len()];
-    if !bool::from(want.ct_eq(stored)) || bin.csum[want.len()..].iter().any(|&b| b != 0) {
+    if !bool::from(want.ct_eq(&bin.csum[..want.len()])) {
         return Err(Invalid::new("csum", "checksum mismatch").at(copy));
     }
-    let (mut meta, source) = json::parse_area(&area).map_err(|e| e.at(copy))?;
-    let repaired = validate::repair_leftovers(&mut meta);
-    validate::validate(&meta, bin.hdr_size).map_err(|e| e.at(copy))?;
-    Ok(GoodCopy {
-        bin,
-        meta,
-        source,
-        repaired,
-    })
+    Ok((bin, area))
 }
 
-/// Another on-disk signature in the primary header area (only LVM2 PV labels are recognised).
+fn read_copy(dev: &dyn BlockDevice, offset: u64, copy: HeaderCopy) -> CopyRead {
+    let (bin, area) = match read_raw(dev, offset, copy) {
+        Ok(x) => x,
+        Err(e) => return CopyRead::Failed(e),
+    };
+    let checked = json::parse_area(&area).and_then(|(mut meta, source)| {
+        let repaired = validate::repair_leftovers(&mut meta);
+        validate::validate(&meta, bin.hdr_size, Some(&source))?;
+        Ok((meta, source, repaired))
+    });
+    match checked {
+        Ok((meta, source, repaired)) => CopyRead::Good(Box::new(GoodCopy {
+            bin,
+            meta,
+            source,
+            repaired,
+        })),
+        Err(e) => CopyRead::BadJson {
+            hdr_size: bin.hdr_size,
+            err: e.at(copy),
+        },
+    }
+}
+
+/// The secondary copy when the primary gave no usable `hdr_size`: the first of the 9 offsets
+/// whose binary header and checksum pass (its JSON decides, no further offset is tried).
+fn scan_secondary(dev: &dyn BlockDevice) -> CopyRead {
+    let mut first_err = None;
+    for off in HDR_SIZES {
+        match read_copy(dev, off, HeaderCopy::Secondary) {
+            CopyRead::Failed(e) => {
+                let no_magic = matches!(&e, Error::Header { field, .. } if field == "magic");
+                if first_err.is_none() && !no_magic && !matches!(e, Error::Io { .. }) {
+                    first_err = Some(e);
+                }
+            }
+            found => return found,
+        }
+    }
+    CopyRead::Failed(
+        first_err.unwrap_or_else(|| Error::NotLuks2("secondary header not found".into())),
+    )
+}
+
+/// LVM2's label checksum: CRC-32 (reflected, polynomial 0xEDB88320) started at 0xf597a6cf,
+/// without final inversion.
+fn lvm2_crc(data: &[u8]) -> u32 {
+    let mut crc = 0xf597_a6cf_u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    crc
+}
+
+/// Another on-disk signature in the primary header area, as blkid recognises it (only LVM2 PV
+/// labels: `LABELONE`, `LVM2 001`, its own sector number and a valid checksum).
 fn foreign_signature(dev: &dyn BlockDevice) -> Option<String> {
     let mut buf = vec![0u8; 2048];
     dev.read_at(&mut buf, 0).ok()?;
     for sector in 0..4 {
         let s = &buf[sector * 512..sector * 512 + 512];
-        if &s[0..8] == b"LABELONE" && &s[24..32] == b"LVM2 001" {
+        let own_sector = u64::from_le_bytes(s[8..16].try_into().ok()?) == sector as u64;
+        let crc = u32::from_le_bytes(s[16..20].try_into().ok()?);
+        if &s[0..8] == b"LABELONE"
+            && &s[24..32] == b"LVM2 001"
+            && own_sector
+            && crc == lvm2_crc(&s[20..])
+        {
             return Some(format!("LVM2 physical volume label in sector {sector}"));
         }
     }
     None
 }
 
+/// The LUKS version at offset 0 decides before anything else (as in cryptsetup): LUKS1 and
+/// unknown versions are refused even when a secondary LUKS2 copy is intact.
+fn check_version(dev: &dyn BlockDevice) -> Result<()> {
+    let mut head = [0u8; 8];
+    if dev.read_at(&mut head, 0).is_err() || head[..6] != binary::MAGIC_PRIMARY {
+        return Ok(());
+    }
+    match u16::from_be_bytes([head[6], head[7]]) {
+        // Version 0 counts as "no version": the copies decide.
+        0 | 2 => Ok(()),
+        1 => Err(Error::NotLuks2(
+            "LUKS1 header: only LUKS2 is supported (cryptsetup convert --type luks2)".into(),
+        )),
+        v => Err(Error::NotLuks2(format!("unsupported LUKS version {v}"))),
+    }
+}
+
 /// Read, validate and choose a header copy.
 pub fn load(dev: &dyn BlockDevice, opts: LoadOptions) -> Result<(Header, LoadReport)> {
-    let mut magic = [0u8; 8];
-    if dev.read_at(&mut magic, 0).is_ok()
-        && magic[..6] == binary::MAGIC_PRIMARY
-        && magic[6..8] == [0, 1]
-    {
-        return Err(Error::NotLuks2(
-            "LUKS1 header: only LUKS2 is supported (cryptsetup convert --type luks2)".into(),
-        ));
-    }
+    check_version(dev)?;
     let primary = read_copy(dev, 0, HeaderCopy::Primary);
-    let mut tried = None;
-    let mut secondary = Err(Error::NotLuks2("secondary header not found".into()));
-    if let Ok(p) = &primary {
-        tried = Some(p.bin.hdr_size);
-        secondary = read_copy(dev, p.bin.hdr_size, HeaderCopy::Secondary);
-    } else {
-        // The primary may still carry a readable hdr_size even if it is invalid.
-        let mut b = vec![0u8; BIN_HDR_LEN];
-        if dev.read_at(&mut b, 0).is_ok() && b[..6] == binary::MAGIC_PRIMARY {
-            let hs = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
-            if HDR_SIZES.contains(&hs) {
-                tried = Some(hs);
-                secondary = read_copy(dev, hs, HeaderCopy::Secondary);
-            }
-        }
-    }
-    if secondary.is_err() && primary.is_err() {
-        for off in HDR_SIZES {
-            if Some(off) == tried {
-                continue;
-            }
-            let mut m = [0u8; 6];
-            if dev.read_at(&mut m, off).is_err() || m != binary::MAGIC_SECONDARY {
-                continue;
-            }
-            secondary = read_copy(dev, off, HeaderCopy::Secondary);
-            if secondary.is_ok() {
-                break;
-            }
-        }
-    }
-    let (used, other_state, good, other_good) = match (primary, secondary) {
-        (Ok(p), Ok(s)) => {
-            if s.bin.seqid > p.bin.seqid {
-                let st = CopyState::Valid { seqid: p.bin.seqid };
-                (HeaderCopy::Secondary, st, s, Some(p))
-            } else {
-                let st = CopyState::Valid { seqid: s.bin.seqid };
-                (HeaderCopy::Primary, st, p, Some(s))
-            }
-        }
-        (Ok(p), Err(e)) => (HeaderCopy::Primary, CopyState::Invalid(e), p, None),
-        (Err(e), Ok(s)) => {
-            if !opts.allow_foreign_signature {
-                if let Some(sig) = foreign_signature(dev) {
-                    return Err(Error::ForeignSignature(sig));
+    let secondary = match &primary {
+        CopyRead::Good(g) => read_copy(dev, g.bin.hdr_size, HeaderCopy::Secondary),
+        CopyRead::BadJson { hdr_size, .. } => read_copy(dev, *hdr_size, HeaderCopy::Secondary),
+        CopyRead::Failed(_) => scan_secondary(dev),
+    };
+    let (used, other_state, good, other_good) =
+        match (primary.into_result(), secondary.into_result()) {
+            (Ok(p), Ok(s)) => {
+                if s.bin.seqid > p.bin.seqid {
+                    let st = CopyState::Valid { seqid: p.bin.seqid };
+                    (HeaderCopy::Secondary, st, s, Some(p))
+                } else {
+                    let st = CopyState::Valid { seqid: s.bin.seqid };
+                    (HeaderCopy::Primary, st, p, Some(s))
                 }
             }
-            (HeaderCopy::Secondary, CopyState::Invalid(e), s, None)
+            (Ok(p), Err(e)) => (HeaderCopy::Primary, CopyState::Invalid(e), p, None),
+            (Err(e), Ok(s)) => (HeaderCopy::Secondary, CopyState::Invalid(e), s, None),
+            (Err(pe), Err(se)) => return Err(no_valid_header(pe, se)),
+        };
+    check_device_size(dev, &good.meta)?;
+    if other_good.is_none() && !opts.allow_foreign_signature {
+        if let Some(sig) = foreign_signature(dev) {
+            return Err(Error::ForeignSignature(sig));
         }
-        (Err(pe), Err(se)) => {
-            let no_magic = |e: &Error| matches!(e, Error::Header { field, .. } if field == "magic");
-            if no_magic(&pe) && (no_magic(&se) || matches!(se, Error::NotLuks2(_))) {
-                return Err(Error::NotLuks2("no LUKS2 header found".into()));
-            }
-            return Err(Error::NoValidHeader {
-                primary: Box::new(pe),
-                secondary: Box::new(se),
-            });
-        }
-    };
-    let needs_repair = match (&other_state, &other_good) {
-        (CopyState::Invalid(e), _) => Some((used.other(), e.to_string())),
-        (CopyState::Valid { seqid }, _) if *seqid != good.bin.seqid => Some((
+    }
+    Ok(assemble(used, other_state, good, other_good))
+}
+
+fn no_valid_header(pe: Error, se: Error) -> Error {
+    let no_magic = |e: &Error| matches!(e, Error::Header { field, .. } if field == "magic");
+    if no_magic(&pe) && (no_magic(&se) || matches!(se, Error::NotLuks2(_))) {
+        return Error::NotLuks2("no LUKS2 header found".into());
+    }
+    Error::NoValidHeader {
+        primary: Box::new(pe),
+        secondary: Box::new(se),
+    }
+}
+
+/// The device must hold both metadata copies and the keyslots area.
+fn check_device_size(dev: &dyn BlockDevice, meta: &Map<String, Value>) -> Result<()> {
+    let need = validate::hdr_and_areas_size(meta);
+    let size = dev.size().map_err(|e| Error::io("device size", e))?;
+    if size < need {
+        return Err(Error::DeviceTooSmall { size, need });
+    }
+    Ok(())
+}
+
+fn assemble(
+    used: HeaderCopy,
+    other_state: CopyState,
+    good: GoodCopy,
+    other_good: Option<GoodCopy>,
+) -> (Header, LoadReport) {
+    let needs_repair = match &other_state {
+        CopyState::Invalid(e) => Some((used.other(), e.to_string())),
+        CopyState::Valid { seqid } if *seqid != good.bin.seqid => Some((
             used.other(),
             format!("stale: seqid {} < {}", seqid, good.bin.seqid),
         )),
@@ -237,16 +324,14 @@ pub fn load(dev: &dyn BlockDevice, opts: LoadOptions) -> Result<(Header, LoadRep
         meta: good.meta,
         source: Some(good.source),
     };
-    Ok((
-        header,
-        LoadReport {
-            used,
-            primary,
-            secondary,
-            needs_repair,
-            repaired_in_memory: good.repaired,
-        },
-    ))
+    let report = LoadReport {
+        used,
+        primary,
+        secondary,
+        needs_repair,
+        repaired_in_memory: good.repaired,
+    };
+    (header, report)
 }
 
 /// Encode one header copy around an arbitrary JSON area (no validation; the checksum is
