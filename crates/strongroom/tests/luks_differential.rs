@@ -359,7 +359,7 @@ fn worker(w: u64, bases: &[Base], dir: &Path, seed: u64, count: u64, report: &Mu
         apply(file, base, &m);
         let mine = ours(path);
         let (theirs, cs_msg) = cryptsetup(path);
-        let cli_verdict = (idx % CLI_EVERY == 0).then(|| cli(path));
+        let cli_verdict = idx.is_multiple_of(CLI_EVERY).then(|| cli(path));
         let mut diff = None;
         if mine.is_ok() != theirs || cli_verdict.is_some_and(|c| c != mine.is_ok()) {
             let text = format!(
