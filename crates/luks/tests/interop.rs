@@ -711,9 +711,12 @@ fn cli_end_to_end() {
             .unwrap()
     };
     let p = img.to_str().unwrap();
-    assert!(run(&["format", "--key-file", kf.to_str().unwrap(), p])
-        .status
-        .success());
+    // Fast PBKDF2 here: this test is about the commands (the memory-hard default is tested in
+    // crates/strongroom/tests/luks_cli.rs).
+    let fast = ["--pbkdf", "pbkdf2", "--iterations", "1000"];
+    let mut fmt = vec!["format", "--key-file", kf.to_str().unwrap(), p];
+    fmt.extend(fast);
+    assert!(run(&fmt).status.success());
     common::cs_ok(
         &[
             "open",
@@ -746,6 +749,10 @@ fn cli_end_to_end() {
         kf.to_str().unwrap(),
         "--new-key-file",
         nf.to_str().unwrap(),
+        fast[0],
+        fast[1],
+        fast[2],
+        fast[3],
         p
     ])
     .status

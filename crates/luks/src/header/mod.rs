@@ -191,9 +191,17 @@ fn lvm2_crc(data: &[u8]) -> u32 {
     crc
 }
 
+/// Devices up to this size are "tiny" for blkid, which then does not look for RAID members
+/// (LVM2 physical volumes among them).
+const BLKID_TINY: u64 = 1440 * 1024;
+
 /// Another on-disk signature in the primary header area, as blkid recognises it (only LVM2 PV
-/// labels: `LABELONE`, `LVM2 001`, its own sector number and a valid checksum).
+/// labels: `LABELONE`, `LVM2 001`, its own sector number and a valid checksum, on a device
+/// larger than [`BLKID_TINY`]).
 fn foreign_signature(dev: &dyn BlockDevice) -> Option<String> {
+    if dev.size().ok()? <= BLKID_TINY {
+        return None;
+    }
     let mut buf = vec![0u8; 2048];
     dev.read_at(&mut buf, 0).ok()?;
     for sector in 0..4 {
