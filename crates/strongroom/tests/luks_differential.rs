@@ -392,6 +392,190 @@ fn worker(w: u64, bases: &[Base], dir: &Path, seed: u64, count: u64, report: &Mu
     }
 }
 
+/// One base image (PBKDF2, 16 KiB metadata) in `dir`, and a work file holding it.
+fn single_base(dir: &Path) -> (Base, PathBuf, std::fs::File) {
+    std::fs::write(dir.join("k1"), b"first passphrase").unwrap();
+    let f = sized_file(dir, "one.img", 4 << 20);
+    format(dir, &f, PBKDF2, &["--offset", "4096"]);
+    let base = Base::new("pbkdf2", std::fs::read(dir.join(&f)).unwrap());
+    let path = dir.join("work.img");
+    std::fs::write(&path, &base.content).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    (base, path, file)
+}
+
+/// cryptsetup's verdict on `m`, and a description if ours differs.
+fn compare(base: &Base, path: &Path, file: &std::fs::File, m: &Mutant) -> (bool, Option<String>) {
+    apply(file, base, m);
+    let mine = ours(path);
+    let (theirs, msg) = cryptsetup(path);
+    restore(file, base, m);
+    let diff = (mine.is_ok() != theirs).then(|| {
+        format!(
+            "{}: ours {:?}, cryptsetup accepted={theirs} {msg}",
+            m.desc.join(" | "),
+            mine.err()
+        )
+    });
+    (theirs, diff)
+}
+
+/// Run the table: no differences, and both verdicts among cryptsetup's.
+fn check_table(base: &Base, path: &Path, file: &std::fs::File, cases: &[Mutant]) {
+    let results: Vec<(bool, Option<String>)> =
+        cases.iter().map(|m| compare(base, path, file, m)).collect();
+    let accepted = results.iter().filter(|r| r.0).count();
+    let diffs: Vec<&String> = results.iter().filter_map(|r| r.1.as_ref()).collect();
+    eprintln!("{} cases, cryptsetup accepted {accepted}", cases.len());
+    assert!(diffs.is_empty(), "{} differences:\n{diffs:#?}", diffs.len());
+    assert!(
+        accepted > 0 && accepted < cases.len(),
+        "a table of one verdict"
+    );
+}
+
+/// JSON texts json-c reads in its own way, edited into a real header: same verdicts.
+#[test]
+fn json_c_dialect_matches_cryptsetup() {
+    require_cryptsetup();
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, path, file) = single_base(tmp.path());
+    let t = String::from_utf8(base.text.clone()).unwrap();
+    let close = t.len() - 1;
+    let with = |extra: &str| format!("{},{extra}}}", &t[..close]);
+    let deep = |n: usize, leaf: &str| format!("\"x\":{}{leaf}{}", "[".repeat(n), "]".repeat(n));
+    let mut cases: Vec<Vec<u8>> = vec![t.clone().into_bytes()];
+    for extra in [
+        "\"x\":1e400",
+        "\"x\":-iNfInItY",
+        "\"x\":nan",
+        "\"x\":NULL",
+        "\"x\":tRUE",
+        "\"x\":012",
+        "\"x\":1.",
+        "\"x\":1e",
+        "\"x\":1e+",
+        "\"x\":-",
+        "\"x\":1.-5",
+        "\"x\":+1",
+        "\"x\":0x1",
+        "\"x\":.5",
+        "\"x\":-.5",
+        "\"x\":1I",
+        "'x':'y\"z'",
+        "\"x\":'it\\'s'",
+        "\"x\":\"\\ud800\\u0041\"",
+        "\"x\":\"\\ud800\\n\"",
+        "\"x\":\"\\ud800\"",
+        "\"x\":\"\\udc00\"",
+        "\"x\":\"\\u00e9\\/\"",
+        "\"x\":\"\\x\"",
+        "\"x\":[1,]",
+        "\"x\":[,1]",
+        "\"x\":{\"a\":1,}",
+        "\"x\"/*c*/:/*c*/1/*c*/",
+        "\"x\"://c\n1",
+        "\"x\":1/* a **/",
+        "\"x\":1/x",
+        "\"x\":nullx",
+        "\"tokens\":{\"0\":{\"type\":\"a\",\"keyslots\":[],\"type\":\"\"}}",
+        "\"keyslots\\u0000junk\":{}",
+        "\"\\u006beyslots\":{}",
+    ] {
+        cases.push(with(extra).into_bytes());
+    }
+    for (n, leaf) in [
+        (27, "1"),
+        (28, "1"),
+        (29, "1"),
+        (28, ""),
+        (29, ""),
+        (30, ""),
+    ] {
+        cases.push(with(&deep(n, leaf)).into_bytes());
+    }
+    for tail in ["//c", "/* c *", "/*", "/", " \n\t", "//c\n", "x"] {
+        cases.push(format!("{t}{tail}").into_bytes());
+    }
+    // A comment that runs into the NUL right after an inner object: json-c returns that
+    // object, which then has to pass as the whole metadata.
+    cases.push(format!("{{\"x\":{t}/*").into_bytes());
+    cases.push(format!("{{\"x\":{t}//").into_bytes());
+    cases.push(format!("{{\"x\":{t} /*").into_bytes());
+    cases.push(format!("{{\"x\":{t},\"y\":1}}").into_bytes());
+    let mut raw = with("\"x\":\"a\u{1}\t\u{7f}b\"").into_bytes();
+    cases.push(raw.clone());
+    let at = raw.len() - 4;
+    raw[at] = 0xff;
+    cases.push(raw.clone());
+    raw[at] = 0;
+    cases.push(raw);
+    let cases: Vec<Mutant> = cases
+        .iter()
+        .map(|c| luks_mutate::with_text(&base, c, None))
+        .collect();
+    check_table(&base, &path, &file, &cases);
+}
+
+/// Header checksum algorithms by every name the reference accepts (and some it does not).
+#[test]
+fn checksum_algorithms_match_cryptsetup() {
+    require_cryptsetup();
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, path, file) = single_base(tmp.path());
+    let names = [
+        "sha1",
+        "SHA-1",
+        "ssl3-sha1",
+        "1.3.14.3.2.26",
+        "sha224",
+        "SHA2-224",
+        "sha256",
+        "Sha-256",
+        "2.16.840.1.101.3.4.2.1",
+        "sha384",
+        "sha512",
+        "SHA2-512/256",
+        "sha512-224",
+        "sha3-224",
+        "sha3-256",
+        "SHA3-384",
+        "sha3-512",
+        "shake128",
+        "SHAKE-256",
+        "md5",
+        "SSL3-MD5",
+        "md5-sha1",
+        "ripemd160",
+        "rmd160",
+        "RIPEMD",
+        "blake2b512",
+        "blake2b-512",
+        "BLAKE2s-256",
+        "sm3",
+        "whirlpool",
+        "md4",
+        "sha256 ",
+        "",
+        "null",
+        "keccak-kmac-128",
+        "rsa-sha256",
+    ];
+    let cases: Vec<Mutant> = names
+        .iter()
+        .map(|n| {
+            let mut m = luks_mutate::with_text(&base, &base.text, Some(n));
+            m.desc = vec![format!("csum_alg {n:?}")];
+            m
+        })
+        .collect();
+    check_table(&base, &path, &file, &cases);
+}
+
 fn replay(img: &Path) {
     let mine = ours(img);
     let (theirs, msg) = cryptsetup(img);

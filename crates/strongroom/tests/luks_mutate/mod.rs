@@ -98,14 +98,14 @@ fn mutated_text(base: &Base, rng: &mut Rng, desc: &mut Vec<String>) -> Vec<u8> {
     }
     desc.append(&mut ctx.desc);
     if rng.percent(20) {
-        text_mutation(&mut text, rng, desc);
+        text_mutation(&mut text, base.hdr_size - BIN, rng, desc);
     }
     text
 }
 
 /// Edits of the JSON text itself: whitespace, comments, quotes, duplicate keys, raw bytes and
 /// escapes inside strings, truncation.
-fn text_mutation(text: &mut Vec<u8>, rng: &mut Rng, desc: &mut Vec<String>) {
+fn text_mutation(text: &mut Vec<u8>, area_len: usize, rng: &mut Rng, desc: &mut Vec<String>) {
     fn insert(text: &mut Vec<u8>, at: usize, what: &[u8]) {
         let at = at.min(text.len());
         text.splice(at..at, what.iter().copied());
@@ -114,7 +114,7 @@ fn text_mutation(text: &mut Vec<u8>, rng: &mut Rng, desc: &mut Vec<String>) {
         text.windows(what.len()).position(|w| w == what)
     }
     let last = text.len().saturating_sub(1);
-    match rng.below(13) {
+    match rng.below(17) {
         0 => {
             let ws = *rng.pick(&[" ", "\n", "\t\r\n  "]);
             text.extend_from_slice(ws.as_bytes());
@@ -215,6 +215,54 @@ fn text_mutation(text: &mut Vec<u8>, rng: &mut Rng, desc: &mut Vec<String>) {
             ]);
             insert(text, last, format!(",\"x-num\":{n}").as_bytes());
             desc.push(format!("text: number {n}"));
+        }
+        13 => {
+            // A duplicate key inside an object: the last one wins.
+            let (find_s, repl) = *rng.pick(&[
+                ("\"type\":\"luks2\"", "\"type\":\"x\",\"type\":\"luks2\""),
+                (
+                    "\"type\":\"luks2\"",
+                    "\"type\":\"luks2\",\"type\":\"luks1\"",
+                ),
+                (
+                    "\"type\":\"crypt\"",
+                    "\"type\":\"crypt\",\"type\":\"linear\"",
+                ),
+                ("\"hash\":\"sha256\"", "\"hash\":\"sha256\",\"hash\":\"\""),
+            ]);
+            if let Some(p) = find(text, find_s.as_bytes()) {
+                text.splice(p..p + find_s.len(), repl.bytes());
+            }
+            desc.push(format!("text: {find_s} -> {repl}"));
+        }
+        14 => {
+            // Escapes and NULs in object keys (json-c cuts a key at its first NUL).
+            let (find_s, repl) = *rng.pick(&[
+                ("\"0\":{", "\"\\u0030\":{"),
+                ("\"0\":{", "\"0\\u0000x\":{"),
+                ("\"1\":{", "\"0\\u0000\":{"),
+                ("\"keyslots\":", "\"keyslots\\u0000\":"),
+                ("\"0\":{", "'0':{"),
+            ]);
+            if let Some(p) = find(text, find_s.as_bytes()) {
+                text.splice(p..p + find_s.len(), repl.bytes());
+            }
+            desc.push(format!("text: key {find_s} -> {repl}"));
+        }
+        15 | 16 => {
+            // Padding that brings the text near the end of the area: raw control characters
+            // and tabs take more room when json-c writes the metadata back.
+            let (fill, what): (u8, &str) = *rng.pick(&[(1, "\\x01"), (b'\t', "tab"), (b'a', "a")]);
+            let slack = *rng.pick(&[1usize, 2, 3, 6, 10, 40]);
+            let room = area_len.saturating_sub(text.len() + 12 + slack);
+            let mut pad = b",\"x-pad\":\"".to_vec();
+            pad.extend(std::iter::repeat_n(fill, room));
+            pad.push(b'"');
+            insert(text, last, &pad);
+            desc.push(format!(
+                "text: padded with {room} {what} to {} bytes of {area_len}",
+                text.len()
+            ));
         }
         _ => {
             let lit = *rng.pick(&[
@@ -463,6 +511,32 @@ fn lvm2_label(sector: &mut [u8], valid: bool) {
     }
     let crc = if valid { crc } else { crc ^ 1 };
     sector[16..20].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Both copies with the JSON area `text` (zero-filled), checksum algorithm `csum_alg` (the
+/// base's when `None`), checksums recomputed: a deterministic case for table tests.
+pub fn with_text(base: &Base, text: &[u8], csum_alg: Option<&str>) -> Mutant {
+    let hs = base.hdr_size;
+    let mut img = base.content[..2 * hs].to_vec();
+    for off in [0, hs] {
+        let area = &mut img[off + BIN..off + hs];
+        area.fill(0);
+        let n = text.len().min(area.len());
+        area[..n].copy_from_slice(&text[..n]);
+        if let Some(name) = csum_alg {
+            let field = &mut img[off + OFF_CSUM_ALG..off + OFF_CSUM_ALG + 32];
+            field.fill(0);
+            field[..name.len()].copy_from_slice(name.as_bytes());
+        }
+    }
+    for off in [hs, 0] {
+        fix_checksum(&mut img, off, base);
+    }
+    Mutant {
+        desc: vec![String::from_utf8_lossy(text).into_owned()],
+        image: img,
+        file_len: base.content.len() as u64,
+    }
 }
 
 /// How the two copies are mutated.
