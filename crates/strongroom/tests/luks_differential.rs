@@ -521,6 +521,168 @@ fn json_c_dialect_matches_cryptsetup() {
     check_table(&base, &path, &file, &cases);
 }
 
+/// The classes issue 15 names and those the fuzzer found, one case each, with cryptsetup's
+/// verdict written down (so a change of the reference shows here first).
+#[test]
+fn known_classes_match_cryptsetup() {
+    require_cryptsetup();
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, path, file) = single_base(tmp.path());
+    let t = String::from_utf8(base.text.clone()).unwrap();
+    let edit = |from: &str, to: &str| {
+        assert!(t.contains(from), "{from}");
+        t.replacen(from, to, 1)
+    };
+    let kdf = r#""kdf":{"type":"pbkdf2","hash":"sha256""#;
+    let reenc_req =
+        r#""keyslots_size":"2064384","requirements":{"mandatory":["online-reencrypt-v2"]}"#;
+    let cases: Vec<(&str, String, bool)> = vec![
+        (
+            "empty kdf hash",
+            edit(kdf, r#""kdf":{"type":"pbkdf2","hash":"""#),
+            false,
+        ),
+        (
+            "online-reencrypt-v2 without its keyslot",
+            edit(r#""keyslots_size":"2064384""#, reenc_req),
+            false,
+        ),
+        (
+            "token id 32",
+            edit(
+                r#""tokens":{}"#,
+                r#""tokens":{"32":{"type":"x","keyslots":[]}}"#,
+            ),
+            true,
+        ),
+        (
+            "token id 4294967296",
+            edit(
+                r#""tokens":{}"#,
+                r#""tokens":{"4294967296":{"type":"x","keyslots":["0"]}}"#,
+            ),
+            true,
+        ),
+        (
+            "extra kdf field",
+            edit(kdf, &format!(r#"{kdf},"x-extra":[1]"#)),
+            true,
+        ),
+        (
+            "leftover argon2 field in pbkdf2",
+            edit(kdf, &format!(r#"{kdf},"memory":1024"#)),
+            true,
+        ),
+        (
+            "unknown requirement",
+            edit(
+                r#""keyslots_size":"2064384""#,
+                r#""keyslots_size":"2064384","requirements":{"mandatory":["x-new"]}"#,
+            ),
+            true,
+        ),
+        (
+            "two reencrypt flags",
+            edit(
+                r#""keyslots_size":"2064384""#,
+                r#""keyslots_size":"2064384","requirements":{"mandatory":["online-reencrypt-v2","online-reencrypt-v3"]}"#,
+            ),
+            false,
+        ),
+        (
+            "empty token type",
+            edit(
+                r#""tokens":{}"#,
+                r#""tokens":{"0":{"type":"","keyslots":[]}}"#,
+            ),
+            false,
+        ),
+        (
+            "keyslot id 007",
+            edit(r#""keyslots":{"0":"#, r#""keyslots":{"007":"#),
+            false,
+        ),
+        (
+            "empty segment id",
+            edit(r#""segments":{"0":"#, r#""segments":{"":"#),
+            false,
+        ),
+        (
+            "json_size with a plus sign",
+            edit(r#""json_size":"12288""#, r#""json_size":"+12288""#),
+            true,
+        ),
+        (
+            "iterations -1",
+            edit(r#""iterations":1000,"salt""#, r#""iterations":-1,"salt""#),
+            true,
+        ),
+        (
+            "iterations 1.0",
+            edit(r#""iterations":1000,"salt""#, r#""iterations":1.0,"salt""#),
+            false,
+        ),
+    ];
+    let mut mutants: Vec<Mutant> = Vec::new();
+    for (name, text, expect) in &cases {
+        let mut m = luks_mutate::with_text(&base, text.as_bytes(), None);
+        m.desc = vec![name.to_string()];
+        let (theirs, diff) = compare(&base, &path, &file, &m);
+        assert_eq!(theirs, *expect, "{name}: cryptsetup's verdict changed");
+        assert!(diff.is_none(), "{}", diff.unwrap_or_default());
+        mutants.push(m);
+    }
+    // Binary-header and device classes; `need` is what the metadata says the device holds.
+    let hs = base.hdr_size;
+    let need = 2 * hs as u64 + base.geo.keyslots_size;
+    type Edit = fn(&mut Mutant, usize, u64);
+    let binary: [(&str, Edit, bool); 6] = [
+        (
+            "primary version 0 (secondary intact)",
+            |m, _, _| m.image[7] = 0,
+            true,
+        ),
+        (
+            "primary version 3 (secondary intact)",
+            |m, _, _| m.image[7] = 3,
+            false,
+        ),
+        (
+            "garbage after the digest in the csum field",
+            |m, hs, _| m.image[hs + 448 + 40] = 1,
+            true,
+        ),
+        (
+            "device shorter than metadata + keyslots area",
+            |m, _, need| m.file_len = need - 512,
+            false,
+        ),
+        (
+            "device exactly metadata + keyslots area",
+            |m, _, need| m.file_len = need,
+            true,
+        ),
+        // The primary's checksum is recomputed below: its JSON area then runs into the
+        // secondary, and the secondary is looked for at 0x5000 only.
+        (
+            "primary hdr_size 0x5000, its checksum valid",
+            |m, _, _| m.image[14] = 0x50,
+            false,
+        ),
+    ];
+    for (name, f, expect) in binary {
+        let mut m = luks_mutate::with_text(&base, &base.text, None);
+        f(&mut m, hs, need);
+        if name.contains("checksum valid") {
+            luks_mutate::refresh_checksums(&base, &mut m);
+        }
+        m.desc = vec![name.to_string()];
+        let (theirs, diff) = compare(&base, &path, &file, &m);
+        assert_eq!(theirs, expect, "{name}: cryptsetup's verdict changed");
+        assert!(diff.is_none(), "{}", diff.unwrap_or_default());
+    }
+}
+
 /// Header checksum algorithms by every name the reference accepts (and some it does not).
 #[test]
 fn checksum_algorithms_match_cryptsetup() {

@@ -539,6 +539,14 @@ pub fn with_text(base: &Base, text: &[u8], csum_alg: Option<&str>) -> Mutant {
     }
 }
 
+/// Recompute both checksums of `m` after an edit (each copy with its own csum_alg and
+/// hdr_size).
+pub fn refresh_checksums(base: &Base, m: &mut Mutant) {
+    for off in [base.hdr_size, 0] {
+        fix_checksum(&mut m.image, off, base);
+    }
+}
+
 /// How the two copies are mutated.
 #[derive(Clone, Copy, PartialEq)]
 enum Plan {
