@@ -547,6 +547,26 @@ pub fn refresh_checksums(base: &Base, m: &mut Mutant) {
     }
 }
 
+/// A 16 KiB secondary copy at 0x4000 made from the real secondary's binary header at `hs`.
+fn decoy_secondary(img: &mut [u8], hs: usize, json: &[u8], good_csum: bool) {
+    const AT: usize = 0x4000;
+    let mut copy = img[hs..hs + BIN].to_vec();
+    put64(&mut copy, OFF_HDR_SIZE, AT as u64);
+    put64(&mut copy, 256, AT as u64);
+    copy[OFF_CSUM..OFF_CSUM + 64].fill(0);
+    copy.resize(AT, 0);
+    let n = json.len().min(AT - BIN - 1);
+    copy[BIN..BIN + n].copy_from_slice(&json[..n]);
+    let name = c_str(&copy[OFF_CSUM_ALG..OFF_CSUM_ALG + 32]);
+    let alg = ChecksumAlg::from_name(&name).unwrap_or(ChecksumAlg::Sha256);
+    let sum = alg.digest(&[&copy[..BIN], &copy[BIN..]]);
+    copy[OFF_CSUM..OFF_CSUM + sum.len()].copy_from_slice(&sum);
+    if !good_csum {
+        copy[OFF_CSUM] ^= 1;
+    }
+    img[AT..2 * AT].copy_from_slice(&copy);
+}
+
 /// How the two copies are mutated.
 #[derive(Clone, Copy, PartialEq)]
 enum Plan {
@@ -652,6 +672,19 @@ fn final_edits(img: &mut Vec<u8>, base: &Base, rng: &mut Rng, desc: &mut Vec<Str
             let valid = rng.percent(60);
             lvm2_label(&mut img[512..1024], valid);
             desc.push(format!("LVM2 label in sector 1 (valid: {valid})"));
+        }
+        11..=13 if hs > 0x4000 => {
+            // The primary unreadable and a decoy secondary at 0x4000 (inside the primary's own
+            // area) before the real one: the scan stops at the first copy whose checksum
+            // passes, whatever its JSON says.
+            img[..8].fill(0);
+            let good_csum = rng.percent(60);
+            let json: &[u8] = if rng.percent(50) { b"{}" } else { &base.text };
+            decoy_secondary(img, hs, json, good_csum);
+            desc.push(format!(
+                "primary killed, decoy secondary at 0x4000 (checksum valid: {good_csum}, {} bytes of JSON)",
+                json.len()
+            ));
         }
         8..=10 => {
             let hs = hs as u64;
