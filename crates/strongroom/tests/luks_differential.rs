@@ -636,7 +636,7 @@ fn known_classes_match_cryptsetup() {
     let hs = base.hdr_size;
     let need = 2 * hs as u64 + base.geo.keyslots_size;
     type Edit = fn(&mut Mutant, usize, u64);
-    let binary: [(&str, Edit, bool); 6] = [
+    let binary: [(&str, Edit, bool); 8] = [
         (
             "primary version 0 (secondary intact)",
             |m, _, _| m.image[7] = 0,
@@ -662,6 +662,21 @@ fn known_classes_match_cryptsetup() {
             |m, _, need| m.file_len = need,
             true,
         ),
+        // blkid's LVM2 label (right CRC, its own sector): looked for only when one copy would
+        // be recovered from the other.
+        (
+            "LVM2 label, both copies with the same seqid (checksums valid)",
+            |m, _, _| luks_mutate::lvm2_label(&mut m.image[512..1024], true),
+            true,
+        ),
+        (
+            "LVM2 label, the secondary stale (checksums valid)",
+            |m, _, _| {
+                luks_mutate::lvm2_label(&mut m.image[512..1024], true);
+                m.image[23] += 1;
+            },
+            false,
+        ),
         // The primary's checksum is recomputed below: its JSON area then runs into the
         // secondary, and the secondary is looked for at 0x5000 only.
         (
@@ -673,7 +688,7 @@ fn known_classes_match_cryptsetup() {
     for (name, f, expect) in binary {
         let mut m = luks_mutate::with_text(&base, &base.text, None);
         f(&mut m, hs, need);
-        if name.contains("checksum valid") {
+        if name.contains("checksum valid") || name.contains("checksums valid") {
             luks_mutate::refresh_checksums(&base, &mut m);
         }
         m.desc = vec![name.to_string()];

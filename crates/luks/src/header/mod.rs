@@ -6,8 +6,8 @@
 //! secondary at the primary's `hdr_size` when the primary's binary header and checksum pass
 //! (even if its JSON does not), else at the first of the 9 allowed offsets whose binary header
 //! and checksum pass. If both are valid the higher seqid wins (the primary on a tie); the other
-//! is reported stale. The device must hold both copies and the keyslots area, and when only
-//! one copy is valid another signature on the device refuses it (see [`LoadOptions`]).
+//! is reported stale. The device must hold both copies and the keyslots area, and when one
+//! copy is invalid or stale another signature on the device refuses it (see [`LoadOptions`]).
 
 pub mod binary;
 pub mod json;
@@ -261,7 +261,12 @@ pub fn load(dev: &dyn BlockDevice, opts: LoadOptions) -> Result<(Header, LoadRep
             (Err(pe), Err(se)) => return Err(no_valid_header(pe, se)),
         };
     check_device_size(dev, &good.meta)?;
-    if other_good.is_none() && !opts.allow_foreign_signature {
+    // cryptsetup looks for other signatures whenever one copy would be recovered from the
+    // other: the other copy is invalid or has a lower seqid.
+    let recovers = other_good
+        .as_ref()
+        .is_none_or(|o| o.bin.seqid != good.bin.seqid);
+    if recovers && !opts.allow_foreign_signature {
         if let Some(sig) = foreign_signature(dev) {
             return Err(Error::ForeignSignature(sig));
         }

@@ -491,7 +491,7 @@ fn fix_checksum(img: &mut Vec<u8>, off: usize, base: &Base) {
 }
 
 /// An LVM2 PV label (as `pvcreate` writes it in sector 1), with a right or a wrong checksum.
-fn lvm2_label(sector: &mut [u8], valid: bool) {
+pub fn lvm2_label(sector: &mut [u8], valid: bool) {
     sector.fill(0);
     sector[..8].copy_from_slice(b"LABELONE");
     sector[8..16].copy_from_slice(&1u64.to_le_bytes());
@@ -668,10 +668,17 @@ fn final_edits(img: &mut Vec<u8>, base: &Base, rng: &mut Rng, desc: &mut Vec<Str
             img[off..off + 8].fill(0);
             desc.push(format!("copy at {off} killed (magic zeroed)"));
         }
-        7 => {
+        7 | 14 => {
             let valid = rng.percent(60);
             lvm2_label(&mut img[512..1024], valid);
-            desc.push(format!("LVM2 label in sector 1 (valid: {valid})"));
+            // Half the time the primary's checksum covers the label (the copy stays valid).
+            let covered = rng.percent(50);
+            if covered {
+                fix_checksum(img, 0, base);
+            }
+            desc.push(format!(
+                "LVM2 label in sector 1 (valid: {valid}, in the primary's checksum: {covered})"
+            ));
         }
         11..=13 if hs > 0x4000 => {
             // The primary unreadable and a decoy secondary at 0x4000 (inside the primary's own
