@@ -3,7 +3,10 @@
 //! Layers, bottom up:
 //! - [`device`]: the [`BlockDevice`] trait (files, raw block devices; Ceph RBD later).
 //! - [`header`]: binary header + JSON area of both copies, checksums, copy selection and repair
-//!   ([`header::binary`], [`header::json`]), and [`validate`]: every JSON rule cryptsetup enforces.
+//!   ([`header::binary`], [`header::json`]; the JSON dialect json-c reads), and [`validate`]:
+//!   every JSON rule cryptsetup enforces, with its C semantics. Whether a header opens is
+//!   cryptsetup's verdict (`crates/strongroom/tests/luks_differential.rs` compares the two on
+//!   thousands of mutants of real headers).
 //! - [`kdf`], [`af`], [`digest`], [`cipher`] / [`xts`]: the crypto pieces of a keyslot.
 //! - [`keyslot`]: unlock / create keyslot material; [`update`]: crash-safe header writes.
 //! - [`volume`]: the high-level API (format, unlock, add/remove/change keys);

@@ -1,5 +1,5 @@
 //! JSON area framing (as cryptsetup checks it: `{` first, the JSON text, at least one NUL, then
-//! only NULs) around the json-c dialect of [`super::jsonc`]; compact output.
+//! only NULs) around the json-c dialect of `header::jsonc`; compact output.
 //!
 //! The text a header was read from is kept ([`Source`]) so that a rewrite reproduces every
 //! value it did not change exactly as it was written: floats such as `1.5e300`, `2.50` or

@@ -1,6 +1,6 @@
 //! Every semantic rule cryptsetup 2.6 (`LUKS2_hdr_validate`: `hdr_validate_*` and
 //! `LUKS2_keyslots_validate`) applies to the JSON metadata of a header copy, with the C
-//! semantics it has ([`c`]), plus the in-memory repair it makes first (`LUKS2_hdr_repair`).
+//! semantics it has (module `c`), plus the in-memory repair it makes first (`LUKS2_hdr_repair`).
 //!
 //! Rules are applied in cryptsetup's order: requirements, tokens, digests, segments, keyslots,
 //! config, keyslot areas, json_size, then the per-type keyslot checks. Errors name the field.
