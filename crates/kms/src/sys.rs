@@ -139,6 +139,18 @@ static ROUTES: &[Route<Ctx>] = &[
         Ok(Response::no_content())
     })
     .sudo(),
+    rt("locked-users", READ, |c, _, _| locked_users(&c.u)),
+    rt("locked-users/:accessor/unlock/*alias", W, |c, _, p| {
+        let mount =
+            c.u.router
+                .all()
+                .into_iter()
+                .find(|m| m.entry.accessor == p.get("accessor"));
+        if let Some(m) = mount {
+            m.handler.unlock_user(p.get("alias"));
+        }
+        Ok(Response::no_content())
+    }),
     rt("key-status", READ, |c, _, _| {
         Ok(Response::legacy(json!({
             "term": c.u.barrier.active_term()?,
@@ -176,6 +188,28 @@ static ROUTES: &[Route<Ctx>] = &[
     rt("rotate", W, not_here).sudo(),
     rt("step-down", W, not_here).sudo(),
 ];
+
+/// `sys/locked-users`: who is locked out, per auth mount (OpenBao's shape).
+fn locked_users(u: &Unsealed) -> R {
+    let mut mounts = vec![];
+    let mut total = 0;
+    for m in u.router.all().iter().filter(|m| m.is_auth) {
+        let names = m.handler.locked_users();
+        if !names.is_empty() {
+            total += names.len();
+            mounts.push(json!({"mount_accessor": m.entry.accessor, "counts": names.len(), "alias_identifiers": names}));
+        }
+    }
+    let by_namespace = match total {
+        0 => json!([]),
+        n => {
+            json!([{"namespace_id": "root", "namespace_path": "", "counts": n, "mount_accessors": mounts}])
+        }
+    };
+    Ok(Response::data(
+        json!({"by_namespace": by_namespace, "total": total}),
+    ))
+}
 
 fn not_here(_: &Ctx, _: &Request, _: &Captures) -> R {
     Err(ApiError::unsupported_path())

@@ -587,3 +587,72 @@ fn audit_devices_cannot_be_used_to_write_files() {
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn five_failed_logins_lock_the_user_until_an_operator_unlocks() {
+    let k = kms();
+    k.root(
+        Operation::Update,
+        "sys/auth/userpass",
+        json!({"type": "userpass"}),
+    );
+    for u in ["lock", "other"] {
+        k.root(
+            Operation::Update,
+            &format!("auth/userpass/users/{u}"),
+            json!({"password": "right"}),
+        );
+    }
+    let login = |u: &str, pw: &str| {
+        k.call(
+            Operation::Update,
+            &format!("auth/userpass/login/{u}"),
+            "",
+            json!({ "password": pw }),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            login("lock", "wrong").unwrap_err().errors,
+            vec!["invalid username or password"]
+        );
+    }
+    // locked: even the right password is refused, and the refusal costs no password hash
+    assert_eq!(login("lock", "right").unwrap_err().status, 403);
+    assert_eq!(
+        login("LOCK", "right").unwrap_err().status,
+        403,
+        "names fold first"
+    );
+    login("other", "right").unwrap();
+    let locked = k
+        .root(Operation::Read, "sys/locked-users", json!({}))
+        .data
+        .unwrap();
+    assert_eq!(locked["total"], 1);
+    assert_eq!(
+        locked["by_namespace"][0]["mount_accessors"][0]["alias_identifiers"],
+        json!(["lock"])
+    );
+    let mounts = k.root(Operation::Read, "sys/auth", json!({})).data.unwrap();
+    let acc = mounts["userpass/"]["accessor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    k.root(
+        Operation::Update,
+        &format!("sys/locked-users/{acc}/unlock/lock"),
+        json!({}),
+    );
+    login("lock", "right").unwrap();
+    // failures of names that do not exist lock nothing and are not remembered
+    for _ in 0..6 {
+        login("ghost", "x").unwrap_err();
+    }
+    assert_eq!(
+        k.root(Operation::Read, "sys/locked-users", json!({}))
+            .data
+            .unwrap()["total"],
+        0
+    );
+}

@@ -6,6 +6,7 @@ use crate::request::{ApiError, Operation, Request, Response};
 
 pub mod identity;
 pub mod kv;
+pub mod lockout;
 pub mod password;
 pub mod table;
 pub mod transit;
@@ -48,6 +49,14 @@ pub trait Backend: Send + Sync + 'static {
     fn key_operation<'a>(&self, _rel: &'a str) -> Option<(&'a str, &'static str)> {
         None
     }
+
+    /// Login names locked out after failed logins (see [`lockout`]).
+    fn locked_users(&self) -> Vec<String> {
+        vec![]
+    }
+
+    /// An operator unlocks a login name.
+    fn unlock_user(&self, _name: &str) {}
 
     /// These tokens (by hash) were revoked: drop anything kept per token.
     fn tokens_revoked(&self, _hashes: &[String]) -> Result<(), ApiError> {

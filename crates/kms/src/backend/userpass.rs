@@ -28,6 +28,7 @@ pub struct Userpass {
     view: View,
     /// Verified against when the user does not exist, so timing does not reveal usernames.
     dummy_hash: String,
+    lockout: super::lockout::Lockout,
 }
 
 fn hash_password(pw: &str) -> Result<String, ApiError> {
@@ -41,7 +42,11 @@ fn valid_username(u: &str) -> bool {
 impl Userpass {
     pub fn new(view: View) -> Self {
         let dummy_hash = hash_password("strongroom-dummy-password").unwrap_or_default();
-        Self { view, dummy_hash }
+        Self {
+            view,
+            dummy_hash,
+            lockout: Default::default(),
+        }
     }
 
     fn key(name: &str) -> String {
@@ -116,15 +121,22 @@ impl Userpass {
         if pw.is_empty() {
             return Err(ApiError::bad_request("missing password"));
         }
+        if self.lockout.is_locked(name) {
+            return Err(ApiError::permission_denied());
+        }
         let user: Option<User> = self.view.get_json(&Self::key(name))?;
         let hash = user
             .as_ref()
             .map(|u| u.password_hash.as_str())
             .unwrap_or(&self.dummy_hash);
         let ok = super::password::verify(&req.path, hash, pw.as_bytes())?;
-        let (true, Some(u)) = (ok, user) else {
+        let (true, Some(u)) = (ok, user.as_ref()) else {
+            if user.is_some() {
+                self.lockout.failed(name);
+            }
             return Err(ApiError::bad_request("invalid username or password"));
         };
+        self.lockout.clear(name);
         let bound_cidrs = crate::cidr::parse_list(&u.token_bound_cidrs)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         if !crate::cidr::allows(&bound_cidrs, req.remote_addr) {
@@ -150,6 +162,14 @@ impl Userpass {
 }
 
 impl Backend for Userpass {
+    fn locked_users(&self) -> Vec<String> {
+        self.lockout.locked()
+    }
+
+    fn unlock_user(&self, name: &str) {
+        self.lockout.clear(&name.to_lowercase())
+    }
+
     fn unauthenticated(&self, rel: &str) -> bool {
         rel.starts_with("login/")
     }
