@@ -1,6 +1,7 @@
 //! `userpass` auth: users with passwords (stored as Argon2id PHC strings) and token
 //! settings; `login/<user>` answers without a token and asks the core for one.
 
+use super::table::{self, Captures, Ops, Route};
 use super::Backend;
 use crate::barrier::View;
 use crate::fields;
@@ -33,10 +34,6 @@ pub struct Userpass {
 
 fn hash_password(pw: &str) -> Result<String, ApiError> {
     super::password::hash(pw)
-}
-
-fn valid_username(u: &str) -> bool {
-    !u.is_empty() && !u.contains('/') && u.len() <= 256
 }
 
 impl Userpass {
@@ -171,7 +168,7 @@ impl Backend for Userpass {
     }
 
     fn unauthenticated(&self, rel: &str) -> bool {
-        rel.starts_with("login/")
+        table::unauthenticated(ROUTES, rel)
     }
 
     /// Usernames are case-insensitive: `users/BOB` and `login/Bob` are `bob`.
@@ -187,81 +184,101 @@ impl Backend for Userpass {
     }
 
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
-        let rel = req.rel.trim_end_matches('/');
-        let write = matches!(req.op, Operation::Create | Operation::Update);
-        if let Some(name) = rel.strip_prefix("login/") {
-            if !write {
-                return Err(ApiError::unsupported_operation());
-            }
-            return self.login(name, req);
+        table::dispatch(self, ROUTES, req)
+    }
+}
+
+const W: Ops = Ops::WRITE;
+
+/// Every path of the method; usernames are OpenBao's generic names.
+static ROUTES: &[Route<Userpass>] = &[
+    Route::new("login/:name", W, None, &[], login).unauthenticated(),
+    Route::new("users", Ops::LIST.or(Ops::READ), None, &[], |b, _, _| {
+        b.list_users()
+    }),
+    Route::new(
+        "users/:name",
+        Ops::READ.or(W).or(Ops::DELETE),
+        None,
+        &[],
+        user,
+    ),
+    Route::new("users/:name/password", W, None, &[], |b, r, c| {
+        b.set_password(c.get("name"), r)
+    }),
+    Route::new("users/:name/policies", W, None, &[], |b, r, c| {
+        b.set_policies(c.get("name"), r)
+    }),
+];
+
+fn login(b: &Userpass, r: &Request, c: &Captures) -> Result<Response, ApiError> {
+    b.login(c.get("name"), r)
+}
+
+fn user(b: &Userpass, r: &Request, c: &Captures) -> Result<Response, ApiError> {
+    let name = c.get("name");
+    match r.op {
+        Operation::Read => {
+            let u: User = b
+                .view
+                .get_json(&Userpass::key(name))?
+                .ok_or_else(ApiError::not_found)?;
+            Ok(Response::data(Userpass::user_json(&u)))
         }
-        if rel == "users" {
-            return match req.op {
-                Operation::List | Operation::Read => {
-                    let keys = self.view.list("user/")?;
-                    if keys.is_empty() {
-                        return Err(ApiError::not_found());
-                    }
-                    Ok(Response::data(json!({"keys": keys})))
-                }
-                _ => Err(ApiError::unsupported_operation()),
-            };
+        Operation::Delete => {
+            b.view.delete(&Userpass::key(name))?;
+            b.lockout.forget(name);
+            Ok(Response::no_content())
         }
-        let Some(rest) = rel.strip_prefix("users/") else {
-            return Err(ApiError::unsupported_path());
-        };
-        let (name, sub) = rest.split_once('/').unwrap_or((rest, ""));
-        if !valid_username(name) {
-            return Err(ApiError::bad_request("invalid username"));
+        _ => b.write_user(name, r),
+    }
+}
+
+impl Userpass {
+    fn list_users(&self) -> Result<Response, ApiError> {
+        let keys = self.view.list("user/")?;
+        if keys.is_empty() {
+            return Err(ApiError::not_found());
         }
+        Ok(Response::data(json!({ "keys": keys })))
+    }
+
+    fn write_user(&self, name: &str, req: &Request) -> Result<Response, ApiError> {
         let key = Self::key(name);
-        match (sub, req.op) {
-            ("", Operation::Read) => {
-                let u: User = self.view.get_json(&key)?.ok_or_else(ApiError::not_found)?;
-                Ok(Response::data(Self::user_json(&u)))
-            }
-            ("", _) if write => {
-                let existing: Option<User> = self.view.get_json(&key)?;
-                let mut u = existing.clone().unwrap_or_default();
-                let pw = fields::opt_str(&req.data, "password")?.map(Zeroizing::new);
-                match (&pw, &existing) {
-                    (Some(p), _) if !p.is_empty() => u.password_hash = hash_password(p)?,
-                    (_, None) => return Err(ApiError::bad_request("missing password")),
-                    _ => {}
-                }
-                Self::apply_token_fields(&mut u, &req.data)?;
-                self.view.put_json(&key, &u)?;
-                Ok(Response::no_content())
-            }
-            ("", Operation::Delete) => {
-                self.view.delete(&key)?;
-                Ok(Response::no_content())
-            }
-            ("password", _) if write => {
-                let mut u: User = self
-                    .view
-                    .get_json(&key)?
-                    .ok_or_else(|| ApiError::bad_request("username does not exist"))?;
-                let pw =
-                    Zeroizing::new(fields::opt_str(&req.data, "password")?.unwrap_or_default());
-                if pw.is_empty() {
-                    return Err(ApiError::bad_request("missing password"));
-                }
-                u.password_hash = hash_password(&pw)?;
-                self.view.put_json(&key, &u)?;
-                Ok(Response::no_content())
-            }
-            ("policies", _) if write => {
-                let mut u: User = self
-                    .view
-                    .get_json(&key)?
-                    .ok_or_else(|| ApiError::bad_request("username does not exist"))?;
-                Self::apply_token_fields(&mut u, &req.data)?;
-                self.view.put_json(&key, &u)?;
-                Ok(Response::no_content())
-            }
-            ("" | "password" | "policies", _) => Err(ApiError::unsupported_operation()),
-            _ => Err(ApiError::unsupported_path()),
+        let existing: Option<User> = self.view.get_json(&key)?;
+        let mut u = existing.clone().unwrap_or_default();
+        let pw = fields::opt_str(&req.data, "password")?.map(Zeroizing::new);
+        match (&pw, &existing) {
+            (Some(p), _) if !p.is_empty() => u.password_hash = hash_password(p)?,
+            (_, None) => return Err(ApiError::bad_request("missing password")),
+            _ => {}
         }
+        Self::apply_token_fields(&mut u, &req.data)?;
+        self.view.put_json(&key, &u)?;
+        Ok(Response::no_content())
+    }
+
+    fn existing(&self, name: &str) -> Result<User, ApiError> {
+        self.view
+            .get_json(&Self::key(name))?
+            .ok_or_else(|| ApiError::bad_request("username does not exist"))
+    }
+
+    fn set_password(&self, name: &str, req: &Request) -> Result<Response, ApiError> {
+        let mut u = self.existing(name)?;
+        let pw = Zeroizing::new(fields::opt_str(&req.data, "password")?.unwrap_or_default());
+        if pw.is_empty() {
+            return Err(ApiError::bad_request("missing password"));
+        }
+        u.password_hash = hash_password(&pw)?;
+        self.view.put_json(&Self::key(name), &u)?;
+        Ok(Response::no_content())
+    }
+
+    fn set_policies(&self, name: &str, req: &Request) -> Result<Response, ApiError> {
+        let mut u = self.existing(name)?;
+        Self::apply_token_fields(&mut u, &req.data)?;
+        self.view.put_json(&Self::key(name), &u)?;
+        Ok(Response::no_content())
     }
 }
