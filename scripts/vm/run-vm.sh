@@ -18,6 +18,8 @@
 #   -n            network (slirp): the host's 127.0.0.1:PORT is 10.0.2.2:PORT in the guest
 #   -e NAME=VALUE export in the guest command's environment (not on the kernel command line)
 #   -t SECONDS    wall-clock limit (default 600); -m MiB memory (default 1024); -c vCPUs
+# The guest's sh is busybox ash, which runs its own applet before searching PATH: call the
+# host's util-linux tools by full path in guest scripts (/usr/sbin/losetup, /usr/sbin/blkid).
 # Exit status: the guest command's, 124 on timeout, 125 if the VM died without reporting one,
 # 2 on a usage error, 3 when the runner cannot prepare the VM (missing host tool, apt failure).
 #
@@ -33,7 +35,7 @@ FILES=() ENVS=() DISKS=()
 
 say() { printf 'run-vm: %s\n' "$*" >&2; }
 fail() { say "error: $*"; exit 3; }
-usage() { say "usage error: $*"; sed -n '10,22p' "$SELF" >&2; exit 2; }
+usage() { say "usage error: $*"; sed -n '10,24p' "$SELF" >&2; exit 2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
         -c) CPUS=${2:?}; shift 2 ;;
         -s) SCRIPT=$(readlink -f "${2:?-s SCRIPT}"); shift 2; break ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,27p' "$SELF"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$SELF"; exit 0 ;;
         *) usage "unknown option $1" ;;
     esac
 done
@@ -170,7 +172,7 @@ PROGS_NEEDED="cryptsetup dmsetup mke2fs kmod"
 PROGS_WANTED="losetup blkid e2fsck resize2fs dumpe2fs tune2fs blockdev wipefs mkfs.xfs xfs_growfs"
 MODULES="virtio_pci virtio_blk virtio_net virtio_rng 9p 9pnet_virtio dm_mod dm_crypt loop ext4 xfs
     fuse af_alg algif_skcipher"
-BOOT_MODULES="virtio_pci virtio_blk virtio_rng dm_mod dm_crypt loop ext4"
+BOOT_MODULES="virtio_pci virtio_blk virtio_rng dm_mod dm_crypt loop ext4 af_alg algif_skcipher"
 
 host_prog() { PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$1" || true; }
 
