@@ -177,7 +177,7 @@ umount /mnt/plain; cryptsetup close plain; /usr/sbin/losetup -d $lo
 "#;
 
 #[test]
-fn kernel_path_create_mount_roundtrip_and_cryptsetup_interop() {
+fn vm_tier_kernel_path_create_mount_roundtrip_and_cryptsetup_interop() {
     let Some(vm) = Vm::start() else { return };
     let mk = marker("vm-kernel-roundtrip");
     std::fs::write(vm.path("marker.txt"), &mk).unwrap();
@@ -203,7 +203,7 @@ fn kernel_path_create_mount_roundtrip_and_cryptsetup_interop() {
 /// The volume key (from `dmsetup table --showkeys`) and the tenant token never appear in any
 /// process's argv or environment in the guest while `volume mount` runs.
 #[test]
-fn kernel_path_keeps_key_and_token_out_of_argv() {
+fn vm_tier_kernel_path_keeps_key_and_token_out_of_argv() {
     let Some(vm) = Vm::start() else { return };
     vm.guest(CREATE_MOUNT);
     let argv = vm.read("argv.txt");
@@ -233,7 +233,7 @@ fn volume_key_hex(table: &str) -> String {
 /// `--disable-keyring`, so the table holds the volume key in hex; this fails until it does not.
 #[test]
 #[ignore = "finding (issue 17): dmcrypt::open uses --disable-keyring; the dm table holds the hex key"]
-fn kernel_path_table_references_the_keyring() {
+fn vm_tier_kernel_path_table_references_the_keyring() {
     let Some(vm) = Vm::start() else { return };
     vm.guest(CREATE_MOUNT);
     let key = volume_key_hex(&vm.read("table-keys.txt"));
@@ -251,7 +251,7 @@ fn kernel_path_table_references_the_keyring() {
 
 /// Data written on the kernel path reads back on the host's userspace path, and the other way.
 #[test]
-fn kernel_and_userspace_paths_read_each_others_data() {
+fn vm_tier_kernel_and_userspace_paths_read_each_others_data() {
     let Some(vm) = Vm::start() else { return };
     if !can_mount() {
         eprintln!("*** SKIP host half of the VM interop test: no root/FUSE/loop here ***");
@@ -293,7 +293,7 @@ fn kernel_and_userspace_paths_read_each_others_data() {
 /// A LUKS2 image cryptsetup formatted (and wrote through dm-crypt) in the VM passes our
 /// `strongroom luks dump` / `test-key` on the host; a wrong key is refused.
 #[test]
-fn cryptsetup_formatted_in_vm_opens_with_strongroom_luks() {
+fn vm_tier_cryptsetup_formatted_in_vm_opens_with_strongroom_luks() {
     let Some(vm) = Vm::start() else { return };
     std::fs::write(vm.path("pass"), "vm-interop-passphrase").unwrap();
     std::fs::write(vm.path("wrong"), "not-the-passphrase").unwrap();
