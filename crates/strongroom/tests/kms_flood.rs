@@ -412,7 +412,7 @@ fn legit(addr: SocketAddr, root: &str, n: usize) -> Result<Duration, String> {
 }
 
 #[test]
-fn survives_login_and_slow_header_floods_under_a_memory_limit() {
+fn load_tier_survives_login_and_slow_header_floods_under_a_memory_limit() {
     let limit = MemoryLimit::create();
     let mut srv = Flooded::start(&limit);
     let root = srv.init_and_seed();
