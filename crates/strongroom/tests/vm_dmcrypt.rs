@@ -154,6 +154,14 @@ touch /tmp/stop; wait
 $S --json status v1 >$D/status.json
 dmsetup table >$D/table.txt
 dmsetup table --showkeys >$D/table-keys.txt
+# the volume key itself, from the header with the keyslot secret, for the argv scan
+VAULT_TOKEN=root $B kv get --field=data secret/strongroom/a/v1 | base64 -d >/tmp/slot.key
+cryptsetup luksDump --dump-volume-key --batch-mode --volume-key-file /tmp/vk.bin \
+  --key-file /tmp/slot.key $D/vols/v1/volume.img >/dev/null 2>&1 \
+  || { lo=$(/usr/sbin/losetup -f --show $D/vols/v1/volume.img); \
+       cryptsetup luksDump --dump-volume-key --batch-mode --volume-key-file /tmp/vk.bin \
+         --key-file /tmp/slot.key $lo >/dev/null; /usr/sbin/losetup -d $lo; }
+od -An -tx1 -v /tmp/vk.bin | tr -d ' \n' >$D/volume-key.hex
 "#;
 
 /// Guest: write a marker, unmount, check the teardown, re-mount, read it back, unmount.
@@ -200,7 +208,8 @@ fn vm_tier_kernel_path_create_mount_roundtrip_and_cryptsetup_interop() {
     ));
 }
 
-/// The volume key (from `dmsetup table --showkeys`) and the tenant token never appear in any
+/// The volume key (dumped from the header with the keyslot secret) and the tenant token
+/// never appear in any
 /// process's argv or environment in the guest while `volume mount` runs.
 #[test]
 fn vm_tier_kernel_path_keeps_key_and_token_out_of_argv() {
@@ -211,7 +220,8 @@ fn vm_tier_kernel_path_keeps_key_and_token_out_of_argv() {
         argv.contains("volume") && argv.contains(" mount v1 "),
         "the sampler never saw the mount command: {argv:.2000}"
     );
-    let key = volume_key_hex(&vm.read("table-keys.txt"));
+    let key = vm.read("volume-key.hex");
+    assert_eq!(key.len(), 128, "the volume key was dumped (64 bytes, hex)");
     let token = vm.read("a.token");
     for (what, secret) in [("volume key", key.as_str()), ("token", token.trim())] {
         assert!(
@@ -228,11 +238,9 @@ fn volume_key_hex(table: &str) -> String {
     f[i].to_owned()
 }
 
-/// Issue 17: the key must reach dm-crypt through the kernel keyring (`:64:logon:...` in the
-/// table), not as hex in the table. FINDING: `datapath::dmcrypt::open` passes
-/// `--disable-keyring`, so the table holds the volume key in hex; this fails until it does not.
+/// Issue 17: the key reaches dm-crypt through the kernel keyring (`:64:logon:...` in the
+/// table), never as hex in the table.
 #[test]
-#[ignore = "finding (issue 17): dmcrypt::open uses --disable-keyring; the dm table holds the hex key"]
 fn vm_tier_kernel_path_table_references_the_keyring() {
     let Some(vm) = Vm::start() else { return };
     vm.guest(CREATE_MOUNT);

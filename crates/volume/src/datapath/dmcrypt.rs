@@ -29,16 +29,12 @@ pub fn mapper_name(volume_id: &str) -> String {
     format!("strongroom-{volume_id}")
 }
 
-/// `cryptsetup open --type luks2 <device> <name> --key-file=-` with the secret on stdin.
+/// `cryptsetup open --type luks2 <device> <name> --key-file=-` with the secret on stdin. The
+/// volume key reaches dm-crypt through the kernel keyring (a `logon` key the table names), so
+/// the table never holds it in hex (`dmsetup table --showkeys` shows only the reference).
 pub fn open(device: &Path, name: &str, secret: &[u8]) -> Result<String> {
     let mut child = Command::new("cryptsetup")
-        .args([
-            "open",
-            "--type",
-            "luks2",
-            "--key-file=-",
-            "--disable-keyring",
-        ])
+        .args(["open", "--type", "luks2", "--key-file=-"])
         .arg(device)
         .arg(name)
         .stdin(Stdio::piped())
