@@ -295,6 +295,19 @@ impl ManagerBackend {
         Credential::Tenant(Token::new(t.expose()))
     }
 
+    /// Whether `target` is a mount of this volume: a bind of its staging path (filesystem) or
+    /// of its device (block).
+    fn publishes_here(info: &VolumeInfo, st: &NodeState, target: &Path) -> Result<bool> {
+        if mounts::mount_at(target)?.is_none() {
+            return Ok(false);
+        }
+        let source = match st.kind {
+            Some(AccessKind::Block) => info.device.as_deref().map(Path::new),
+            _ => st.staging.as_deref(),
+        };
+        Ok(source.is_some_and(|s| mounts::same_file(s, target)))
+    }
+
     /// Whether the node state's staging is real: the filesystem mounted there, or the
     /// device attached (block), as the manager sees it.
     fn staged_for_real(info: &VolumeInfo, st: &NodeState) -> bool {
@@ -653,13 +666,20 @@ impl VolumeBackend for ManagerBackend {
         self.save_node_state(&spec.id, &st)
     }
 
+    /// Unmounts and removes the target only if this volume is published there (recorded, or
+    /// a bind of its staging path or device left by a crash before the record): whatever
+    /// else is at the path was not made by us and is left alone.
     fn unpublish(&self, id: &str, target_path: &Path) -> Result<()> {
-        mounts::unpublish(target_path)?;
-        if self.record(id)?.is_some() {
-            let mut st = self.node_state(id)?;
-            if st.published.remove(target_path).is_some() {
-                self.save_node_state(id, &st)?;
-            }
+        let Some((_, _, info)) = self.open(id)? else {
+            return Ok(());
+        };
+        let mut st = self.node_state(id)?;
+        let recorded = st.published.remove(target_path).is_some();
+        if recorded || Self::publishes_here(&info, &st, target_path)? {
+            mounts::unpublish(target_path)?;
+        }
+        if recorded {
+            self.save_node_state(id, &st)?;
         }
         Ok(())
     }

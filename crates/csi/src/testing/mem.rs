@@ -228,8 +228,11 @@ impl VolumeBackend for MemBackend {
 
     fn unpublish(&self, id: &str, target_path: &Path) -> Result<()> {
         let mut v = self.vols.lock().unwrap();
-        if let Some(vol) = v.get_mut(id) {
-            vol.published.remove(target_path);
+        let ours = v
+            .get_mut(id)
+            .is_some_and(|vol| vol.published.remove(target_path).is_some());
+        if !ours {
+            return Ok(()); // not published there by us: nothing to remove
         }
         match std::fs::remove_dir(target_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
