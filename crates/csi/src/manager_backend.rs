@@ -593,7 +593,7 @@ impl VolumeBackend for ManagerBackend {
         for t in std::mem::take(&mut st.published).keys() {
             mounts::unpublish(t)?;
         }
-        mgr.close(id).map_err(csi)?;
+        mgr.unmount(id).map_err(csi)?;
         st = NodeState::default();
         self.save_node_state(id, &st)
     }

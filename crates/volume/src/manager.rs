@@ -891,34 +891,17 @@ impl Manager {
         Ok(())
     }
 
-    /// Unmount and tear down (filesystem, loop device, FUSE/dm-crypt) and drop cached keys.
-    /// The tenant's token or the admin credential.
-    pub fn unmount(&self, id: &str, cred: &Credential) -> Result<()> {
-        let (dir, m) = self.load(id)?;
-        let _l = lock(&dir)?;
-        self.authorize_any(&m, cred)?;
-        self.teardown(&dir, id)?;
-        self.audit(
-            "unmount",
-            &m,
-            match cred {
-                Credential::Tenant(_) => "tenant",
-                Credential::Admin(_) => "admin",
-            },
-            "ok",
-        );
-        Ok(())
-    }
-
-    /// Tear down whatever this node set up for the volume, with no credential: nothing is
-    /// decrypted or authorised here, it only removes mounts, loop devices, the FUSE mount
-    /// and cached keys (CSI NodeUnstageVolume carries no secret). Idempotent; a volume that
-    /// does not exist is `NotFound`.
-    pub fn close(&self, id: &str) -> Result<()> {
+    /// Unmount and tear down whatever this node set up for the volume (filesystem, loop
+    /// device, FUSE mount or dm-crypt mapping) and drop its cached keys. Needs no credential:
+    /// nothing is decrypted or authorised, only this node's own mounts are removed (which root
+    /// on the node can do anyway), so it works with the key manager down or the tenant's token
+    /// revoked (CSI NodeUnstageVolume carries no secret either). Idempotent; a volume that does
+    /// not exist is `NotFound`.
+    pub fn unmount(&self, id: &str) -> Result<()> {
         let (dir, m) = self.load(id)?;
         let _l = lock(&dir)?;
         self.teardown(&dir, id)?;
-        self.audit("close", &m, "node", "ok");
+        self.audit("unmount", &m, "node", "ok");
         Ok(())
     }
 

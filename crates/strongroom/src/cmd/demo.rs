@@ -217,8 +217,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             );
         }
         if mount {
-            for (id, _, _, cred) in &vols {
-                mgr.unmount(id, cred)?; // flushes everything to the backing file
+            for (id, ..) in &vols {
+                mgr.unmount(id)?; // flushes everything to the backing file
             }
         }
         // 2. No plaintext in any backing file.
@@ -269,7 +269,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
                     std::fs::read_to_string(target.join(format!("file-{i}.txt")))
                         .is_ok_and(|s| s == marker(t, i).repeat(100))
                 });
-                mgr.unmount(id, cred)?;
+                mgr.unmount(id)?;
                 ok
             } else {
                 let v = mgr.open(id, cred)?;
@@ -304,8 +304,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     if let Err(e) = &r {
         rep.check(false, format!("demo stopped: {e:#}"));
     }
-    for (id, _, _, cred) in &vols {
-        let _ = mgr.unmount(id, cred);
+    for (id, _, _, _) in &vols {
+        let _ = mgr.unmount(id);
     }
     let failed = rep.lines.iter().filter(|(ok, _)| !ok).count();
     println!(

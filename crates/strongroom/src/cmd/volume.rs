@@ -56,8 +56,18 @@ struct TokenArg {
     /// File with the tenant's KMS token (`-` = stdin).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// File with the platform admin token (shred/unmount without the tenant's token).
+    /// File with the platform admin token (shred without the tenant's token).
     #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+/// Token options older scripts pass to `unmount`: accepted, never read (tearing down needs
+/// no credential, so a revoked token or a deleted token file must not stop it).
+#[derive(Args, Clone)]
+struct IgnoredTokenArg {
+    #[arg(long, value_name = "FILE", hide = true)]
+    token_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", hide = true)]
     admin_token_file: Option<PathBuf>,
 }
 
@@ -109,10 +119,11 @@ enum Sub {
         token: TokenArg,
     },
     /// Unmount and tear down loop device, FUSE mount / dm-crypt mapping and cached keys.
+    /// Needs no token and no key manager (it works with the KMS down or the tenant gone).
     Unmount {
         id: String,
         #[command(flatten)]
-        token: TokenArg,
+        _ignored: IgnoredTokenArg,
     },
     /// Grow a volume (online when mounted).
     Resize {
@@ -369,10 +380,9 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
         }
         Sub::Mount { id, target, token } => return mount(&g, &id, &target, &token),
         Sub::MountDaemon { id, target } => return mount_daemon(&g, &id, &target),
-        Sub::Unmount { id, token } => {
-            let cred = credential(&token)?;
+        Sub::Unmount { id, .. } => {
             let m = manager(&g, true);
-            m.unmount(&id, &cred).and_then(|_| m.status(&id)).map(Some)
+            m.unmount(&id).and_then(|_| m.status(&id)).map(Some)
         }
         Sub::Resize { id, size, token } => {
             let cred = credential(&token)?;
