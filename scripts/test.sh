@@ -36,6 +36,8 @@ log "cargo build"
 cargo build --workspace --all-targets
 log "cargo test"
 cargo test --workspace -- --test-threads=2
+log "cargo test (the benchmark's unencrypted twin, feature bench)"
+cargo test -p strongroom-volume --features bench --lib bench:: -- --test-threads=2
 
 if [ -f ../shared/conformance/conformance_cli.sh ]; then
   log "shared conformance script (real bao CLI) against strongroom server"

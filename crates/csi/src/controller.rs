@@ -8,12 +8,13 @@ use crate::backend::{CreateSpec, VolumeRecord};
 use crate::caps::{self, Access};
 use crate::driver::{required, volume_id, Driver};
 use crate::errors::{CsiError, Result};
-use crate::params::{FsType, VolumeParams};
+use crate::params::VolumeParams;
 use crate::pb::controller_service_capability::{self, rpc};
 use crate::pb::*;
 use crate::secrets::{optional_token, require_token};
 use sha2::Digest;
 use std::collections::HashMap;
+use strongroom_volume::FsType;
 use tonic::{Request, Response, Status};
 
 /// LUKS2 sectors are 4 KiB: usable sizes are multiples of it.
@@ -95,7 +96,7 @@ fn fits(range: Option<&CapacityRange>, capacity: u64) -> bool {
 fn volume_context(rec: &VolumeRecord) -> HashMap<String, String> {
     let mut m = HashMap::from([
         (context::TENANT.to_owned(), rec.tenant.clone()),
-        (context::PROTECTION.to_owned(), rec.protection.clone()),
+        (context::PROTECTION.to_owned(), rec.protection.to_string()),
     ]);
     if let Some(id) = &rec.kms_id {
         m.insert(context::KMS_ID.to_owned(), id.clone());
@@ -227,7 +228,7 @@ impl ControllerService {
         };
         let range = req.capacity_range;
         let block_only = caps.iter().all(|c| c.access == Access::Block);
-        tracing::info!(volume = %id, tenant = %spec.params.tenant, capacity, protection = spec.params.protection.mode(), block_only, "CreateVolume");
+        tracing::info!(volume = %id, tenant = %spec.params.tenant, capacity, protection = %spec.params.protection.mode(), block_only, "CreateVolume");
         let guard = self.driver.lock(&id).await?;
         let rec = self
             .driver

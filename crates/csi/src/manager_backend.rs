@@ -17,16 +17,15 @@ use crate::backend::*;
 use crate::caps::{Access, VolumeCap};
 use crate::errors::{CsiError, Result};
 use crate::mounts;
-use crate::params::{FsType, KmsConnection, Protection};
-use crate::secrets::TenantToken;
+use crate::params::KmsConnection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strongroom_volume::{
-    CreateRequest, Credential, Error as VError, KmsConfig, Manager, ManagerConfig,
-    ProtectionRequest, Token, VolumeInfo,
+    CreateRequest, Credential, Error as VError, FsType, KmsConfig, Manager, ManagerConfig,
+    SecretString, State, VolumeInfo,
 };
 
 const CSI_RECORD: &str = "csi.json";
@@ -91,7 +90,7 @@ struct CsiRecord {
     name: String,
     kms_id: Option<String>,
     kms: KmsRef,
-    fs_type: String,
+    fs_type: FsType,
     pvc_namespace: String,
     pvc_name: Option<String>,
     pv_name: Option<String>,
@@ -137,7 +136,7 @@ pub struct ManagerBackendConfig {
     /// This node (ListVolumes' published_node_ids).
     pub node_id: String,
     /// Crypto-shreds when DeleteVolume has no usable tenant token.
-    pub admin_token: Option<TenantToken>,
+    pub admin_token: Option<SecretString>,
     /// Checked by Probe (`sys/health`), when set.
     pub probe_kms: Option<KmsConnection>,
     /// Unwrapped keys stay cached this long (zeroized on eviction).
@@ -185,10 +184,6 @@ fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
     f.write_all(&b).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, p).map_err(io)
-}
-
-fn fs_type(s: &str) -> FsType {
-    FsType::parse("fsType", s).unwrap_or(FsType::Ext4)
 }
 
 impl ManagerBackend {
@@ -239,7 +234,7 @@ impl ManagerBackend {
         };
         let mgr = self.manager(&rec.kms)?;
         match mgr.status(id) {
-            Ok(info) if info.state == "shredded" => Ok(None),
+            Ok(info) if info.state == State::Shredded => Ok(None),
             Ok(info) => Ok(Some((rec, mgr, info))),
             Err(VError::NotFound(_)) => Ok(None),
             Err(e) => Err(csi(e)),
@@ -257,10 +252,10 @@ impl ManagerBackend {
             id: info.id.clone(),
             tenant: info.tenant.clone(),
             capacity: info.size,
-            protection: info.protection.clone(),
-            fs_type: fs_type(&rec.fs_type),
+            protection: info.protection,
+            fs_type: rec.fs_type,
             kms_id: rec.kms_id.clone(),
-            ready: info.state == "formatted",
+            ready: info.state == State::Formatted,
             published_nodes: if open_here {
                 vec![self.cfg.node_id.clone()]
             } else {
@@ -291,8 +286,8 @@ impl ManagerBackend {
         Ok(st)
     }
 
-    fn tenant(t: &TenantToken) -> Credential {
-        Credential::Tenant(Token::new(t.expose()))
+    fn tenant(t: &SecretString) -> Credential {
+        Credential::Tenant(t.clone())
     }
 
     /// Whether `target` is a mount of this volume: a bind of its staging path (filesystem) or
@@ -348,12 +343,12 @@ impl ManagerBackend {
         };
         match mgr.status(id) {
             Err(VError::NotFound(_)) => true,
-            Ok(info) => info.state == "provisioning",
+            Ok(info) => info.state == State::Provisioning,
             Err(_) => false,
         }
     }
 
-    fn create_inner(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+    fn create_inner(&self, spec: &CreateSpec, token: &SecretString) -> Result<VolumeRecord> {
         let dir = self.dir(&spec.id);
         let rec = match self.record(&spec.id)? {
             Some(r) => r,
@@ -362,7 +357,7 @@ impl ManagerBackend {
                     name: spec.name.clone(),
                     kms_id: spec.params.kms_id.clone(),
                     kms: KmsRef::from(&spec.params.kms),
-                    fs_type: spec.fs_type.as_str().to_owned(),
+                    fs_type: spec.fs_type,
                     pvc_namespace: spec.params.pvc.namespace.clone(),
                     pvc_name: spec.params.pvc.name.clone(),
                     pv_name: spec.params.pvc.pv_name.clone(),
@@ -374,24 +369,15 @@ impl ManagerBackend {
             }
         };
         let mgr = self.manager(&rec.kms)?;
-        let protection = match &spec.params.protection {
-            Protection::Envelope { mount, key } => ProtectionRequest::Envelope {
-                mount: mount.clone(),
-                key: key.clone(),
-            },
-            Protection::Kv { backend } => ProtectionRequest::Kv {
-                backend: backend.clone(),
-            },
-        };
         let info = mgr
             .create(
                 &CreateRequest {
                     id: spec.id.clone(),
                     tenant: spec.params.tenant.clone(),
                     size: spec.capacity,
-                    protection,
+                    protection: spec.params.protection.clone(),
                     store: None,
-                    fs_type: rec.fs_type.clone(),
+                    fs_type: rec.fs_type,
                 },
                 &Self::tenant(token),
             )
@@ -407,7 +393,7 @@ impl VolumeBackend for ManagerBackend {
         };
         let k = KmsRef::from(conn).config(Duration::from_secs(3))?;
         let client = k
-            .client(&Token::new(""))
+            .anonymous_client()
             .map_err(|e| CsiError::Invalid(e.to_string()))?;
         // Not ready (OK, ready=false) rather than an error: a sealed or restarting key
         // manager must not make the liveness probe restart every driver on the cluster.
@@ -420,10 +406,9 @@ impl VolumeBackend for ManagerBackend {
         }
     }
 
-    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+    fn create(&self, spec: &CreateSpec, token: &SecretString) -> Result<VolumeRecord> {
         let dir = self.dir(&spec.id);
-        let existed = dir.join(strongroom_volume::meta::META_FILE).exists()
-            || self.record(&spec.id)?.is_some();
+        let existed = strongroom_volume::is_volume_dir(&dir) || self.record(&spec.id)?.is_some();
         let r = self.create_inner(spec, token);
         if let Err(e) = &r {
             // A creation refused before the KMS stored anything (bad, foreign or missing
@@ -460,7 +445,7 @@ impl VolumeBackend for ManagerBackend {
         Ok(out)
     }
 
-    fn delete(&self, id: &str, token: Option<&TenantToken>) -> Result<()> {
+    fn delete(&self, id: &str, token: Option<&SecretString>) -> Result<()> {
         let Some(rec) = self.record(id)? else {
             return Err(CsiError::NotFound(format!("volume {id}")));
         };
@@ -468,7 +453,7 @@ impl VolumeBackend for ManagerBackend {
         let cred = match token {
             Some(t) => Self::tenant(t),
             None => match &self.cfg.admin_token {
-                Some(a) => Credential::Admin(Token::new(a.expose())),
+                Some(a) => Credential::Admin(a.clone()),
                 None => {
                     return Err(CsiError::FailedPrecondition(format!(
                         "volume {id}: no tenant token and no admin token configured \
@@ -507,7 +492,7 @@ impl VolumeBackend for ManagerBackend {
         &self,
         id: &str,
         new_capacity: u64,
-        token: Option<&TenantToken>,
+        token: Option<&SecretString>,
     ) -> Result<ExpandResult> {
         let (_, mgr, _) = self.require(id)?;
         let t = token.ok_or_else(|| {
@@ -526,18 +511,16 @@ impl VolumeBackend for ManagerBackend {
         })
     }
 
-    fn stage(&self, spec: &StageSpec, token: &TenantToken) -> Result<()> {
+    fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()> {
         let (rec, mgr, info) = self.require(&spec.id)?;
         if let Access::Mount {
             fs_type: Some(f), ..
         } = &spec.cap.access
         {
-            if f.as_str() != rec.fs_type {
+            if *f != rec.fs_type {
                 return Err(CsiError::Invalid(format!(
-                    "volume {} has a {} filesystem, the capability asks for {}",
-                    spec.id,
-                    rec.fs_type,
-                    f.as_str()
+                    "volume {} has a {} filesystem, the capability asks for {f}",
+                    spec.id, rec.fs_type
                 )));
             }
         }
@@ -713,7 +696,7 @@ impl VolumeBackend for ManagerBackend {
         id: &str,
         path: &Path,
         new_capacity: Option<u64>,
-        token: Option<&TenantToken>,
+        token: Option<&SecretString>,
     ) -> Result<u64> {
         let (_, mgr, info) = self.require(id)?;
         self.node_state_at(id, path, &info)?;

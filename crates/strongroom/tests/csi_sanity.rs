@@ -1356,7 +1356,7 @@ fn unpublish_removes_nothing_it_did_not_create(c: &Csi) -> Result<(), String> {
                 ensure!(t.is_dir(), "{id}: {} was removed", t.display());
             }
             ensure!(
-                strongroom_volume::datapath::mount_points().contains(&foreign),
+                strongroom_volume::mount_points().contains(&foreign),
                 "{id}: the foreign mount was unmounted"
             );
         }

@@ -339,7 +339,7 @@ fn block_device_store() {
         "a",
         strongroom_volume::ProtectionRequest::envelope_for("a"),
     );
-    r.store = Some(strongroom_volume::meta::StoreSpec::Block { path: lo.clone() });
+    r.store = Some(strongroom_volume::StoreSpec::Block { path: lo.clone() });
     // Too big for the device: refused before anything is written.
     let mut big = r.clone();
     big.id = "blk-big".into();
@@ -530,7 +530,7 @@ fn assert_torn_down(e: &Env, id: &str, pid: u64) {
     assert!(left.is_empty(), "{id}: left behind: {left:?}");
     let target = e.dir.path().join(format!("mnt-{id}"));
     assert!(
-        !strongroom_volume::datapath::is_mounted(&target),
+        !strongroom_volume::is_mounted(&target),
         "{id}: still mounted"
     );
     assert!(
@@ -584,10 +584,7 @@ fn unmount_needs_no_credential_and_no_key_manager() {
     // The tenant is gone: its token revoked.
     e.server
         .client()
-        .token_revoke(
-            &strongroom_vault_client::SecretString::new(e.tenants[0].1.expose()),
-            false,
-        )
+        .token_revoke(&e.tenants[0].1, false)
         .unwrap();
     let o = e.cli(&["unmount", "revoked", "--token-file", tok], &[]);
     assert!(o.status.success(), "{}", out_text(&o));

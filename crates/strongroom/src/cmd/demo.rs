@@ -18,8 +18,8 @@ use strongroom_kms::core::{Core, CoreOptions};
 use strongroom_kms::storage::InmemStorage;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, KmsConfig, Manager, ManagerConfig, ProtectionRequest, RotateKind,
-    Token,
+    CreateRequest, Credential, ErrorKind, FsType, KmsConfig, Manager, ManagerConfig,
+    ProtectionRequest, RotateKind, SecretString, State,
 };
 
 #[derive(Args)]
@@ -109,7 +109,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("key manager: dev mode, in memory, at {address}");
 
     let kms = KmsConfig::new(address);
-    let root = Token::new(root_token);
+    let root = SecretString::new(root_token);
     let admin_client = kms.client(&root)?;
     let layout = TenantLayout::default();
     let mut tokens = Vec::new();
@@ -147,7 +147,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         "volumes in {}; data path: {}\n",
         base.display(),
         if mount {
-            strongroom_volume::datapath::DataPathKind::detect().as_str()
+            strongroom_volume::DataPathKind::detect().describe()
         } else {
             "none: not root (or --no-mount), using the library's read/write API instead of mounts"
         }
@@ -180,12 +180,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
                     size: 64 << 20,
                     protection: prot.clone(),
                     store: None,
-                    fs_type: "ext4".into(),
+                    fs_type: FsType::Ext4,
                 },
                 cred,
             )?;
             rep.check(
-                info.state == "formatted",
+                info.state == State::Formatted,
                 format!(
                     "{id}: created for {t} ({} protection, LUKS2 aes-xts-plain64/512, 4K sectors)",
                     info.protection
@@ -236,14 +236,14 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         // 3. Isolation.
         match mgr.open("alice-db", &bob) {
             Err(e) => rep.check(
-                e.code() == "PERMISSION_DENIED",
+                e.kind() == ErrorKind::PermissionDenied,
                 format!("bob's token on alice-db: refused with {}", e.code()),
             ),
             Ok(_) => rep.check(false, "bob's token opened alice-db"),
         }
         match mgr.rotate("alice-db", &bob, RotateKind::Kek) {
             Err(e) => rep.check(
-                e.code() == "PERMISSION_DENIED",
+                e.kind() == ErrorKind::PermissionDenied,
                 format!("bob's token rotating alice-db: refused with {}", e.code()),
             ),
             Ok(_) => rep.check(false, "bob rotated alice-db"),

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use strongroom_volume::datapath::{self, fuse};
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, Error as VolError, KmsConfig, Manager, ManagerConfig,
-    ProtectionRequest, RotateKind, Token, VolumeInfo,
+    CreateRequest, Credential, Error as VolError, ErrorKind, FsType, KmsConfig, Manager,
+    ManagerConfig, ProtectionMode, ProtectionRequest, RotateKind, SecretString, StoreSpec,
+    VolumeInfo,
 };
 
 #[derive(Args, Clone)]
@@ -72,12 +72,6 @@ struct IgnoredTokenArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    Envelope,
-    Kv,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     Kek,
     Slot,
@@ -93,8 +87,9 @@ enum Sub {
         /// Usable size: bytes or with K/M/G/T suffix (binary).
         #[arg(long)]
         size: String,
-        #[arg(long, value_enum, default_value = "envelope")]
-        protection: Mode,
+        /// `envelope` (wrapped by the tenant's transit key) or `kv`.
+        #[arg(long, default_value = "envelope")]
+        protection: ProtectionMode,
         #[arg(long, default_value = "transit")]
         transit_mount: String,
         /// Transit key (default `tenant-<tenant>`).
@@ -103,8 +98,9 @@ enum Sub {
         /// KV backend path for `--protection kv` (default `secret/strongroom/<tenant>`).
         #[arg(long)]
         kv_backend: Option<String>,
+        /// `ext4` or `xfs`.
         #[arg(long, default_value = "ext4")]
-        fs: String,
+        fs: FsType,
         /// Use this raw block device instead of a sparse file.
         #[arg(long)]
         block_device: Option<PathBuf>,
@@ -166,7 +162,8 @@ enum Sub {
     #[command(hide = true)]
     MountDaemon { id: String, target: PathBuf },
     /// (benchmarks) Serve a plain file through the same FUSE layer, without encryption, until
-    /// unmounted with `fusermount3 -u DIR`.
+    /// unmounted with `fusermount3 -u DIR` (built with `--features bench`).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     Passthrough {
         #[arg(long)]
@@ -202,7 +199,7 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     n.checked_mul(mul).context("size overflows")
 }
 
-fn read_token(path: &Path) -> anyhow::Result<Token> {
+fn read_token(path: &Path) -> anyhow::Result<SecretString> {
     let mut s = zeroize::Zeroizing::new(String::new());
     if path == Path::new("-") {
         std::io::stdin()
@@ -216,7 +213,7 @@ fn read_token(path: &Path) -> anyhow::Result<Token> {
     if s.trim().is_empty() {
         bail!("the token file is empty");
     }
-    Ok(Token::new(s.trim()))
+    Ok(SecretString::new(s.trim()))
 }
 
 fn credential(t: &TokenArg) -> anyhow::Result<Credential> {
@@ -251,10 +248,10 @@ fn manager(g: &Global, progress: bool) -> Manager {
     }
 }
 
-fn exit_code(e: &VolError) -> i32 {
-    match e.code() {
-        "PERMISSION_DENIED" | "UNAUTHENTICATED" => 2,
-        "UNAVAILABLE" => 75,
+fn exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => 2,
+        ErrorKind::Unavailable => 75,
         _ => 1,
     }
 }
@@ -263,12 +260,12 @@ fn fail(g: &Global, e: VolError) -> anyhow::Result<i32> {
     if g.json {
         println!(
             "{}",
-            json!({"error": {"code": e.code(), "message": e.to_string(), "retryable": e.is_retryable()}})
+            json!({"error": {"code": e.kind(), "message": e.to_string(), "retryable": e.is_retryable()}})
         );
     } else {
-        eprintln!("Error [{}]: {e}", e.code());
+        eprintln!("Error [{}]: {e}", e.kind());
     }
-    Ok(exit_code(&e))
+    Ok(exit_code(e.kind()))
 }
 
 fn human_size(n: u64) -> String {
@@ -308,8 +305,8 @@ fn print_info(g: &Global, i: &VolumeInfo) {
             .map(|t| format!(" at {}", t.display()))
             .unwrap_or_default()
     );
-    if let Some(d) = &i.datapath {
-        println!("data path:      {d}");
+    if let Some(d) = i.datapath {
+        println!("data path:      {}", d.describe());
     }
     if let Some(p) = &i.pending {
         println!(
@@ -330,7 +327,7 @@ fn print_info(g: &Global, i: &VolumeInfo) {
         i.luks.uuid.as_deref().unwrap_or("-")
     );
     let age = |t: Option<u64>| match t {
-        Some(t) => format!("{}s ago", strongroom_volume::meta::now().saturating_sub(t)),
+        Some(t) => format!("{}s ago", unix_now().saturating_sub(t)),
         None => "never".into(),
     };
     println!("keyslot rotated: {}", age(i.slot_rotated_at));
@@ -358,11 +355,11 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
         } => {
             let cred = credential(&token)?;
             let protection = match protection {
-                Mode::Envelope => ProtectionRequest::Envelope {
+                ProtectionMode::Envelope => ProtectionRequest::Envelope {
                     mount: transit_mount,
                     key: transit_key.unwrap_or_else(|| tenant::transit_key(&tenant)),
                 },
-                Mode::Kv => ProtectionRequest::Kv {
+                ProtectionMode::Kv => ProtectionRequest::Kv {
                     backend: kv_backend.unwrap_or_else(|| tenant::kv_backend("secret", &tenant)),
                 },
             };
@@ -371,7 +368,7 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
                 tenant,
                 size: parse_size(&size)?,
                 protection,
-                store: block_device.map(|p| strongroom_volume::meta::StoreSpec::Block {
+                store: block_device.map(|p| StoreSpec::Block {
                     path: p.to_string_lossy().into_owned(),
                 }),
                 fs_type: fs,
@@ -469,6 +466,7 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
                 Err(e) => fail(&g, e),
             };
         }
+        #[cfg(feature = "bench")]
         Sub::Passthrough { file, dir } => return passthrough(&file, &dir),
         Sub::BenchProvision {
             tenant,
@@ -484,6 +482,14 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
         Ok(None) => Ok(0),
         Err(e) => fail(&g, e),
     }
+}
+
+/// Seconds since the Unix epoch (for the ages of the `*_at` fields).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn write_secret_file(path: &Path, s: &str) -> std::io::Result<()> {
@@ -556,18 +562,17 @@ fn mount(g: &Global, id: &str, target: &Path, t: &TokenArg) -> anyhow::Result<i3
     };
     if let Some(e) = v.get("error") {
         let _ = child.wait();
-        let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("INTERNAL");
+        let kind = e
+            .get("code")
+            .and_then(|c| serde_json::from_value::<ErrorKind>(c.clone()).ok())
+            .unwrap_or(ErrorKind::Internal);
         let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
         if g.json {
             println!("{v}");
         } else {
-            eprintln!("Error [{code}]: {msg}");
+            eprintln!("Error [{kind}]: {msg}");
         }
-        return Ok(match code {
-            "PERMISSION_DENIED" | "UNAUTHENTICATED" => 2,
-            "UNAVAILABLE" => 75,
-            _ => 1,
-        });
+        return Ok(exit_code(kind));
     }
     match m.status(id) {
         Ok(i) => print_info(g, &i),
@@ -585,30 +590,27 @@ fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
         Ok(_) => {
             writeln!(out, "{}", json!({"ok": true}))?;
             out.flush()?;
-            if let Some(s) = m.take_session(id) {
-                fuse::serve_until_unmounted(s, &m.volume_dir(id).join("fuse"));
-            }
+            m.serve_until_unmounted(id);
             Ok(0)
         }
         Err(e) => {
             writeln!(
                 out,
                 "{}",
-                json!({"error": {"code": e.code(), "message": e.to_string()}})
+                json!({"error": {"code": e.kind(), "message": e.to_string()}})
             )?;
             Ok(1)
         }
     }
 }
 
+#[cfg(feature = "bench")]
 fn passthrough(file: &Path, dir: &Path) -> anyhow::Result<i32> {
-    let dev = strongroom_luks::FileDevice::open(file, true)
-        .with_context(|| format!("open {}", file.display()))?;
-    let io = fuse::PlainIo::new(Box::new(dev), 16 << 20);
-    let s = fuse::spawn(std::sync::Arc::new(io), dir)?;
-    println!("ready");
-    std::io::stdout().flush()?;
-    fuse::serve_until_unmounted(s, dir);
+    // Data at the same offset as an encrypted volume's (after its 16 MiB LUKS2 header).
+    strongroom_volume::bench::serve_plain(file, 16 << 20, dir, || {
+        println!("ready");
+        let _ = std::io::stdout().flush();
+    })?;
     Ok(0)
 }
 
@@ -626,7 +628,7 @@ fn bench_provision(g: &Global, tenant: &str, count: usize, t: &TokenArg) -> anyh
             size: 64 << 20,
             protection: ProtectionRequest::envelope_for(tenant),
             store: None,
-            fs_type: "ext4".into(),
+            fs_type: FsType::Ext4,
         };
         let t0 = Instant::now();
         m.create(&req, &cred)?;
@@ -642,6 +644,5 @@ fn bench_provision(g: &Global, tenant: &str, count: usize, t: &TokenArg) -> anyh
         pct(0.5),
         pct(0.99)
     );
-    let _ = datapath::mount_points();
     Ok(0)
 }
