@@ -290,6 +290,48 @@ impl ManagerBackend {
         Credential::Tenant(t.clone())
     }
 
+    /// The access kind a publish asks for, if the volume is staged at its staging path for
+    /// that kind; FAILED_PRECONDITION otherwise.
+    fn check_staged_for(
+        spec: &PublishSpec,
+        info: &VolumeInfo,
+        st: &NodeState,
+    ) -> Result<AccessKind> {
+        if !Self::staged_for_real(info, st)
+            || st.staging.as_deref() != Some(spec.staging_path.as_path())
+        {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is not staged at {}",
+                spec.id,
+                spec.staging_path.display()
+            )));
+        }
+        let kind = access_kind(&spec.cap);
+        if st.kind != Some(kind) {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is staged for {:?} access, not {:?}",
+                spec.id,
+                st.kind.unwrap_or(AccessKind::Mount),
+                kind
+            )));
+        }
+        Ok(kind)
+    }
+
+    /// Bind the staged filesystem (or the opened device, block mode) at the target.
+    fn bind(spec: &PublishSpec, info: &VolumeInfo, kind: AccessKind) -> Result<()> {
+        let (source, how) = match kind {
+            AccessKind::Mount => (spec.staging_path.as_path(), mounts::Kind::Filesystem),
+            AccessKind::Block => {
+                let dev = info.device.as_deref().ok_or_else(|| {
+                    CsiError::Internal(format!("volume {} has no device", spec.id))
+                })?;
+                (Path::new(dev), mounts::Kind::Block)
+            }
+        };
+        mounts::publish(source, &spec.target_path, how, spec.readonly)
+    }
+
     /// Whether `target` is a mount of this volume: a bind of its staging path (filesystem) or
     /// of its device (block).
     fn publishes_here(info: &VolumeInfo, st: &NodeState, target: &Path) -> Result<bool> {
@@ -584,24 +626,7 @@ impl VolumeBackend for ManagerBackend {
     fn publish(&self, spec: &PublishSpec) -> Result<()> {
         let (_, _, info) = self.require(&spec.id)?;
         let mut st = self.node_state(&spec.id)?;
-        if !Self::staged_for_real(&info, &st)
-            || st.staging.as_deref() != Some(spec.staging_path.as_path())
-        {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {} is not staged at {}",
-                spec.id,
-                spec.staging_path.display()
-            )));
-        }
-        let kind = access_kind(&spec.cap);
-        if st.kind != Some(kind) {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {} is staged for {:?} access, not {:?}",
-                spec.id,
-                st.kind.unwrap_or(AccessKind::Mount),
-                kind
-            )));
-        }
+        let kind = Self::check_staged_for(spec, &info, &st)?;
         // Forget targets that are no longer mount points (unmounted behind our back).
         st.published
             .retain(|t, _| mounts::mount_at(t).ok().flatten().is_some());
@@ -626,25 +651,7 @@ impl VolumeBackend for ManagerBackend {
                 spec.id
             )));
         }
-        match kind {
-            AccessKind::Mount => mounts::publish(
-                &spec.staging_path,
-                &spec.target_path,
-                mounts::Kind::Filesystem,
-                spec.readonly,
-            )?,
-            AccessKind::Block => {
-                let dev = info.device.as_deref().ok_or_else(|| {
-                    CsiError::Internal(format!("volume {} has no device", spec.id))
-                })?;
-                mounts::publish(
-                    Path::new(dev),
-                    &spec.target_path,
-                    mounts::Kind::Block,
-                    spec.readonly,
-                )?
-            }
-        }
+        Self::bind(spec, &info, kind)?;
         st.published.insert(spec.target_path.clone(), want);
         self.save_node_state(&spec.id, &st)
     }
@@ -763,6 +770,30 @@ mod tests {
             .is_none());
         write_json(&p, &NodeState::default()).unwrap();
         assert!(read_json::<NodeState>(&p).unwrap().is_some());
+    }
+
+    /// A recorded filesystem type is read as the volume manager's `FsType`: an unknown one is
+    /// a corrupt record, never a silent ext4.
+    #[test]
+    fn recorded_fs_type_has_no_fallback() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(CSI_RECORD);
+        let rec = |fs: &str| {
+            serde_json::json!({
+                "name": "pvc-1", "kms_id": null, "fs_type": fs, "pvc_namespace": "a",
+                "pvc_name": null, "pv_name": null,
+                "kms": {"address": "http://127.0.0.1:8200", "tls_server_name": null,
+                        "ca_cert": null, "client_cert": null, "skip_verify": false},
+            })
+        };
+        std::fs::write(&p, rec("xfs").to_string()).unwrap();
+        let r: CsiRecord = read_json(&p).unwrap().unwrap();
+        assert_eq!(r.fs_type, FsType::Xfs);
+        std::fs::write(&p, rec("btrfs").to_string()).unwrap();
+        assert!(matches!(
+            read_json::<CsiRecord>(&p),
+            Err(CsiError::Internal(m)) if m.contains("btrfs")
+        ));
     }
 
     #[test]
