@@ -20,8 +20,9 @@
 # single runs swing by ±10-30% in both directions, so the best run of each stack (the estimator
 # used before) followed whichever stack drew a lucky round.
 #
-#   bench/volume.sh                      # builds the release binary first
-#   STRONGROOM_BIN=path bench/volume.sh  # use a binary
+#   bench/volume.sh                      # builds the release binary first (--features bench)
+#   STRONGROOM_BIN=path bench/volume.sh  # use a binary (built with --features bench: the
+#                                        # unencrypted twin is not in production builds)
 #   RUNTIME=10 ROUNDS=5 FIO_SIZE=512M SIZE=1G PROVISION_COUNT=100 bench/volume.sh
 #   WORKLOADS="seq_read_1m rand_read_4k" bench/volume.sh   # a subset (default: all four)
 #
@@ -40,7 +41,7 @@ command -v fio >/dev/null || { echo "fio is needed (apt-get install fio)" >&2; e
 
 BIN=${STRONGROOM_BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --release -q -p strongroom
+  cargo build --release -q -p strongroom --features bench
   BIN=$PWD/target/release/strongroom
 fi
 RUNTIME=${RUNTIME:-10}
@@ -62,7 +63,7 @@ cleanup() {
   mountpoint -q "$W/pfuse" && fusermount3 -u "$W/pfuse"
   [ -n "$PT_PID" ] && wait "$PT_PID" 2>/dev/null
   if [ -f "$W/tenant.token" ]; then
-    "$BIN" volume --root "$W/volumes" --address "$ADDR" unmount bench-enc --token-file "$W/tenant.token" >/dev/null 2>&1
+    "$BIN" volume --root "$W/volumes" --address "$ADDR" unmount bench-enc >/dev/null 2>&1
   fi
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   rm -rf "$W"
@@ -92,6 +93,8 @@ truncate -s "$SIZE" "$W/plain.img"
 truncate -s +16M "$W/plain.img"
 "$BIN" volume passthrough --file "$W/plain.img" --dir "$W/pfuse" >"$W/pt.log" 2>&1 &
 PT_PID=$!
+sleep 0.2
+kill -0 "$PT_PID" 2>/dev/null || { echo "volume passthrough did not start (binary built without --features bench?): $(cat "$W/pt.log")" >&2; exit 1; }
 for _ in $(seq 100); do [ -e "$W/pfuse/volume" ] && break; sleep 0.05; done
 PLAIN_LO=$(losetup --find --show --direct-io=on --sector-size 4096 "$W/pfuse/volume")  # as the volume data path does
 mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$PLAIN_LO"

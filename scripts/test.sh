@@ -53,6 +53,8 @@ fi
 log "cargo test (host tier)"
 host_rc=0
 cargo test --workspace -- --test-threads=2 --skip vm_tier_ --skip load_tier_ || host_rc=$?
+log "cargo test (the benchmark's unencrypted twin, feature bench)"
+cargo test -p strongroom-volume --features bench --lib bench:: -- --test-threads=2 || host_rc=$?
 log "VM tier (scripts/vm/run-vm.sh, tests/vm_dmcrypt.rs)"
 cat "$VM_LOG_DIR/build.log"
 if [ "$vm_rc" = 0 ]; then

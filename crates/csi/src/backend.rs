@@ -23,10 +23,10 @@
 
 use crate::caps::VolumeCap;
 use crate::errors::Result;
-use crate::params::{FsType, VolumeParams};
-use crate::secrets::TenantToken;
+use crate::params::VolumeParams;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use strongroom_volume::{FsType, ProtectionMode, SecretString};
 
 /// What the driver knows of a volume (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +36,7 @@ pub struct VolumeRecord {
     pub tenant: String,
     /// Usable bytes (the LUKS2 header is allocated on top).
     pub capacity: u64,
-    /// `envelope` or `kv`.
-    pub protection: String,
+    pub protection: ProtectionMode,
     pub fs_type: FsType,
     /// KMS catalog entry used at creation, if any.
     pub kms_id: Option<String>,
@@ -110,20 +109,20 @@ pub trait VolumeBackend: Send + Sync + 'static {
     fn probe(&self) -> Result<bool> {
         Ok(true)
     }
-    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord>;
+    fn create(&self, spec: &CreateSpec, token: &SecretString) -> Result<VolumeRecord>;
     fn get(&self, id: &str) -> Result<Option<VolumeRecord>>;
     /// All volumes, sorted by id.
     fn list(&self) -> Result<Vec<VolumeRecord>>;
-    fn delete(&self, id: &str, token: Option<&TenantToken>) -> Result<()>;
+    fn delete(&self, id: &str, token: Option<&SecretString>) -> Result<()>;
     fn capacity(&self) -> Result<Capacity>;
     /// Grow to at least `new_capacity` usable bytes (no-op when already that big).
     fn expand(
         &self,
         id: &str,
         new_capacity: u64,
-        token: Option<&TenantToken>,
+        token: Option<&SecretString>,
     ) -> Result<ExpandResult>;
-    fn stage(&self, spec: &StageSpec, token: &TenantToken) -> Result<()>;
+    fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()>;
     fn unstage(&self, id: &str, staging_path: &std::path::Path) -> Result<()>;
     fn publish(&self, spec: &PublishSpec) -> Result<()>;
     fn unpublish(&self, id: &str, target_path: &std::path::Path) -> Result<()>;
@@ -134,6 +133,6 @@ pub trait VolumeBackend: Send + Sync + 'static {
         id: &str,
         path: &std::path::Path,
         new_capacity: Option<u64>,
-        token: Option<&TenantToken>,
+        token: Option<&SecretString>,
     ) -> Result<u64>;
 }

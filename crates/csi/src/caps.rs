@@ -4,9 +4,9 @@
 //! supported; block and mount access types both are.
 
 use crate::errors::CsiError;
-use crate::params::FsType;
 use crate::pb::volume_capability::{access_mode::Mode, AccessType};
 use crate::pb::VolumeCapability;
+use strongroom_volume::FsType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -80,7 +80,7 @@ pub fn parse(c: &VolumeCapability) -> Result<VolumeCap, CapError> {
                 None
             } else {
                 Some(
-                    FsType::parse("fs_type", &m.fs_type)
+                    crate::params::fs_type("fs_type", &m.fs_type)
                         .map_err(|e| CapError::Unsupported(e.to_string()))?,
                 )
             };

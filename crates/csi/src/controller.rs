@@ -8,12 +8,13 @@ use crate::backend::{CreateSpec, VolumeRecord};
 use crate::caps::{self, Access};
 use crate::driver::{required, volume_id, Driver};
 use crate::errors::{CsiError, Result};
-use crate::params::{FsType, VolumeParams};
+use crate::params::VolumeParams;
 use crate::pb::controller_service_capability::{self, rpc};
 use crate::pb::*;
 use crate::secrets::{optional_token, require_token};
 use sha2::Digest;
 use std::collections::HashMap;
+use strongroom_volume::FsType;
 use tonic::{Request, Response, Status};
 
 /// LUKS2 sectors are 4 KiB: usable sizes are multiples of it.
@@ -95,7 +96,7 @@ fn fits(range: Option<&CapacityRange>, capacity: u64) -> bool {
 fn volume_context(rec: &VolumeRecord) -> HashMap<String, String> {
     let mut m = HashMap::from([
         (context::TENANT.to_owned(), rec.tenant.clone()),
-        (context::PROTECTION.to_owned(), rec.protection.clone()),
+        (context::PROTECTION.to_owned(), rec.protection.to_string()),
     ]);
     if let Some(id) = &rec.kms_id {
         m.insert(context::KMS_ID.to_owned(), id.clone());
@@ -175,6 +176,62 @@ pub const CAPABILITIES: &[rpc::Type] = &[
     rpc::Type::SingleNodeMultiWriter,
 ];
 
+/// The request fields a CreateVolume must not carry (features the driver does not offer).
+fn refuse_unsupported(req: &CreateVolumeRequest) -> Result<()> {
+    if req.volume_content_source.is_some() {
+        return Err(CsiError::invalid(
+            "volume_content_source: snapshots and clones are not supported",
+        ));
+    }
+    if !req.mutable_parameters.is_empty() {
+        return Err(CsiError::invalid(
+            "mutable_parameters: volume attribute classes are not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// The filesystem: the capability's and the StorageClass's `fsType` must agree; ext4 when
+/// neither names one.
+fn fs_type_for(caps: &[caps::VolumeCap], params: &VolumeParams) -> Result<FsType> {
+    match (caps::requested_fs_type(caps)?, params.fs_type) {
+        (Some(a), Some(b)) if a != b => Err(CsiError::invalid(format!(
+            "parameter \"fsType\" is {b} but the volume capability asks for {a}"
+        ))),
+        (Some(a), _) => Ok(a),
+        (None, Some(b)) => Ok(b),
+        (None, None) => Ok(FsType::Ext4),
+    }
+}
+
+/// Create, or find and check, the volume of `spec` (on the backend's blocking thread).
+fn create_or_match(
+    b: &dyn crate::backend::VolumeBackend,
+    spec: &CreateSpec,
+    range: Option<&CapacityRange>,
+    token: &strongroom_volume::SecretString,
+) -> Result<VolumeRecord> {
+    if let Some(rec) = b.get(&spec.id)? {
+        if let Some(why) = incompatibility(&rec, spec, range) {
+            return Err(CsiError::AlreadyExists(format!(
+                "volume {} exists and is incompatible with this request: {why}",
+                spec.id
+            )));
+        }
+        // Still call create: it resumes an unfinished creation and, for a finished one,
+        // proves the caller's token opens this volume (PERMISSION_DENIED for another
+        // tenant's) before the volume is handed back.
+    } else if let Some(max) = b.capacity()?.max_volume_size {
+        if spec.capacity > max {
+            return Err(CsiError::OutOfRange(format!(
+                "{} bytes exceeds the largest volume this driver can create ({max} bytes)",
+                spec.capacity
+            )));
+        }
+    }
+    b.create(spec, token)
+}
+
 impl ControllerService {
     async fn create(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
         let name = required("name", &req.name)?;
@@ -184,73 +241,25 @@ impl ControllerService {
             )));
         }
         let caps = caps::parse_all(&req.volume_capabilities).map_err(|e| e.into_csi(false))?;
-        if req.volume_content_source.is_some() {
-            return Err(CsiError::invalid(
-                "volume_content_source: snapshots and clones are not supported",
-            ));
-        }
-        if !req.mutable_parameters.is_empty() {
-            return Err(CsiError::invalid(
-                "mutable_parameters: volume attribute classes are not supported",
-            ));
-        }
-        let params = VolumeParams::parse(
-            &req.parameters,
-            &self.driver.cfg.catalog,
-            &self.driver.cfg.secret_files,
-        )?;
+        refuse_unsupported(&req)?;
+        let cfg = &self.driver.cfg;
+        let params = VolumeParams::parse(&req.parameters, &cfg.catalog, &cfg.secret_files)?;
         let token = require_token(&req.secrets, "CreateVolume")?;
-        let requested_fs = caps::requested_fs_type(&caps)?;
-        let fs_type = match (requested_fs, params.fs_type) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(CsiError::invalid(format!(
-                    "parameter \"fsType\" is {} but the volume capability asks for {}",
-                    b.as_str(),
-                    a.as_str()
-                )))
-            }
-            (Some(a), _) => a,
-            (None, Some(b)) => b,
-            (None, None) => FsType::Ext4,
-        };
-        let capacity = capacity_for(
-            req.capacity_range.as_ref(),
-            self.driver.cfg.default_capacity,
-        )?;
-        let id = volume_id_for_name(name);
         let spec = CreateSpec {
-            id: id.clone(),
+            id: volume_id_for_name(name),
             name: name.to_owned(),
-            capacity,
+            capacity: capacity_for(req.capacity_range.as_ref(), cfg.default_capacity)?,
+            fs_type: fs_type_for(&caps, &params)?,
             params,
-            fs_type,
         };
-        let range = req.capacity_range;
         let block_only = caps.iter().all(|c| c.access == Access::Block);
-        tracing::info!(volume = %id, tenant = %spec.params.tenant, capacity, protection = spec.params.protection.mode(), block_only, "CreateVolume");
-        let guard = self.driver.lock(&id).await?;
+        tracing::info!(volume = %spec.id, tenant = %spec.params.tenant, capacity = spec.capacity, protection = %spec.params.protection.mode(), block_only, "CreateVolume");
+        let guard = self.driver.lock(&spec.id).await?;
+        let range = req.capacity_range;
         let rec = self
             .driver
             .blocking(Some(guard), move |b| {
-                if let Some(rec) = b.get(&spec.id)? {
-                    if let Some(why) = incompatibility(&rec, &spec, range.as_ref()) {
-                        return Err(CsiError::AlreadyExists(format!(
-                            "volume {} exists and is incompatible with this request: {why}",
-                            spec.id
-                        )));
-                    }
-                    // Still call create: it resumes an unfinished creation and, for a finished
-                    // one, proves the caller's token opens this volume (PERMISSION_DENIED for
-                    // another tenant's) before the volume is handed back.
-                } else if let Some(max) = b.capacity()?.max_volume_size {
-                    if spec.capacity > max {
-                        return Err(CsiError::OutOfRange(format!(
-                            "{} bytes exceeds the largest volume this driver can create ({max} bytes)",
-                            spec.capacity
-                        )));
-                    }
-                }
-                b.create(&spec, &token)
+                create_or_match(b, &spec, range.as_ref(), &token)
             })
             .await?;
         Ok(CreateVolumeResponse {

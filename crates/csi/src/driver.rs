@@ -117,6 +117,24 @@ impl Driver {
     pub(crate) async fn lock(&self, id: &str) -> Result<VolumeGuard> {
         self.locks.acquire(id).await
     }
+
+    /// Whether the volume exists. Checked after the request's required fields and before
+    /// the form of its paths: csi-sanity sends an unknown volume with a relative path
+    /// (`some/path`) and expects NOT_FOUND.
+    pub(crate) async fn exists(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.blocking(None, move |b| b.get(&id).map(|r| r.is_some()))
+            .await
+    }
+
+    /// NOT_FOUND unless the volume exists (see [`Self::exists`]).
+    pub(crate) async fn require_volume(&self, id: &str) -> Result<()> {
+        if self.exists(id).await? {
+            Ok(())
+        } else {
+            Err(CsiError::NotFound(format!("volume {id} does not exist")))
+        }
+    }
 }
 
 /// A required string field.
@@ -140,9 +158,8 @@ pub(crate) fn volume_id(v: &str) -> Result<String> {
     Ok(v.to_owned())
 }
 
-/// A required absolute path field (staging and target paths).
-pub(crate) fn required_path(field: &str, v: &str) -> Result<std::path::PathBuf> {
-    let v = required(field, v)?;
+/// The form of a path field (staging and target paths): absolute, no NUL.
+pub(crate) fn absolute_path(field: &str, v: &str) -> Result<std::path::PathBuf> {
     if !v.starts_with('/') || v.contains('\0') {
         return Err(CsiError::Invalid(format!(
             "{field} must be an absolute path"

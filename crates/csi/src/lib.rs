@@ -1,37 +1,43 @@
 //! Strongroom's CSI driver (CSI spec v1.12): Identity, Controller and Node services over
 //! gRPC on a unix socket.
 //!
-//! Layers: [`server`] (socket, shutdown) → [`identity`], [`controller`], [`node`] (request
-//! validation, per-volume locking via [`locks`], parameters via [`params`], tenant tokens via
-//! [`secrets`], capabilities via [`caps`]) → [`backend::VolumeBackend`] (the volume
-//! manager's adapter). Errors are [`errors::CsiError`], mapped to gRPC codes in one place.
+//! Layers: `server` (socket, shutdown) → `identity`, `controller`, `node` (request
+//! validation, per-volume locking via `locks`, StorageClass parameters via `params`, tenant
+//! tokens via `secrets`, capabilities via `caps`) → [`VolumeBackend`] ([`ManagerBackend`], the
+//! volume manager's adapter). Errors are [`CsiError`], mapped to gRPC codes in one place.
+//! The volume vocabulary (filesystem type, protection, KV version, the token type) is the
+//! volume manager's, used unchanged. The face is this file's `pub use` list and [`pb`], the
+//! generated protocol module.
 #![forbid(unsafe_code)]
 
-/// Generated from `proto/csi.proto` (package `csi.v1`).
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("csi.v1");
-}
-
-pub mod backend;
-pub mod caps;
-pub mod controller;
-pub mod driver;
-pub mod endpoint;
-pub mod errors;
-pub mod identity;
-pub mod locks;
-pub mod manager_backend;
-pub mod mounts;
-pub mod node;
-pub mod params;
-pub mod secrets;
-pub mod server;
+mod backend;
+mod caps;
+mod controller;
+mod driver;
+mod endpoint;
+mod errors;
+mod identity;
+mod locks;
+mod manager_backend;
+mod mounts;
+mod node;
+mod params;
+pub mod pb;
+mod secrets;
+mod server;
 #[cfg(test)]
 mod testing;
 
-pub use backend::VolumeBackend;
-pub use driver::{Driver, DriverConfig, Mode, DRIVER_NAME};
+pub use backend::{
+    Capacity, CreateSpec, ExpandResult, PublishSpec, StageSpec, Usage, VolumeBackend, VolumeRecord,
+    VolumeStats,
+};
+pub use caps::{Access, AccessMode, VolumeCap};
+pub use driver::{Driver, DriverConfig, Mode, CSI_SPEC_VERSION, DRIVER_NAME};
+pub use endpoint::parse as parse_endpoint;
 pub use errors::CsiError;
 pub use manager_backend::{ManagerBackend, ManagerBackendConfig};
-pub use server::serve;
+pub use params::{
+    KmsCatalog, KmsConnection, PvcMeta, SecretFiles, VolumeParams, PVC_NAME, PVC_NAMESPACE, PV_NAME,
+};
+pub use server::{serve, signal, ServeError};

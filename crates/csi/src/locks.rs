@@ -78,6 +78,7 @@ impl VolumeLocks {
     }
 
     /// Whether `id` is locked right now (for tests and diagnostics).
+    #[cfg(test)]
     pub fn is_locked(&self, id: &str) -> bool {
         self.inner
             .held

@@ -17,16 +17,15 @@ use crate::backend::*;
 use crate::caps::{Access, VolumeCap};
 use crate::errors::{CsiError, Result};
 use crate::mounts;
-use crate::params::{FsType, KmsConnection, Protection};
-use crate::secrets::TenantToken;
+use crate::params::KmsConnection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strongroom_volume::{
-    CreateRequest, Credential, Error as VError, KmsConfig, Manager, ManagerConfig,
-    ProtectionRequest, Token, VolumeInfo,
+    CreateRequest, Credential, Error as VError, FsType, KmsConfig, Manager, ManagerConfig,
+    SecretString, State, VolumeInfo,
 };
 
 const CSI_RECORD: &str = "csi.json";
@@ -91,7 +90,7 @@ struct CsiRecord {
     name: String,
     kms_id: Option<String>,
     kms: KmsRef,
-    fs_type: String,
+    fs_type: FsType,
     pvc_namespace: String,
     pvc_name: Option<String>,
     pv_name: Option<String>,
@@ -137,7 +136,7 @@ pub struct ManagerBackendConfig {
     /// This node (ListVolumes' published_node_ids).
     pub node_id: String,
     /// Crypto-shreds when DeleteVolume has no usable tenant token.
-    pub admin_token: Option<TenantToken>,
+    pub admin_token: Option<SecretString>,
     /// Checked by Probe (`sys/health`), when set.
     pub probe_kms: Option<KmsConnection>,
     /// Unwrapped keys stay cached this long (zeroized on eviction).
@@ -185,10 +184,6 @@ fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
     f.write_all(&b).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, p).map_err(io)
-}
-
-fn fs_type(s: &str) -> FsType {
-    FsType::parse("fsType", s).unwrap_or(FsType::Ext4)
 }
 
 impl ManagerBackend {
@@ -239,7 +234,7 @@ impl ManagerBackend {
         };
         let mgr = self.manager(&rec.kms)?;
         match mgr.status(id) {
-            Ok(info) if info.state == "shredded" => Ok(None),
+            Ok(info) if info.state == State::Shredded => Ok(None),
             Ok(info) => Ok(Some((rec, mgr, info))),
             Err(VError::NotFound(_)) => Ok(None),
             Err(e) => Err(csi(e)),
@@ -257,10 +252,10 @@ impl ManagerBackend {
             id: info.id.clone(),
             tenant: info.tenant.clone(),
             capacity: info.size,
-            protection: info.protection.clone(),
-            fs_type: fs_type(&rec.fs_type),
+            protection: info.protection,
+            fs_type: rec.fs_type,
             kms_id: rec.kms_id.clone(),
-            ready: info.state == "formatted",
+            ready: info.state == State::Formatted,
             published_nodes: if open_here {
                 vec![self.cfg.node_id.clone()]
             } else {
@@ -291,8 +286,63 @@ impl ManagerBackend {
         Ok(st)
     }
 
-    fn tenant(t: &TenantToken) -> Credential {
-        Credential::Tenant(Token::new(t.expose()))
+    fn tenant(t: &SecretString) -> Credential {
+        Credential::Tenant(t.clone())
+    }
+
+    /// The access kind a publish asks for, if the volume is staged at its staging path for
+    /// that kind; FAILED_PRECONDITION otherwise.
+    fn check_staged_for(
+        spec: &PublishSpec,
+        info: &VolumeInfo,
+        st: &NodeState,
+    ) -> Result<AccessKind> {
+        if !Self::staged_for_real(info, st)
+            || st.staging.as_deref() != Some(spec.staging_path.as_path())
+        {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is not staged at {}",
+                spec.id,
+                spec.staging_path.display()
+            )));
+        }
+        let kind = access_kind(&spec.cap);
+        if st.kind != Some(kind) {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is staged for {:?} access, not {:?}",
+                spec.id,
+                st.kind.unwrap_or(AccessKind::Mount),
+                kind
+            )));
+        }
+        Ok(kind)
+    }
+
+    /// Bind the staged filesystem (or the opened device, block mode) at the target.
+    fn bind(spec: &PublishSpec, info: &VolumeInfo, kind: AccessKind) -> Result<()> {
+        let (source, how) = match kind {
+            AccessKind::Mount => (spec.staging_path.as_path(), mounts::Kind::Filesystem),
+            AccessKind::Block => {
+                let dev = info.device.as_deref().ok_or_else(|| {
+                    CsiError::Internal(format!("volume {} has no device", spec.id))
+                })?;
+                (Path::new(dev), mounts::Kind::Block)
+            }
+        };
+        mounts::publish(source, &spec.target_path, how, spec.readonly)
+    }
+
+    /// Whether `target` is a mount of this volume: a bind of its staging path (filesystem) or
+    /// of its device (block).
+    fn publishes_here(info: &VolumeInfo, st: &NodeState, target: &Path) -> Result<bool> {
+        if mounts::mount_at(target)?.is_none() {
+            return Ok(false);
+        }
+        let source = match st.kind {
+            Some(AccessKind::Block) => info.device.as_deref().map(Path::new),
+            _ => st.staging.as_deref(),
+        };
+        Ok(source.is_some_and(|s| mounts::same_file(s, target)))
     }
 
     /// Whether the node state's staging is real: the filesystem mounted there, or the
@@ -335,12 +385,12 @@ impl ManagerBackend {
         };
         match mgr.status(id) {
             Err(VError::NotFound(_)) => true,
-            Ok(info) => info.state == "provisioning",
+            Ok(info) => info.state == State::Provisioning,
             Err(_) => false,
         }
     }
 
-    fn create_inner(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+    fn create_inner(&self, spec: &CreateSpec, token: &SecretString) -> Result<VolumeRecord> {
         let dir = self.dir(&spec.id);
         let rec = match self.record(&spec.id)? {
             Some(r) => r,
@@ -349,7 +399,7 @@ impl ManagerBackend {
                     name: spec.name.clone(),
                     kms_id: spec.params.kms_id.clone(),
                     kms: KmsRef::from(&spec.params.kms),
-                    fs_type: spec.fs_type.as_str().to_owned(),
+                    fs_type: spec.fs_type,
                     pvc_namespace: spec.params.pvc.namespace.clone(),
                     pvc_name: spec.params.pvc.name.clone(),
                     pv_name: spec.params.pvc.pv_name.clone(),
@@ -361,24 +411,15 @@ impl ManagerBackend {
             }
         };
         let mgr = self.manager(&rec.kms)?;
-        let protection = match &spec.params.protection {
-            Protection::Envelope { mount, key } => ProtectionRequest::Envelope {
-                mount: mount.clone(),
-                key: key.clone(),
-            },
-            Protection::Kv { backend } => ProtectionRequest::Kv {
-                backend: backend.clone(),
-            },
-        };
         let info = mgr
             .create(
                 &CreateRequest {
                     id: spec.id.clone(),
                     tenant: spec.params.tenant.clone(),
                     size: spec.capacity,
-                    protection,
+                    protection: spec.params.protection.clone(),
                     store: None,
-                    fs_type: rec.fs_type.clone(),
+                    fs_type: rec.fs_type,
                 },
                 &Self::tenant(token),
             )
@@ -394,7 +435,7 @@ impl VolumeBackend for ManagerBackend {
         };
         let k = KmsRef::from(conn).config(Duration::from_secs(3))?;
         let client = k
-            .client(&Token::new(""))
+            .anonymous_client()
             .map_err(|e| CsiError::Invalid(e.to_string()))?;
         // Not ready (OK, ready=false) rather than an error: a sealed or restarting key
         // manager must not make the liveness probe restart every driver on the cluster.
@@ -407,10 +448,9 @@ impl VolumeBackend for ManagerBackend {
         }
     }
 
-    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+    fn create(&self, spec: &CreateSpec, token: &SecretString) -> Result<VolumeRecord> {
         let dir = self.dir(&spec.id);
-        let existed = dir.join(strongroom_volume::meta::META_FILE).exists()
-            || self.record(&spec.id)?.is_some();
+        let existed = strongroom_volume::is_volume_dir(&dir) || self.record(&spec.id)?.is_some();
         let r = self.create_inner(spec, token);
         if let Err(e) = &r {
             // A creation refused before the KMS stored anything (bad, foreign or missing
@@ -447,7 +487,7 @@ impl VolumeBackend for ManagerBackend {
         Ok(out)
     }
 
-    fn delete(&self, id: &str, token: Option<&TenantToken>) -> Result<()> {
+    fn delete(&self, id: &str, token: Option<&SecretString>) -> Result<()> {
         let Some(rec) = self.record(id)? else {
             return Err(CsiError::NotFound(format!("volume {id}")));
         };
@@ -455,7 +495,7 @@ impl VolumeBackend for ManagerBackend {
         let cred = match token {
             Some(t) => Self::tenant(t),
             None => match &self.cfg.admin_token {
-                Some(a) => Credential::Admin(Token::new(a.expose())),
+                Some(a) => Credential::Admin(a.clone()),
                 None => {
                     return Err(CsiError::FailedPrecondition(format!(
                         "volume {id}: no tenant token and no admin token configured \
@@ -494,7 +534,7 @@ impl VolumeBackend for ManagerBackend {
         &self,
         id: &str,
         new_capacity: u64,
-        token: Option<&TenantToken>,
+        token: Option<&SecretString>,
     ) -> Result<ExpandResult> {
         let (_, mgr, _) = self.require(id)?;
         let t = token.ok_or_else(|| {
@@ -513,18 +553,16 @@ impl VolumeBackend for ManagerBackend {
         })
     }
 
-    fn stage(&self, spec: &StageSpec, token: &TenantToken) -> Result<()> {
+    fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()> {
         let (rec, mgr, info) = self.require(&spec.id)?;
         if let Access::Mount {
             fs_type: Some(f), ..
         } = &spec.cap.access
         {
-            if f.as_str() != rec.fs_type {
+            if *f != rec.fs_type {
                 return Err(CsiError::Invalid(format!(
-                    "volume {} has a {} filesystem, the capability asks for {}",
-                    spec.id,
-                    rec.fs_type,
-                    f.as_str()
+                    "volume {} has a {} filesystem, the capability asks for {f}",
+                    spec.id, rec.fs_type
                 )));
             }
         }
@@ -580,7 +618,7 @@ impl VolumeBackend for ManagerBackend {
         for t in std::mem::take(&mut st.published).keys() {
             mounts::unpublish(t)?;
         }
-        mgr.close(id).map_err(csi)?;
+        mgr.unmount(id).map_err(csi)?;
         st = NodeState::default();
         self.save_node_state(id, &st)
     }
@@ -588,24 +626,7 @@ impl VolumeBackend for ManagerBackend {
     fn publish(&self, spec: &PublishSpec) -> Result<()> {
         let (_, _, info) = self.require(&spec.id)?;
         let mut st = self.node_state(&spec.id)?;
-        if !Self::staged_for_real(&info, &st)
-            || st.staging.as_deref() != Some(spec.staging_path.as_path())
-        {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {} is not staged at {}",
-                spec.id,
-                spec.staging_path.display()
-            )));
-        }
-        let kind = access_kind(&spec.cap);
-        if st.kind != Some(kind) {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {} is staged for {:?} access, not {:?}",
-                spec.id,
-                st.kind.unwrap_or(AccessKind::Mount),
-                kind
-            )));
-        }
+        let kind = Self::check_staged_for(spec, &info, &st)?;
         // Forget targets that are no longer mount points (unmounted behind our back).
         st.published
             .retain(|t, _| mounts::mount_at(t).ok().flatten().is_some());
@@ -630,36 +651,25 @@ impl VolumeBackend for ManagerBackend {
                 spec.id
             )));
         }
-        match kind {
-            AccessKind::Mount => mounts::publish(
-                &spec.staging_path,
-                &spec.target_path,
-                mounts::Kind::Filesystem,
-                spec.readonly,
-            )?,
-            AccessKind::Block => {
-                let dev = info.device.as_deref().ok_or_else(|| {
-                    CsiError::Internal(format!("volume {} has no device", spec.id))
-                })?;
-                mounts::publish(
-                    Path::new(dev),
-                    &spec.target_path,
-                    mounts::Kind::Block,
-                    spec.readonly,
-                )?
-            }
-        }
+        Self::bind(spec, &info, kind)?;
         st.published.insert(spec.target_path.clone(), want);
         self.save_node_state(&spec.id, &st)
     }
 
+    /// Unmounts and removes the target only if this volume is published there (recorded, or
+    /// a bind of its staging path or device left by a crash before the record): whatever
+    /// else is at the path was not made by us and is left alone.
     fn unpublish(&self, id: &str, target_path: &Path) -> Result<()> {
-        mounts::unpublish(target_path)?;
-        if self.record(id)?.is_some() {
-            let mut st = self.node_state(id)?;
-            if st.published.remove(target_path).is_some() {
-                self.save_node_state(id, &st)?;
-            }
+        let Some((_, _, info)) = self.open(id)? else {
+            return Ok(());
+        };
+        let mut st = self.node_state(id)?;
+        let recorded = st.published.remove(target_path).is_some();
+        if recorded || Self::publishes_here(&info, &st, target_path)? {
+            mounts::unpublish(target_path)?;
+        }
+        if recorded {
+            self.save_node_state(id, &st)?;
         }
         Ok(())
     }
@@ -693,7 +703,7 @@ impl VolumeBackend for ManagerBackend {
         id: &str,
         path: &Path,
         new_capacity: Option<u64>,
-        token: Option<&TenantToken>,
+        token: Option<&SecretString>,
     ) -> Result<u64> {
         let (_, mgr, info) = self.require(id)?;
         self.node_state_at(id, path, &info)?;
@@ -760,6 +770,30 @@ mod tests {
             .is_none());
         write_json(&p, &NodeState::default()).unwrap();
         assert!(read_json::<NodeState>(&p).unwrap().is_some());
+    }
+
+    /// A recorded filesystem type is read as the volume manager's `FsType`: an unknown one is
+    /// a corrupt record, never a silent ext4.
+    #[test]
+    fn recorded_fs_type_has_no_fallback() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(CSI_RECORD);
+        let rec = |fs: &str| {
+            serde_json::json!({
+                "name": "pvc-1", "kms_id": null, "fs_type": fs, "pvc_namespace": "a",
+                "pvc_name": null, "pv_name": null,
+                "kms": {"address": "http://127.0.0.1:8200", "tls_server_name": null,
+                        "ca_cert": null, "client_cert": null, "skip_verify": false},
+            })
+        };
+        std::fs::write(&p, rec("xfs").to_string()).unwrap();
+        let r: CsiRecord = read_json(&p).unwrap().unwrap();
+        assert_eq!(r.fs_type, FsType::Xfs);
+        std::fs::write(&p, rec("btrfs").to_string()).unwrap();
+        assert!(matches!(
+            read_json::<CsiRecord>(&p),
+            Err(CsiError::Internal(m)) if m.contains("btrfs")
+        ));
     }
 
     #[test]

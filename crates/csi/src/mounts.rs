@@ -102,7 +102,7 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> CsiError {
 }
 
 /// Whether `a` and `b` are the same file (a bind mount shows its source's device and inode).
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),

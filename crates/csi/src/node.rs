@@ -7,7 +7,7 @@
 
 use crate::backend::{PublishSpec, StageSpec};
 use crate::caps;
-use crate::driver::{required, required_path, volume_id, Driver};
+use crate::driver::{absolute_path, required, volume_id, Driver};
 use crate::errors::{CsiError, Result};
 use crate::pb::node_service_capability::{self, rpc};
 use crate::pb::*;
@@ -37,12 +37,18 @@ fn volume_cap(c: Option<&VolumeCapability>) -> Result<caps::VolumeCap> {
     caps::parse(c).map_err(|e| e.into_csi(true))
 }
 
+/// Request checks run in one order everywhere: required fields, capability and token first;
+/// then whether the volume exists (NOT_FOUND); only then the form of the paths. An unknown
+/// volume is NOT_FOUND whatever its paths look like (csi-sanity sends `some/path`), and
+/// unstaging or unpublishing one touches nothing.
 impl NodeService {
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
-        let staging_path = required_path("staging_target_path", &req.staging_target_path)?;
+        let staging = required("staging_target_path", &req.staging_target_path)?;
         let cap = volume_cap(req.volume_capability.as_ref())?;
         let token = require_token(&req.secrets, "NodeStageVolume")?;
+        self.driver.require_volume(&id).await?;
+        let staging_path = absolute_path("staging_target_path", staging)?;
         tracing::info!(volume = %id, staging = %staging_path.display(), "NodeStageVolume");
         let spec = StageSpec {
             id,
@@ -58,7 +64,11 @@ impl NodeService {
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
-        let staging = required_path("staging_target_path", &req.staging_target_path)?;
+        let staging = required("staging_target_path", &req.staging_target_path)?;
+        if !self.driver.exists(&id).await? {
+            return Ok(()); // nothing of an unknown volume is staged here
+        }
+        let staging = absolute_path("staging_target_path", staging)?;
         tracing::info!(volume = %id, staging = %staging.display(), "NodeUnstageVolume");
         let guard = self.driver.lock(&id).await?;
         self.driver
@@ -71,7 +81,7 @@ impl NodeService {
 
     async fn publish(&self, req: NodePublishVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
-        let target_path = required_path("target_path", &req.target_path)?;
+        let target = required("target_path", &req.target_path)?;
         let cap = volume_cap(req.volume_capability.as_ref())?;
         if req.staging_target_path.is_empty() {
             return Err(CsiError::FailedPrecondition(
@@ -79,7 +89,9 @@ impl NodeService {
                     .into(),
             ));
         }
-        let staging_path = required_path("staging_target_path", &req.staging_target_path)?;
+        self.driver.require_volume(&id).await?;
+        let target_path = absolute_path("target_path", target)?;
+        let staging_path = absolute_path("staging_target_path", &req.staging_target_path)?;
         let readonly = req.readonly || cap.mode.read_only();
         tracing::info!(volume = %id, target = %target_path.display(), readonly, "NodePublishVolume");
         let spec = PublishSpec {
@@ -98,7 +110,12 @@ impl NodeService {
 
     async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
-        let target = required_path("target_path", &req.target_path)?;
+        let target = required("target_path", &req.target_path)?;
+        if !self.driver.exists(&id).await? {
+            // Whatever is at the target is not ours: leave it alone.
+            return Ok(());
+        }
+        let target = absolute_path("target_path", target)?;
         tracing::info!(volume = %id, target = %target.display(), "NodeUnpublishVolume");
         let guard = self.driver.lock(&id).await?;
         self.driver
@@ -134,7 +151,7 @@ impl NodeService {
 
     async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
         let id = volume_id(&req.volume_id)?;
-        let path = required_path("volume_path", &req.volume_path)?;
+        let path = required("volume_path", &req.volume_path)?;
         if let Some(c) = &req.volume_capability {
             caps::parse(c).map_err(|e| e.into_csi(false))?;
         }
@@ -145,6 +162,8 @@ impl NodeService {
             _ => None,
         };
         let token = optional_token(&req.secrets)?;
+        self.driver.require_volume(&id).await?;
+        let path = absolute_path("volume_path", path)?;
         tracing::info!(volume = %id, path = %path.display(), ?size, "NodeExpandVolume");
         let guard = self.driver.lock(&id).await?;
         let capacity = self

@@ -15,8 +15,12 @@
 //! may use `${pvc.namespace}`, `${pvc.name}` and `${pv.name}` ([`Template`]).
 
 use crate::errors::CsiError;
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use strongroom_volume::{FsType, KvVersion, ProtectionRequest};
+
+mod catalog;
+pub use catalog::KmsCatalog;
 
 // ---------------------------------------------------------------- keys
 
@@ -209,64 +213,25 @@ impl Template {
 
 // ---------------------------------------------------------------- typed values
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsType {
-    Ext4,
-    Xfs,
+/// A filesystem type named by `key` (the volume manager's [`FsType`]: ext4 or xfs, nothing
+/// else, never a silent default).
+pub(crate) fn fs_type(key: &str, v: &str) -> Result<FsType, CsiError> {
+    v.parse::<FsType>().map_err(|_| {
+        invalid(
+            key,
+            format!("filesystem {v:?} is not supported (ext4 or xfs)"),
+        )
+    })
 }
 
-impl FsType {
-    pub fn parse(key: &str, v: &str) -> Result<Self, CsiError> {
-        match v {
-            "ext4" => Ok(FsType::Ext4),
-            "xfs" => Ok(FsType::Xfs),
-            _ => Err(invalid(
-                key,
-                format!("filesystem {v:?} is not supported (ext4 or xfs)"),
-            )),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FsType::Ext4 => "ext4",
-            FsType::Xfs => "xfs",
-        }
-    }
-}
-
-/// KV engine version of the backend path; `None` = detect via `sys/mounts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvVersion {
-    V1,
-    V2,
-}
-
-impl KvVersion {
-    fn parse(key: &str, v: &str) -> Result<Option<Self>, CsiError> {
-        match v {
-            "kv" | "kv-v1" => Ok(Some(KvVersion::V1)),
-            "kv-v2" => Ok(Some(KvVersion::V2)),
-            "" => Ok(None),
-            _ => Err(invalid(key, format!("{v:?}: use \"kv\" or \"kv-v2\""))),
-        }
-    }
-}
-
-/// How the KMS protects a new volume's keyslot secret, with templates rendered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Protection {
-    /// Wrapped by the tenant's transit key (default).
-    Envelope { mount: String, key: String },
-    /// Stored at `<backend>/<volume id>` in KV (ceph-csi `vaulttokens` layout).
-    Kv { backend: String },
-}
-
-impl Protection {
-    pub fn mode(&self) -> &'static str {
-        match self {
-            Protection::Envelope { .. } => "envelope",
-            Protection::Kv { .. } => "kv",
-        }
+/// The KV engine version of a backend (`kv`/`kv-v1`, `kv-v2`); `None` (empty) = detect it
+/// with the mount preflight.
+fn kv_version(key: &str, v: &str) -> Result<Option<KvVersion>, CsiError> {
+    match v {
+        "kv" | "kv-v1" => Ok(Some(KvVersion::V1)),
+        "kv-v2" => Ok(Some(KvVersion::V2)),
+        "" => Ok(None),
+        _ => Err(invalid(key, format!("{v:?}: use \"kv\" or \"kv-v2\""))),
     }
 }
 
@@ -320,324 +285,6 @@ impl SecretFiles {
     }
 }
 
-// ---------------------------------------------------------------- KMS catalog
-
-/// The canonical settings of a connection section, with their two spellings
-/// (ceph-csi's `csi-kms-connection-details` upper-case form and its camelCase form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Setting {
-    Provider,
-    ServiceName,
-    Address,
-    BackendPath,
-    Backend,
-    DestroyKeys,
-    CaCert,
-    TlsServerName,
-    ClientCert,
-    ClientKey,
-    Namespace,
-    AuthNamespace,
-    SkipVerify,
-    CaVerify,
-    TenantTokenName,
-    TenantConfigName,
-    Tenants,
-}
-
-const SETTINGS: &[(&str, Setting)] = &[
-    ("KMS_PROVIDER", Setting::Provider),
-    ("encryptionKMSType", Setting::Provider),
-    ("KMS_SERVICE_NAME", Setting::ServiceName),
-    ("VAULT_ADDR", Setting::Address),
-    ("vaultAddress", Setting::Address),
-    ("VAULT_BACKEND_PATH", Setting::BackendPath),
-    ("vaultBackendPath", Setting::BackendPath),
-    ("VAULT_BACKEND", Setting::Backend),
-    ("vaultBackend", Setting::Backend),
-    ("VAULT_DESTROY_KEYS", Setting::DestroyKeys),
-    ("vaultDestroyKeys", Setting::DestroyKeys),
-    ("VAULT_CACERT", Setting::CaCert),
-    ("vaultCAFromSecret", Setting::CaCert),
-    ("VAULT_TLS_SERVER_NAME", Setting::TlsServerName),
-    ("vaultTLSServerName", Setting::TlsServerName),
-    ("VAULT_CLIENT_CERT", Setting::ClientCert),
-    ("vaultClientCertFromSecret", Setting::ClientCert),
-    ("VAULT_CLIENT_KEY", Setting::ClientKey),
-    ("vaultClientCertKeyFromSecret", Setting::ClientKey),
-    ("VAULT_NAMESPACE", Setting::Namespace),
-    ("vaultNamespace", Setting::Namespace),
-    ("VAULT_AUTH_NAMESPACE", Setting::AuthNamespace),
-    ("vaultAuthNamespace", Setting::AuthNamespace),
-    ("VAULT_SKIP_VERIFY", Setting::SkipVerify),
-    ("vaultCAVerify", Setting::CaVerify),
-    ("tenantTokenName", Setting::TenantTokenName),
-    ("tenantConfigName", Setting::TenantConfigName),
-    ("tenants", Setting::Tenants),
-];
-
-/// The KMS providers accepted in `KMS_PROVIDER`/`encryptionKMSType`.
-pub const PROVIDERS: &[&str] = &["vaulttokens", "strongroom"];
-
-/// Parse one connection section (`what` names it in errors, e.g. `kmsID "vault-tokens"`).
-pub fn parse_connection(
-    what: &str,
-    section: &serde_json::Map<String, serde_json::Value>,
-    files: &SecretFiles,
-) -> Result<KmsConnection, CsiError> {
-    let bad = |key: &str, why: String| CsiError::Invalid(format!("{what}: key {key:?}: {why}"));
-    let mut vals: BTreeMap<Setting, (&str, String)> = BTreeMap::new();
-    for (k, v) in section {
-        let Some((_, setting)) = SETTINGS.iter().find(|(name, _)| name == k) else {
-            return Err(bad(
-                k,
-                format!(
-                    "unknown setting (known: {})",
-                    SETTINGS
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        };
-        if *setting == Setting::Tenants || *setting == Setting::TenantConfigName {
-            return Err(bad(
-                k,
-                "per-tenant KMS overrides are not supported: the KMS connection is \
-                 administrator-only (a tenant must not redirect the driver); remove this key"
-                    .into(),
-            ));
-        }
-        let serde_json::Value::String(s) = v else {
-            return Err(bad(k, format!("must be a string, got {v}")));
-        };
-        if let Some((prev, _)) = vals.insert(*setting, (k.as_str(), s.clone())) {
-            return Err(bad(k, format!("duplicates {prev:?}")));
-        }
-    }
-    let get = |s: Setting| vals.get(&s).map(|(k, v)| (*k, v.as_str()));
-
-    if let Some((k, p)) = get(Setting::Provider) {
-        if !PROVIDERS.contains(&p) {
-            return Err(bad(
-                k,
-                format!("provider {p:?} is not supported (supported: vaulttokens, strongroom)"),
-            ));
-        }
-    }
-    let address = match get(Setting::Address) {
-        Some((k, v)) => check_address(k, v).map_err(|e| bad(k, e.to_string()))?,
-        None => return Err(bad("VAULT_ADDR", "the KMS address is required".into())),
-    };
-    let backend_path = match get(Setting::BackendPath) {
-        Some((k, v)) => {
-            let t = Template::parse(k, v).map_err(|e| bad(k, e.to_string()))?;
-            check_kms_path(k, &t.render(&sample_pvc()).unwrap_or_default())
-                .map_err(|e| bad(k, e.to_string()))?;
-            t
-        }
-        None => Template::parse("VAULT_BACKEND_PATH", DEFAULT_BACKEND_PATH)?,
-    };
-    let kv_version = match get(Setting::Backend) {
-        Some((k, v)) => KvVersion::parse(k, v).map_err(|e| bad(k, e.to_string()))?,
-        None => None,
-    };
-    if let Some((k, v)) = get(Setting::DestroyKeys) {
-        if !parse_bool(k, v).map_err(|e| bad(k, e.to_string()))? {
-            return Err(bad(
-                k,
-                "keys are always destroyed (crypto-shred) when a volume is deleted; \
-                 soft deletion is not supported"
-                    .into(),
-            ));
-        }
-    }
-    for s in [Setting::Namespace, Setting::AuthNamespace] {
-        if let Some((k, v)) = get(s) {
-            if !v.is_empty() {
-                return Err(bad(
-                    k,
-                    "Vault Enterprise namespaces are not supported".into(),
-                ));
-            }
-        }
-    }
-    let skip_verify = match (get(Setting::SkipVerify), get(Setting::CaVerify)) {
-        (Some((k, _)), Some(_)) => {
-            return Err(bad(
-                k,
-                "set VAULT_SKIP_VERIFY or vaultCAVerify, not both".into(),
-            ))
-        }
-        (Some((k, v)), None) => parse_bool(k, v).map_err(|e| bad(k, e.to_string()))?,
-        (None, Some((k, v))) => !parse_bool(k, v).map_err(|e| bad(k, e.to_string()))?,
-        (None, None) => false,
-    };
-    let tls_server_name = match get(Setting::TlsServerName) {
-        Some((k, v)) if !is_dns_subdomain(v) => {
-            return Err(bad(k, format!("{v:?} is not a host name")))
-        }
-        Some((_, v)) => Some(v.to_owned()),
-        None => None,
-    };
-    let ca_cert = match get(Setting::CaCert) {
-        Some((k, v)) => Some(
-            files
-                .file(k, v, "cert")
-                .map_err(|e| bad(k, e.to_string()))?,
-        ),
-        None => None,
-    };
-    let client_cert = match (get(Setting::ClientCert), get(Setting::ClientKey)) {
-        (Some((kc, c)), Some((kk, key))) => Some((
-            files
-                .file(kc, c, "cert")
-                .map_err(|e| bad(kc, e.to_string()))?,
-            files
-                .file(kk, key, "key")
-                .map_err(|e| bad(kk, e.to_string()))?,
-        )),
-        (None, None) => None,
-        (Some((k, _)), None) | (None, Some((k, _))) => return Err(bad(
-            k,
-            "a client certificate and its key go together (VAULT_CLIENT_CERT and VAULT_CLIENT_KEY)"
-                .into(),
-        )),
-    };
-    let tenant_token_name = match get(Setting::TenantTokenName) {
-        Some((k, v)) if !is_dns_subdomain(v) => {
-            return Err(bad(k, format!("{v:?} is not a Secret name")))
-        }
-        Some((_, v)) => v.to_owned(),
-        None => DEFAULT_TENANT_TOKEN_NAME.to_owned(),
-    };
-    Ok(KmsConnection {
-        address,
-        tls_server_name,
-        ca_cert,
-        client_cert,
-        skip_verify,
-        backend_path,
-        kv_version,
-        tenant_token_name,
-    })
-}
-
-fn sample_pvc() -> PvcMeta {
-    PvcMeta {
-        namespace: "ns".into(),
-        name: Some("pvc".into()),
-        pv_name: Some("pv".into()),
-    }
-}
-
-/// The KMS connections by kmsID, loaded once at start-up (a bad entry stops the driver with
-/// a message naming the kmsID and key, rather than failing volume by volume).
-#[derive(Debug, Clone, Default)]
-pub struct KmsCatalog {
-    entries: BTreeMap<String, KmsConnection>,
-    /// Used when a StorageClass names no connection.
-    default_id: Option<String>,
-}
-
-impl KmsCatalog {
-    /// From a JSON object `{kmsID: {settings...}}` (ceph-csi's `config.json`).
-    pub fn from_json(text: &str, files: &SecretFiles) -> Result<Self, CsiError> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| CsiError::Invalid(format!("KMS config is not JSON: {e}")))?;
-        let serde_json::Value::Object(map) = v else {
-            return Err(CsiError::Invalid(
-                "KMS config must be a JSON object keyed by kmsID".into(),
-            ));
-        };
-        let mut cat = KmsCatalog::default();
-        for (id, section) in map {
-            cat.insert_value(&id, section, files)?;
-        }
-        Ok(cat)
-    }
-
-    /// From a mounted ConfigMap directory: `config.json` (ceph-csi file form) if present,
-    /// otherwise one file per kmsID holding that entry's JSON (the `csi-kms-connection-details`
-    /// ConfigMap mounted as a volume). Dot-files (the kubelet's `..data` links) are skipped.
-    pub fn load_dir(dir: &Path, files: &SecretFiles) -> Result<Self, CsiError> {
-        let cfg = dir.join("config.json");
-        if cfg.is_file() {
-            let text = std::fs::read_to_string(&cfg)
-                .map_err(|e| CsiError::Invalid(format!("read {}: {e}", cfg.display())))?;
-            return Self::from_json(&text, files);
-        }
-        let rd = std::fs::read_dir(dir)
-            .map_err(|e| CsiError::Invalid(format!("read {}: {e}", dir.display())))?;
-        let mut cat = KmsCatalog::default();
-        for ent in rd {
-            let ent = ent.map_err(|e| CsiError::Invalid(format!("read {}: {e}", dir.display())))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !ent.path().is_file() {
-                continue;
-            }
-            let text = std::fs::read_to_string(ent.path())
-                .map_err(|e| CsiError::Invalid(format!("read {}: {e}", ent.path().display())))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                CsiError::Invalid(format!("kmsID {name:?}: not a JSON object: {e}"))
-            })?;
-            cat.insert_value(&name, v, files)?;
-        }
-        Ok(cat)
-    }
-
-    fn insert_value(
-        &mut self,
-        id: &str,
-        v: serde_json::Value,
-        files: &SecretFiles,
-    ) -> Result<(), CsiError> {
-        let what = format!("kmsID {id:?}");
-        let serde_json::Value::Object(section) = v else {
-            return Err(CsiError::Invalid(format!("{what}: must be a JSON object")));
-        };
-        let conn = parse_connection(&what, &section, files)?;
-        self.entries.insert(id.to_owned(), conn);
-        Ok(())
-    }
-
-    pub fn with_default(mut self, id: Option<String>) -> Result<Self, CsiError> {
-        if let Some(id) = &id {
-            if !self.entries.contains_key(id) {
-                return Err(CsiError::Invalid(format!(
-                    "default kmsID {id:?} is not in the KMS config"
-                )));
-            }
-        }
-        self.default_id = id;
-        Ok(self)
-    }
-
-    pub fn insert(&mut self, id: &str, conn: KmsConnection) {
-        self.entries.insert(id.to_owned(), conn);
-    }
-
-    pub fn get(&self, id: &str) -> Option<&KmsConnection> {
-        self.entries.get(id)
-    }
-
-    /// The connection used by StorageClasses that name none, if configured.
-    pub fn default_connection(&self) -> Option<&KmsConnection> {
-        self.default_id
-            .as_deref()
-            .and_then(|id| self.entries.get(id))
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
 // ---------------------------------------------------------------- StorageClass
 
 /// Everything CreateVolume needs from the StorageClass, validated and rendered.
@@ -649,172 +296,33 @@ pub struct VolumeParams {
     /// The catalog entry used, if any (recorded in the volume context).
     pub kms_id: Option<String>,
     pub kms: KmsConnection,
-    pub protection: Protection,
+    /// The volume manager's own request type, templates rendered.
+    pub protection: ProtectionRequest,
     pub fs_type: Option<FsType>,
+}
+
+/// A CreateVolume `parameters` map.
+type Params = HashMap<String, String>;
+
+fn get<'a>(params: &'a Params, k: &str) -> Option<&'a str> {
+    params.get(k).map(String::as_str)
 }
 
 impl VolumeParams {
     /// Parse and validate a CreateVolume `parameters` map against the KMS catalog.
     pub fn parse(
-        params: &HashMap<String, String>,
+        params: &Params,
         catalog: &KmsCatalog,
         files: &SecretFiles,
     ) -> Result<Self, CsiError> {
-        // 1. Every key must be known.
-        let mut keys: Vec<&String> = params.keys().collect();
-        keys.sort();
-        for k in keys {
-            if !sc::ALL.contains(&k.as_str()) {
-                let hint = if k.starts_with("csi.storage.k8s.io/") {
-                    " (external-provisioner strips the csi.storage.k8s.io/ keys it knows; this \
-                     one it does not)"
-                        .to_owned()
-                } else {
-                    format!(" (known: {})", sc::ALL.join(", "))
-                };
-                return Err(invalid(k, format!("unknown StorageClass parameter{hint}")));
-            }
-        }
-        let get = |k: &str| params.get(k).map(String::as_str);
-
-        // 2. Encryption is the point of this driver.
-        if let Some(v) = get(sc::ENCRYPTED) {
-            if !parse_bool(sc::ENCRYPTED, v)? {
-                return Err(invalid(
-                    sc::ENCRYPTED,
-                    "strongroom only provisions encrypted volumes; remove the key or set \"true\"",
-                ));
-            }
-        }
-        if let Some(v) = get(sc::ENCRYPTION_TYPE) {
-            if v != "block" {
-                return Err(invalid(
-                    sc::ENCRYPTION_TYPE,
-                    format!("{v:?}: only \"block\" (LUKS2) encryption is supported"),
-                ));
-            }
-        }
-
-        // 3. The tenant, from --extra-create-metadata.
-        let namespace = get(PVC_NAMESPACE).ok_or_else(|| {
-            invalid(
-                PVC_NAMESPACE,
-                "missing: the tenant is the PVC's namespace; run external-provisioner with \
-                 --extra-create-metadata",
-            )
-        })?;
-        if !is_dns_label(namespace) {
-            return Err(invalid(
-                PVC_NAMESPACE,
-                format!("{namespace:?} is not a namespace name"),
-            ));
-        }
-        let name_of = |k: &str| -> Result<Option<String>, CsiError> {
-            match get(k) {
-                Some(v) if !is_dns_subdomain(v) => {
-                    Err(invalid(k, format!("{v:?} is not an object name")))
-                }
-                Some(v) => Ok(Some(v.to_owned())),
-                None => Ok(None),
-            }
-        };
-        let pvc = PvcMeta {
-            namespace: namespace.to_owned(),
-            name: name_of(PVC_NAME)?,
-            pv_name: name_of(PV_NAME)?,
-        };
-
-        // 4. The KMS connection: a catalog entry or inline keys, not both.
-        let inline: Vec<&str> = sc::INLINE_KMS
-            .iter()
-            .copied()
-            .filter(|k| params.contains_key(*k))
-            .collect();
-        let (kms_id, kms) = match (get(sc::KMS_ID), inline.is_empty()) {
-            (Some(_), false) => {
-                return Err(invalid(
-                    inline[0],
-                    format!(
-                        "conflicts with {:?}: name a KMS connection or give one inline",
-                        sc::KMS_ID
-                    ),
-                ))
-            }
-            (Some(id), true) => {
-                let conn = catalog.get(id).ok_or_else(|| {
-                    invalid(
-                        sc::KMS_ID,
-                        format!(
-                            "{id:?} is not in the KMS connection config (known: {})",
-                            catalog.ids().collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                })?;
-                (Some(id.to_owned()), conn.clone())
-            }
-            (None, false) => (None, inline_connection(params, files)?),
-            (None, true) => match &catalog.default_id {
-                Some(id) => (Some(id.clone()), catalog.entries[id].clone()),
-                None => {
-                    return Err(invalid(
-                        sc::KMS_ID,
-                        format!(
-                            "no KMS connection: set {:?} or {:?} (the driver has no default)",
-                            sc::KMS_ID,
-                            sc::KMS_ADDRESS
-                        ),
-                    ))
-                }
-            },
-        };
-
-        // 5. Protection, with templates rendered for this PVC.
-        let mode = get(sc::PROTECTION).unwrap_or("envelope");
-        let protection = match mode {
-            "envelope" => {
-                let mount = get(sc::TRANSIT_MOUNT).unwrap_or(DEFAULT_TRANSIT_MOUNT);
-                check_kms_path(sc::TRANSIT_MOUNT, mount)?;
-                let key = Template::parse(
-                    sc::TRANSIT_KEY,
-                    get(sc::TRANSIT_KEY).unwrap_or(DEFAULT_TRANSIT_KEY),
-                )?
-                .render(&pvc)?;
-                check_kms_path(sc::TRANSIT_KEY, &key)?;
-                if key.contains('/') {
-                    return Err(invalid(
-                        sc::TRANSIT_KEY,
-                        format!("{key:?}: a key name has no '/'"),
-                    ));
-                }
-                Protection::Envelope {
-                    mount: mount.trim_matches('/').to_owned(),
-                    key,
-                }
-            }
-            "kv" => {
-                for k in [sc::TRANSIT_MOUNT, sc::TRANSIT_KEY] {
-                    if params.contains_key(k) {
-                        return Err(invalid(k, "only applies to protection \"envelope\""));
-                    }
-                }
-                let backend = kms.backend_path.render(&pvc)?;
-                check_kms_path(&kms.backend_path.key, &backend)?;
-                Protection::Kv {
-                    backend: backend.trim_matches('/').to_owned(),
-                }
-            }
-            other => {
-                return Err(invalid(
-                    sc::PROTECTION,
-                    format!("{other:?}: use \"envelope\" or \"kv\""),
-                ))
-            }
-        };
-
-        let fs_type = get(sc::FS_TYPE)
-            .map(|v| FsType::parse(sc::FS_TYPE, v))
+        check_keys(params)?;
+        check_encryption(params)?;
+        let pvc = pvc_meta(params)?;
+        let (kms_id, kms) = connection(params, catalog, files)?;
+        let protection = protection(params, &kms, &pvc)?;
+        let fs_type = get(params, sc::FS_TYPE)
+            .map(|v| fs_type(sc::FS_TYPE, v))
             .transpose()?;
-
         Ok(VolumeParams {
             tenant: pvc.namespace.clone(),
             pvc,
@@ -826,11 +334,170 @@ impl VolumeParams {
     }
 }
 
-fn inline_connection(
-    params: &HashMap<String, String>,
+/// Every key must be known.
+fn check_keys(params: &Params) -> Result<(), CsiError> {
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    match keys.into_iter().find(|k| !sc::ALL.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => {
+            let hint = if k.starts_with("csi.storage.k8s.io/") {
+                " (external-provisioner strips the csi.storage.k8s.io/ keys it knows; this \
+                 one it does not)"
+                    .to_owned()
+            } else {
+                format!(" (known: {})", sc::ALL.join(", "))
+            };
+            Err(invalid(k, format!("unknown StorageClass parameter{hint}")))
+        }
+    }
+}
+
+/// Encryption is the point of this driver: `encrypted` may only be true, LUKS2 only.
+fn check_encryption(params: &Params) -> Result<(), CsiError> {
+    if let Some(v) = get(params, sc::ENCRYPTED) {
+        if !parse_bool(sc::ENCRYPTED, v)? {
+            return Err(invalid(
+                sc::ENCRYPTED,
+                "strongroom only provisions encrypted volumes; remove the key or set \"true\"",
+            ));
+        }
+    }
+    match get(params, sc::ENCRYPTION_TYPE) {
+        Some(v) if v != "block" => Err(invalid(
+            sc::ENCRYPTION_TYPE,
+            format!("{v:?}: only \"block\" (LUKS2) encryption is supported"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The PVC (the tenant is its namespace), from --extra-create-metadata.
+fn pvc_meta(params: &Params) -> Result<PvcMeta, CsiError> {
+    let namespace = get(params, PVC_NAMESPACE).ok_or_else(|| {
+        invalid(
+            PVC_NAMESPACE,
+            "missing: the tenant is the PVC's namespace; run external-provisioner with \
+             --extra-create-metadata",
+        )
+    })?;
+    if !is_dns_label(namespace) {
+        return Err(invalid(
+            PVC_NAMESPACE,
+            format!("{namespace:?} is not a namespace name"),
+        ));
+    }
+    let name_of = |k: &str| -> Result<Option<String>, CsiError> {
+        match get(params, k) {
+            Some(v) if !is_dns_subdomain(v) => {
+                Err(invalid(k, format!("{v:?} is not an object name")))
+            }
+            v => Ok(v.map(str::to_owned)),
+        }
+    };
+    Ok(PvcMeta {
+        namespace: namespace.to_owned(),
+        name: name_of(PVC_NAME)?,
+        pv_name: name_of(PV_NAME)?,
+    })
+}
+
+/// The KMS connection: a catalog entry (named, or the default) or inline keys, not both.
+fn connection(
+    params: &Params,
+    catalog: &KmsCatalog,
     files: &SecretFiles,
-) -> Result<KmsConnection, CsiError> {
-    let get = |k: &str| params.get(k).map(String::as_str);
+) -> Result<(Option<String>, KmsConnection), CsiError> {
+    let inline: Vec<&str> = sc::INLINE_KMS
+        .iter()
+        .copied()
+        .filter(|k| params.contains_key(*k))
+        .collect();
+    match (get(params, sc::KMS_ID), inline.first()) {
+        (Some(_), Some(k)) => Err(invalid(
+            k,
+            format!(
+                "conflicts with {:?}: name a KMS connection or give one inline",
+                sc::KMS_ID
+            ),
+        )),
+        (Some(id), None) => {
+            let conn = catalog.get(id).ok_or_else(|| {
+                invalid(
+                    sc::KMS_ID,
+                    format!(
+                        "{id:?} is not in the KMS connection config (known: {})",
+                        catalog.ids().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            Ok((Some(id.to_owned()), conn.clone()))
+        }
+        (None, Some(_)) => Ok((None, inline_connection(params, files)?)),
+        (None, None) => catalog.default_entry().ok_or_else(|| {
+            invalid(
+                sc::KMS_ID,
+                format!(
+                    "no KMS connection: set {:?} or {:?} (the driver has no default)",
+                    sc::KMS_ID,
+                    sc::KMS_ADDRESS
+                ),
+            )
+        }),
+    }
+}
+
+/// How the new volume's secret is protected, with templates rendered for this PVC.
+fn protection(
+    params: &Params,
+    kms: &KmsConnection,
+    pvc: &PvcMeta,
+) -> Result<ProtectionRequest, CsiError> {
+    match get(params, sc::PROTECTION).unwrap_or("envelope") {
+        "envelope" => envelope(params, pvc),
+        "kv" => {
+            for k in [sc::TRANSIT_MOUNT, sc::TRANSIT_KEY] {
+                if params.contains_key(k) {
+                    return Err(invalid(k, "only applies to protection \"envelope\""));
+                }
+            }
+            let backend = kms.backend_path.render(pvc)?;
+            check_kms_path(&kms.backend_path.key, &backend)?;
+            Ok(ProtectionRequest::Kv {
+                backend: backend.trim_matches('/').to_owned(),
+            })
+        }
+        other => Err(invalid(
+            sc::PROTECTION,
+            format!("{other:?}: use \"envelope\" or \"kv\""),
+        )),
+    }
+}
+
+/// Envelope protection: the transit mount and key (default `tenant-${pvc.namespace}`).
+fn envelope(params: &Params, pvc: &PvcMeta) -> Result<ProtectionRequest, CsiError> {
+    let mount = get(params, sc::TRANSIT_MOUNT).unwrap_or(DEFAULT_TRANSIT_MOUNT);
+    check_kms_path(sc::TRANSIT_MOUNT, mount)?;
+    let key = Template::parse(
+        sc::TRANSIT_KEY,
+        get(params, sc::TRANSIT_KEY).unwrap_or(DEFAULT_TRANSIT_KEY),
+    )?
+    .render(pvc)?;
+    check_kms_path(sc::TRANSIT_KEY, &key)?;
+    if key.contains('/') {
+        return Err(invalid(
+            sc::TRANSIT_KEY,
+            format!("{key:?}: a key name has no '/'"),
+        ));
+    }
+    Ok(ProtectionRequest::Envelope {
+        mount: mount.trim_matches('/').to_owned(),
+        key,
+    })
+}
+
+fn inline_connection(params: &Params, files: &SecretFiles) -> Result<KmsConnection, CsiError> {
+    let get = |k: &str| get(params, k);
     let address = match get(sc::KMS_ADDRESS) {
         Some(v) => check_address(sc::KMS_ADDRESS, v)?,
         None => {
@@ -863,7 +530,7 @@ fn inline_connection(
         skip_verify: false,
         backend_path,
         kv_version: get(sc::KMS_BACKEND)
-            .map(|v| KvVersion::parse(sc::KMS_BACKEND, v))
+            .map(|v| kv_version(sc::KMS_BACKEND, v))
             .transpose()?
             .flatten(),
         tenant_token_name: DEFAULT_TENANT_TOKEN_NAME.to_owned(),

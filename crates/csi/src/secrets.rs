@@ -6,40 +6,22 @@
 //! Secret works unchanged. Other keys of that Secret are ignored (a CO may pass the same map
 //! to every call).
 //!
-//! The token is zeroized on drop and its `Debug` is redacted. Never log a generated request
+//! The token is the volume manager's [`SecretString`] from here to the `X-Vault-Token` header:
+//! zeroized on drop, `Debug`/`Display` redacted, never converted. Never log a generated request
 //! message with `{:?}`: prost's derived `Debug` prints the `secrets` map.
 
 use crate::errors::CsiError;
 use std::collections::HashMap;
-use zeroize::Zeroizing;
+use strongroom_volume::SecretString;
 
 /// The key of the token in the CSI secrets map.
 pub const TOKEN_KEY: &str = "token";
-
-#[derive(Clone)]
-pub struct TenantToken(Zeroizing<String>);
-
-impl TenantToken {
-    pub fn new(s: impl Into<String>) -> Self {
-        TenantToken(Zeroizing::new(s.into()))
-    }
-    /// The token itself, for the KMS client only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for TenantToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TenantToken(<redacted>)")
-    }
-}
 
 /// The token from a request's secrets; UNAUTHENTICATED when absent or blank.
 pub fn require_token(
     secrets: &HashMap<String, String>,
     rpc: &str,
-) -> Result<TenantToken, CsiError> {
+) -> Result<SecretString, CsiError> {
     optional_token(secrets)?.ok_or_else(|| {
         CsiError::Unauthenticated(format!(
             "{rpc} needs the tenant's KMS token: the StorageClass must name a Secret with key \
@@ -51,7 +33,7 @@ pub fn require_token(
 
 /// The token if the secrets carry one (DeleteVolume, expansion); `None` for empty secrets.
 /// A present but blank or multi-line value is UNAUTHENTICATED.
-pub fn optional_token(secrets: &HashMap<String, String>) -> Result<Option<TenantToken>, CsiError> {
+pub fn optional_token(secrets: &HashMap<String, String>) -> Result<Option<SecretString>, CsiError> {
     match secrets.get(TOKEN_KEY) {
         None => Ok(None),
         Some(v) => {
@@ -66,7 +48,7 @@ pub fn optional_token(secrets: &HashMap<String, String>) -> Result<Option<Tenant
                     "the secret's {TOKEN_KEY:?} value is not a token (whitespace or control characters)"
                 )));
             }
-            Ok(Some(TenantToken::new(t)))
+            Ok(Some(SecretString::new(t)))
         }
     }
 }
@@ -83,10 +65,11 @@ mod tests {
     }
 
     #[test]
-    fn debug_is_redacted() {
-        let t = TenantToken::new("s.supersecret");
-        let d = format!("{t:?}");
-        assert!(!d.contains("supersecret"), "{d}");
+    fn debug_and_display_are_redacted() {
+        let t = require_token(&m(&[("token", "s.supersecret")]), "x").unwrap();
+        for d in [format!("{t:?}"), format!("{t}")] {
+            assert!(!d.contains("supersecret"), "{d}");
+        }
         assert_eq!(t.expose(), "s.supersecret");
     }
 

@@ -8,8 +8,8 @@
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use strongroom_csi::params::{KmsCatalog, SecretFiles, VolumeParams, PVC_NAME, PVC_NAMESPACE};
 use strongroom_csi::DRIVER_NAME;
+use strongroom_csi::{KmsCatalog, SecretFiles, VolumeParams, PVC_NAME, PVC_NAMESPACE};
 
 fn chart_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/strongroom")
@@ -175,7 +175,7 @@ fn storage_class_is_accepted_by_the_driver() {
         Some(scalar(lookup(&v, "storageClass.kmsId")).as_str())
     );
     assert_eq!(
-        p.protection.mode(),
+        p.protection.mode().as_str(),
         scalar(lookup(&v, "storageClass.protection"))
     );
 }

@@ -414,6 +414,20 @@ fn node_expand_not_found(c: &Csi) -> Result<(), String> {
     want(r, Code::NotFound, "NodeExpand of a missing volume")
 }
 
+/// csi-sanity sends an unknown volume with a relative path: NOT_FOUND (existence is checked
+/// before the form of a path).
+fn node_expand_not_found_relative(c: &Csi) -> Result<(), String> {
+    let r = c.run(
+        c.node()
+            .node_expand_volume(expand_req("fake-vol-id", "some/path")),
+    );
+    want(
+        r,
+        Code::NotFound,
+        "NodeExpand of a missing volume at some/path",
+    )
+}
+
 /// Online ext4 growth needs CAP_SYS_RESOURCE (EXT4_IOC_RESIZE_FS), which a privileged node
 /// plugin has but some sandboxes (this CI machine) do not; XFS grows online with
 /// CAP_SYS_ADMIN.
@@ -1322,6 +1336,39 @@ fn unknown_unstage_unpublish_ok(c: &Csi) -> Result<(), String> {
     )
 }
 
+/// A mount point nobody published through the driver: NodeUnpublish of an unknown volume,
+/// or of a known one never published there, leaves it (mounted, in place).
+fn unpublish_removes_nothing_it_did_not_create(c: &Csi) -> Result<(), String> {
+    let foreign = c.dir.join("kubelet/foreign-target");
+    let plain = c.dir.join("kubelet/foreign-dir");
+    std::fs::create_dir_all(&foreign).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&plain).map_err(|e| e.to_string())?;
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "foreign", foreign.to_str().unwrap()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(st.success(), "mount tmpfs");
+    let (v, staging, _) = staged(c, "unpub-foreign")?;
+    let r = (|| {
+        for id in ["fake-vol-id", v.volume_id.as_str()] {
+            for t in [&foreign, &plain] {
+                ok(c.unpublish(id, t), "NodeUnpublish of a foreign target")?;
+                ensure!(t.is_dir(), "{id}: {} was removed", t.display());
+            }
+            ensure!(
+                strongroom_volume::mount_points().contains(&foreign),
+                "{id}: the foreign mount was unmounted"
+            );
+        }
+        Ok(())
+    })();
+    let _ = std::process::Command::new("umount").arg(&foreign).status();
+    let _ = std::fs::remove_dir(&foreign);
+    let _ = std::fs::remove_dir(&plain);
+    r?;
+    teardown(c, &v, &staging, &[])
+}
+
 fn concurrent_stage(c: &Csi) -> Result<(), String> {
     let (v, staging, _) = fresh(c, "concurrent", 0)?;
     let mk = || {
@@ -1693,6 +1740,7 @@ const CASES: &[Case] = &[
     ("Node NodeExpandVolume should fail when no volume id is provided", node_expand_no_id),
     ("Node NodeExpandVolume should fail when no volume path is provided", node_expand_no_path),
     ("Node NodeExpandVolume should fail when volume is not found", node_expand_not_found),
+    ("Node NodeExpandVolume should fail when volume is not found (relative path, as csi-sanity sends)", node_expand_not_found_relative),
     ("Node NodeExpandVolume should work if node-expand is called after node-publish", node_expand_after_publish),
     ("Node NodeExpandVolume of ext4 without CAP_SYS_RESOURCE: FAILED_PRECONDITION, grown at the next stage", ext4_grows_at_next_stage),
     ("Node should work", node_lifecycle),
@@ -1740,6 +1788,7 @@ const CASES: &[Case] = &[
     ("Shred DeleteVolume with another tenant's token still shreds", delete_with_other_token_shreds),
     ("Spec NodeStageVolume at the same path with another capability is ALREADY_EXISTS", stage_same_path_other_cap),
     ("Spec NodeUnstage/NodeUnpublish of an unknown volume is OK", unknown_unstage_unpublish_ok),
+    ("Spec NodeUnpublish removes nothing it did not create", unpublish_removes_nothing_it_did_not_create),
     ("Spec concurrent NodeStageVolume calls on one volume are serialised or ABORTED", concurrent_stage),
     ("Errors the KMS unreachable is UNAVAILABLE", kms_unreachable),
     ("Errors bad StorageClass parameters are INVALID_ARGUMENT naming the key", bad_parameters),

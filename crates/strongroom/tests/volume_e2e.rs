@@ -9,7 +9,9 @@ mod volume_common;
 
 use common::ServerKind;
 use strongroom_volume::tenant;
-use strongroom_volume::{Credential, KmsConfig, Manager, ManagerConfig, RotateKind, Token};
+use strongroom_volume::{
+    Credential, KmsConfig, Manager, ManagerConfig, RotateKind, SecretString, State,
+};
 use volume_common::*;
 
 fn lifecycle(kind: ServerKind) {
@@ -20,7 +22,7 @@ fn lifecycle(kind: ServerKind) {
     for (mode, prot) in modes("a") {
         let id = format!("vol-{mode}");
         let info = m.create(&req(&id, "a", prot.clone()), &a).expect("create");
-        assert_eq!(info.state, "formatted");
+        assert_eq!(info.state, State::Formatted);
         // Idempotent re-run.
         m.create(&req(&id, "a", prot), &a).expect("create again");
         let mk = marker(&format!("{kind:?}-{mode}"));
@@ -83,7 +85,7 @@ fn lifecycle(kind: ServerKind) {
         );
         // Shred with the admin's deletion credential, no tenant token.
         let i = m.shred(&id, &e.admin()).expect("shred");
-        assert_eq!(i.state, "shredded");
+        assert_eq!(i.state, State::Shredded);
         m.shred(&id, &e.admin()).expect("shred is idempotent");
         for cred in [a.clone(), Credential::Tenant(e.root.clone())] {
             assert!(m.open(&id, &cred).is_err());
@@ -169,7 +171,7 @@ fn error_classes() {
         )
         .expect("create resumes");
     // Garbage token: UNAUTHENTICATED.
-    let bad = Credential::Tenant(Token::new("s.not-a-real-token"));
+    let bad = Credential::Tenant(SecretString::new("s.not-a-real-token"));
     let err = e.manager().open("v", &bad).err().unwrap();
     assert_eq!(err.code(), "UNAUTHENTICATED", "{err}");
     // Expired token: UNAUTHENTICATED.

@@ -7,7 +7,7 @@ mod common;
 mod volume_common;
 
 use common::ServerKind;
-use strongroom_volume::{Credential, ProtectionRequest};
+use strongroom_volume::{Credential, ProtectionRequest, State};
 use volume_common::*;
 
 fn aborted(o: &std::process::Output) -> bool {
@@ -71,7 +71,7 @@ fn crash_anywhere_in_create_then_rerun() {
             assert!(aborted(&o), "{step}: {}", out_text(&o));
             // Not usable yet, and says so (no format from a probe, no guessing).
             if let Ok(st) = e.manager().status(&id) {
-                if st.state != "formatted" {
+                if st.state != State::Formatted {
                     let err = e.manager().open(&id, &a).err().unwrap();
                     assert_eq!(err.code(), "FAILED_PRECONDITION", "{step}: {err}");
                     assert!(err.to_string().contains("re-run create"), "{err}");
@@ -82,7 +82,7 @@ fn crash_anywhere_in_create_then_rerun() {
             let mk = write_marker(&e, &id, &a);
             check_marker(&e, &id, &a, &mk);
             assert_eq!(slots(&e, &id), 1);
-            assert_eq!(e.manager().status(&id).unwrap().state, "formatted");
+            assert_eq!(e.manager().status(&id).unwrap().state, State::Formatted);
         }
     }
 }
@@ -160,7 +160,7 @@ fn crash_anywhere_in_rotation_resize_and_shred_then_rerun() {
             assert!(e.manager().open(&sid, &a).is_err());
             let o = e.cli(&args, &[]);
             assert!(o.status.success(), "{step} re-run: {}", out_text(&o));
-            assert_eq!(e.manager().status(&sid).unwrap().state, "shredded");
+            assert_eq!(e.manager().status(&sid).unwrap().state, State::Shredded);
             assert!(e
                 .manager()
                 .open(&sid, &Credential::Tenant(e.root.clone()))

@@ -288,7 +288,7 @@ fn library_mount_teardown_leaves_nothing() {
         "the unwrapped secret is cached while in use"
     );
     std::fs::write(target.join("hello"), marker("lib")).unwrap();
-    m.unmount("lib", &a).unwrap();
+    m.unmount("lib").unwrap();
     assert_eq!(m.cached_keys(), 0, "no cached key after teardown");
     assert!(
         leftovers(e.dir.path()).is_empty(),
@@ -339,7 +339,7 @@ fn block_device_store() {
         "a",
         strongroom_volume::ProtectionRequest::envelope_for("a"),
     );
-    r.store = Some(strongroom_volume::meta::StoreSpec::Block { path: lo.clone() });
+    r.store = Some(strongroom_volume::StoreSpec::Block { path: lo.clone() });
     // Too big for the device: refused before anything is written.
     let mut big = r.clone();
     big.id = "blk-big".into();
@@ -349,13 +349,13 @@ fn block_device_store() {
     let target = e.dir.path().join("mnt-blk");
     m.mount("blk", &a, &target).unwrap();
     std::fs::write(target.join("f"), marker("blk").repeat(10)).unwrap();
-    m.unmount("blk", &a).unwrap();
+    m.unmount("blk").unwrap();
     m.mount("blk", &a, &target).unwrap();
     assert_eq!(
         std::fs::read_to_string(target.join("f")).unwrap(),
         marker("blk").repeat(10)
     );
-    m.unmount("blk", &a).unwrap();
+    m.unmount("blk").unwrap();
     assert!(!file_contains_any(&disk, &[marker("blk")]));
     m.shred("blk", &e.admin()).unwrap();
     assert!(m.open("blk", &a).is_err());
@@ -462,7 +462,7 @@ fn parallel_writers_and_readers_through_the_mount() {
     let file = |i: u64| target.join(format!("f{i}"));
     let tag = |i: u64, generation: u64| generation << 32 | i;
     let remount = || {
-        m.unmount("par", &a).unwrap();
+        m.unmount("par").unwrap();
         m.mount("par", &a, &target).unwrap();
     };
     m.mount("par", &a, &target).unwrap();
@@ -496,10 +496,127 @@ fn parallel_writers_and_readers_through_the_mount() {
             s.spawn(move || check_pattern_file(&file(i), tag(i, u64::from(i >= FILES / 2))));
         }
     });
-    m.unmount("par", &a).unwrap();
+    m.unmount("par").unwrap();
     assert!(
         leftovers(e.dir.path()).is_empty(),
         "{:?}",
         leftovers(e.dir.path())
     );
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet: it holds no memory).
+fn process_gone(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn daemon_pid(e: &Env, id: &str) -> u64 {
+    let rt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.vol_root().join(id).join("runtime.json")).unwrap())
+            .unwrap();
+    rt["pid"].as_u64().expect("daemon pid")
+}
+
+/// What a torn-down volume must not leave: a mount, a loop device, the FUSE mount, the runtime
+/// record, or the daemon that held its key in memory.
+fn assert_torn_down(e: &Env, id: &str, pid: u64) {
+    let vol = e.vol_root().join(id);
+    let left = leftovers(&vol);
+    assert!(left.is_empty(), "{id}: left behind: {left:?}");
+    let target = e.dir.path().join(format!("mnt-{id}"));
+    assert!(
+        !strongroom_volume::is_mounted(&target),
+        "{id}: still mounted"
+    );
+    assert!(
+        !vol.join("runtime.json").exists(),
+        "{id}: runtime record left"
+    );
+    for _ in 0..100 {
+        if process_gone(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        process_gone(pid),
+        "{id}: the mount daemon (holding the key) still runs"
+    );
+}
+
+/// Tearing down needs no credential: `unmount` works with the tenant's token revoked (given
+/// or not given at all) and with the key manager stopped, and leaves nothing behind.
+#[test]
+fn unmount_needs_no_credential_and_no_key_manager() {
+    if !can_mount() {
+        return;
+    }
+    let e = env(ServerKind::Strongroom, &["a"]);
+    let _cleanup = Cleanup(e.dir.path().to_path_buf());
+    let tok = e.token_file("a", &e.tenants[0].1);
+    let tok = tok.to_str().unwrap();
+    let m = e.manager();
+    let mut pids = Vec::new();
+    for id in ["revoked", "no-token", "kms-down"] {
+        m.create(
+            &req(
+                id,
+                "a",
+                strongroom_volume::ProtectionRequest::envelope_for("a"),
+            ),
+            &e.tenant(0),
+        )
+        .unwrap();
+        let target = e.dir.path().join(format!("mnt-{id}"));
+        let o = e.cli(
+            &["mount", id, target.to_str().unwrap(), "--token-file", tok],
+            &[],
+        );
+        assert!(o.status.success(), "{}", out_text(&o));
+        std::fs::write(target.join("f"), id).unwrap();
+        pids.push(daemon_pid(&e, id));
+    }
+    // The tenant is gone: its token revoked.
+    e.server
+        .client()
+        .token_revoke(&e.tenants[0].1, false)
+        .unwrap();
+    let o = e.cli(&["unmount", "revoked", "--token-file", tok], &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert_torn_down(&e, "revoked", pids[0]);
+    let o = e.cli(&["unmount", "no-token"], &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert_torn_down(&e, "no-token", pids[1]);
+    // The key manager is down.
+    let mut c = Command::new(common::strongroom_bin());
+    c.arg("volume")
+        .arg("--root")
+        .arg(e.vol_root())
+        .arg("--address")
+        .arg(e.server.addr())
+        .args(["--cluster-id", "test-cluster", "unmount", "kms-down"])
+        .stdin(Stdio::null());
+    let Env { server, dir, .. } = e;
+    let _cleanup = Cleanup(dir.path().to_path_buf()); // dropped before `dir`
+    drop(server);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let left = leftovers(dir.path());
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        !dir.path().join("volumes/kms-down/runtime.json").exists(),
+        "runtime record left"
+    );
+    for _ in 0..100 {
+        if process_gone(pids[2]) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(process_gone(pids[2]), "the mount daemon still runs");
 }

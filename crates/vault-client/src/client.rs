@@ -258,6 +258,36 @@ impl Client {
         body: Option<&[u8]>,
         content_type: Option<&str>,
     ) -> Result<(u16, Option<Value>)> {
+        let rb = self.request_builder(method, path, query);
+        tracing::debug!(method = method.as_str(), path, "vault request");
+        let bad = |e: ureq::http::Error| Error::Config(format!("bad request for {path}: {e}"));
+        let result = match body {
+            Some(b) => rb
+                .header("Content-Type", content_type.unwrap_or("application/json"))
+                .body(b)
+                .map_err(bad)
+                .map(|req| self.agent.run(req))?,
+            None => rb.body(()).map_err(bad).map(|req| self.agent.run(req))?,
+        };
+        let mut resp = result.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let bytes = Zeroizing::new(
+            resp.body_mut()
+                .with_config()
+                .limit(MAX_BODY)
+                .read_to_vec()
+                .map_err(|e| self.transport_error(e))?,
+        );
+        self.parse_body(path, status, &bytes)
+    }
+
+    /// The request line and headers: URL with the escaped query, the token, the namespace.
+    fn request_builder(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> ureq::http::request::Builder {
         let mut url = self.url(path);
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
@@ -275,44 +305,23 @@ impl Client {
         if let Some(ns) = &self.namespace {
             rb = rb.header("X-Vault-Namespace", ns.as_str());
         }
-        tracing::debug!(method = method.as_str(), path, "vault request");
-        let result = match body {
-            Some(b) => {
-                let req = rb
-                    .header("Content-Type", content_type.unwrap_or("application/json"))
-                    .body(b);
-                let req = req.map_err(|e| Error::Config(format!("bad request for {path}: {e}")))?;
-                self.agent.run(req)
-            }
-            None => {
-                let req = rb
-                    .body(())
-                    .map_err(|e| Error::Config(format!("bad request for {path}: {e}")))?;
-                self.agent.run(req)
-            }
-        };
-        let mut resp = result.map_err(|e| self.transport_error(e))?;
-        let status = resp.status().as_u16();
-        let bytes = Zeroizing::new(
-            resp.body_mut()
-                .with_config()
-                .limit(MAX_BODY)
-                .read_to_vec()
-                .map_err(|e| self.transport_error(e))?,
-        );
-        let display_url = self.url(path);
+        rb
+    }
+
+    /// A response body as JSON (`None` when empty). A success must be JSON; an error page
+    /// that is not (e.g. `404 page not found`) keeps its text as the one error message.
+    fn parse_body(&self, path: &str, status: u16, bytes: &[u8]) -> Result<(u16, Option<Value>)> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok((status, None));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
+        match serde_json::from_slice::<Value>(bytes) {
             Ok(v) => Ok((status, Some(v))),
             Err(e) if status < 400 => Err(Error::InvalidResponse {
-                url: display_url,
+                url: self.url(path),
                 reason: format!("body is not JSON: {e}"),
             }),
-            // An error page that is not JSON (e.g. `404 page not found`): keep its text.
             Err(_) => {
-                let text: String = String::from_utf8_lossy(&bytes)
+                let text: String = String::from_utf8_lossy(bytes)
                     .trim()
                     .chars()
                     .take(200)

@@ -22,6 +22,31 @@ pub struct ApiError {
     pub response: Option<Box<Secret>>,
 }
 
+impl ApiError {
+    /// The server's messages in one line, without Go's multierror wrapping
+    /// (`1 error occurred:\n\t* ...`); `HTTP <status>` when there are none.
+    pub fn summary(&self) -> String {
+        let m = self
+            .errors
+            .iter()
+            .map(|e| {
+                let e = e.trim();
+                let e = e
+                    .strip_prefix("1 error occurred:")
+                    .map(str::trim_start)
+                    .unwrap_or(e);
+                e.strip_prefix("* ").unwrap_or(e).trim().to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if m.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            m
+        }
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -231,6 +256,21 @@ mod tests {
         );
         assert!(bad_token.is_invalid_token() && bad_token.is_permission_denied());
         assert!(!acl.is_invalid_token() && acl.is_permission_denied());
+    }
+
+    #[test]
+    fn summary_unwraps_multierror_text() {
+        let acl = Error::from_status(
+            "GET",
+            URL,
+            403,
+            Some(json!({"errors": ["1 error occurred:\n\t* permission denied\n\n"]})),
+        );
+        assert_eq!(acl.api().unwrap().summary(), "permission denied");
+        let two = Error::from_status("GET", URL, 400, Some(json!({"errors": ["a", "b"]})));
+        assert_eq!(two.api().unwrap().summary(), "a; b");
+        let none = Error::from_status("GET", URL, 502, None);
+        assert_eq!(none.api().unwrap().summary(), "HTTP 502");
     }
 
     #[test]

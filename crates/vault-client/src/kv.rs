@@ -8,10 +8,29 @@ use crate::error::{Error, Result};
 use crate::secret::{zeroize_value, SecretMap};
 
 /// KV engine version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvVersion {
     V1,
     V2,
+}
+
+impl KvVersion {
+    /// The engine's `version` option: 1 or 2.
+    pub fn number(self) -> u8 {
+        match self {
+            KvVersion::V1 => 1,
+            KvVersion::V2 => 2,
+        }
+    }
+
+    /// The version numbered `n` (1 or 2).
+    pub fn from_number(n: u8) -> Option<KvVersion> {
+        match n {
+            1 => Some(KvVersion::V1),
+            2 => Some(KvVersion::V2),
+            _ => None,
+        }
+    }
 }
 
 /// What `GET sys/internal/ui/mounts/<path>` says about the mount holding a path.
@@ -256,7 +275,7 @@ impl Client {
 }
 
 /// A full KV path split into its mount and the rest, with the engine version.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvLocation {
     /// Mount path without slashes (`ocs`).
     pub mount: String,
@@ -345,5 +364,10 @@ mod tests {
         assert_eq!(m.kv_version(), KvVersion::V1);
         m.options.insert("version".into(), json!("2"));
         assert_eq!(m.kv_version(), KvVersion::V2);
+        for v in [KvVersion::V1, KvVersion::V2] {
+            assert_eq!(KvVersion::from_number(v.number()), Some(v));
+        }
+        assert_eq!(KvVersion::from_number(0), None);
+        assert_eq!(KvVersion::from_number(3), None);
     }
 }

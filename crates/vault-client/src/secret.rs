@@ -7,9 +7,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
-/// A string that must stay secret (a token, a password, an unseal key share).
+/// A string that must stay secret (a token, a password, an unseal key share). A tenant's token
+/// is one of these from the CSI request's secrets to the `X-Vault-Token` header.
 ///
-/// The memory is wiped on drop; `Debug` prints `SecretString(***)`. Use
+/// The memory is wiped on drop; `Debug` prints `SecretString(***)` and `Display` `***`. Use
 /// [`SecretString::expose`] to read it where it is really needed. It serializes as a plain
 /// string (the CLI's JSON output is the one place that prints a token on purpose).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -45,6 +46,14 @@ impl From<&str> for SecretString {
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretString(***)")
+    }
+}
+
+/// Prints a redaction: a secret interpolated into a message or log line by mistake shows
+/// `***`, never its value.
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -158,6 +167,7 @@ mod tests {
     fn debug_is_redacted() {
         let t = SecretString::new("s.topsecret");
         assert_eq!(format!("{t:?}"), "SecretString(***)");
+        assert_eq!(format!("{t}"), "***");
         let mut m = SecretMap::new();
         m.insert("password".into(), Value::String("hunter2".into()));
         let d = format!("{m:?}");

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 type Key = (String, [u8; 32]);
+
+/// A stable, non-reversible handle of a token for cache keys (SHA-256 of it).
+pub(crate) fn fingerprint(token: &strongroom_vault_client::SecretString) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.expose().as_bytes()).into()
+}
 type Entry = (Instant, Zeroizing<Vec<u8>>);
 
 pub struct KeyCache {
@@ -52,6 +58,7 @@ impl KeyCache {
         self.entries.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

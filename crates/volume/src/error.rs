@@ -42,6 +42,41 @@ pub enum Error {
     Internal(String),
 }
 
+/// The class of an [`Error`], for callers that decide by it (exit codes, gRPC codes, retries).
+/// Serialized as its CSI/gRPC code name (`PERMISSION_DENIED`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorKind {
+    Unavailable,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    InvalidArgument,
+    FailedPrecondition,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The CSI/gRPC code name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "UNAVAILABLE",
+            ErrorKind::Unauthenticated => "UNAUTHENTICATED",
+            ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
@@ -50,21 +85,25 @@ impl Error {
         }
     }
 
-    /// The CSI/gRPC-style class name.
-    pub fn code(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Unavailable(_) => "UNAVAILABLE",
-            Error::Unauthenticated(_) => "UNAUTHENTICATED",
-            Error::PermissionDenied(_) => "PERMISSION_DENIED",
-            Error::NotFound(_) => "NOT_FOUND",
-            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
-            Error::Corrupt(_) | Error::Io { .. } | Error::Luks(_) => "INTERNAL",
-            Error::Command(_) | Error::Internal(_) => "INTERNAL",
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::Corrupt(_) | Error::Io { .. } | Error::Luks(_) => ErrorKind::Internal,
+            Error::Command(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
 
+    /// The CSI/gRPC-style class name (for messages and JSON; decide by [`Self::kind`]).
+    pub fn code(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        self.kind() == ErrorKind::Unavailable
     }
 }

@@ -1,12 +1,13 @@
-//! Talking to the key manager as a tenant or as the admin, with errors classified.
+//! Talking to the key manager as a tenant or as the admin, with errors classified by kind.
 //!
 //! Vault/OpenBao answer 403 both for "this token may not do that" and for an unknown or
 //! expired token. To tell them apart a 403 is followed by a `token/lookup-self` (which the
 //! `default` policy allows): if that also fails, the token itself is bad → UNAUTHENTICATED.
+//! Every other class follows from the client's error variant (status class) and from what was
+//! asked ([`Call`]), never from the text of a message.
 
 use crate::error::Error;
 use strongroom_vault_client::{Client, ClientConfig, Error as VErr, SecretString};
-use zeroize::Zeroizing;
 
 /// Where the key manager is and how to reach it (no token here).
 #[derive(Clone, Debug)]
@@ -32,8 +33,18 @@ impl KmsConfig {
         }
     }
 
-    /// A client authenticated with `token`.
-    pub fn client(&self, token: &Token) -> Result<Client, Error> {
+    /// A client authenticated with `token` (the same zeroizing, redacting value all the way to
+    /// the `X-Vault-Token` header).
+    pub fn client(&self, token: &SecretString) -> Result<Client, Error> {
+        self.build(Some(token.clone()))
+    }
+
+    /// A client without a token (health checks).
+    pub fn anonymous_client(&self) -> Result<Client, Error> {
+        self.build(None)
+    }
+
+    fn build(&self, token: Option<SecretString>) -> Result<Client, Error> {
         let mut c = ClientConfig::new(self.address.clone());
         c.ca_cert = self.ca_cert.clone();
         if let Some((cert, key)) = &self.client_cert {
@@ -42,90 +53,119 @@ impl KmsConfig {
         }
         c.skip_verify = self.skip_verify;
         c.timeout = self.timeout;
-        c.token = Some(SecretString::new(token.expose()));
+        c.token = token;
         Client::new(c).map_err(|e| Error::InvalidArgument(format!("key manager client: {e}")))
-    }
-}
-
-/// A KMS token: zeroized on drop, redacted in `Debug`.
-#[derive(Clone)]
-pub struct Token(Zeroizing<String>);
-
-impl Token {
-    pub fn new(s: impl Into<String>) -> Self {
-        Token(Zeroizing::new(s.into().trim().to_owned()))
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// A stable, non-reversible handle for cache keys (SHA-256 of the token).
-    pub fn fingerprint(&self) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(self.0.as_bytes()).into()
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
     }
 }
 
 /// Who is asking: the tenant owning the volume, or the platform admin (deletion only).
 #[derive(Clone, Debug)]
 pub enum Credential {
-    Tenant(Token),
-    Admin(Token),
+    Tenant(SecretString),
+    Admin(SecretString),
 }
 
 impl Credential {
-    pub fn token(&self) -> &Token {
+    pub fn token(&self) -> &SecretString {
         match self {
             Credential::Tenant(t) | Credential::Admin(t) => t,
         }
     }
-}
 
-fn first_message(e: &VErr) -> String {
-    let m = e.messages().join("; ");
-    let m = m.replace("1 error occurred:\n\t* ", "").replace("\n\n", "");
-    if m.is_empty() {
-        format!("HTTP {}", e.status().unwrap_or(0))
-    } else {
-        m
+    /// Who acted, for the audit log.
+    pub(crate) fn actor(&self) -> &'static str {
+        match self {
+            Credential::Tenant(_) => "tenant",
+            Credential::Admin(_) => "admin",
+        }
     }
 }
 
-/// Classify a client error for `what` (e.g. "unwrap the keyslot secret of volume v1").
-pub fn classify(client: &Client, what: &str, e: VErr) -> Error {
+/// What was asked of the key manager: the class of a 400 answer depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// Transit decrypt or rewrap of a wrapped secret: a 400 means the blob does not open
+    /// under this key and context (another volume's or tenant's blob) → PERMISSION_DENIED.
+    Unwrap,
+    /// Anything else: a 400 is a bad parameter → INVALID_ARGUMENT.
+    Other,
+}
+
+fn summary(e: &VErr) -> String {
+    e.api()
+        .map(|a| a.summary())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Classify a client error of `call` for `what` (e.g. "unwrap the keyslot secret").
+pub(crate) fn classify(client: &Client, call: Call, what: &str, e: VErr) -> Error {
     match &e {
         VErr::Unreachable { .. } => Error::Unavailable(format!("{what}: {e}")),
         VErr::Sealed(_) => Error::Unavailable(format!("{what}: the key manager is sealed")),
         VErr::Server(a) if a.status >= 500 => {
-            Error::Unavailable(format!("{what}: {}", first_message(&e)))
+            Error::Unavailable(format!("{what}: {}", a.summary()))
         }
         VErr::Tls { .. } | VErr::Config(_) => Error::InvalidArgument(format!("{what}: {e}")),
-        VErr::PermissionDenied(_) => match client.token_lookup_self() {
-            Ok(_) => Error::PermissionDenied(format!(
-                "{what}: the token has no access to this key (another tenant's volume?)"
-            )),
-            Err(VErr::Unreachable { .. }) => {
-                Error::Unavailable(format!("{what}: key manager went away"))
-            }
-            Err(_) => {
-                Error::Unauthenticated(format!("{what}: the token is invalid, expired or revoked"))
-            }
-        },
-        VErr::NotFound(_) => Error::NotFound(format!("{what}: {}", first_message(&e))),
-        VErr::BadRequest(_) => {
-            let m = first_message(&e);
-            // Transit answers 400 when a ciphertext does not decrypt under this key/context.
-            if m.contains("cipher: message authentication failed") || m.contains("decrypt") {
-                Error::PermissionDenied(format!("{what}: the key manager refused to unwrap: {m}"))
-            } else {
-                Error::InvalidArgument(format!("{what}: {m}"))
-            }
+        VErr::PermissionDenied(_) => denied(client, what),
+        VErr::NotFound(_) => Error::NotFound(format!("{what}: {}", summary(&e))),
+        VErr::BadRequest(a) if call == Call::Unwrap => Error::PermissionDenied(format!(
+            "{what}: the key manager refused to unwrap: {}",
+            a.summary()
+        )),
+        VErr::BadRequest(a) => Error::InvalidArgument(format!("{what}: {}", a.summary())),
+        _ => Error::Internal(format!("{what}: {}", summary(&e))),
+    }
+}
+
+/// A 403: the token lacks access to this key, or the token itself is bad.
+fn denied(client: &Client, what: &str) -> Error {
+    match client.token_lookup_self() {
+        Ok(_) => Error::PermissionDenied(format!(
+            "{what}: the token has no access to this key (another tenant's volume?)"
+        )),
+        Err(VErr::Unreachable { .. }) => {
+            Error::Unavailable(format!("{what}: key manager went away"))
         }
-        _ => Error::Internal(format!("{what}: {}", first_message(&e))),
+        Err(_) => {
+            Error::Unauthenticated(format!("{what}: the token is invalid, expired or revoked"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, errors: &[&str]) -> strongroom_vault_client::ApiError {
+        strongroom_vault_client::ApiError {
+            method: "PUT".into(),
+            url: "http://127.0.0.1:1/v1/transit/decrypt/k".into(),
+            status,
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+            response: None,
+        }
+    }
+
+    /// A 400 is classified by what was asked, whatever its text says.
+    #[test]
+    fn bad_request_class_follows_the_call_not_the_text() {
+        let c = KmsConfig::new("http://127.0.0.1:1")
+            .anonymous_client()
+            .unwrap();
+        for text in ["cipher: message authentication failed", "anything else"] {
+            let e = || VErr::BadRequest(api(400, &[text]));
+            assert!(matches!(
+                classify(&c, Call::Unwrap, "unwrap", e()),
+                Error::PermissionDenied(_)
+            ));
+            assert!(matches!(
+                classify(&c, Call::Other, "encrypt", e()),
+                Error::InvalidArgument(_)
+            ));
+        }
+        let e = classify(&c, Call::Other, "x", VErr::Server(api(503, &["standby"])));
+        assert!(matches!(e, Error::Unavailable(_)));
+        let e = classify(&c, Call::Other, "x", VErr::NotFound(api(404, &[])));
+        assert!(matches!(e, Error::NotFound(ref m) if m.contains("HTTP 404")));
     }
 }

@@ -2,27 +2,38 @@
 //! keyslot secret protected by a Vault-compatible key manager and tenants isolated by their
 //! own KMS tokens.
 //!
-//! Modules, one concept each: [`store`] (backing stores), [`meta`] (checksummed, atomically
-//! written metadata), [`state`] (the persisted state machine), [`protect`] (envelope via
-//! transit with context, or KV), [`kms`] (credentials and error classes), [`cache`] (TTL key
-//! cache, zeroized), [`datapath`] (FUSE + loop, or dm-crypt), [`tenant`] (admin setup of a
-//! tenant's key and policy) and [`manager`] (the API).
+//! The face is this file's `pub use` list: the [`Manager`] and its requests and reports, the
+//! shared vocabulary ([`State`], [`FsType`], [`ProtectionMode`], [`ProtectionRequest`],
+//! [`KvVersion`], [`SecretString`] for every token) and the typed [`Error`]/[`ErrorKind`];
+//! [`tenant`] is the admin's tenant setup. Inside, one concept per module: `store` (backing
+//! stores), `meta` (checksummed, atomically written metadata), `state` (the persisted state
+//! machine), `protect` (envelope via transit with context, or KV), `kms` (credentials and
+//! error classes), `cache` (TTL key cache, zeroized), `datapath` (FUSE + loop, or dm-crypt)
+//! and `manager` (the operations).
 // `unsafe` only in `datapath::mapping` (mmap and its SIGBUS handler; invariants at its top).
 #![deny(unsafe_code)]
 
-pub mod cache;
-pub mod datapath;
-pub mod error;
-pub mod kms;
-pub mod manager;
-pub mod meta;
-pub mod protect;
-pub mod state;
-pub mod store;
+#[cfg(feature = "bench")]
+pub mod bench;
+mod cache;
+mod datapath;
+mod error;
+mod kms;
+mod manager;
+mod meta;
+mod protect;
+mod state;
+mod store;
 pub mod tenant;
+mod vocab;
 
-pub use error::{Error, Result};
-pub use kms::{Credential, KmsConfig, Token};
+pub use datapath::{is_mounted, mount_points, DataPathKind};
+pub use error::{Error, ErrorKind, Result};
+pub use kms::{Credential, KmsConfig};
 pub use manager::{
-    CreateRequest, Manager, ManagerConfig, OpenVolume, ProtectionRequest, RotateKind, VolumeInfo,
+    is_volume_dir, CreateRequest, Manager, ManagerConfig, OpenVolume, RotateKind, VolumeInfo,
 };
+pub use meta::{LuksParams, StoreSpec};
+pub use state::{Pending, State};
+pub use strongroom_vault_client::{KvVersion, SecretString};
+pub use vocab::{FsType, ProtectionMode, ProtectionRequest};

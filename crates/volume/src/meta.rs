@@ -6,11 +6,13 @@
 
 use crate::error::{Error, Result};
 use crate::state::{Pending, State};
+use crate::vocab::{FsType, ProtectionMode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use strongroom_vault_client::{KvLocation, KvVersion};
 
 pub const META_FILE: &str = "volume.meta";
 pub const META_VERSION: u32 = 1;
@@ -27,7 +29,7 @@ pub enum StoreSpec {
 
 /// How the keyslot secret is protected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case")]
+#[serde(into = "ProtectionRecord", try_from = "ProtectionRecord")]
 pub enum Protection {
     /// Wrapped by the tenant's transit key with the volume bound in as context; the blob lives
     /// here, the KMS never stores the secret.
@@ -40,20 +42,113 @@ pub enum Protection {
     /// Stored at `<backend>/<volume id>` in KV v1/v2 (ceph-csi `vaulttokens` layout).
     Kv {
         backend: String,
-        /// The KV mount and version found at creation (so tenants need no `sys/` access later).
-        mount: String,
-        kv_version: u8,
-        /// Path inside the mount (`<rest of backend>/<volume id>`).
-        path: String,
+        /// The KV mount, path and version found at creation (so tenants need no `sys/` access
+        /// later); `None` until the secret was stored.
+        location: Option<KvLocation>,
     },
 }
 
 impl Protection {
-    pub fn mode(&self) -> &'static str {
+    pub fn mode(&self) -> ProtectionMode {
         match self {
-            Protection::Envelope { .. } => "envelope",
-            Protection::Kv { .. } => "kv",
+            Protection::Envelope { .. } => ProtectionMode::Envelope,
+            Protection::Kv { .. } => ProtectionMode::Kv,
         }
+    }
+}
+
+/// [`Protection`] as stored: a KV location is flat, version 0 meaning "not located yet" (the
+/// format every existing volume's metadata has).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+enum ProtectionRecord {
+    Envelope {
+        mount: String,
+        key: String,
+        wrapped: Option<String>,
+        key_version: u64,
+    },
+    Kv {
+        backend: String,
+        mount: String,
+        kv_version: u8,
+        path: String,
+    },
+}
+
+impl From<Protection> for ProtectionRecord {
+    fn from(p: Protection) -> Self {
+        match p {
+            Protection::Envelope {
+                mount,
+                key,
+                wrapped,
+                key_version,
+            } => ProtectionRecord::Envelope {
+                mount,
+                key,
+                wrapped,
+                key_version,
+            },
+            Protection::Kv { backend, location } => {
+                let l = location.unwrap_or_else(|| KvLocation {
+                    mount: String::new(),
+                    path: String::new(),
+                    version: KvVersion::V1,
+                });
+                ProtectionRecord::Kv {
+                    backend,
+                    kv_version: if l.mount.is_empty() {
+                        0
+                    } else {
+                        l.version.number()
+                    },
+                    mount: l.mount,
+                    path: l.path,
+                }
+            }
+        }
+    }
+}
+
+impl TryFrom<ProtectionRecord> for Protection {
+    type Error = String;
+    fn try_from(r: ProtectionRecord) -> std::result::Result<Self, String> {
+        Ok(match r {
+            ProtectionRecord::Envelope {
+                mount,
+                key,
+                wrapped,
+                key_version,
+            } => Protection::Envelope {
+                mount,
+                key,
+                wrapped,
+                key_version,
+            },
+            ProtectionRecord::Kv {
+                backend,
+                kv_version: 0,
+                ..
+            } => Protection::Kv {
+                backend,
+                location: None,
+            },
+            ProtectionRecord::Kv {
+                backend,
+                mount,
+                kv_version,
+                path,
+            } => Protection::Kv {
+                backend,
+                location: Some(KvLocation {
+                    mount,
+                    path,
+                    version: KvVersion::from_number(kv_version)
+                        .ok_or_else(|| format!("unknown KV version {kv_version}"))?,
+                }),
+            },
+        })
     }
 }
 
@@ -83,7 +178,7 @@ pub struct VolumeMeta {
     pub protection: Protection,
     pub state: State,
     /// Filesystem type to make on first mount.
-    pub fs_type: String,
+    pub fs_type: FsType,
     /// Set once the filesystem was made: never mkfs again (decided by state, not a probe).
     pub filesystem_created: bool,
     /// The volume grew but its filesystem could not be grown online (e.g. ext4 online resize
@@ -227,7 +322,7 @@ mod tests {
                 key_version: 1,
             },
             state: State::Formatted,
-            fs_type: "ext4".into(),
+            fs_type: FsType::Ext4,
             filesystem_created: false,
             fs_grow_pending: false,
             pending: Some(Pending::Resize { new_size: 2 << 20 }),
@@ -262,6 +357,50 @@ mod tests {
             VolumeMeta::load(&d.path().join("nope")),
             Err(Error::NotFound(_))
         ));
+    }
+
+    /// The KV location is stored in the format existing volumes have (flat, version 0 = not
+    /// located yet) and read back as the one KV version type.
+    #[test]
+    fn kv_protection_keeps_its_stored_format() {
+        let mut m = sample();
+        m.protection = Protection::Kv {
+            backend: "secret/strongroom/a".into(),
+            location: None,
+        };
+        let body = String::from_utf8(m.encode().unwrap()).unwrap();
+        assert!(
+            body.contains(
+                r#""mode":"kv","backend":"secret/strongroom/a","mount":"","kv_version":0,"path":"""#
+            ),
+            "{body}"
+        );
+        assert_eq!(VolumeMeta::decode(body.as_bytes()).unwrap(), m);
+        m.protection = Protection::Kv {
+            backend: "secret/strongroom/a".into(),
+            location: Some(KvLocation {
+                mount: "secret".into(),
+                path: "strongroom/a/v1".into(),
+                version: KvVersion::V2,
+            }),
+        };
+        let body = String::from_utf8(m.encode().unwrap()).unwrap();
+        assert!(body.contains(r#""mount":"secret","kv_version":2,"path":"strongroom/a/v1""#));
+        assert_eq!(VolumeMeta::decode(body.as_bytes()).unwrap(), m);
+        // An unknown version or filesystem is corrupt metadata, never a guess.
+        let line = body.lines().next().unwrap();
+        for (from, to) in [
+            (r#""kv_version":2"#, r#""kv_version":3"#),
+            (r#""fs_type":"ext4""#, r#""fs_type":"btrfs""#),
+        ] {
+            let bad = line.replace(from, to);
+            let sum = hex::encode(Sha256::digest(bad.as_bytes()));
+            let bad = format!("{bad}\nsha256 {sum}\n");
+            assert!(
+                matches!(VolumeMeta::decode(bad.as_bytes()), Err(Error::Corrupt(_))),
+                "{to}"
+            );
+        }
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //!   layout); a rotation in flight keeps the next secret in field `next`.
 
 use crate::error::{Error, Result};
-use crate::kms::classify;
+use crate::kms::{classify, Call};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
 use serde_json::{Map, Value};
-use strongroom_vault_client::{Client, KvVersion};
+use strongroom_vault_client::{Client, KvLocation, KvVersion};
 use zeroize::Zeroizing;
 
 pub const SECRET_LEN: usize = 32;
@@ -39,7 +39,7 @@ pub fn wrap(
 ) -> Result<(String, u64)> {
     let r = c
         .transit_encrypt(mount, key, secret, Some(ctx))
-        .map_err(|e| classify(c, "wrap the keyslot secret", e))?;
+        .map_err(|e| classify(c, Call::Other, "wrap the keyslot secret", e))?;
     Ok((r.ciphertext, r.key_version))
 }
 
@@ -52,7 +52,7 @@ pub fn unwrap(
 ) -> Result<Zeroizing<Vec<u8>>> {
     let s = c
         .transit_decrypt(mount, key, blob, Some(ctx))
-        .map_err(|e| classify(c, "unwrap the keyslot secret", e))?;
+        .map_err(|e| classify(c, Call::Unwrap, "unwrap the keyslot secret", e))?;
     if s.len() != SECRET_LEN {
         return Err(Error::Corrupt(
             "unwrapped secret has the wrong length".into(),
@@ -64,20 +64,14 @@ pub fn unwrap(
 pub fn rewrap(c: &Client, mount: &str, key: &str, blob: &str, ctx: &[u8]) -> Result<(String, u64)> {
     let r = c
         .transit_rewrap(mount, key, blob, Some(ctx))
-        .map_err(|e| classify(c, "rewrap the keyslot secret", e))?;
+        .map_err(|e| classify(c, Call::Unwrap, "rewrap the keyslot secret", e))?;
     Ok((r.ciphertext, r.key_version))
 }
 
-/// Mount and version of a KV backend path (`secret/strongroom/tenant-a`).
-pub fn kv_locate(c: &Client, backend: &str) -> Result<(String, u8, String)> {
-    let l = c
-        .kv_locate(backend)
-        .map_err(|e| classify(c, "locate the KV backend", e))?;
-    let v = match l.version {
-        KvVersion::V1 => 1,
-        KvVersion::V2 => 2,
-    };
-    Ok((l.mount, v, l.path))
+/// Mount, path and version of a KV backend path (`secret/strongroom/tenant-a`).
+pub fn kv_locate(c: &Client, backend: &str) -> Result<KvLocation> {
+    c.kv_locate(backend)
+        .map_err(|e| classify(c, Call::Other, "locate the KV backend", e))
 }
 
 /// The KV entry of a volume: (`data`, `next`).
@@ -99,17 +93,25 @@ fn decode_field(m: &Map<String, Value>, k: &str) -> Result<Option<Zeroizing<Vec<
     }
 }
 
-pub fn kv_read(c: &Client, mount: &str, version: u8, path: &str) -> Result<KvEntry> {
-    let r = if version == 1 {
-        c.kv1_read(mount, path)
-    } else {
-        c.kv2_read(mount, path, None).map(|o| o.map(|s| s.data))
+pub fn kv_read(c: &Client, at: &KvLocation) -> Result<KvEntry> {
+    let r = match at.version {
+        KvVersion::V1 => c.kv1_read(&at.mount, &at.path),
+        KvVersion::V2 => c
+            .kv2_read(&at.mount, &at.path, None)
+            .map(|o| o.map(|s| s.data)),
     };
     let map = match r {
         Ok(Some(m)) => m,
         Ok(None) => return Ok((None, None)),
         Err(e) if e.is_not_found() => return Ok((None, None)),
-        Err(e) => return Err(classify(c, "read the volume secret from KV", e)),
+        Err(e) => {
+            return Err(classify(
+                c,
+                Call::Other,
+                "read the volume secret from KV",
+                e,
+            ))
+        }
     };
     let inner = map.into_inner();
     let out = (decode_field(&inner, "data")?, decode_field(&inner, "next")?);
@@ -118,40 +120,36 @@ pub fn kv_read(c: &Client, mount: &str, version: u8, path: &str) -> Result<KvEnt
     Ok(out)
 }
 
-pub fn kv_write(
-    c: &Client,
-    mount: &str,
-    version: u8,
-    path: &str,
-    data: &[u8],
-    next: Option<&[u8]>,
-) -> Result<()> {
+pub fn kv_write(c: &Client, at: &KvLocation, data: &[u8], next: Option<&[u8]>) -> Result<()> {
     let mut m = Map::new();
     m.insert("data".into(), Value::String(B64.encode(data)));
     if let Some(n) = next {
         m.insert("next".into(), Value::String(B64.encode(n)));
     }
-    let r = if version == 1 {
-        c.kv1_write(mount, path, &m)
-    } else {
-        c.kv2_write(mount, path, &m, None).map(|_| ())
+    let r = match at.version {
+        KvVersion::V1 => c.kv1_write(&at.mount, &at.path, &m),
+        KvVersion::V2 => c.kv2_write(&at.mount, &at.path, &m, None).map(|_| ()),
     };
     let mut v = Value::Object(m);
     strongroom_vault_client::zeroize_value(&mut v);
-    r.map_err(|e| classify(c, "store the volume secret in KV", e))
+    r.map_err(|e| classify(c, Call::Other, "store the volume secret in KV", e))
 }
 
 /// Destroy the KV entry: every version and the metadata on KV v2. Absent is fine.
-pub fn kv_destroy(c: &Client, mount: &str, version: u8, path: &str) -> Result<()> {
-    let r = if version == 1 {
-        c.kv1_delete(mount, path)
-    } else {
-        c.kv2_delete_metadata(mount, path)
+pub fn kv_destroy(c: &Client, at: &KvLocation) -> Result<()> {
+    let r = match at.version {
+        KvVersion::V1 => c.kv1_delete(&at.mount, &at.path),
+        KvVersion::V2 => c.kv2_delete_metadata(&at.mount, &at.path),
     };
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(classify(c, "destroy the volume secret in KV", e)),
+        Err(e) => Err(classify(
+            c,
+            Call::Other,
+            "destroy the volume secret in KV",
+            e,
+        )),
     }
 }
 

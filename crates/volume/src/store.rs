@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use strongroom_luks::{BlockDevice, FileDevice};
 
 pub trait BackingStore: Send + Sync {
-    /// How to find this store again (persisted in the volume metadata).
-    fn spec(&self) -> StoreSpec;
     /// Make sure the store exists with at least `bytes`; never shrinks, never touches content.
     fn ensure(&self, bytes: u64) -> Result<()>;
     /// Current size in bytes.
@@ -42,11 +40,6 @@ impl SparseFile {
 }
 
 impl BackingStore for SparseFile {
-    fn spec(&self) -> StoreSpec {
-        StoreSpec::File {
-            path: self.path.to_string_lossy().into_owned(),
-        }
-    }
     fn ensure(&self, bytes: u64) -> Result<()> {
         let f = OpenOptions::new()
             .read(true)
@@ -96,11 +89,6 @@ impl BlockDev {
 }
 
 impl BackingStore for BlockDev {
-    fn spec(&self) -> StoreSpec {
-        StoreSpec::Block {
-            path: self.path.to_string_lossy().into_owned(),
-        }
-    }
     fn ensure(&self, bytes: u64) -> Result<()> {
         let have = self.size()?;
         if have < bytes {

@@ -3,9 +3,9 @@
 //! own KV subtree for kv-mode volumes), and tokens for it. Also the platform's deletion policy.
 
 use crate::error::{Error, Result};
-use crate::kms::{classify, Token};
+use crate::kms::{classify, Call};
 use strongroom_vault_client::{
-    Client, Error as VErr, MountInput, TokenCreateRequest, TransitKeyOptions,
+    Client, Error as VErr, MountInput, SecretString, TokenCreateRequest, TransitKeyOptions,
 };
 
 /// Where a tenant's keys live.
@@ -90,11 +90,15 @@ pub fn admin_policy(l: &TenantLayout) -> String {
     p
 }
 
-fn ensure_mount(admin: &Client, path: &str, kind: &str, version: Option<&str>) -> Result<()> {
+fn mounted(admin: &Client, path: &str) -> Result<bool> {
     let mounts = admin
         .mounts_list()
-        .map_err(|e| classify(admin, "list mounts", e))?;
-    if mounts.contains_key(&format!("{}/", path.trim_matches('/'))) {
+        .map_err(|e| classify(admin, Call::Other, "list mounts", e))?;
+    Ok(mounts.contains_key(&format!("{}/", path.trim_matches('/'))))
+}
+
+fn ensure_mount(admin: &Client, path: &str, kind: &str, version: Option<&str>) -> Result<()> {
+    if mounted(admin, path)? {
         return Ok(());
     }
     let mut input = MountInput::of_type(kind);
@@ -105,8 +109,14 @@ fn ensure_mount(admin: &Client, path: &str, kind: &str, version: Option<&str>) -
     }
     match admin.mount_enable(path, &input) {
         Ok(()) => Ok(()),
-        Err(VErr::BadRequest(a)) if a.errors.iter().any(|e| e.contains("existing mount")) => Ok(()),
-        Err(e) => Err(classify(admin, &format!("mount {kind} at {path}"), e)),
+        // Enabled by someone else since the listing (the 400 of an existing mount): fine.
+        Err(VErr::BadRequest(_)) if mounted(admin, path)? => Ok(()),
+        Err(e) => Err(classify(
+            admin,
+            Call::Other,
+            &format!("mount {kind} at {path}"),
+            e,
+        )),
     }
 }
 
@@ -125,30 +135,30 @@ pub fn setup_tenant(admin: &Client, tenant: &str, l: &TenantLayout) -> Result<St
             &transit_key(tenant),
             &TransitKeyOptions::derived(),
         )
-        .map_err(|e| classify(admin, "create the tenant's transit key", e))?;
+        .map_err(|e| classify(admin, Call::Other, "create the tenant's transit key", e))?;
     let name = policy_name(tenant);
     admin
         .policy_write(&name, &tenant_policy(tenant, l))
-        .map_err(|e| classify(admin, "write the tenant policy", e))?;
+        .map_err(|e| classify(admin, Call::Other, "write the tenant policy", e))?;
     admin
         .policy_write(ADMIN_POLICY, &admin_policy(l))
-        .map_err(|e| classify(admin, "write the admin policy", e))?;
+        .map_err(|e| classify(admin, Call::Other, "write the admin policy", e))?;
     Ok(name)
 }
 
 /// A token with `policies` (and `ttl`, e.g. "1h"; empty = default).
-pub fn create_token(admin: &Client, policies: &[&str], ttl: &str) -> Result<Token> {
+pub fn create_token(admin: &Client, policies: &[&str], ttl: &str) -> Result<SecretString> {
     let mut req = TokenCreateRequest::with_policies(policies);
     if !ttl.is_empty() {
         req.ttl = ttl.into();
     }
     let s = admin
         .token_create(&req, None)
-        .map_err(|e| classify(admin, "create a token", e))?;
+        .map_err(|e| classify(admin, Call::Other, "create a token", e))?;
     let auth = s
         .auth
         .ok_or_else(|| Error::Internal("token create answered no auth".into()))?;
-    Ok(Token::new(auth.client_token.expose()))
+    Ok(auth.client_token)
 }
 
 /// Rotate the tenant's transit key (admin), so that a KEK rotation (rewrap) moves volumes to
@@ -156,5 +166,5 @@ pub fn create_token(admin: &Client, policies: &[&str], ttl: &str) -> Result<Toke
 pub fn rotate_tenant_key(admin: &Client, l: &TenantLayout, tenant: &str) -> Result<()> {
     admin
         .transit_rotate_key(&l.transit_mount, &transit_key(tenant))
-        .map_err(|e| classify(admin, "rotate the tenant's transit key", e))
+        .map_err(|e| classify(admin, Call::Other, "rotate the tenant's transit key", e))
 }

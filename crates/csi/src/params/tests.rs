@@ -1,4 +1,6 @@
 use super::*;
+use std::path::Path;
+use ProtectionRequest as Protection;
 
 fn files() -> SecretFiles {
     SecretFiles {

@@ -863,6 +863,92 @@ async fn node_validation() {
     h.stop().await;
 }
 
+/// An unknown volume is NOT_FOUND whatever its paths look like (csi-sanity's NodeExpand
+/// sends `some/path`): existence is checked before the form of a path. A known volume with
+/// a relative path is INVALID_ARGUMENT.
+#[tokio::test]
+async fn unknown_volume_is_not_found_before_path_form() {
+    let h = Harness::default().await;
+    let mut n = h.node();
+    let expand = |id: &str, p: &str| NodeExpandVolumeRequest {
+        volume_id: id.into(),
+        volume_path: p.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(
+            n.node_expand_volume(expand("fake-vol-id", "some/path"))
+                .await
+        ),
+        Code::NotFound
+    );
+    let cap = Some(mount_cap(PbMode::SingleNodeWriter));
+    let stage = NodeStageVolumeRequest {
+        volume_id: "fake-vol-id".into(),
+        staging_target_path: "some/staging".into(),
+        volume_capability: cap.clone(),
+        secrets: secrets(TOKEN_A),
+        ..Default::default()
+    };
+    assert_eq!(code(n.node_stage_volume(stage).await), Code::NotFound);
+    let publish = NodePublishVolumeRequest {
+        volume_id: "fake-vol-id".into(),
+        staging_target_path: "some/staging".into(),
+        target_path: "some/target".into(),
+        volume_capability: cap,
+        ..Default::default()
+    };
+    assert_eq!(code(n.node_publish_volume(publish).await), Code::NotFound);
+    // Unstage/unpublish of an unknown volume: OK, whatever the path.
+    n.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: "fake-vol-id".into(),
+        staging_target_path: "some/staging".into(),
+    })
+    .await
+    .unwrap();
+    n.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: "fake-vol-id".into(),
+        target_path: "some/target".into(),
+    })
+    .await
+    .unwrap();
+    h.ctl()
+        .create_volume(create_req("pvc-rel", GIB))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(n.node_expand_volume(expand("pvc-rel", "some/path")).await),
+        Code::InvalidArgument
+    );
+    h.stop().await;
+}
+
+/// NodeUnpublish removes only what the driver published: a directory at the target of an
+/// unknown volume, or of a known volume never published there, stays.
+#[tokio::test]
+async fn unpublish_removes_nothing_it_did_not_create() {
+    let h = Harness::default().await;
+    let mut n = h.node();
+    let target = h.path("pods/someone-elses");
+    std::fs::create_dir_all(&target).unwrap();
+    for id in ["fake-vol-id", "pvc-u"] {
+        if id == "pvc-u" {
+            h.ctl().create_volume(create_req(id, GIB)).await.unwrap();
+        }
+        n.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: id.into(),
+            target_path: target.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(
+            std::path::Path::new(&target).is_dir(),
+            "{id}: unpublish removed a target it never published"
+        );
+    }
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn node_lifecycle_and_tenant_errors() {
     let h = Harness::default().await;

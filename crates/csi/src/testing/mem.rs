@@ -6,11 +6,11 @@
 use crate::backend::*;
 use crate::caps::VolumeCap;
 use crate::errors::{CsiError, Result};
-use crate::secrets::TenantToken;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+use strongroom_volume::SecretString;
 
 #[derive(Default)]
 struct Vol {
@@ -41,7 +41,7 @@ impl MemBackend {
         self
     }
 
-    fn auth(&self, token: &TenantToken, tenant: &str) -> Result<()> {
+    fn auth(&self, token: &SecretString, tenant: &str) -> Result<()> {
         if self.kms_down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(CsiError::Unavailable("connection refused".into()));
         }
@@ -73,7 +73,7 @@ impl MemBackend {
 }
 
 impl VolumeBackend for MemBackend {
-    fn create(&self, spec: &CreateSpec, token: &TenantToken) -> Result<VolumeRecord> {
+    fn create(&self, spec: &CreateSpec, token: &SecretString) -> Result<VolumeRecord> {
         if let Some(existing) = self.get(&spec.id)? {
             self.auth(token, &existing.tenant)?;
         }
@@ -83,7 +83,7 @@ impl VolumeBackend for MemBackend {
             id: spec.id.clone(),
             tenant: spec.params.tenant.clone(),
             capacity: spec.capacity,
-            protection: spec.params.protection.mode().to_owned(),
+            protection: spec.params.protection.mode(),
             fs_type: spec.fs_type,
             kms_id: spec.params.kms_id.clone(),
             ready: true,
@@ -113,7 +113,7 @@ impl VolumeBackend for MemBackend {
             .collect())
     }
 
-    fn delete(&self, id: &str, token: Option<&TenantToken>) -> Result<()> {
+    fn delete(&self, id: &str, token: Option<&SecretString>) -> Result<()> {
         let tenant = match self.get(id)? {
             None => return Err(CsiError::NotFound(id.into())),
             Some(r) => r.tenant,
@@ -141,7 +141,7 @@ impl VolumeBackend for MemBackend {
         &self,
         id: &str,
         new_capacity: u64,
-        _t: Option<&TenantToken>,
+        _t: Option<&SecretString>,
     ) -> Result<ExpandResult> {
         self.pause();
         let mut v = self.vols.lock().unwrap();
@@ -156,7 +156,7 @@ impl VolumeBackend for MemBackend {
         })
     }
 
-    fn stage(&self, spec: &StageSpec, token: &TenantToken) -> Result<()> {
+    fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()> {
         let tenant = self
             .get(&spec.id)?
             .ok_or_else(|| CsiError::NotFound(spec.id.clone()))?
@@ -228,8 +228,11 @@ impl VolumeBackend for MemBackend {
 
     fn unpublish(&self, id: &str, target_path: &Path) -> Result<()> {
         let mut v = self.vols.lock().unwrap();
-        if let Some(vol) = v.get_mut(id) {
-            vol.published.remove(target_path);
+        let ours = v
+            .get_mut(id)
+            .is_some_and(|vol| vol.published.remove(target_path).is_some());
+        if !ours {
+            return Ok(()); // not published there by us: nothing to remove
         }
         match std::fs::remove_dir(target_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -273,7 +276,7 @@ impl VolumeBackend for MemBackend {
         id: &str,
         _path: &Path,
         _new: Option<u64>,
-        _t: Option<&TenantToken>,
+        _t: Option<&SecretString>,
     ) -> Result<u64> {
         self.get(id)?
             .map(|r| r.capacity)

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use strongroom_csi::params::{KmsCatalog, SecretFiles};
-use strongroom_csi::secrets::TenantToken;
-use strongroom_csi::{DriverConfig, ManagerBackend, ManagerBackendConfig, Mode, VolumeBackend};
+use strongroom_csi::{
+    DriverConfig, KmsCatalog, ManagerBackend, ManagerBackendConfig, Mode, SecretFiles,
+    VolumeBackend,
+};
+use strongroom_volume::SecretString;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ModeArg {
@@ -100,7 +102,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 /// The validated driver configuration.
 fn config(a: &CsiArgs) -> anyhow::Result<DriverConfig> {
-    strongroom_csi::endpoint::parse(&a.endpoint)?;
+    strongroom_csi::parse_endpoint(&a.endpoint)?;
     let mode: Mode = a.mode.into();
     let node_id = match (&a.node_id, mode.node()) {
         (Some(n), _) if !n.is_empty() => n.clone(),
@@ -136,7 +138,7 @@ fn backend(a: &CsiArgs, cfg: &DriverConfig) -> anyhow::Result<Arc<dyn VolumeBack
             if t.is_empty() {
                 bail!("the admin token file {} is empty", p.display());
             }
-            Some(TenantToken::new(t))
+            Some(SecretString::new(t))
         }
         None => {
             tracing::warn!(
@@ -181,7 +183,7 @@ pub fn run(a: CsiArgs) -> anyhow::Result<i32> {
         a.socket_mode,
         cfg,
         backend,
-        strongroom_csi::server::signal(),
+        strongroom_csi::signal(),
     ))?;
     Ok(0)
 }

@@ -18,8 +18,8 @@ use strongroom_kms::core::{Core, CoreOptions};
 use strongroom_kms::storage::InmemStorage;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, KmsConfig, Manager, ManagerConfig, ProtectionRequest, RotateKind,
-    Token,
+    CreateRequest, Credential, ErrorKind, FsType, KmsConfig, Manager, ManagerConfig,
+    ProtectionRequest, RotateKind, SecretString, State,
 };
 
 #[derive(Args)]
@@ -86,17 +86,13 @@ fn can_mount() -> bool {
     root && Path::new("/dev/fuse").exists() && Path::new("/dev/loop-control").exists()
 }
 
-pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
-    println!("strongroom demo: encrypted per-tenant volumes with an embedded key manager\n");
-    // 1. The key manager, in-process, in memory.
+/// The in-process dev key manager, serving on a loopback port: (address, root token). The
+/// runtime must stay alive while it is used.
+fn start_kms(rt: &tokio::runtime::Runtime) -> anyhow::Result<(String, SecretString)> {
     let core = Core::new(Arc::new(InmemStorage::new()), CoreOptions::default());
     let (root_token, _) = core
         .init_dev(None)
         .map_err(|e| anyhow::anyhow!("dev key manager: {e:?}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let l = ListenerConfig {
         address: "127.0.0.1:0".into(),
@@ -105,32 +101,84 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     };
     rt.spawn(strongroom_kms::server::serve(core, vec![l], Some(tx)));
     let addr = rt.block_on(rx).context("key manager did not start")?[0];
-    let address = format!("http://{addr}");
-    println!("key manager: dev mode, in memory, at {address}");
+    Ok((format!("http://{addr}"), SecretString::new(root_token)))
+}
 
-    let kms = KmsConfig::new(address);
-    let root = Token::new(root_token);
-    let admin_client = kms.client(&root)?;
-    let layout = TenantLayout::default();
+/// A demo volume: id, tenant, protection, the tenant's credential.
+struct DemoVolume {
+    id: &'static str,
+    tenant: &'static str,
+    protection: ProtectionRequest,
+    cred: Credential,
+}
+
+/// Everything the demo's steps share.
+struct Demo {
+    mgr: Manager,
+    base: PathBuf,
+    /// Real mounts (root), or the library's read/write API.
+    mount: bool,
+    vols: Vec<DemoVolume>,
+    markers: Vec<String>,
+    admin_client: strongroom_vault_client::Client,
+    layout: TenantLayout,
+    root: SecretString,
+    admin: SecretString,
+    rep: Report,
+}
+
+/// Tenants alice and bob (transit key, policy, token each) and the platform's deletion
+/// token; returns their volumes-to-be and the admin token.
+fn setup_tenants(
+    admin_client: &strongroom_vault_client::Client,
+    layout: &TenantLayout,
+) -> anyhow::Result<(Vec<DemoVolume>, SecretString)> {
     let mut tokens = Vec::new();
     for t in ["alice", "bob"] {
-        let p = tenant::setup_tenant(&admin_client, t, &layout)?;
-        tokens.push(tenant::create_token(&admin_client, &[p.as_str()], "1h")?);
+        let p = tenant::setup_tenant(admin_client, t, layout)?;
+        tokens.push(tenant::create_token(admin_client, &[p.as_str()], "1h")?);
         println!(
             "tenant {t}: transit key {} (derived), policy {p}, own token",
             tenant::transit_key(t)
         );
     }
-    let admin = tenant::create_token(&admin_client, &[tenant::ADMIN_POLICY], "1h")?;
+    let admin = tenant::create_token(admin_client, &[tenant::ADMIN_POLICY], "1h")?;
     println!(
         "platform admin: deletion-only token (policy {})",
         tenant::ADMIN_POLICY
     );
-    let (alice, bob) = (
-        Credential::Tenant(tokens[0].clone()),
-        Credential::Tenant(tokens[1].clone()),
-    );
+    let vols = vec![
+        DemoVolume {
+            id: "alice-db",
+            tenant: "alice",
+            protection: ProtectionRequest::envelope_for("alice"),
+            cred: Credential::Tenant(tokens[0].clone()),
+        },
+        DemoVolume {
+            id: "bob-logs",
+            tenant: "bob",
+            protection: ProtectionRequest::Kv {
+                backend: tenant::kv_backend("secret", "bob"),
+            },
+            cred: Credential::Tenant(tokens[1].clone()),
+        },
+    ];
+    Ok((vols, admin))
+}
 
+pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
+    println!("strongroom demo: encrypted per-tenant volumes with an embedded key manager\n");
+    // 1. The key manager, in-process, in memory.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (address, root) = start_kms(&rt)?;
+    println!("key manager: dev mode, in memory, at {address}");
+    let kms = KmsConfig::new(address);
+    let admin_client = kms.client(&root)?;
+    let layout = TenantLayout::default();
+    let (vols, admin) = setup_tenants(&admin_client, &layout)?;
     let tmp = tempfile::Builder::new()
         .prefix("strongroom-demo-")
         .tempdir()?;
@@ -138,7 +186,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let mgr = Manager::new(ManagerConfig {
         root: base.join("volumes"),
         cluster_id: "demo-cluster".into(),
-        kms: kms.clone(),
+        kms,
         cache_ttl: Duration::from_secs(60),
         datapath: None,
     });
@@ -147,180 +195,214 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         "volumes in {}; data path: {}\n",
         base.display(),
         if mount {
-            strongroom_volume::datapath::DataPathKind::detect().as_str()
+            strongroom_volume::DataPathKind::detect().describe()
         } else {
             "none: not root (or --no-mount), using the library's read/write API instead of mounts"
         }
     );
+    let mut d = Demo {
+        mgr,
+        base,
+        mount,
+        vols,
+        markers: Vec::new(),
+        admin_client,
+        layout,
+        root,
+        admin,
+        rep: Report { lines: vec![] },
+    };
+    let failed = d.run_steps();
+    if a.keep {
+        println!("kept {}", tmp.keep().display());
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
 
-    let mut rep = Report { lines: vec![] };
-    let vols = [
-        (
-            "alice-db",
-            "alice",
-            ProtectionRequest::envelope_for("alice"),
-            &alice,
-        ),
-        (
-            "bob-logs",
-            "bob",
-            ProtectionRequest::Kv {
-                backend: tenant::kv_backend("secret", "bob"),
-            },
-            &bob,
-        ),
-    ];
-    let mut markers = Vec::new();
-    let r: anyhow::Result<()> = (|| {
-        for (id, t, prot, cred) in &vols {
-            let info = mgr.create(
-                &CreateRequest {
-                    id: id.to_string(),
-                    tenant: t.to_string(),
-                    size: 64 << 20,
-                    protection: prot.clone(),
-                    store: None,
-                    fs_type: "ext4".into(),
-                },
-                cred,
-            )?;
-            rep.check(
-                info.state == "formatted",
+impl Demo {
+    /// Every step, then the report; returns the number of failed checks.
+    fn run_steps(&mut self) -> usize {
+        let r = self
+            .create_and_write()
+            .and_then(|()| self.check_no_plaintext())
+            .and_then(|()| self.check_isolation())
+            .and_then(|()| self.rotate())
+            .and_then(|()| self.shred());
+        if let Err(e) = &r {
+            self.rep.check(false, format!("demo stopped: {e:#}"));
+        }
+        for v in &self.vols {
+            let _ = self.mgr.unmount(v.id);
+        }
+        let lines = &self.rep.lines;
+        let failed = lines.iter().filter(|(ok, _)| !ok).count();
+        println!(
+            "\nreport: {} checks, {} passed, {} failed{}",
+            lines.len(),
+            lines.len() - failed,
+            failed,
+            if self.mount {
+                ""
+            } else {
+                " (library mode: run as root for real mounts)"
+            }
+        );
+        failed
+    }
+
+    /// Each volume created and three files with known markers written to it.
+    fn create_and_write(&mut self) -> anyhow::Result<()> {
+        for v in &self.vols {
+            let req = CreateRequest {
+                id: v.id.to_string(),
+                tenant: v.tenant.to_string(),
+                size: 64 << 20,
+                protection: v.protection.clone(),
+                store: None,
+                fs_type: FsType::Ext4,
+            };
+            let info = self.mgr.create(&req, &v.cred)?;
+            self.rep.check(
+                info.state == State::Formatted,
                 format!(
-                    "{id}: created for {t} ({} protection, LUKS2 aes-xts-plain64/512, 4K sectors)",
-                    info.protection
+                    "{}: created for {} ({} protection, LUKS2 aes-xts-plain64/512, 4K sectors)",
+                    v.id, v.tenant, info.protection
                 ),
             );
             for i in 0..3 {
-                let m = marker(t, i);
-                if mount {
-                    let target = base.join("mnt").join(id);
-                    mgr.mount(id, cred, &target)?;
+                let m = marker(v.tenant, i);
+                if self.mount {
+                    let target = self.base.join("mnt").join(v.id);
+                    self.mgr.mount(v.id, &v.cred, &target)?;
                     std::fs::write(target.join(format!("file-{i}.txt")), m.repeat(100))?;
                 } else {
-                    let v = mgr.open(id, cred)?;
-                    v.write((i as u64) * 1_000_000 + 12_345, m.as_bytes())?;
-                    v.flush()?;
+                    let o = self.mgr.open(v.id, &v.cred)?;
+                    o.write((i as u64) * 1_000_000 + 12_345, m.as_bytes())?;
+                    o.flush()?;
                 }
-                markers.push(m);
+                self.markers.push(m);
             }
-            rep.check(
+            let how = if self.mount {
+                " through the mounted ext4"
+            } else {
+                " through the library"
+            };
+            self.rep.check(
                 true,
-                format!(
-                    "{id}: 3 files with known markers written{}",
-                    if mount {
-                        " through the mounted ext4"
-                    } else {
-                        " through the library"
-                    }
-                ),
+                format!("{}: 3 files with known markers written{how}", v.id),
             );
         }
-        if mount {
-            for (id, _, _, cred) in &vols {
-                mgr.unmount(id, cred)?; // flushes everything to the backing file
+        if self.mount {
+            for v in &self.vols {
+                self.mgr.unmount(v.id)?; // flushes everything to the backing file
             }
         }
-        // 2. No plaintext in any backing file.
-        for (id, ..) in &vols {
-            let f = base.join("volumes").join(id).join("volume.img");
-            let found = file_has_any(&f, &markers)?;
-            rep.check(
+        Ok(())
+    }
+
+    /// 2. No plaintext in any backing file.
+    fn check_no_plaintext(&mut self) -> anyhow::Result<()> {
+        for v in &self.vols {
+            let f = self.base.join("volumes").join(v.id).join("volume.img");
+            let found = file_has_any(&f, &self.markers)?;
+            self.rep.check(
                 !found,
                 format!(
-                    "{id}: backing file holds none of the markers (searched {} bytes)",
+                    "{}: backing file holds none of the markers (searched {} bytes)",
+                    v.id,
                     std::fs::metadata(&f)?.len()
                 ),
             );
         }
-        // 3. Isolation.
-        match mgr.open("alice-db", &bob) {
-            Err(e) => rep.check(
-                e.code() == "PERMISSION_DENIED",
+        Ok(())
+    }
+
+    /// 3. Isolation: bob's token neither opens nor rotates alice's volume.
+    fn check_isolation(&mut self) -> anyhow::Result<()> {
+        let bob = &self.vols[1].cred;
+        match self.mgr.open("alice-db", bob) {
+            Err(e) => self.rep.check(
+                e.kind() == ErrorKind::PermissionDenied,
                 format!("bob's token on alice-db: refused with {}", e.code()),
             ),
-            Ok(_) => rep.check(false, "bob's token opened alice-db"),
+            Ok(_) => self.rep.check(false, "bob's token opened alice-db"),
         }
-        match mgr.rotate("alice-db", &bob, RotateKind::Kek) {
-            Err(e) => rep.check(
-                e.code() == "PERMISSION_DENIED",
+        match self.mgr.rotate("alice-db", bob, RotateKind::Kek) {
+            Err(e) => self.rep.check(
+                e.kind() == ErrorKind::PermissionDenied,
                 format!("bob's token rotating alice-db: refused with {}", e.code()),
             ),
-            Ok(_) => rep.check(false, "bob rotated alice-db"),
+            Ok(_) => self.rep.check(false, "bob rotated alice-db"),
         }
-        // 4. Rotation with data intact.
-        tenant::rotate_tenant_key(&admin_client, &layout, "alice")?;
-        let i = mgr.rotate("alice-db", &alice, RotateKind::Kek)?;
-        rep.check(
+        Ok(())
+    }
+
+    /// 4. KEK and keyslot rotations, with the data intact after them.
+    fn rotate(&mut self) -> anyhow::Result<()> {
+        let (alice, bob) = (&self.vols[0].cred, &self.vols[1].cred);
+        tenant::rotate_tenant_key(&self.admin_client, &self.layout, "alice")?;
+        let i = self.mgr.rotate("alice-db", alice, RotateKind::Kek)?;
+        self.rep.check(
             i.kek_version == Some(2),
             format!(
                 "alice-db: KEK rotated (admin rotated the transit key, volume rewrapped to v{})",
                 i.kek_version.unwrap_or(0)
             ),
         );
-        mgr.rotate("alice-db", &alice, RotateKind::Slot)?;
-        mgr.rotate("bob-logs", &bob, RotateKind::Slot)?;
-        rep.check(true, "alice-db and bob-logs: keyslot secrets rotated (new slot added, verified, old removed)");
-        for (id, t, _, cred) in &vols {
-            let intact = if mount {
-                let target = base.join("mnt").join(id);
-                mgr.mount(id, cred, &target)?;
-                let ok = (0..3).all(|i| {
-                    std::fs::read_to_string(target.join(format!("file-{i}.txt")))
-                        .is_ok_and(|s| s == marker(t, i).repeat(100))
-                });
-                mgr.unmount(id, cred)?;
-                ok
-            } else {
-                let v = mgr.open(id, cred)?;
-                (0..3).all(|i| {
-                    let m = marker(t, i);
-                    let mut b = vec![0u8; m.len()];
-                    v.read((i as u64) * 1_000_000 + 12_345, &mut b).is_ok() && b == m.as_bytes()
-                })
-            };
-            rep.check(intact, format!("{id}: data intact after rotation"));
+        self.mgr.rotate("alice-db", alice, RotateKind::Slot)?;
+        self.mgr.rotate("bob-logs", bob, RotateKind::Slot)?;
+        self.rep.check(true, "alice-db and bob-logs: keyslot secrets rotated (new slot added, verified, old removed)");
+        for i in 0..self.vols.len() {
+            let intact = self.data_intact(&self.vols[i])?;
+            self.rep.check(
+                intact,
+                format!("{}: data intact after rotation", self.vols[i].id),
+            );
         }
-        // 5. Shred with the admin's deletion credential (no tenant token).
-        let adm = Credential::Admin(admin.clone());
-        mgr.shred("alice-db", &adm)?;
-        rep.check(true, "alice-db: shredded by the platform admin (wrapped secret destroyed, every keyslot wiped, audited)");
-        let by_alice = mgr.open("alice-db", &alice).is_err();
-        let by_root = mgr
-            .open("alice-db", &Credential::Tenant(root.clone()))
+        Ok(())
+    }
+
+    /// Whether the volume's three marker files read back.
+    fn data_intact(&self, v: &DemoVolume) -> anyhow::Result<bool> {
+        if self.mount {
+            let target = self.base.join("mnt").join(v.id);
+            self.mgr.mount(v.id, &v.cred, &target)?;
+            let ok = (0..3).all(|i| {
+                std::fs::read_to_string(target.join(format!("file-{i}.txt")))
+                    .is_ok_and(|s| s == marker(v.tenant, i).repeat(100))
+            });
+            self.mgr.unmount(v.id)?;
+            return Ok(ok);
+        }
+        let o = self.mgr.open(v.id, &v.cred)?;
+        Ok((0..3).all(|i| {
+            let m = marker(v.tenant, i);
+            let mut b = vec![0u8; m.len()];
+            o.read((i as u64) * 1_000_000 + 12_345, &mut b).is_ok() && b == m.as_bytes()
+        }))
+    }
+
+    /// 5. Shred with the admin's deletion credential (no tenant token): nobody opens it.
+    fn shred(&mut self) -> anyhow::Result<()> {
+        self.mgr
+            .shred("alice-db", &Credential::Admin(self.admin.clone()))?;
+        self.rep.check(true, "alice-db: shredded by the platform admin (wrapped secret destroyed, every keyslot wiped, audited)");
+        let by_alice = self.mgr.open("alice-db", &self.vols[0].cred).is_err();
+        let by_root = self
+            .mgr
+            .open("alice-db", &Credential::Tenant(self.root.clone()))
             .is_err();
-        let header_gone =
-            strongroom_luks::FileDevice::open(&base.join("volumes/alice-db/volume.img"), false)
-                .map(|d| strongroom_luks::Volume::open(d).is_err())
-                .unwrap_or(true);
-        rep.check(by_alice && by_root && header_gone, "alice-db: cannot be opened any more, not by alice, not with the KMS root token (no LUKS2 header left)");
-        let audit = std::fs::read_to_string(base.join("volumes/audit.log")).unwrap_or_default();
-        rep.check(
+        let img = self.base.join("volumes/alice-db/volume.img");
+        let header_gone = strongroom_luks::FileDevice::open(&img, false)
+            .map(|d| strongroom_luks::Volume::open(d).is_err())
+            .unwrap_or(true);
+        self.rep.check(by_alice && by_root && header_gone, "alice-db: cannot be opened any more, not by alice, not with the KMS root token (no LUKS2 header left)");
+        let audit =
+            std::fs::read_to_string(self.base.join("volumes/audit.log")).unwrap_or_default();
+        self.rep.check(
             audit.contains("\"op\":\"shred\""),
             "audit log records the shred",
         );
         Ok(())
-    })();
-    if let Err(e) = &r {
-        rep.check(false, format!("demo stopped: {e:#}"));
     }
-    for (id, _, _, cred) in &vols {
-        let _ = mgr.unmount(id, cred);
-    }
-    let failed = rep.lines.iter().filter(|(ok, _)| !ok).count();
-    println!(
-        "\nreport: {} checks, {} passed, {} failed{}",
-        rep.lines.len(),
-        rep.lines.len() - failed,
-        failed,
-        if mount {
-            ""
-        } else {
-            " (library mode: run as root for real mounts)"
-        }
-    );
-    if a.keep {
-        println!("kept {}", tmp.keep().display());
-    }
-    Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -11,17 +11,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use strongroom_volume::datapath::{self, fuse};
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, Error as VolError, KmsConfig, Manager, ManagerConfig,
-    ProtectionRequest, RotateKind, Token, VolumeInfo,
+    CreateRequest, Credential, Error as VolError, ErrorKind, FsType, KmsConfig, Manager,
+    ManagerConfig, ProtectionMode, ProtectionRequest, RotateKind, SecretString, StoreSpec,
+    VolumeInfo,
 };
 
 #[derive(Args, Clone)]
@@ -56,15 +56,19 @@ struct TokenArg {
     /// File with the tenant's KMS token (`-` = stdin).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// File with the platform admin token (shred/unmount without the tenant's token).
+    /// File with the platform admin token (shred without the tenant's token).
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    Envelope,
-    Kv,
+/// Token options older scripts pass to `unmount`: accepted, never read (tearing down needs
+/// no credential, so a revoked token or a deleted token file must not stop it).
+#[derive(Args, Clone)]
+struct IgnoredTokenArg {
+    #[arg(long, value_name = "FILE", hide = true)]
+    token_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", hide = true)]
+    admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -73,34 +77,51 @@ enum Kind {
     Slot,
 }
 
+#[derive(Args)]
+struct CreateArgs {
+    id: String,
+    #[arg(long)]
+    tenant: String,
+    /// Usable size: bytes or with K/M/G/T suffix (binary).
+    #[arg(long)]
+    size: String,
+    /// `envelope` (wrapped by the tenant's transit key) or `kv`.
+    #[arg(long, default_value = "envelope")]
+    protection: ProtectionMode,
+    #[arg(long, default_value = "transit")]
+    transit_mount: String,
+    /// Transit key (default `tenant-<tenant>`).
+    #[arg(long)]
+    transit_key: Option<String>,
+    /// KV backend path for `--protection kv` (default `secret/strongroom/<tenant>`).
+    #[arg(long)]
+    kv_backend: Option<String>,
+    /// `ext4` or `xfs`.
+    #[arg(long, default_value = "ext4")]
+    fs: FsType,
+    /// Use this raw block device instead of a sparse file.
+    #[arg(long)]
+    block_device: Option<PathBuf>,
+    #[command(flatten)]
+    token: TokenArg,
+}
+
+#[derive(Args)]
+struct SetupTenantArgs {
+    tenant: String,
+    /// Also create a token for the tenant and write it to this file (mode 0600).
+    #[arg(long)]
+    token_out: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    token_ttl: String,
+    #[command(flatten)]
+    token: TokenArg,
+}
+
 #[derive(Subcommand)]
 enum Sub {
     /// Create an encrypted volume (idempotent; re-run to finish an interrupted create).
-    Create {
-        id: String,
-        #[arg(long)]
-        tenant: String,
-        /// Usable size: bytes or with K/M/G/T suffix (binary).
-        #[arg(long)]
-        size: String,
-        #[arg(long, value_enum, default_value = "envelope")]
-        protection: Mode,
-        #[arg(long, default_value = "transit")]
-        transit_mount: String,
-        /// Transit key (default `tenant-<tenant>`).
-        #[arg(long)]
-        transit_key: Option<String>,
-        /// KV backend path for `--protection kv` (default `secret/strongroom/<tenant>`).
-        #[arg(long)]
-        kv_backend: Option<String>,
-        #[arg(long, default_value = "ext4")]
-        fs: String,
-        /// Use this raw block device instead of a sparse file.
-        #[arg(long)]
-        block_device: Option<PathBuf>,
-        #[command(flatten)]
-        token: TokenArg,
-    },
+    Create(CreateArgs),
     /// Mount the volume's filesystem (made on first mount) at TARGET.
     Mount {
         id: String,
@@ -109,10 +130,11 @@ enum Sub {
         token: TokenArg,
     },
     /// Unmount and tear down loop device, FUSE mount / dm-crypt mapping and cached keys.
+    /// Needs no token and no key manager (it works with the KMS down or the tenant gone).
     Unmount {
         id: String,
         #[command(flatten)]
-        token: TokenArg,
+        _ignored: IgnoredTokenArg,
     },
     /// Grow a volume (online when mounted).
     Resize {
@@ -141,21 +163,13 @@ enum Sub {
     /// Show a volume's state, parameters and rotation ages.
     Status { id: String },
     /// Admin: create a tenant's transit key and policy (and optionally a token for it).
-    SetupTenant {
-        tenant: String,
-        /// Also create a token for the tenant and write it to this file (mode 0600).
-        #[arg(long)]
-        token_out: Option<PathBuf>,
-        #[arg(long, default_value = "")]
-        token_ttl: String,
-        #[command(flatten)]
-        token: TokenArg,
-    },
+    SetupTenant(SetupTenantArgs),
     /// (internal) Serve a mount; started by `mount`, token on stdin.
     #[command(hide = true)]
     MountDaemon { id: String, target: PathBuf },
     /// (benchmarks) Serve a plain file through the same FUSE layer, without encryption, until
-    /// unmounted with `fusermount3 -u DIR`.
+    /// unmounted with `fusermount3 -u DIR` (built with `--features bench`).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     Passthrough {
         #[arg(long)]
@@ -191,7 +205,7 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     n.checked_mul(mul).context("size overflows")
 }
 
-fn read_token(path: &Path) -> anyhow::Result<Token> {
+fn read_token(path: &Path) -> anyhow::Result<SecretString> {
     let mut s = zeroize::Zeroizing::new(String::new());
     if path == Path::new("-") {
         std::io::stdin()
@@ -205,7 +219,7 @@ fn read_token(path: &Path) -> anyhow::Result<Token> {
     if s.trim().is_empty() {
         bail!("the token file is empty");
     }
-    Ok(Token::new(s.trim()))
+    Ok(SecretString::new(s.trim()))
 }
 
 fn credential(t: &TokenArg) -> anyhow::Result<Credential> {
@@ -240,10 +254,10 @@ fn manager(g: &Global, progress: bool) -> Manager {
     }
 }
 
-fn exit_code(e: &VolError) -> i32 {
-    match e.code() {
-        "PERMISSION_DENIED" | "UNAUTHENTICATED" => 2,
-        "UNAVAILABLE" => 75,
+fn exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => 2,
+        ErrorKind::Unavailable => 75,
         _ => 1,
     }
 }
@@ -252,12 +266,12 @@ fn fail(g: &Global, e: VolError) -> anyhow::Result<i32> {
     if g.json {
         println!(
             "{}",
-            json!({"error": {"code": e.code(), "message": e.to_string(), "retryable": e.is_retryable()}})
+            json!({"error": {"code": e.kind(), "message": e.to_string(), "retryable": e.is_retryable()}})
         );
     } else {
-        eprintln!("Error [{}]: {e}", e.code());
+        eprintln!("Error [{}]: {e}", e.kind());
     }
-    Ok(exit_code(&e))
+    Ok(exit_code(e.kind()))
 }
 
 fn human_size(n: u64) -> String {
@@ -297,8 +311,8 @@ fn print_info(g: &Global, i: &VolumeInfo) {
             .map(|t| format!(" at {}", t.display()))
             .unwrap_or_default()
     );
-    if let Some(d) = &i.datapath {
-        println!("data path:      {d}");
+    if let Some(d) = i.datapath {
+        println!("data path:      {}", d.describe());
     }
     if let Some(p) = &i.pending {
         println!(
@@ -319,7 +333,7 @@ fn print_info(g: &Global, i: &VolumeInfo) {
         i.luks.uuid.as_deref().unwrap_or("-")
     );
     let age = |t: Option<u64>| match t {
-        Some(t) => format!("{}s ago", strongroom_volume::meta::now().saturating_sub(t)),
+        Some(t) => format!("{}s ago", unix_now().saturating_sub(t)),
         None => "never".into(),
     };
     println!("keyslot rotated: {}", age(i.slot_rotated_at));
@@ -332,53 +346,21 @@ fn print_info(g: &Global, i: &VolumeInfo) {
 
 pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
     let g = c.global;
-    let r: Result<Option<VolumeInfo>, VolError> = match c.cmd {
-        Sub::Create {
-            id,
-            tenant,
-            size,
-            protection,
-            transit_mount,
-            transit_key,
-            kv_backend,
-            fs,
-            block_device,
-            token,
-        } => {
-            let cred = credential(&token)?;
-            let protection = match protection {
-                Mode::Envelope => ProtectionRequest::Envelope {
-                    mount: transit_mount,
-                    key: transit_key.unwrap_or_else(|| tenant::transit_key(&tenant)),
-                },
-                Mode::Kv => ProtectionRequest::Kv {
-                    backend: kv_backend.unwrap_or_else(|| tenant::kv_backend("secret", &tenant)),
-                },
-            };
-            let req = CreateRequest {
-                id,
-                tenant,
-                size: parse_size(&size)?,
-                protection,
-                store: block_device.map(|p| strongroom_volume::meta::StoreSpec::Block {
-                    path: p.to_string_lossy().into_owned(),
-                }),
-                fs_type: fs,
-            };
-            manager(&g, true).create(&req, &cred).map(Some)
+    let r = match c.cmd {
+        Sub::Create(a) => {
+            let cred = credential(&a.token)?;
+            let req = a.request()?;
+            manager(&g, true).create(&req, &cred)
         }
         Sub::Mount { id, target, token } => return mount(&g, &id, &target, &token),
         Sub::MountDaemon { id, target } => return mount_daemon(&g, &id, &target),
-        Sub::Unmount { id, token } => {
-            let cred = credential(&token)?;
+        Sub::Unmount { id, .. } => {
             let m = manager(&g, true);
-            m.unmount(&id, &cred).and_then(|_| m.status(&id)).map(Some)
+            m.unmount(&id).and_then(|_| m.status(&id))
         }
         Sub::Resize { id, size, token } => {
             let cred = credential(&token)?;
-            manager(&g, true)
-                .resize(&id, &cred, parse_size(&size)?)
-                .map(Some)
+            manager(&g, true).resize(&id, &cred, parse_size(&size)?)
         }
         Sub::Rotate { id, kind, token } => {
             let cred = credential(&token)?;
@@ -386,79 +368,16 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
                 Kind::Kek => RotateKind::Kek,
                 Kind::Slot => RotateKind::Slot,
             };
-            manager(&g, true).rotate(&id, &cred, k).map(Some)
+            manager(&g, true).rotate(&id, &cred, k)
         }
         Sub::Shred { id, token } => {
             let cred = credential(&token)?;
-            manager(&g, true).shred(&id, &cred).map(Some)
+            manager(&g, true).shred(&id, &cred)
         }
-        Sub::Status { id } => manager(&g, false).status(&id).map(Some),
-        Sub::List => {
-            return match manager(&g, false).list() {
-                Ok(v) => {
-                    if g.json {
-                        println!("{}", serde_json::to_string(&v)?);
-                    } else {
-                        println!(
-                            "{:<24} {:<14} {:<12} {:<9} {:>12} MOUNTED",
-                            "ID", "TENANT", "STATE", "MODE", "SIZE"
-                        );
-                        for i in v {
-                            println!(
-                                "{:<24} {:<14} {:<12} {:<9} {:>12} {}",
-                                i.id,
-                                i.tenant,
-                                i.state,
-                                i.protection,
-                                human_size(i.size),
-                                i.target
-                                    .filter(|_| i.mounted)
-                                    .map(|t| t.display().to_string())
-                                    .unwrap_or_else(|| "-".into())
-                            );
-                        }
-                    }
-                    Ok(0)
-                }
-                Err(e) => fail(&g, e),
-            };
-        }
-        Sub::SetupTenant {
-            tenant,
-            token_out,
-            token_ttl,
-            token,
-        } => {
-            let admin = credential(&token)?;
-            let m = manager(&g, false);
-            let c = m.config().kms.client(admin.token())?;
-            let l = TenantLayout::default();
-            let r = tenant::setup_tenant(&c, &tenant, &l).and_then(|p| {
-                if let Some(out) = &token_out {
-                    let t = tenant::create_token(&c, &[p.as_str()], &token_ttl)?;
-                    write_secret_file(out, t.expose())
-                        .map_err(|e| VolError::io(format!("write {}", out.display()), e))?;
-                }
-                Ok(p)
-            });
-            return match r {
-                Ok(p) => {
-                    if g.json {
-                        println!(
-                            "{}",
-                            json!({"tenant": tenant, "policy": p, "transit_key": tenant::transit_key(&tenant)})
-                        );
-                    } else {
-                        println!(
-                            "tenant {tenant}: transit key {}, policy {p}",
-                            tenant::transit_key(&tenant)
-                        );
-                    }
-                    Ok(0)
-                }
-                Err(e) => fail(&g, e),
-            };
-        }
+        Sub::Status { id } => manager(&g, false).status(&id),
+        Sub::List => return list(&g),
+        Sub::SetupTenant(a) => return setup_tenant(&g, &a),
+        #[cfg(feature = "bench")]
         Sub::Passthrough { file, dir } => return passthrough(&file, &dir),
         Sub::BenchProvision {
             tenant,
@@ -467,13 +386,102 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
         } => return bench_provision(&g, &tenant, count, &token),
     };
     match r {
-        Ok(Some(i)) => {
+        Ok(i) => {
             print_info(&g, &i);
             Ok(0)
         }
-        Ok(None) => Ok(0),
         Err(e) => fail(&g, e),
     }
+}
+
+impl CreateArgs {
+    fn request(&self) -> anyhow::Result<CreateRequest> {
+        let protection = match self.protection {
+            ProtectionMode::Envelope => ProtectionRequest::Envelope {
+                mount: self.transit_mount.clone(),
+                key: (self.transit_key.clone())
+                    .unwrap_or_else(|| tenant::transit_key(&self.tenant)),
+            },
+            ProtectionMode::Kv => ProtectionRequest::Kv {
+                backend: (self.kv_backend.clone())
+                    .unwrap_or_else(|| tenant::kv_backend("secret", &self.tenant)),
+            },
+        };
+        Ok(CreateRequest {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            size: parse_size(&self.size)?,
+            protection,
+            store: self.block_device.as_ref().map(|p| StoreSpec::Block {
+                path: p.to_string_lossy().into_owned(),
+            }),
+            fs_type: self.fs,
+        })
+    }
+}
+
+fn list(g: &Global) -> anyhow::Result<i32> {
+    let v = match manager(g, false).list() {
+        Ok(v) => v,
+        Err(e) => return fail(g, e),
+    };
+    if g.json {
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:<14} {:<12} {:<9} {:>12} MOUNTED",
+        "ID", "TENANT", "STATE", "MODE", "SIZE"
+    );
+    for i in v {
+        let mounted = i.target.filter(|_| i.mounted);
+        println!(
+            "{:<24} {:<14} {:<12} {:<9} {:>12} {}",
+            i.id,
+            i.tenant,
+            i.state,
+            i.protection,
+            human_size(i.size),
+            mounted.map_or_else(|| "-".into(), |t| t.display().to_string())
+        );
+    }
+    Ok(0)
+}
+
+fn setup_tenant(g: &Global, a: &SetupTenantArgs) -> anyhow::Result<i32> {
+    let admin = credential(&a.token)?;
+    let m = manager(g, false);
+    let c = m.config().kms.client(admin.token())?;
+    let r = tenant::setup_tenant(&c, &a.tenant, &TenantLayout::default()).and_then(|p| {
+        if let Some(out) = &a.token_out {
+            let t = tenant::create_token(&c, &[p.as_str()], &a.token_ttl)?;
+            write_secret_file(out, t.expose())
+                .map_err(|e| VolError::io(format!("write {}", out.display()), e))?;
+        }
+        Ok(p)
+    });
+    let p = match r {
+        Ok(p) => p,
+        Err(e) => return fail(g, e),
+    };
+    let key = tenant::transit_key(&a.tenant);
+    if g.json {
+        println!(
+            "{}",
+            json!({"tenant": a.tenant, "policy": p, "transit_key": key})
+        );
+    } else {
+        println!("tenant {}: transit key {key}, policy {p}", a.tenant);
+    }
+    Ok(0)
+}
+
+/// Seconds since the Unix epoch (for the ages of the `*_at` fields).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn write_secret_file(path: &Path, s: &str) -> std::io::Result<()> {
@@ -503,102 +511,103 @@ fn global_args(g: &Global) -> Vec<String> {
     a
 }
 
+/// The mount daemon's one-line answer on its stdout.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DaemonAnswer {
+    Mounted,
+    Error { code: ErrorKind, message: String },
+}
+
 /// `mount`: start the daemon in its own session, hand it the token on a pipe, wait for its
 /// one-line answer.
 fn mount(g: &Global, id: &str, target: &Path, t: &TokenArg) -> anyhow::Result<i32> {
-    let cred = credential(t)?;
-    let Credential::Tenant(tok) = cred else {
+    let Credential::Tenant(tok) = credential(t)? else {
         bail!("mount needs the tenant's --token-file");
     };
-    let exe = std::env::current_exe().context("own executable")?;
     let m = manager(g, false);
     let dir = m.volume_dir(id);
     if !dir.is_dir() {
         return fail(g, VolError::NotFound(format!("no volume {id}")));
     }
-    let log = std::fs::File::create(dir.join("daemon.log")).context("daemon log")?;
     let target = std::path::absolute(target).context("target path")?;
-    let mut child = Command::new("setsid")
-        .arg(exe)
-        .arg("volume")
-        .args(global_args(g))
-        .arg("mount-daemon")
-        .arg(id)
-        .arg(&target)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("start the mount daemon")?;
+    let mut child = spawn_daemon(g, id, &target, &dir)?;
     {
         let mut stdin = child.stdin.take().context("daemon stdin")?;
         stdin.write_all(tok.expose().as_bytes())?;
     }
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("daemon stdout")?).read_line(&mut line)?;
-    let v: serde_json::Value = match serde_json::from_str(&line) {
-        Ok(v) => v,
+    match serde_json::from_str::<DaemonAnswer>(&line) {
+        Ok(DaemonAnswer::Mounted) => match m.status(id) {
+            Ok(i) => print_info(g, &i),
+            Err(e) => return fail(g, e),
+        },
+        Ok(DaemonAnswer::Error { code, message }) => {
+            let _ = child.wait();
+            if g.json {
+                println!("{}", json!({"error": {"code": code, "message": message}}));
+            } else {
+                eprintln!("Error [{code}]: {message}");
+            }
+            return Ok(exit_code(code));
+        }
         Err(_) => {
             let _ = child.wait();
             let logs = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
             bail!("the mount daemon failed: {}", logs.trim());
         }
-    };
-    if let Some(e) = v.get("error") {
-        let _ = child.wait();
-        let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("INTERNAL");
-        let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
-        if g.json {
-            println!("{v}");
-        } else {
-            eprintln!("Error [{code}]: {msg}");
-        }
-        return Ok(match code {
-            "PERMISSION_DENIED" | "UNAUTHENTICATED" => 2,
-            "UNAVAILABLE" => 75,
-            _ => 1,
-        });
-    }
-    match m.status(id) {
-        Ok(i) => print_info(g, &i),
-        Err(e) => return fail(g, e),
     }
     Ok(0)
+}
+
+/// `volume mount-daemon ID TARGET` (this binary) in a session of its own, logging to the
+/// volume's `daemon.log`, with pipes for the token and the answer.
+fn spawn_daemon(g: &Global, id: &str, target: &Path, dir: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("own executable")?;
+    let log = std::fs::File::create(dir.join("daemon.log")).context("daemon log")?;
+    Command::new("setsid")
+        .arg(exe)
+        .arg("volume")
+        .args(global_args(g))
+        .arg("mount-daemon")
+        .arg(id)
+        .arg(target)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("start the mount daemon")
 }
 
 fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
     let tok = read_token(Path::new("-"))?;
     let m = manager(g, false);
     let r = m.mount(id, &Credential::Tenant(tok), target);
+    let answer = match &r {
+        Ok(_) => DaemonAnswer::Mounted,
+        Err(e) => DaemonAnswer::Error {
+            code: e.kind(),
+            message: e.to_string(),
+        },
+    };
     let mut out = std::io::stdout();
-    match r {
-        Ok(_) => {
-            writeln!(out, "{}", json!({"ok": true}))?;
-            out.flush()?;
-            if let Some(s) = m.take_session(id) {
-                fuse::serve_until_unmounted(s, &m.volume_dir(id).join("fuse"));
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            writeln!(
-                out,
-                "{}",
-                json!({"error": {"code": e.code(), "message": e.to_string()}})
-            )?;
-            Ok(1)
-        }
+    writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+    out.flush()?;
+    if r.is_err() {
+        return Ok(1);
     }
+    m.serve_until_unmounted(id);
+    Ok(0)
 }
 
+#[cfg(feature = "bench")]
 fn passthrough(file: &Path, dir: &Path) -> anyhow::Result<i32> {
-    let dev = strongroom_luks::FileDevice::open(file, true)
-        .with_context(|| format!("open {}", file.display()))?;
-    let io = fuse::PlainIo::new(Box::new(dev), 16 << 20);
-    let s = fuse::spawn(std::sync::Arc::new(io), dir)?;
-    println!("ready");
-    std::io::stdout().flush()?;
-    fuse::serve_until_unmounted(s, dir);
+    // Data at the same offset as an encrypted volume's (after its 16 MiB LUKS2 header).
+    strongroom_volume::bench::serve_plain(file, 16 << 20, dir, || {
+        println!("ready");
+        let _ = std::io::stdout().flush();
+    })?;
     Ok(0)
 }
 
@@ -616,7 +625,7 @@ fn bench_provision(g: &Global, tenant: &str, count: usize, t: &TokenArg) -> anyh
             size: 64 << 20,
             protection: ProtectionRequest::envelope_for(tenant),
             store: None,
-            fs_type: "ext4".into(),
+            fs_type: FsType::Ext4,
         };
         let t0 = Instant::now();
         m.create(&req, &cred)?;
@@ -632,6 +641,5 @@ fn bench_provision(g: &Global, tenant: &str, count: usize, t: &TokenArg) -> anyh
         pct(0.5),
         pct(0.99)
     );
-    let _ = datapath::mount_points();
     Ok(0)
 }

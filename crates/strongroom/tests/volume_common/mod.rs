@@ -8,7 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, KmsConfig, Manager, ManagerConfig, ProtectionRequest, Token,
+    CreateRequest, Credential, FsType, KmsConfig, Manager, ManagerConfig, ProtectionRequest,
+    SecretString,
 };
 
 pub fn layout() -> TenantLayout {
@@ -21,9 +22,9 @@ pub fn layout() -> TenantLayout {
 
 pub struct Env {
     pub server: Server,
-    pub root: Token,
-    pub admin: Token,
-    pub tenants: Vec<(String, Token)>,
+    pub root: SecretString,
+    pub admin: SecretString,
+    pub tenants: Vec<(String, SecretString)>,
     pub dir: tempfile::TempDir,
 }
 
@@ -44,7 +45,7 @@ pub fn env(kind: ServerKind, tenants: &[&str]) -> Env {
         .expect("tempdir");
     Env {
         server,
-        root: Token::new("root"),
+        root: SecretString::new("root"),
         admin,
         tenants: toks,
         dir,
@@ -74,7 +75,7 @@ impl Env {
         Credential::Admin(self.admin.clone())
     }
     /// Write a token to a 0600 file and return its path.
-    pub fn token_file(&self, name: &str, t: &Token) -> PathBuf {
+    pub fn token_file(&self, name: &str, t: &SecretString) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.token"));
         std::fs::write(&p, t.expose()).unwrap();
         p
@@ -114,7 +115,7 @@ pub fn req(id: &str, tenant: &str, prot: ProtectionRequest) -> CreateRequest {
         size: 32 << 20,
         protection: prot,
         store: None,
-        fs_type: "ext4".into(),
+        fs_type: FsType::Ext4,
     }
 }
 
@@ -192,7 +193,7 @@ pub fn can_mount() -> bool {
 /// Everything under `root` that is mounted, and loop devices backed by files under it.
 pub fn leftovers(root: &Path) -> Vec<String> {
     let r = root.to_string_lossy().into_owned();
-    let mut v: Vec<String> = strongroom_volume::datapath::mount_points()
+    let mut v: Vec<String> = strongroom_volume::mount_points()
         .into_iter()
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|p| p.starts_with(&r))
@@ -212,7 +213,7 @@ pub struct Cleanup(pub PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let r = self.0.to_string_lossy().into_owned();
-        let mut mps: Vec<PathBuf> = strongroom_volume::datapath::mount_points()
+        let mut mps: Vec<PathBuf> = strongroom_volume::mount_points()
             .into_iter()
             .filter(|p| p.to_string_lossy().starts_with(&r))
             .collect();

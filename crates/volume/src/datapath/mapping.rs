@@ -143,10 +143,6 @@ impl Mapping {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Has a page of this mapping failed to read (the owner should replace it)?
     pub fn damaged(&self) -> bool {
         self.damaged.load(Ordering::Acquire)
@@ -297,6 +293,7 @@ impl MappedFile {
     }
 
     /// How many times the file was mapped afresh.
+    #[cfg(test)]
     pub fn remaps(&self) -> usize {
         self.remaps.load(Ordering::Relaxed)
     }

@@ -14,6 +14,7 @@ pub mod loopdev;
 pub mod mapping;
 
 use crate::error::{Error, Result};
+use crate::vocab::FsType;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,7 +36,8 @@ impl DataPathKind {
             DataPathKind::Userspace
         }
     }
-    pub fn as_str(self) -> &'static str {
+    /// A description for people (`kernel (dm-crypt)`); serialized it is `kernel`/`userspace`.
+    pub fn describe(self) -> &'static str {
         match self {
             DataPathKind::Kernel => "kernel (dm-crypt)",
             DataPathKind::Userspace => "userspace (FUSE + loop)",
@@ -136,9 +138,9 @@ pub fn is_mounted(path: &Path) -> bool {
 }
 
 /// Make a filesystem on `dev` (only called when the volume's state says it has none).
-pub fn mkfs(fs_type: &str, dev: &str) -> Result<()> {
+pub fn mkfs(fs_type: FsType, dev: &str) -> Result<()> {
     match fs_type {
-        "ext4" => run(
+        FsType::Ext4 => run(
             "mkfs.ext4",
             &[
                 "-q",
@@ -148,19 +150,16 @@ pub fn mkfs(fs_type: &str, dev: &str) -> Result<()> {
                 dev,
             ],
         ),
-        "xfs" => run("mkfs.xfs", &["-q", "-f", dev]),
-        other => Err(Error::InvalidArgument(format!(
-            "unsupported filesystem {other:?} (ext4 or xfs)"
-        ))),
+        FsType::Xfs => run("mkfs.xfs", &["-q", "-f", dev]),
     }
     .map(|_| ())
 }
 
-pub fn mount(dev: &str, target: &Path, fs_type: &str) -> Result<()> {
+pub fn mount(dev: &str, target: &Path, fs_type: FsType) -> Result<()> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::io(format!("mkdir {}", target.display()), e))?;
     let t = target.to_string_lossy();
-    run("mount", &["-t", fs_type, "-o", "noatime", dev, &t]).map(|_| ())
+    run("mount", &["-t", fs_type.as_str(), "-o", "noatime", dev, &t]).map(|_| ())
 }
 
 pub fn umount(target: &Path) -> Result<()> {
@@ -183,10 +182,10 @@ pub fn fuse_unmount(dir: &Path) -> Result<()> {
 }
 
 /// Grow the filesystem on `dev` mounted at `target` to the device size.
-pub fn grow_fs(fs_type: &str, dev: &str, target: &Path) -> Result<()> {
+pub fn grow_fs(fs_type: FsType, dev: &str, target: &Path) -> Result<()> {
     match fs_type {
-        "xfs" => run("xfs_growfs", &[&target.to_string_lossy()]),
-        _ => run("resize2fs", &[dev]),
+        FsType::Xfs => run("xfs_growfs", &[&target.to_string_lossy()]),
+        FsType::Ext4 => run("resize2fs", &[dev]),
     }
     .map(|_| ())
 }

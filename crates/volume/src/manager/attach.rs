@@ -1,0 +1,277 @@
+//! Opening a volume on this node: a mounted filesystem ([`Manager::mount`]) or a bare
+//! decrypted block device ([`Manager::attach`]), over the userspace data path (FUSE + loop)
+//! or the kernel's (dm-crypt); and taking it all down again ([`Manager::unmount`]). What was
+//! set up is recorded in the [`Runtime`] record first, so teardown also works after a crash.
+
+use super::{fault, lock, process_alive, unlock, Manager, VolumeInfo};
+use crate::datapath::{self, fuse, loopdev, DataPathKind, Runtime};
+use crate::error::{Error, Result};
+use crate::kms::Credential;
+use crate::meta::{StoreSpec, VolumeMeta};
+use crate::store;
+use crate::vocab::FsType;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Manager {
+    /// Mount the volume's filesystem at `target` (mkfs once, by state). Idempotent.
+    /// Userspace path: the FUSE session runs on threads of this process until
+    /// [`Self::unmount`] (or [`Self::serve_until_unmounted`]).
+    pub fn mount(&self, id: &str, cred: &Credential, target: &Path) -> Result<VolumeInfo> {
+        self.activate(id, cred, Some(target))
+    }
+
+    /// Open the volume as a decrypted block device without a filesystem (CSI block mode):
+    /// `info.device` names it. Idempotent; no mkfs, ever.
+    pub fn attach(&self, id: &str, cred: &Credential) -> Result<VolumeInfo> {
+        self.activate(id, cred, None)
+    }
+
+    /// The shared body of [`Self::mount`] (`target` set) and [`Self::attach`] (`None`).
+    fn activate(&self, id: &str, cred: &Credential, target: Option<&Path>) -> Result<VolumeInfo> {
+        let (dir, mut m) = self.load(id)?;
+        let _l = lock(&dir)?;
+        let secret = self.authorized_secret(&dir, &mut m, cred)?;
+        if self.already_open(&dir, &m, target)? {
+            return Ok(self.info(&dir, &m));
+        }
+        let kind = self.cfg.datapath.unwrap_or_else(DataPathKind::detect);
+        let r = (|| {
+            let dev = match kind {
+                DataPathKind::Userspace => self.attach_userspace(&dir, &m, &secret)?,
+                DataPathKind::Kernel => self.attach_kernel(&dir, &m, &secret)?,
+            };
+            match target {
+                Some(t) => self.mount_fs(&dir, &mut m, &dev, t),
+                None => Ok(()),
+            }
+        })();
+        if let Err(e) = r {
+            let _ = self.teardown(&dir, &m.id);
+            return Err(e);
+        }
+        let op = if target.is_some() { "mount" } else { "attach" };
+        self.audit(op, &m, "tenant", "ok");
+        Ok(self.info(&dir, &m))
+    }
+
+    /// Whether the volume is open here as asked (same target, or attached without one) and
+    /// still served. Anything else that is set up (another target, another mode, a data
+    /// path whose server died with a killed driver) is taken down to be set up again.
+    fn already_open(&self, dir: &Path, m: &VolumeMeta, target: Option<&Path>) -> Result<bool> {
+        let Some(rt) = Runtime::load(dir) else {
+            return Ok(false);
+        };
+        let same = match target {
+            Some(t) => rt.target.as_deref() == Some(t) && datapath::is_mounted(t),
+            None => {
+                rt.target.is_none()
+                    && (rt.dm_name.is_some()
+                        || rt.loop_dev.as_deref().is_some_and(loopdev::is_attached))
+            }
+        };
+        if same && self.serving(&m.id, &rt) {
+            return Ok(true);
+        }
+        self.teardown(dir, &m.id)?;
+        Ok(false)
+    }
+
+    /// Whether the process serving a userspace data path is still alive (dm-crypt lives in
+    /// the kernel and always is). A FUSE mount whose server died answers ENOTCONN forever.
+    fn serving(&self, id: &str, rt: &Runtime) -> bool {
+        if rt.datapath != Some(DataPathKind::Userspace) {
+            return true;
+        }
+        match rt.pid {
+            Some(p) if p == std::process::id() => self
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id),
+            Some(p) => process_alive(p),
+            None => false,
+        }
+    }
+
+    /// FUSE file over the decrypted data segment, then a loop device on it; returns the device.
+    fn attach_userspace(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
+        let st = store::from_spec(&m.store);
+        let (vol, u) = unlock(st.as_ref(), secret, false)?;
+        let io = fuse::CryptIo::new(st.open(true)?, vol.data_segment()?, u.volume_key)?;
+        let fuse_dir = dir.join("fuse");
+        let mut rt = Runtime {
+            datapath: Some(DataPathKind::Userspace),
+            fuse_dir: Some(fuse_dir.clone()),
+            pid: Some(std::process::id()),
+            ..Default::default()
+        };
+        rt.save(dir)?;
+        let session = fuse::spawn(Arc::new(io), &fuse_dir)?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(m.id.clone(), session);
+        fault("mount:fuse");
+        let file = fuse_dir.join(fuse::FILE_NAME);
+        wait_for(&file)?;
+        let lo = loopdev::attach(&file, true, Some(m.luks.sector_size))?;
+        rt.loop_dev = Some(lo.clone());
+        rt.save(dir)?;
+        fault("mount:loop");
+        Ok(lo)
+    }
+
+    /// dm-crypt over the store (through a loop device for files); returns the mapped device.
+    fn attach_kernel(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
+        let st = store::from_spec(&m.store);
+        let path = st
+            .local_path()
+            .ok_or_else(|| Error::InvalidArgument("store has no local path for dm-crypt".into()))?
+            .to_path_buf();
+        let mut rt = Runtime {
+            datapath: Some(DataPathKind::Kernel),
+            ..Default::default()
+        };
+        let dev = if matches!(m.store, StoreSpec::File { .. }) {
+            let lo = loopdev::attach(&path, false, None)?;
+            rt.loop_dev = Some(lo.clone());
+            rt.save(dir)?;
+            PathBuf::from(lo)
+        } else {
+            path
+        };
+        let name = datapath::dmcrypt::mapper_name(&m.id);
+        let mapped = datapath::dmcrypt::open(&dev, &name, secret)?;
+        rt.dm_name = Some(name);
+        rt.save(dir)?;
+        Ok(mapped)
+    }
+
+    /// The filesystem (made once, by state) mounted at `target`.
+    fn mount_fs(&self, dir: &Path, m: &mut VolumeMeta, dev: &str, target: &Path) -> Result<()> {
+        self.make_fs_once(dir, m, dev)?;
+        datapath::mount(dev, target, m.fs_type)?;
+        let mut rt = Runtime::load(dir).unwrap_or_default();
+        rt.target = Some(target.to_path_buf());
+        rt.save(dir)?;
+        self.grow_after_mount(dir, m, dev, target)
+    }
+
+    /// mkfs on the first mount only (decided by the recorded state, never by a probe); an
+    /// ext4 whose growth is pending grows offline before it is mounted.
+    fn make_fs_once(&self, dir: &Path, m: &mut VolumeMeta, dev: &str) -> Result<()> {
+        if !m.filesystem_created {
+            self.say(&format!("making {} filesystem on {}", m.fs_type, m.id));
+            datapath::mkfs(m.fs_type, dev)?;
+            m.filesystem_created = true;
+            m.fs_grow_pending = false;
+            m.store(dir)?;
+        } else if m.fs_grow_pending && m.fs_type == FsType::Ext4 {
+            self.say(&format!(
+                "growing the ext4 filesystem of {} (offline)",
+                m.id
+            ));
+            datapath::grow_fs_offline(dev)?;
+            m.fs_grow_pending = false;
+            m.store(dir)?;
+        }
+        Ok(())
+    }
+
+    /// After the mount: an XFS filesystem can only grow online.
+    fn grow_after_mount(
+        &self,
+        dir: &Path,
+        m: &mut VolumeMeta,
+        dev: &str,
+        target: &Path,
+    ) -> Result<()> {
+        if m.fs_grow_pending {
+            datapath::grow_fs(m.fs_type, dev, target)?;
+            m.fs_grow_pending = false;
+            m.store(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Unmount and tear down whatever this node set up for the volume (filesystem, loop
+    /// device, FUSE mount or dm-crypt mapping) and drop its cached keys. Needs no credential:
+    /// nothing is decrypted or authorised, only this node's own mounts are removed (which root
+    /// on the node can do anyway), so it works with the key manager down or the tenant's token
+    /// revoked (CSI NodeUnstageVolume carries no secret either). Idempotent; a volume that does
+    /// not exist is `NotFound`.
+    pub fn unmount(&self, id: &str) -> Result<()> {
+        let (dir, m) = self.load(id)?;
+        let _l = lock(&dir)?;
+        self.teardown(&dir, id)?;
+        self.audit("unmount", &m, "node", "ok");
+        Ok(())
+    }
+
+    /// Remove everything a mount set up, in reverse order. Idempotent, also after a crash.
+    pub(super) fn teardown(&self, dir: &Path, id: &str) -> Result<()> {
+        let rt = Runtime::load(dir).unwrap_or_default();
+        if let Some(t) = &rt.target {
+            datapath::umount(t)?;
+        }
+        if let Some(n) = &rt.dm_name {
+            datapath::dmcrypt::close(n)?;
+        }
+        if let Some(lo) = &rt.loop_dev {
+            loopdev::detach(lo)?;
+        }
+        if let Some(fd) = &rt.fuse_dir {
+            // Any loop device still on the FUSE file (e.g. attached just before a crash).
+            for lo in loopdev::attached_to(&fd.join(fuse::FILE_NAME)) {
+                let _ = loopdev::detach(&lo);
+            }
+        }
+        // A session served by this process unmounts itself when dropped; unmounting under
+        // it first would make its own unmount fail (and log an error).
+        drop(self.take_session(id));
+        if let Some(fd) = &rt.fuse_dir {
+            // Served by another (or a dead) process: unmount it from here.
+            datapath::fuse_unmount(fd)?;
+        }
+        // A CLI mount daemon exits when its FUSE session ends; wait for it briefly.
+        if let Some(pid) = rt.pid.filter(|p| *p != std::process::id()) {
+            for _ in 0..100 {
+                if !process_alive(pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.cache.evict(id);
+        Runtime::remove(dir);
+        Ok(())
+    }
+
+    fn take_session(&self, id: &str) -> Option<fuser::BackgroundSession> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    /// Serve the FUSE session of a userspace mount made by this process until it is
+    /// unmounted (the CLI's mount daemon, after [`Self::mount`]); returns at once when this
+    /// process serves none for the volume.
+    pub fn serve_until_unmounted(&self, id: &str) {
+        if let Some(s) = self.take_session(id) {
+            fuse::serve_until_unmounted(s, &self.volume_dir(id).join("fuse"));
+        }
+    }
+}
+
+fn wait_for(p: &Path) -> Result<()> {
+    for _ in 0..200 {
+        if p.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(Error::Command(format!("{} did not appear", p.display())))
+}
