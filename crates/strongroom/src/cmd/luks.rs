@@ -295,7 +295,7 @@ fn read_secret_from(r: &mut impl Read, size_hint: u64) -> io::Result<Zeroizing<V
 
 /// Read a secret from a file or stdin (`-`), whole, into zeroizing memory. Stdin is read
 /// through its own descriptor, not `io::stdin()`, whose buffer would keep a copy.
-fn read_secret(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn read_secret(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let (mut file, what) = if path == Path::new("-") {
         let fd = io::stdin()
             .as_fd()

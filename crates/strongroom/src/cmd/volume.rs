@@ -9,7 +9,7 @@
 //! (`volume mount-daemon`, same binary, new session) that serves the FUSE file and exits when
 //! `unmount` tears the mount down. The token reaches the daemon on a pipe.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -205,21 +205,15 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     n.checked_mul(mul).context("size overflows")
 }
 
+/// A KMS token from a file or stdin (`-`), read into zeroizing memory with no reallocation
+/// copies left behind (the same reader as the LUKS key files).
 fn read_token(path: &Path) -> anyhow::Result<SecretString> {
-    let mut s = zeroize::Zeroizing::new(String::new());
-    if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the token from stdin")?;
-    } else {
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .with_context(|| format!("reading the token file {}", path.display()))?;
-    }
-    if s.trim().is_empty() {
+    let bytes = super::luks::read_secret(path).context("reading the token")?;
+    let text = std::str::from_utf8(&bytes).context("the token is not UTF-8")?;
+    if text.trim().is_empty() {
         bail!("the token file is empty");
     }
-    Ok(SecretString::new(s.trim()))
+    Ok(SecretString::new(text.trim()))
 }
 
 fn credential(t: &TokenArg) -> anyhow::Result<Credential> {
