@@ -3,95 +3,14 @@
 //! root token; token limits hold under concurrency and across descendants; policy changes
 //! are seen at once; audit devices cannot be used to write files.
 
-use serde_json::{json, Map, Value};
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use strongroom_kms::barrier::View;
-use strongroom_kms::core::{Core, CoreOptions, Incoming};
+use strongroom_kms::core::CoreOptions;
 use strongroom_kms::request::{ApiError, Operation, Response};
-use strongroom_kms::storage::InmemStorage;
-
-struct Kms {
-    core: Arc<Core>,
-    root: String,
-}
-
-fn kms_with(options: CoreOptions) -> Kms {
-    let core = Core::new(Arc::new(InmemStorage::new()), options);
-    let out = core
-        .init(
-            json!({"secret_shares": 1, "secret_threshold": 1})
-                .as_object()
-                .unwrap(),
-        )
-        .unwrap();
-    let key = out["keys_base64"][0].as_str().unwrap().to_string();
-    core.unseal(json!({ "key": key }).as_object().unwrap())
-        .unwrap();
-    let root = out["root_token"].as_str().unwrap().to_string();
-    Kms { core, root }
-}
-
-fn kms() -> Kms {
-    kms_with(CoreOptions {
-        max_request_size: 1 << 20,
-        ..Default::default()
-    })
-}
-
-impl Kms {
-    fn call_from(
-        &self,
-        remote: &str,
-        op: Operation,
-        path: &str,
-        token: &str,
-        data: Value,
-    ) -> Result<Response, ApiError> {
-        let data: Map<String, Value> = match data {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        self.core.handle(Incoming {
-            op,
-            path: path.into(),
-            data,
-            token: Some(zeroize::Zeroizing::new(token.to_string())),
-            content_type: None,
-            remote_addr: remote.into(),
-            wrap_ttl: None,
-        })
-    }
-    fn call(
-        &self,
-        op: Operation,
-        path: &str,
-        token: &str,
-        data: Value,
-    ) -> Result<Response, ApiError> {
-        self.call_from("127.0.0.1", op, path, token, data)
-    }
-    fn root(&self, op: Operation, path: &str, data: Value) -> Response {
-        self.call(op, path, &self.root, data)
-            .unwrap_or_else(|e| panic!("{path}: {e:?}"))
-    }
-    fn policy(&self, name: &str, text: &str) {
-        self.root(
-            Operation::Update,
-            &format!("sys/policies/acl/{name}"),
-            json!({ "policy": text }),
-        );
-    }
-    fn token(&self, body: Value) -> String {
-        self.token_by(&self.root.clone(), body).unwrap()
-    }
-    fn token_by(&self, parent: &str, body: Value) -> Result<String, ApiError> {
-        let r = self.call(Operation::Update, "auth/token/create", parent, body)?;
-        Ok(r.auth.unwrap()["client_token"]
-            .as_str()
-            .unwrap()
-            .to_string())
-    }
-}
 
 fn denied(r: Result<Response, ApiError>) -> bool {
     matches!(r, Err(e) if e.status == 403)

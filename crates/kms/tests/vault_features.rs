@@ -2,83 +2,11 @@
 //! request pipeline. (The same flows run against the real OpenBao through hvac and the `bao`
 //! CLI in crates/strongroom/tests/kms_wrapping.rs.)
 
-use serde_json::{json, Map, Value};
-use std::sync::Arc;
-use strongroom_kms::core::{Core, CoreOptions, Incoming};
+mod common;
+
+use common::*;
+use serde_json::json;
 use strongroom_kms::request::{ApiError, Operation, Response};
-use strongroom_kms::storage::InmemStorage;
-
-struct Kms {
-    core: Arc<Core>,
-    root: String,
-}
-
-fn kms() -> Kms {
-    let core = Core::new(
-        Arc::new(InmemStorage::new()),
-        CoreOptions {
-            max_request_size: 1 << 20,
-            ..Default::default()
-        },
-    );
-    let out = core
-        .init(
-            json!({"secret_shares": 1, "secret_threshold": 1})
-                .as_object()
-                .unwrap(),
-        )
-        .unwrap();
-    let key = out["keys_base64"][0].as_str().unwrap().to_string();
-    core.unseal(json!({ "key": key }).as_object().unwrap())
-        .unwrap();
-    let root = out["root_token"].as_str().unwrap().to_string();
-    Kms { core, root }
-}
-
-impl Kms {
-    fn call_wrapped(
-        &self,
-        op: Operation,
-        path: &str,
-        token: &str,
-        data: Value,
-        wrap_ttl: Option<u64>,
-    ) -> Result<Response, ApiError> {
-        let data: Map<String, Value> = match data {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        self.core.handle(Incoming {
-            op,
-            path: path.into(),
-            data,
-            token: Some(zeroize::Zeroizing::new(token.to_string())),
-            content_type: None,
-            remote_addr: "127.0.0.1".into(),
-            wrap_ttl,
-        })
-    }
-    fn call(
-        &self,
-        op: Operation,
-        path: &str,
-        token: &str,
-        data: Value,
-    ) -> Result<Response, ApiError> {
-        self.call_wrapped(op, path, token, data, None)
-    }
-    fn root(&self, op: Operation, path: &str, data: Value) -> Response {
-        self.call(op, path, &self.root, data)
-            .unwrap_or_else(|e| panic!("{path}: {e:?}"))
-    }
-}
-
-fn client_token(r: &Response) -> String {
-    r.auth.as_ref().unwrap()["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 fn err(r: Result<Response, ApiError>) -> String {
     r.unwrap_err().errors.join("")
