@@ -32,16 +32,8 @@ path "auth/token/create-orphan" { capabilities = ["deny"] }
 #[test]
 fn deny_rules_cannot_be_walked_around_by_path_spelling() {
     let k = kms();
-    k.root(
-        Operation::Update,
-        "sys/auth/userpass",
-        json!({"type": "userpass"}),
-    );
-    k.root(
-        Operation::Update,
-        "sys/mounts/secret",
-        json!({"type": "kv"}),
-    );
+    k.enable_auth("userpass", "userpass");
+    k.mount("secret", "kv");
     k.policy("dadmin", DELEGATED_ADMIN);
     let t = k.token(json!({"policies": ["dadmin"]}));
     let pol = json!({"policy": "path \"*\" { capabilities = [\"sudo\", \"update\"] }"});
@@ -155,11 +147,7 @@ fn deny_rules_cannot_be_walked_around_by_path_spelling() {
 #[test]
 fn no_auth_method_mints_a_root_token() {
     let k = kms();
-    k.root(
-        Operation::Update,
-        "sys/auth/userpass",
-        json!({"type": "userpass"}),
-    );
+    k.enable_auth("userpass", "userpass");
     for (user, pols) in [
         ("r1", json!(["root"])),
         ("r2", json!(["Root", "x"])),
@@ -189,11 +177,7 @@ fn no_auth_method_mints_a_root_token() {
 #[test]
 fn use_limits_are_exact_under_concurrent_requests() {
     let k = Arc::new(kms());
-    k.root(
-        Operation::Update,
-        "sys/mounts/secret",
-        json!({"type": "kv"}),
-    );
+    k.mount("secret", "kv");
     k.policy("r", r#"path "secret/*" { capabilities = ["read"] }"#);
     let t = Arc::new(k.token(json!({"policies": ["r"], "num_uses": 2})));
     let served: usize = (0..12)
@@ -295,11 +279,7 @@ fn revocation_reaches_every_descendant_and_their_cubbyholes() {
 #[test]
 fn bound_cidrs_hold_at_login_and_at_every_use() {
     let k = kms();
-    k.root(
-        Operation::Update,
-        "sys/auth/userpass",
-        json!({"type": "userpass"}),
-    );
+    k.enable_auth("userpass", "userpass");
     k.root(
         Operation::Update,
         "auth/userpass/users/alice",
@@ -349,11 +329,7 @@ fn bound_cidrs_hold_at_login_and_at_every_use() {
 #[test]
 fn a_policy_change_is_seen_by_every_token_once_the_write_returns() {
     let k = Arc::new(kms());
-    k.root(
-        Operation::Update,
-        "sys/mounts/secret",
-        json!({"type": "kv"}),
-    );
+    k.mount("secret", "kv");
     k.root(Operation::Update, "secret/x", json!({"v": "1"}));
     let grant = r#"path "secret/*" { capabilities = ["read"] }"#;
     let revoke = r#"path "other/*" { capabilities = ["read"] }"#;
@@ -407,11 +383,7 @@ fn policy_syntax_openbao_rejects_is_rejected() {
 #[test]
 fn ui_mount_preflight_needs_access_under_the_mount() {
     let k = kms();
-    k.root(
-        Operation::Update,
-        "sys/mounts/secret",
-        json!({"type": "kv"}),
-    );
+    k.mount("secret", "kv");
     k.policy(
         "sysread",
         r#"path "sys/*" { capabilities = ["read", "list"] }"#,
@@ -510,11 +482,7 @@ fn audit_devices_cannot_be_used_to_write_files() {
 #[test]
 fn five_failed_logins_lock_the_user_until_an_operator_unlocks() {
     let k = kms();
-    k.root(
-        Operation::Update,
-        "sys/auth/userpass",
-        json!({"type": "userpass"}),
-    );
+    k.enable_auth("userpass", "userpass");
     for u in ["lock", "other"] {
         k.root(
             Operation::Update,

@@ -15,7 +15,7 @@ fn err(r: Result<Response, ApiError>) -> String {
 #[test]
 fn batch_tokens_work_and_refuse_what_openbao_refuses() {
     let k = kms();
-    k.root(Operation::Update, "sys/mounts/kv", json!({"type": "kv"}));
+    k.mount("kv", "kv");
     k.root(Operation::Update, "kv/a", json!({"v": "1"}));
     k.root(Operation::Update, "sys/policies/acl/r", json!({"policy": "path \"kv/*\" { capabilities = [\"read\"] }\npath \"auth/token/create\" { capabilities = [\"update\"] }"}));
     let r = k.root(
@@ -134,11 +134,7 @@ fn batch_tokens_work_and_refuse_what_openbao_refuses() {
 #[test]
 fn userpass_can_issue_batch_tokens() {
     let k = kms();
-    k.root(
-        Operation::Update,
-        "sys/auth/userpass",
-        json!({"type": "userpass"}),
-    );
+    k.enable_auth("userpass", "userpass");
     k.root(
         Operation::Update,
         "auth/userpass/users/bu",
@@ -168,7 +164,7 @@ fn wrap_token(r: &Response) -> String {
 #[test]
 fn any_response_can_be_wrapped_and_unwrapped_once() {
     let k = kms();
-    k.root(Operation::Update, "sys/mounts/kv", json!({"type": "kv"}));
+    k.mount("kv", "kv");
     k.root(Operation::Update, "kv/a", json!({"v": "wrapped-canary"}));
     let r = k
         .call_wrapped(Operation::Read, "kv/a", &k.root, json!({}), Some(60))
@@ -327,11 +323,7 @@ fn logins_get_an_entity_that_identity_looks_up_by_id_name_and_alias() {
         mounts["identity/"]["type"], "identity",
         "identity/ is always mounted"
     );
-    k.root(
-        Operation::Update,
-        "sys/auth/userpass",
-        json!({"type": "userpass"}),
-    );
+    k.enable_auth("userpass", "userpass");
     k.root(
         Operation::Update,
         "auth/userpass/users/idu",

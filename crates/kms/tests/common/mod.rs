@@ -101,6 +101,16 @@ impl Kms {
         self.call(op, path, &self.root, data)
             .unwrap_or_else(|e| panic!("{path}: {e:?}"))
     }
+    /// Enable an auth method at `auth/<path>` (as root).
+    pub fn enable_auth(&self, path: &str, kind: &str) {
+        let p = format!("sys/auth/{path}");
+        self.root(Operation::Update, &p, json!({ "type": kind }));
+    }
+    /// Mount a secrets engine at `<path>` (as root).
+    pub fn mount(&self, path: &str, kind: &str) {
+        let p = format!("sys/mounts/{path}");
+        self.root(Operation::Update, &p, json!({ "type": kind }));
+    }
     pub fn policy(&self, name: &str, text: &str) {
         let path = format!("sys/policies/acl/{name}");
         self.root(Operation::Update, &path, json!({ "policy": text }));
