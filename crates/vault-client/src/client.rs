@@ -205,11 +205,7 @@ impl Client {
         match e {
             ureq::Error::Io(io) => {
                 let reason = io.to_string();
-                let lower = reason.to_ascii_lowercase();
-                if lower.contains("certificate")
-                    || lower.contains("tls")
-                    || lower.contains("handshake")
-                {
+                if is_tls_failure(&io) {
                     Error::Tls { address, reason }
                 } else {
                     Error::Unreachable { address, reason }
@@ -468,6 +464,14 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(v: Option<Value>, url: Strin
         url,
         reason: e.to_string(),
     })
+}
+
+/// Whether an I/O error is a failed TLS handshake or certificate check: rustls reports
+/// those as an `io::Error` whose inner error is a `rustls::Error` (classified by type,
+/// never by the message text).
+fn is_tls_failure(io: &std::io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 #[cfg(test)]

@@ -59,6 +59,11 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// The one error Vault and OpenBao send for a sealed server (their `consts.ErrSealed`):
+/// 503 alone also means "standby without an active node", so the wire protocol tells the
+/// two apart only by this exact string; it is matched whole, as the protocol's constant.
+const SEALED: &str = "Vault is sealed";
+
 /// What went wrong, classified so that a caller can decide what to do.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -128,7 +133,7 @@ impl Error {
             400 => Error::BadRequest(api),
             403 => Error::PermissionDenied(api),
             404 => Error::NotFound(api),
-            503 if api.errors.iter().any(|e| e.contains("Vault is sealed")) => Error::Sealed(api),
+            503 if api.errors.iter().any(|e| e == SEALED) => Error::Sealed(api),
             _ => Error::Server(api),
         }
     }

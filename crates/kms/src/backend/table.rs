@@ -2,8 +2,10 @@
 //! handler) in one table, and [`dispatch`] routes a request through it — OpenBao's
 //! framework paths, in one routing style for every backend.
 //!
-//! Pattern segments: a literal, `:name` (one non-empty segment, a valid name), or a final
-//! `*name` (the optional rest: `hash/*alg` matches `hash` and `hash/sha2-256`, not `hash/`).
+//! Pattern segments: a literal, `:name` (one non-empty segment, a valid name), a final
+//! `*name` (the optional rest: `hash/*alg` matches `hash` and `hash/sha2-256`, not `hash/`),
+//! or a final `**name` (everything after the `/`, possibly empty: `data/**path` matches
+//! `data/`, `data/a/b` and `data/a/`, not `data` — OpenBao's `data/(?P<path>.*)`).
 
 use crate::fields::Data;
 use crate::request::{ApiError, Operation, Request, Response};
@@ -18,6 +20,7 @@ impl Ops {
     pub const WRITE: Ops = Ops(2);
     pub const DELETE: Ops = Ops(4);
     pub const LIST: Ops = Ops(8);
+    pub const PATCH: Ops = Ops(16);
 
     pub const fn or(self, o: Ops) -> Ops {
         Ops(self.0 | o.0)
@@ -29,7 +32,7 @@ impl Ops {
             Operation::Create | Operation::Update => Self::WRITE,
             Operation::Delete => Self::DELETE,
             Operation::List => Self::LIST,
-            Operation::Patch => return false,
+            Operation::Patch => Self::PATCH,
         };
         self.0 & bit.0 != 0
     }
@@ -139,6 +142,16 @@ fn matches<'a>(pattern: &'static str, rel: &'a str) -> Option<Captures<'a>> {
     let mut rest = rel;
     let segs: Vec<&'static str> = pattern.split('/').collect();
     for (i, seg) in segs.iter().enumerate() {
+        if let Some(name) = seg.strip_prefix("**") {
+            // everything after the `/` (or the whole path for a pattern that is only this)
+            let tail = if i == 0 {
+                rest
+            } else {
+                rest.strip_prefix('/')?
+            };
+            caps.pairs.push((name, tail));
+            return Some(caps);
+        }
         if let Some(name) = seg.strip_prefix('*') {
             // optional rest: absent, or `/` + something non-empty
             if i == 0 {
@@ -178,14 +191,14 @@ pub fn find<'a, B>(
     table: &'static [Route<B>],
     rel: &'a str,
 ) -> Option<(&'static Route<B>, Captures<'a>)> {
-    // a trailing `/` is part of the path, except on paths that list (OpenBao's `keys/?$`)
+    // a trailing `/` is part of the path; a path that lists also matches without it
+    // (OpenBao's `keys/?$`)
     let dir = rel.strip_suffix('/');
     table.iter().find_map(|r| {
-        let rel = match dir {
-            Some(d) if r.ops.0 & Ops::LIST.0 != 0 => d,
-            _ => rel,
-        };
-        matches(r.pattern, rel).map(|c| (r, c))
+        let lists = r.ops.0 & Ops::LIST.0 != 0;
+        matches(r.pattern, rel)
+            .or_else(|| dir.filter(|_| lists).and_then(|d| matches(r.pattern, d)))
+            .map(|c| (r, c))
     })
 }
 
@@ -245,6 +258,10 @@ mod tests {
             m("keys/:name/config", "keys/a/config"),
             Some(vec![("name", "a".into())])
         );
+        assert_eq!(m("data/**p", "data/"), Some(vec![("p", "".into())]));
+        assert_eq!(m("data/**p", "data/a/b/"), Some(vec![("p", "a/b/".into())]));
+        assert_eq!(m("data/**p", "data"), None);
+        assert_eq!(m("data/**p", "database"), None);
         assert_eq!(m("hash/*alg", "hash"), Some(vec![("alg", "".into())]));
         assert_eq!(
             m("hash/*alg", "hash/sha2-256"),
