@@ -190,47 +190,33 @@ async fn read_body(
 }
 
 async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
+    match serve(&core, req).await {
+        Ok(r) => r,
+        Err(r) => *r,
+    }
+}
+
+/// An answer given before the request reaches the core (an error, a redirect, help).
+type Early = Box<Response>;
+
+fn early(e: &ApiError) -> Early {
+    Box::new(error_response(e))
+}
+
+/// One API request, step by step; an early answer comes back as `Err`.
+async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> {
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     let (parts, body) = req.into_parts();
-    let raw_path = parts.uri.path().to_string();
-    let Some(path) = raw_path.strip_prefix("/v1/") else {
-        if raw_path.starts_with("/v2/") || raw_path == "/v1" {
-            return json_response(404, Some(br#"{"errors":[]}"#.to_vec()));
-        }
-        let mut r = Response::new(Body::from("404 page not found\n"));
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        return r;
-    };
-    let path = body::percent_decode(path);
+    let path = api_path(parts.uri.path())?;
     if let Some(clean) = crate::paths::redirect_target(&format!("/v1/{path}")) {
-        return redirect(&clean, parts.uri.query());
+        return Err(Box::new(redirect(&clean, parts.uri.query())));
     }
     let query = query_map(parts.uri.query());
-    let method = parts.method.clone();
-
-    if let Some(ns) = parts
-        .headers
-        .get("x-vault-namespace")
-        .and_then(|v| v.to_str().ok())
-    {
-        let n = ns.trim_matches('/');
-        if !n.is_empty() && n != "root" {
-            let mut r = error_response(&ApiError::new(404, "namespace not found"));
-            if let Ok(v) = HeaderValue::from_str(ns) {
-                r.headers_mut().insert("x-vault-namespace", v);
-            }
-            return r;
-        }
-    }
-
+    refuse_namespace(&parts.headers)?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -238,32 +224,10 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
         .map(|s| s.to_string());
     // Held until the answer: the body, its decoded form and what the handler derives.
     let mut mem = budget::Reservation::new(&path);
-    let limit = core.options.max_request_size.max(1024);
-    let conn = parts.extensions.get::<conn::ConnHandle>();
-    let read = read_body(&parts.headers, body, limit, &mut mem);
-    let body = match conn {
-        // A connection closed while its body is read or waits for memory is done with.
-        Some(c) => tokio::select! {
-            r = read => r,
-            () = c.closed() => Err(ApiError::bad_request("connection closed by the server")),
-        },
-        None => read.await,
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    if let Some(c) = conn {
-        c.working();
-    }
-
+    let body = request_body(core, &parts, body, &mut mem).await?;
     if query.contains_key("help") {
-        return json_response(
-            200,
-            Some(serde_json::to_vec(&json!({"help": format!("## PATH\n\n{path}\n\nStrongroom serves this path with the Vault API."), "see_also": null})).unwrap_or_default()),
-        );
+        return Err(Box::new(help(&path)));
     }
-
     // status endpoints: no token, answer while sealed, raw bodies
     let status_path = path.trim_end_matches('/');
     if matches!(
@@ -271,69 +235,155 @@ async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
         "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader"
     ) {
         if path.ends_with('/') && status_path == "sys/health" {
-            return error_response(&ApiError::permission_denied());
+            return Err(early(&ApiError::permission_denied()));
         }
-        let data = match body::decode(&body, content_type.as_deref()) {
-            Ok(d) => d,
-            Err(e) => return error_response(&e),
-        };
-        return status_endpoint(&core, status_path, &method, &query, data);
+        let data = body::decode(&body, content_type.as_deref()).map_err(|e| early(&e))?;
+        return Ok(status_endpoint(
+            core,
+            status_path,
+            &parts.method,
+            &query,
+            data,
+        ));
     }
+    let op = operation(&parts.method, &query).map_err(|e| early(&e))?;
+    let inc = Incoming {
+        wrap_ttl: wrap_ttl_of(&parts.headers).map_err(|e| early(&e))?,
+        op,
+        data: request_data(op, &body, content_type.as_deref(), &query).map_err(|e| early(&e))?,
+        path,
+        token: token_of(&parts.headers),
+        content_type,
+        remote_addr: remote,
+    };
+    Ok(answer(run(core, inc).await))
+}
 
-    let op = match method.as_str() {
-        "GET" if query.get("list").is_some_and(|v| v == "true" || v == "1") => Operation::List,
+/// The logical path of a `/v1/` URL (percent-decoded); other URLs get Go's 404 answers.
+fn api_path(raw_path: &str) -> Result<String, Early> {
+    if let Some(path) = raw_path.strip_prefix("/v1/") {
+        return Ok(body::percent_decode(path));
+    }
+    if raw_path.starts_with("/v2/") || raw_path == "/v1" {
+        return Err(Box::new(json_response(
+            404,
+            Some(br#"{"errors":[]}"#.to_vec()),
+        )));
+    }
+    let mut r = Response::new(Body::from("404 page not found\n"));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Err(Box::new(r))
+}
+
+/// Only the root namespace exists: any other `X-Vault-Namespace` is not found.
+fn refuse_namespace(headers: &HeaderMap) -> Result<(), Early> {
+    let Some(ns) = headers
+        .get("x-vault-namespace")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let n = ns.trim_matches('/');
+    if n.is_empty() || n == "root" {
+        return Ok(());
+    }
+    let mut r = error_response(&ApiError::new(404, "namespace not found"));
+    if let Ok(v) = HeaderValue::from_str(ns) {
+        r.headers_mut().insert("x-vault-namespace", v);
+    }
+    Err(Box::new(r))
+}
+
+/// Reads the body within the size limit and the memory budget; a connection the server
+/// closes meanwhile (eviction) ends the read.
+async fn request_body(
+    core: &Core,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    mem: &mut budget::Reservation,
+) -> Result<Vec<u8>, Early> {
+    let limit = core.options.max_request_size.max(1024);
+    let conn = parts.extensions.get::<conn::ConnHandle>();
+    let read = read_body(&parts.headers, body, limit, mem);
+    let body = match conn {
+        Some(c) => tokio::select! {
+            r = read => r,
+            () = c.closed() => Err(ApiError::bad_request("connection closed by the server")),
+        },
+        None => read.await,
+    };
+    let body = body.map_err(|e| early(&e))?;
+    if let Some(c) = conn {
+        c.working();
+    }
+    Ok(body)
+}
+
+fn help(path: &str) -> Response {
+    let text = format!("## PATH\n\n{path}\n\nStrongroom serves this path with the Vault API.");
+    let body = serde_json::to_vec(&json!({"help": text, "see_also": null})).unwrap_or_default();
+    json_response(200, Some(body))
+}
+
+/// The operation a method (and `?list=true`) asks for.
+fn operation(method: &Method, query: &HashMap<String, String>) -> Result<Operation, ApiError> {
+    let listing = query.get("list").is_some_and(|v| v == "true" || v == "1");
+    Ok(match method.as_str() {
+        "GET" if listing => Operation::List,
         "GET" => Operation::Read,
         "LIST" => Operation::List,
         "PUT" | "POST" => Operation::Update,
         "DELETE" => Operation::Delete,
         "PATCH" => Operation::Patch,
-        _ => return error_response(&ApiError::unsupported_operation()),
-    };
-    let mut data = match body::decode(&body, content_type.as_deref()) {
-        Ok(d) => d,
-        Err(e) => return error_response(&e),
-    };
+        _ => return Err(ApiError::unsupported_operation()),
+    })
+}
+
+/// The request's fields: the decoded body, plus the query's for reads, lists and deletes.
+fn request_data(
+    op: Operation,
+    body: &[u8],
+    content_type: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Result<crate::request::Data, ApiError> {
+    let mut data = body::decode(body, content_type)?;
     if matches!(op, Operation::Read | Operation::List | Operation::Delete) {
-        for (k, v) in &query {
+        for (k, v) in query {
             if k != "list" {
                 data.entry(k.clone()).or_insert_with(|| json!(v));
             }
         }
     }
-    let wrap_ttl = match wrap_ttl_of(&parts.headers) {
-        Ok(t) => t,
-        Err(e) => return error_response(&e),
-    };
-    let inc = Incoming {
-        wrap_ttl,
-        op,
-        path: path.clone(),
-        data,
-        token: token_of(&parts.headers),
-        content_type,
-        remote_addr: remote,
-    };
-    // Most requests are a few microseconds of CPU: run them right here, with deferred
-    // durability (their writes are awaited, not blocked on: `Core::handle_durable`).
-    // Logins (a deliberately slow password KDF) and sys/ administration go to the blocking
-    // pool so they cannot stall other requests (durability is awaited the same way).
-    let heavy = path.contains("/login/") || path.starts_with("sys/");
+    Ok(data)
+}
+
+/// Runs the request through the core. Most requests are a few microseconds of CPU: run
+/// them right here, with deferred durability (their writes are awaited, not blocked on:
+/// `Core::handle_durable`). Logins (a deliberately slow password KDF) and sys/
+/// administration go to the blocking pool so they cannot stall other requests
+/// (durability is awaited the same way).
+async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
+    let heavy = inc.path.contains("/login/") || inc.path.starts_with("sys/");
+    if !heavy {
+        return core.handle_durable(inc).await;
+    }
     let c = core.clone();
-    let result = if heavy {
-        match tokio::task::spawn_blocking(move || {
-            crate::storage::durability::scope(|| c.handle(inc))
-        })
+    match tokio::task::spawn_blocking(move || crate::storage::durability::scope(|| c.handle(inc)))
         .await
-        {
-            Ok((r, ticket)) => core.answer_when_durable(r, ticket).await,
-            Err(_) => Err(ApiError::internal("internal error")),
-        }
-    } else {
-        c.handle_durable(inc).await
-    };
+    {
+        Ok((r, ticket)) => core.answer_when_durable(r, ticket).await,
+        Err(_) => Err(ApiError::internal("internal error")),
+    }
+}
+
+/// The HTTP answer; a wrapped answer carries no request id (OpenBao sends "").
+fn answer(result: Result<LResponse, ApiError>) -> Response {
     match result {
         Ok(resp) => {
-            // a wrapped answer carries no request id (OpenBao sends "")
             let id = if resp.wrap_info.is_some() {
                 String::new()
             } else if resp.request_id.is_empty() {
