@@ -116,67 +116,10 @@ impl Transit {
     ) -> Result<Response, ApiError> {
         let prm = Params::validated(d);
         let batch_raw = d.get("batch_input").filter(|v| !v.is_null());
-        let items: Vec<Map<String, Value>> = match batch_raw {
-            Some(raw) => {
-                let v = decode_batch_loose(raw, false, &[])?;
-                if v.is_empty() {
-                    return Err(bad("missing batch input to process"));
-                }
-                v
-            }
-            None => {
-                let mut m = Map::new();
-                m.insert("input".into(), json!(prm.str_or("input", "")?));
-                if let Some(s) = prm.str("signature")? {
-                    m.insert("signature".into(), json!(s));
-                }
-                if let Some(h) = prm.str("hmac")? {
-                    m.insert("hmac".into(), json!(h));
-                }
-                m.insert("context".into(), json!(prm.str_or("context", "")?));
-                vec![m]
-            }
-        };
-        let (mut sig_found, mut hmac_found, mut missing) = (false, false, false);
-        for m in &items {
-            if m.contains_key("signature") {
-                sig_found = true;
-            } else if m.contains_key("hmac") {
-                hmac_found = true;
-            } else {
-                missing = true;
-            }
-        }
-        let single = batch_raw.is_none();
-        let err = if single && sig_found && hmac_found {
-            Some("provide one of 'signature' or 'hmac'")
-        } else if single && !sig_found && !hmac_found {
-            Some("neither a 'signature' nor an 'hmac' were given to verify")
-        } else if sig_found && hmac_found {
-            Some("elements of batch_input must all provide 'signature' or all provide 'hmac'")
-        } else if missing && sig_found {
-            Some("some elements of batch_input are missing 'signature'")
-        } else if missing && hmac_found {
-            Some("some elements of batch_input are missing 'hmac'")
-        } else if missing {
-            Some("no batch_input elements have 'signature' or 'hmac'")
-        } else {
-            None
-        };
-        if let Some(e) = err {
-            return Err(bad(e));
-        }
-        let alg_name = match url_alg {
-            Some(a) if !a.is_empty() => a.to_string(),
-            _ => match prm.str_or("hash_algorithm", "")? {
-                s if !s.is_empty() => s,
-                _ => match prm.str_or("algorithm", "")? {
-                    s if !s.is_empty() => s,
-                    _ => "sha2-256".to_string(),
-                },
-            },
-        };
-        if !hmac_found {
+        let items = verify_items(batch_raw, &prm)?;
+        let kind = verify_kind(&items, batch_raw.is_none())?;
+        let alg_name = verify_alg(url_alg, &prm)?;
+        if kind == Proof::Signature {
             // signatures: no signing key types exist here
             if HashAlg::parse(&alg_name).is_none() && alg_name != "none" {
                 return Err(bad(format!("invalid hash algorithm {alg_name:?}")));
@@ -195,57 +138,41 @@ impl Transit {
         let Some(alg) = HashAlg::parse(&alg_name) else {
             return Err(bad(format!("invalid hash algorithm {alg_name:?}")));
         };
-        let mut results: Vec<Result<bool, String>> = Vec::with_capacity(items.len());
-        for m in &items {
-            results.push((|| {
-                let input = item_str(m, "input").ok_or("missing input")?;
-                let input = go_b64_decode(&input)
-                    .map_err(|e| format!("unable to decode input as base64: {e}"))?;
-                let mac = item_str(m, "hmac").ok_or("missing hmac")?;
-                let v = parse_versioned(&mac).map_err(|e| e.hmac_msg().to_string())?;
-                let given = v
-                    .payload()
-                    .map_err(|e| format!("unable to decode verification HMAC as base64: {e}"))?;
-                if v.version > policy.latest_version {
-                    return Err("invalid HMAC: version is too new".to_string());
-                }
-                if policy.min_decryption_version > 0 && v.version < policy.min_decryption_version {
-                    return Err(
-                        "cannot verify HMAC: version is too old (disallowed by policy)".to_string(),
-                    );
-                }
-                let key = Self::hmac_key(&policy, v.version)?;
-                Ok(crate::crypto::ct_eq(&keys::hmac(alg, key, &input), &given))
-            })());
-        }
-        let resp = if batch_raw.is_some() {
-            let out: Vec<Value> = results
-                .into_iter()
-                .zip(&items)
-                .map(|(r, m)| {
-                    let mut o = Map::new();
-                    match r {
-                        Ok(true) => {
-                            o.insert("valid".into(), json!(true));
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            o.insert("error".into(), Value::String(e));
-                        }
-                    }
-                    o.insert(
-                        "reference".into(),
-                        Value::String(item_str(m, "reference").unwrap_or_default()),
-                    );
-                    Value::Object(o)
-                })
-                .collect();
-            Response::data(batch::object([("batch_results", Value::Array(out))]))
-        } else {
+        let mut results: Vec<Result<bool, String>> = items
+            .iter()
+            .map(|m| Self::verify_hmac(&policy, alg, m))
+            .collect();
+        if batch_raw.is_none() {
             let valid = results.pop().expect("one item").map_err(bad)?;
-            Response::data(json!({ "valid": valid }))
-        };
-        Ok(resp)
+            return Ok(Response::data(json!({ "valid": valid })));
+        }
+        Ok(verify_batch_response(results, &items))
+    }
+
+    /// One HMAC check: the versioned HMAC against the key version it names.
+    fn verify_hmac(
+        policy: &KeyPolicy,
+        alg: HashAlg,
+        m: &Map<String, Value>,
+    ) -> Result<bool, String> {
+        let input = item_str(m, "input").ok_or("missing input")?;
+        let input =
+            go_b64_decode(&input).map_err(|e| format!("unable to decode input as base64: {e}"))?;
+        let mac = item_str(m, "hmac").ok_or("missing hmac")?;
+        let v = parse_versioned(&mac).map_err(|e| e.hmac_msg().to_string())?;
+        let given = v
+            .payload()
+            .map_err(|e| format!("unable to decode verification HMAC as base64: {e}"))?;
+        if v.version > policy.latest_version {
+            return Err("invalid HMAC: version is too new".to_string());
+        }
+        if policy.min_decryption_version > 0 && v.version < policy.min_decryption_version {
+            return Err(
+                "cannot verify HMAC: version is too old (disallowed by policy)".to_string(),
+            );
+        }
+        let key = Self::hmac_key(policy, v.version)?;
+        Ok(crate::crypto::ct_eq(&keys::hmac(alg, key, &input), &given))
     }
 
     /// `hash[/<algo>]`: a plain digest of `input`, hex or base64 (no key involved).
@@ -284,4 +211,100 @@ impl Transit {
         };
         Ok(Response::data(batch::object([("sum", Value::String(out))])))
     }
+}
+
+/// What a verify request proves: a signature or an HMAC.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Signature,
+    Hmac,
+}
+
+/// The items to verify: `batch_input`, or the request's own fields as one item.
+fn verify_items(
+    batch_raw: Option<&Value>,
+    prm: &Params,
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    if let Some(raw) = batch_raw {
+        let v = decode_batch_loose(raw, false, &[])?;
+        if v.is_empty() {
+            return Err(bad("missing batch input to process"));
+        }
+        return Ok(v);
+    }
+    let mut m = Map::new();
+    m.insert("input".into(), json!(prm.str_or("input", "")?));
+    if let Some(s) = prm.str("signature")? {
+        m.insert("signature".into(), json!(s));
+    }
+    if let Some(h) = prm.str("hmac")? {
+        m.insert("hmac".into(), json!(h));
+    }
+    m.insert("context".into(), json!(prm.str_or("context", "")?));
+    Ok(vec![m])
+}
+
+/// Every item must carry the same kind of proof (OpenBao's wording for each mix).
+fn verify_kind(items: &[Map<String, Value>], single: bool) -> Result<Proof, ApiError> {
+    let sig = items.iter().any(|m| m.contains_key("signature"));
+    let hmac = items
+        .iter()
+        .any(|m| !m.contains_key("signature") && m.contains_key("hmac"));
+    let missing = items
+        .iter()
+        .any(|m| !m.contains_key("signature") && !m.contains_key("hmac"));
+    let err = match (single, sig, hmac, missing) {
+        (true, true, true, _) => "provide one of 'signature' or 'hmac'",
+        (true, false, false, _) => "neither a 'signature' nor an 'hmac' were given to verify",
+        (false, true, true, _) => {
+            "elements of batch_input must all provide 'signature' or all provide 'hmac'"
+        }
+        (false, true, false, true) => "some elements of batch_input are missing 'signature'",
+        (false, false, true, true) => "some elements of batch_input are missing 'hmac'",
+        (false, false, false, _) => "no batch_input elements have 'signature' or 'hmac'",
+        (_, _, true, _) => return Ok(Proof::Hmac),
+        _ => return Ok(Proof::Signature),
+    };
+    Err(bad(err))
+}
+
+/// The hash algorithm: from the URL, else `hash_algorithm`, else `algorithm`, else sha2-256.
+fn verify_alg(url_alg: Option<&str>, prm: &Params) -> Result<String, ApiError> {
+    if let Some(a) = url_alg.filter(|a| !a.is_empty()) {
+        return Ok(a.to_string());
+    }
+    for field in ["hash_algorithm", "algorithm"] {
+        let v = prm.str_or(field, "")?;
+        if !v.is_empty() {
+            return Ok(v);
+        }
+    }
+    Ok("sha2-256".to_string())
+}
+
+/// `batch_results`: `valid: true` only when valid, the error otherwise, the reference always.
+fn verify_batch_response(
+    results: Vec<Result<bool, String>>,
+    items: &[Map<String, Value>],
+) -> Response {
+    let out: Vec<Value> = results
+        .into_iter()
+        .zip(items)
+        .map(|(r, m)| {
+            let mut o = Map::new();
+            match r {
+                Ok(true) => {
+                    o.insert("valid".into(), json!(true));
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    o.insert("error".into(), Value::String(e));
+                }
+            }
+            let reference = item_str(m, "reference").unwrap_or_default();
+            o.insert("reference".into(), Value::String(reference));
+            Value::Object(o)
+        })
+        .collect();
+    Response::data(batch::object([("batch_results", Value::Array(out))]))
 }
