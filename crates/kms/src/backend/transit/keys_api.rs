@@ -139,87 +139,16 @@ impl Transit {
         let mut p = self
             .load_owned(name)?
             .ok_or_else(|| bad(format!("no existing key named {name} could be found")))?;
-        let mut warning = None;
-        let mut persist = false;
-
-        if let Some(mut v) = min_dec {
-            if v < 0 {
-                return Err(bad("min decryption version cannot be negative"));
-            }
-            if v == 0 {
-                v = 1;
-                warning = Some("since Vault 0.3 (prior to the OpenBao fork), transit key numbering starts at 1; forcing minimum to 1");
-            }
-            if v != p.min_decryption_version {
-                if v > p.latest_version {
-                    return Err(bad(format!(
-                        "cannot set min decryption version of {v}, latest key version is {}",
-                        p.latest_version
-                    )));
-                }
-                p.min_decryption_version = v;
-                persist = true;
-            }
+        let (mut persist, warning) = set_min_decryption(&mut p, min_dec)?;
+        persist |= set_min_encryption(&mut p, min_enc)?;
+        if let Some(v) = deletion_allowed.filter(|v| *v != p.deletion_allowed) {
+            p.deletion_allowed = v;
+            persist = true;
         }
-        if let Some(v) = min_enc {
-            if v < 0 {
-                return Err(bad("min encryption version cannot be negative"));
-            }
-            if v != p.min_encryption_version {
-                if v > p.latest_version {
-                    return Err(bad(format!(
-                        "cannot set min encryption version of {v}, latest key version is {}",
-                        p.latest_version
-                    )));
-                }
-                p.min_encryption_version = v;
-                persist = true;
-            }
-        }
-        if p.min_encryption_version > 0 && p.min_encryption_version < p.min_decryption_version {
-            return Err(bad(format!(
-                "cannot set min encryption/decryption values; min encryption version of {} must be greater than or equal to min decryption version of {}",
-                p.min_encryption_version, p.min_decryption_version
-            )));
-        }
-        if let Some(v) = deletion_allowed {
-            if v != p.deletion_allowed {
-                p.deletion_allowed = v;
-                persist = true;
-            }
-        }
-        if exportable == Some(true) {
-            return Err(bad(
-                "exportable keys are not supported by this server: key material never leaves it",
-            ));
-        }
-        if plaintext_backup == Some(true) {
-            return Err(bad(
-                "allow_plaintext_backup is not supported by this server: key material never leaves it",
-            ));
-        }
-        if let Some(secs) = auto_rotate {
-            if secs != 0 && secs < 3600 {
-                return Err(bad(
-                    "auto rotate period must be 0 to disable or at least an hour",
-                ));
-            }
-            if secs != p.auto_rotate_period {
-                p.auto_rotate_period = secs;
-                persist = true;
-            }
-        }
+        refuse_export_settings(exportable, plaintext_backup)?;
+        persist |= set_auto_rotate(&mut p, auto_rotate)?;
         if persist {
-            if p.min_available_version > p.min_encryption_version {
-                return Err(bad(
-                    "min encryption version should not be less than min available version",
-                ));
-            }
-            if p.min_available_version > p.min_decryption_version {
-                return Err(bad(
-                    "min decryption version should not be less then min available version",
-                ));
-            }
+            check_min_available(&p)?;
             self.store(&p)?;
         }
         let mut resp = Response::data(p.info());
@@ -304,4 +233,111 @@ impl Transit {
             _ => Err(bad("private key material is not exportable")),
         }
     }
+}
+
+/// `min_decryption_version` (0 means 1, with OpenBao's warning); whether it changed.
+fn set_min_decryption(
+    p: &mut KeyPolicy,
+    min_dec: Option<i64>,
+) -> Result<(bool, Option<&'static str>), ApiError> {
+    let Some(mut v) = min_dec else {
+        return Ok((false, None));
+    };
+    if v < 0 {
+        return Err(bad("min decryption version cannot be negative"));
+    }
+    let mut warning = None;
+    if v == 0 {
+        v = 1;
+        warning = Some("since Vault 0.3 (prior to the OpenBao fork), transit key numbering starts at 1; forcing minimum to 1");
+    }
+    if v == p.min_decryption_version {
+        return Ok((false, warning));
+    }
+    if v > p.latest_version {
+        return Err(bad(format!(
+            "cannot set min decryption version of {v}, latest key version is {}",
+            p.latest_version
+        )));
+    }
+    p.min_decryption_version = v;
+    Ok((true, warning))
+}
+
+/// `min_encryption_version`, which may not fall below the minimum decryption version;
+/// whether it changed.
+fn set_min_encryption(p: &mut KeyPolicy, min_enc: Option<i64>) -> Result<bool, ApiError> {
+    let mut changed = false;
+    if let Some(v) = min_enc {
+        if v < 0 {
+            return Err(bad("min encryption version cannot be negative"));
+        }
+        if v != p.min_encryption_version {
+            if v > p.latest_version {
+                return Err(bad(format!(
+                    "cannot set min encryption version of {v}, latest key version is {}",
+                    p.latest_version
+                )));
+            }
+            p.min_encryption_version = v;
+            changed = true;
+        }
+    }
+    if p.min_encryption_version > 0 && p.min_encryption_version < p.min_decryption_version {
+        return Err(bad(format!(
+            "cannot set min encryption/decryption values; min encryption version of {} must be greater than or equal to min decryption version of {}",
+            p.min_encryption_version, p.min_decryption_version
+        )));
+    }
+    Ok(changed)
+}
+
+/// Key material never leaves this server: turning on export or plaintext backup is refused.
+fn refuse_export_settings(
+    exportable: Option<bool>,
+    plaintext_backup: Option<bool>,
+) -> Result<(), ApiError> {
+    if exportable == Some(true) {
+        return Err(bad(
+            "exportable keys are not supported by this server: key material never leaves it",
+        ));
+    }
+    if plaintext_backup == Some(true) {
+        return Err(bad(
+            "allow_plaintext_backup is not supported by this server: key material never leaves it",
+        ));
+    }
+    Ok(())
+}
+
+/// `auto_rotate_period` (0 or at least an hour); whether it changed.
+fn set_auto_rotate(p: &mut KeyPolicy, auto_rotate: Option<u64>) -> Result<bool, ApiError> {
+    let Some(secs) = auto_rotate else {
+        return Ok(false);
+    };
+    if secs != 0 && secs < 3600 {
+        return Err(bad(
+            "auto rotate period must be 0 to disable or at least an hour",
+        ));
+    }
+    if secs == p.auto_rotate_period {
+        return Ok(false);
+    }
+    p.auto_rotate_period = secs;
+    Ok(true)
+}
+
+/// Neither minimum may fall below the oldest version still kept (after a trim).
+fn check_min_available(p: &KeyPolicy) -> Result<(), ApiError> {
+    if p.min_available_version > p.min_encryption_version {
+        return Err(bad(
+            "min encryption version should not be less than min available version",
+        ));
+    }
+    if p.min_available_version > p.min_decryption_version {
+        return Err(bad(
+            "min decryption version should not be less then min available version",
+        ));
+    }
+    Ok(())
 }
