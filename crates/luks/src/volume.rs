@@ -89,131 +89,41 @@ impl<D: BlockDevice> Volume<D> {
             Some(k) => k.clone(),
             None => format::random_volume_key(key_len),
         };
-        if vk.len() != key_len {
-            return Err(Error::InvalidArgument(
-                "volume key length does not match the key size".into(),
-            ));
-        }
-        // Checks the cipher spec and the key (e.g. equal XTS halves).
-        crate::cipher::SectorCipher::new(&params.cipher, &vk, Backend::RustCrypto)?;
-        if !params.detached {
-            let size = dev.size().map_err(|e| Error::io("device size", e))?;
-            if size < layout.data_offset + params.sector_size as u64 {
-                return Err(Error::InvalidArgument(format!(
-                    "device of {size} bytes is too small for a data offset of {}",
-                    layout.data_offset
-                )));
-            }
-        }
-        let dhash = HashAlg::from_name(&params.digest_hash)?;
-        if params.digest_iterations < 1000 {
-            return Err(Error::InvalidArgument(
-                "digest needs at least 1000 iterations".into(),
-            ));
-        }
-        let kdf = params.keyslot.kdf.instantiate()?;
+        check_format(&dev, params, &layout, &vk)?;
         let slot = params.keyslot.slot.unwrap_or(0);
-        if slot >= KEYSLOTS_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "keyslot id must be below {KEYSLOTS_MAX}"
-            )));
-        }
         let mut ks = format::new_keyslot(
             slot,
             key_len,
             &params.cipher,
             2 * layout.hdr_size,
-            kdf,
+            params.keyslot.kdf.instantiate()?,
             params.keyslot.priority.unwrap_or(1),
         );
         ks.af_hash = af_hash_for(&ks.kdf);
-        let mut dsalt = vec![0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut dsalt);
-        let d = DigestInfo {
-            id: 0,
-            hash: params.digest_hash.clone(),
-            iterations: params.digest_iterations,
-            digest: digest::compute(
-                dhash,
-                &vk,
-                &dsalt,
-                params.digest_iterations,
-                dhash.output_len(),
-            ),
-            salt: dsalt,
-            keyslots: vec![slot],
-            segments: vec![0],
-        };
-        let seg = Segment {
-            id: 0,
-            kind: "crypt".into(),
-            offset: layout.data_offset,
-            size: None,
-            iv_tweak: 0,
-            encryption: params.cipher.clone(),
-            sector_size: params.sector_size,
-            flags: vec![],
-            integrity: false,
-        };
-        let mut keyslots = Map::new();
-        keyslots.insert(slot.to_string(), ks.to_json());
-        let mut meta = Map::new();
-        meta.insert("keyslots".into(), Value::Object(keyslots));
-        meta.insert("tokens".into(), json!({}));
-        meta.insert("segments".into(), json!({"0": seg.to_json()}));
-        meta.insert("digests".into(), json!({"0": d.to_json()}));
-        meta.insert(
-            "config".into(),
-            json!({"json_size": (layout.hdr_size - 4096).to_string(), "keyslots_size": layout.keyslots_size.to_string()}),
-        );
-        let mut salts = [[0u8; 64]; 2];
-        for s in salts.iter_mut() {
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, s);
-        }
-        let mut header = Header {
-            hdr_size: layout.hdr_size,
-            seqid: 0,
-            label: params.label.clone(),
-            subsystem: params.subsystem.clone(),
-            uuid: params.uuid.clone().unwrap_or_else(format::random_uuid),
-            csum_alg: "sha256".into(),
-            salts,
-            meta,
-            source: None,
-        };
+        let digest = new_digest(params, &vk, slot)?;
+        let meta = fresh_meta(params, &layout, &ks, &digest);
+        let mut header = fresh_header(params, &layout, meta);
         validate::validate(&header.meta, header.hdr_size, None)
             .map_err(|e| e.at(HeaderCopy::Primary))?;
-        // The header device must span both copies and the keyslots area (a new detached
-        // header file grows here; a too-small block device fails).
-        let hdr_end = 2 * layout.hdr_size + layout.keyslots_size;
-        if dev.size().map_err(|e| Error::io("header device size", e))? < hdr_end {
-            dev.write_at(&[0], hdr_end - 1)
-                .map_err(|e| Error::io("extending the header device", e))?;
-        }
-        // Clear old content of the keyslots area (zeros; without data I/O where the device can).
-        dev.zero_range(2 * layout.hdr_size, layout.keyslots_size)
-            .map_err(|e| Error::io("clearing the keyslots area", e))?;
+        prepare_header_area(&dev, &layout)?;
         keyslot::create(&dev, &ks, passphrase, &vk)?;
         update::write_fresh_header(&dev, &mut header)?;
+        let fresh = || CopyState::Valid {
+            seqid: header.seqid,
+        };
         let report = LoadReport {
             used: HeaderCopy::Primary,
-            primary: CopyState::Valid {
-                seqid: header.seqid,
-            },
-            secondary: CopyState::Valid {
-                seqid: header.seqid,
-            },
+            primary: fresh(),
+            secondary: fresh(),
             needs_repair: None,
             repaired_in_memory: vec![],
         };
-        Ok((
-            Volume {
-                dev,
-                header,
-                report,
-            },
-            vk,
-        ))
+        let volume = Volume {
+            dev,
+            header,
+            report,
+        };
+        Ok((volume, vk))
     }
 
     pub fn header(&self) -> &Header {
@@ -697,4 +607,126 @@ fn af_hash_for(kdf: &Kdf) -> String {
         Kdf::Pbkdf2 { hash, .. } => hash.clone(),
         Kdf::Argon2 { .. } => "sha256".into(),
     }
+}
+
+/// What `format` refuses before writing anything: a key of the wrong length or unusable
+/// with the cipher (e.g. equal XTS halves), a device too small for the data offset, a
+/// digest below 1000 iterations, a keyslot id out of range.
+fn check_format<D: BlockDevice>(
+    dev: &D,
+    params: &FormatParams,
+    layout: &format::Layout,
+    vk: &[u8],
+) -> Result<()> {
+    if vk.len() != params.key_size_bits / 8 {
+        return Err(Error::InvalidArgument(
+            "volume key length does not match the key size".into(),
+        ));
+    }
+    crate::cipher::SectorCipher::new(&params.cipher, vk, Backend::RustCrypto)?;
+    if !params.detached {
+        let size = dev.size().map_err(|e| Error::io("device size", e))?;
+        if size < layout.data_offset + params.sector_size as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "device of {size} bytes is too small for a data offset of {}",
+                layout.data_offset
+            )));
+        }
+    }
+    if params.digest_iterations < 1000 {
+        return Err(Error::InvalidArgument(
+            "digest needs at least 1000 iterations".into(),
+        ));
+    }
+    if params.keyslot.slot.unwrap_or(0) >= KEYSLOTS_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "keyslot id must be below {KEYSLOTS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// The volume key's digest (PBKDF2 with a fresh salt), binding keyslot `slot` and segment 0.
+fn new_digest(params: &FormatParams, vk: &[u8], slot: u32) -> Result<DigestInfo> {
+    let dhash = HashAlg::from_name(&params.digest_hash)?;
+    let mut salt = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+    let iterations = params.digest_iterations;
+    Ok(DigestInfo {
+        id: 0,
+        hash: params.digest_hash.clone(),
+        iterations,
+        digest: digest::compute(dhash, vk, &salt, iterations, dhash.output_len()),
+        salt,
+        keyslots: vec![slot],
+        segments: vec![0],
+    })
+}
+
+/// The JSON metadata of a fresh volume: one keyslot, one crypt segment to the device's
+/// end, one digest, no tokens.
+fn fresh_meta(
+    params: &FormatParams,
+    layout: &format::Layout,
+    ks: &Keyslot,
+    digest: &DigestInfo,
+) -> Map<String, Value> {
+    let seg = Segment {
+        id: 0,
+        kind: "crypt".into(),
+        offset: layout.data_offset,
+        size: None,
+        iv_tweak: 0,
+        encryption: params.cipher.clone(),
+        sector_size: params.sector_size,
+        flags: vec![],
+        integrity: false,
+    };
+    let mut keyslots = Map::new();
+    keyslots.insert(ks.id.to_string(), ks.to_json());
+    let mut meta = Map::new();
+    meta.insert("keyslots".into(), Value::Object(keyslots));
+    meta.insert("tokens".into(), json!({}));
+    meta.insert("segments".into(), json!({"0": seg.to_json()}));
+    meta.insert("digests".into(), json!({"0": digest.to_json()}));
+    meta.insert(
+        "config".into(),
+        json!({"json_size": (layout.hdr_size - 4096).to_string(), "keyslots_size": layout.keyslots_size.to_string()}),
+    );
+    meta
+}
+
+fn fresh_header(
+    params: &FormatParams,
+    layout: &format::Layout,
+    meta: Map<String, Value>,
+) -> Header {
+    let mut salts = [[0u8; 64]; 2];
+    for s in salts.iter_mut() {
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, s);
+    }
+    Header {
+        hdr_size: layout.hdr_size,
+        seqid: 0,
+        label: params.label.clone(),
+        subsystem: params.subsystem.clone(),
+        uuid: params.uuid.clone().unwrap_or_else(format::random_uuid),
+        csum_alg: "sha256".into(),
+        salts,
+        meta,
+        source: None,
+    }
+}
+
+/// The header device spans both copies and the keyslots area (a new detached header file
+/// grows here; a too-small block device fails), and the keyslots area holds no old
+/// content (zeros; without data I/O where the device can).
+fn prepare_header_area<D: BlockDevice>(dev: &D, layout: &format::Layout) -> Result<()> {
+    let hdr_end = 2 * layout.hdr_size + layout.keyslots_size;
+    if dev.size().map_err(|e| Error::io("header device size", e))? < hdr_end {
+        dev.write_at(&[0], hdr_end - 1)
+            .map_err(|e| Error::io("extending the header device", e))?;
+    }
+    dev.zero_range(2 * layout.hdr_size, layout.keyslots_size)
+        .map_err(|e| Error::io("clearing the keyslots area", e))
 }
