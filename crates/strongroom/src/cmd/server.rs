@@ -83,7 +83,13 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let serve = tokio::spawn(server::serve(core.clone(), cfg.listeners.clone(), Some(tx)));
+        let ui = cfg.ui || a.dev;
+        let serve = tokio::spawn(server::serve_with_ui(
+            core.clone(),
+            cfg.listeners.clone(),
+            ui,
+            Some(tx),
+        ));
         if let Ok(addrs) = rx.await {
             if a.dev {
                 let (root, key) = tokio::task::spawn_blocking({

@@ -1,0 +1,197 @@
+// Browser scenarios against a running `strongroom server`, started by
+// crates/strongroom/tests/ui_browser.rs:  node run.mjs <scenario>
+// Environment: UI_BASE (http(s)://host:port), UI_SHOTS (screenshot dir), UI_ROOT_TOKEN,
+// UI_SHARES (unseal key shares, comma-separated: the sealed scenario).
+import { open, check, shot, goto, nav, loginToken, loginUserpass, logout, alertText, finish, fits, Failure } from './lib.mjs';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Failure(`${k} is not set`);
+  return v;
+};
+
+const PASSWORD = 'correct horse battery staple';
+const POLICY = `path "ocs/data/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+path "ocs/metadata/*" {
+  capabilities = ["read", "list", "delete"]
+}
+`;
+
+/** The article: root enables ocs, writes a policy, makes a user; the user sees only ocs. */
+async function article(t, root) {
+  await goto(t, '/');
+  await t.page.getByRole('heading', { name: 'Log in to Strongroom' }).waitFor();
+  check(new URL(t.page.url()).pathname.startsWith('/ui/'), `/ did not lead to /ui/: ${t.page.url()}`);
+  await shot(t, 'login');
+  await loginToken(t, root);
+  await shot(t, 'engines-root');
+
+  await t.page.getByLabel('Path').fill('ocs');
+  await t.page.getByLabel('Type').selectOption('kv-v2');
+  await t.page.getByRole('button', { name: 'Enable engine' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'ocs/' }).waitFor();
+
+  await nav(t, 'Policies', 'ACL policies');
+  await t.page.getByLabel('Name').fill('ocs');
+  await t.page.getByLabel('Policy (HCL)').fill('path "ocs/data/*" {\n  capabilities = ["read", "fly"]\n}\n');
+  await t.page.getByRole('button', { name: 'Save policy' }).click();
+  const parse = await alertText(t);
+  check(/invalid capability "fly"/.test(parse), `policy parse error not shown: ${parse}`);
+  const marked = await t.page.locator('ol.lines li.error').innerText();
+  check(marked.includes('path "ocs/data/*"'), `parse error not marked at its line: ${marked}`);
+  await shot(t, 'policy-parse-error');
+  await t.page.getByLabel('Policy (HCL)').fill(POLICY);
+  await t.page.getByRole('button', { name: 'Save policy' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'Policy ocs' }).waitFor();
+  await shot(t, 'policy');
+
+  await nav(t, 'Auth methods', 'Auth methods');
+  await t.page.getByRole('button', { name: 'Enable method' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'Userpass users at userpass/' }).waitFor();
+  await t.page.getByLabel('Username').fill('ocs-operator');
+  await t.page.getByLabel('Password').fill(PASSWORD);
+  await t.page.getByLabel('Policies (comma-separated)').fill('ocs');
+  await t.page.getByRole('button', { name: 'Save user' }).click();
+  await t.page.getByRole('cell', { name: 'ocs-operator', exact: true }).waitFor();
+  await shot(t, 'userpass-users');
+
+  await nav(t, 'Tokens', 'Tokens');
+  await shot(t, 'tokens');
+  await nav(t, 'Audit devices', 'Audit devices');
+  await shot(t, 'audit');
+  await nav(t, 'Status', 'Server status');
+  await shot(t, 'status');
+  await logout(t);
+
+  await loginUserpass(t, 'ocs-operator', PASSWORD);
+  const engines = await t.page.locator('main table tbody').innerText();
+  check(/ocs\//.test(engines), `the user does not see ocs: ${engines}`);
+  check(!/secret\//.test(engines) && !/transit/.test(engines), `the user sees more than ocs: ${engines}`);
+  await shot(t, 'engines-tenant');
+  await t.page.getByRole('link', { name: 'ocs/' }).click();
+  await t.page.getByLabel('Path of the new secret').fill('pvc-0001');
+  await t.page.getByLabel('Data (a JSON object)').fill('{"encryptionPassphrase": "volume key one"}');
+  await t.page.getByRole('button', { name: 'Save secret' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'ocs/pvc-0001' }).waitFor();
+  await t.page.getByRole('cell', { name: 'volume key one' }).waitFor();
+  await t.page.getByLabel('Data (a JSON object)').fill('{"encryptionPassphrase": "volume key two"}');
+  await t.page.getByRole('button', { name: 'Save new version' }).click();
+  await t.page.getByRole('cell', { name: 'volume key two' }).waitFor();
+  await t.page.getByRole('link', { name: 'Version 1' }).waitFor();
+  await shot(t, 'kv-secret-versions');
+  await t.page.getByRole('link', { name: 'Version 1' }).click();
+  await t.page.getByRole('cell', { name: 'volume key one' }).waitFor();
+
+  await nav(t, 'Policies', 'ACL policies');
+  const denied = await alertText(t);
+  check(/permission denied/.test(denied) && /403/.test(denied), `denial not shown: ${denied}`);
+  await shot(t, 'denied');
+  await logout(t);
+}
+
+/** The volumes of demo-like tenants, then a transit key rotated and its volumes gone stale. */
+async function volumes(t, root) {
+  await loginToken(t, root);
+  await nav(t, 'Volumes', 'Volumes');
+  const table = t.page.locator('main table tbody');
+  await table.getByRole('cell', { name: 'alice-db' }).waitFor();
+  const rows = await table.innerText();
+  check(/alice-db\s+envelope\s+transit\/keys\/tenant-alice\s+1 of 1\s+.*current/.test(rows), `alice-db row: ${rows}`);
+  check(/bob-logs\s+kv v2\s+secret\/strongroom\/bob\/bob-logs\s+1\s+.*active/.test(rows), `bob-logs row: ${rows}`);
+  await shot(t, 'volumes');
+
+  await goto(t, '/ui/secrets/transit/keys/tenant-alice');
+  await t.page.getByRole('heading', { level: 1, name: 'Transit key tenant-alice' }).waitFor();
+  await shot(t, 'transit-key');
+  await t.page.getByRole('button', { name: 'Rotate key' }).click();
+  await t.page.getByRole('cell', { name: 'Version 2' }).waitFor();
+  const wrapped = await t.page.getByRole('table', { name: 'Volumes wrapped by tenant-alice' }).innerText();
+  check(/alice-db\s+1\s+.*stale/.test(wrapped), `after rotation alice-db should be stale: ${wrapped}`);
+  await shot(t, 'transit-rotated');
+  await t.page.getByLabel('Minimum decryption version').fill('2');
+  await t.page.getByRole('button', { name: 'Save' }).click();
+  await t.page.getByText('undecryptable').first().waitFor();
+  const after = await t.page.getByRole('table', { name: 'Volumes wrapped by tenant-alice' }).innerText();
+  check(/alice-db\s+1\s+.*undecryptable/.test(after), `below min_decryption_version: ${after}`);
+  await shot(t, 'transit-min-decryption');
+
+  await nav(t, 'Volumes', 'Volumes');
+  await t.page.getByText('undecryptable').first().waitFor();
+  await shot(t, 'volumes-after-rotation');
+}
+
+/** A phone-sized screen: the menu folds, nothing overflows, pages still work. */
+async function phone(t, root) {
+  await goto(t, '/ui/login');
+  await fits(t, 'login');
+  await loginToken(t, root);
+  await fits(t, 'engines');
+  const nav = t.page.getByRole('navigation', { name: 'Main' });
+  check(!(await nav.isVisible()), 'the menu should be folded on a phone');
+  await t.page.getByRole('button', { name: 'Menu' }).click();
+  await nav.getByRole('link', { name: 'Volumes' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'Volumes' }).waitFor();
+  await fits(t, 'volumes');
+  await shot(t, 'phone-volumes');
+  await goto(t, '/ui/secrets/transit/keys/tenant-bob');
+  await fits(t, 'transit key');
+  await shot(t, 'phone-transit-key');
+}
+
+/** A sealed server: the login page says so; key shares typed into the status page unseal it. */
+async function sealed(t) {
+  const shares = env('UI_SHARES').split(',');
+  await goto(t, '/ui/');
+  const msg = await alertText(t);
+  check(/sealed/.test(msg), `login page should say the server is sealed: ${msg}`);
+  await shot(t, 'sealed-login');
+  await t.page.getByRole('link', { name: 'Unseal it' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'Server status' }).waitFor();
+  await shot(t, 'sealed-status');
+  // a wrong share is refused with the server's message
+  await t.page.getByLabel('Unseal key share').fill('not-a-key-share');
+  await t.page.getByRole('button', { name: 'Submit key share' }).click();
+  const refused = await alertText(t);
+  check(/400/.test(refused), `a bad share should be refused: ${refused}`);
+  for (const [i, s] of shares.entries()) {
+    await t.page.getByLabel('Unseal key share').fill(s);
+    await t.page.getByRole('button', { name: 'Submit key share' }).click();
+    if (i + 1 < shares.length) await t.page.getByText(`${i + 1} of ${shares.length} given`).waitFor();
+  }
+  await t.page.getByText('Unseal progress').waitFor();
+  await t.page.locator('dd', { hasText: /^no$/ }).first().waitFor();
+  await shot(t, 'unsealed-status');
+  await loginToken(t, env('UI_ROOT_TOKEN'));
+  await shot(t, 'unsealed-engines');
+}
+
+const scenarios = { article, volumes, phone, sealed };
+
+async function main() {
+  const name = process.argv[2];
+  const run = scenarios[name];
+  if (!run) throw new Failure(`unknown scenario ${name}`);
+  const root = process.env.UI_ROOT_TOKEN || '';
+  const t = await open({
+    base: env('UI_BASE'),
+    shots: `${env('UI_SHOTS')}/${name}`,
+    secrets: [root, PASSWORD, ...(process.env.UI_SHARES || '').split(',')],
+    viewport: name === 'phone' ? { width: 375, height: 740 } : undefined,
+    ignoreHTTPSErrors: true,
+  });
+  try {
+    await run(t, root);
+  } catch (e) {
+    await t.page.screenshot({ path: `${t.shots}/failure.png`, fullPage: true }).catch(() => {});
+    await t.browser.close();
+    throw e;
+  }
+  await finish(t);
+}
+
+main().catch((e) => {
+  console.error(`FAILED: ${e.message}`);
+  process.exit(1);
+});
