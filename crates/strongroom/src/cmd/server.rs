@@ -104,6 +104,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
                 println!("WARNING! dev mode is enabled! Data is kept in memory only and is lost on exit.");
                 println!("\nYou may need to set the following environment variables:\n");
                 println!("    $ export VAULT_ADDR='http://{addr}'\n");
+                println!("The web UI is at http://{addr}/ui/\n");
                 println!("The unseal key and root token are displayed below in case you want to");
                 println!("seal/unseal the server or re-authenticate.\n");
                 println!("Unseal Key: {key}");

@@ -94,10 +94,10 @@ export async function loginToken(t, token) {
 export async function loginUserpass(t, user, password) {
   await goto(t, '/ui/login');
   await t.page.getByLabel('Method').selectOption('userpass');
-  await t.page.getByLabel('Username').fill(user);
-  await t.page.getByLabel('Password').fill(password);
+  await t.page.getByLabel('Username', { exact: true }).fill(user);
+  await t.page.getByLabel('Password', { exact: true }).fill(password);
   // keyboard: Enter in the password field submits
-  await t.page.getByLabel('Password').press('Enter');
+  await t.page.getByLabel('Password', { exact: true }).press('Enter');
   await t.page.getByRole('heading', { level: 1, name: 'Secrets engines' }).waitFor();
   // the user's own token must not show up in a URL either
   t.secrets.push(await t.page.evaluate(() => sessionStorage.getItem('strongroom.token')));

@@ -50,8 +50,8 @@ async function article(t, root) {
   await nav(t, 'Auth methods', 'Auth methods');
   await t.page.getByRole('button', { name: 'Enable method' }).click();
   await t.page.getByRole('heading', { level: 1, name: 'Userpass users at userpass/' }).waitFor();
-  await t.page.getByLabel('Username').fill('ocs-operator');
-  await t.page.getByLabel('Password').fill(PASSWORD);
+  await t.page.getByLabel('Username', { exact: true }).fill('ocs-operator');
+  await t.page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await t.page.getByLabel('Policies (comma-separated)').fill('ocs');
   await t.page.getByRole('button', { name: 'Save user' }).click();
   await t.page.getByRole('cell', { name: 'ocs-operator', exact: true }).waitFor();
