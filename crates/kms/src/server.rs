@@ -200,8 +200,7 @@ pub async fn serve_with_ui(
                 msg: e.to_string(),
             })?;
         bound.push(addr);
-        let app =
-            crate::http::router(core.clone(), ui)
+        let app = crate::http::router(core.clone(), ui)
             .into_make_service_with_connect_info::<SocketAddr>();
         let h = handle.clone();
         let tracking = conn::TrackingAcceptor::new(tracker.clone(), l.timeouts);

@@ -112,7 +112,11 @@ fn demo_volumes(server: &Server, dir: &Path) {
         datapath: None,
     });
     let vols = [
-        ("alice-db", "alice", ProtectionRequest::envelope_for("alice")),
+        (
+            "alice-db",
+            "alice",
+            ProtectionRequest::envelope_for("alice"),
+        ),
         (
             "bob-logs",
             "bob",
@@ -207,7 +211,10 @@ fn raw_get(addr: &str, path: &str) -> (String, String, String) {
 fn ui_is_served_only_when_enabled_and_always_with_its_policy() {
     let off = Server::start(ServerKind::Strongroom, Storage::Inmem);
     let (status, _, _) = raw_get(off.addr(), "/ui/");
-    assert!(status.contains(" 404 "), "ui = false still serves /ui/: {status}");
+    assert!(
+        status.contains(" 404 "),
+        "ui = false still serves /ui/: {status}"
+    );
 
     let dev = Server::start_dev(ServerKind::Strongroom, ROOT);
     for (path, code, kind) in [
@@ -231,7 +238,10 @@ fn ui_is_served_only_when_enabled_and_always_with_its_policy() {
             .lines()
             .find_map(|l| l.strip_prefix("content-security-policy: "))
             .unwrap_or_else(|| panic!("{path}: no CSP in {headers}"));
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         if path == "/ui/" {
             assert!(body.contains("<script type=\"module\" src=\"/ui/js/app.js\">"));

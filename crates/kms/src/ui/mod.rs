@@ -84,7 +84,11 @@ pub fn serve(path: &str) -> Response {
     }
     let last = name.rsplit('/').next().unwrap_or("");
     if last.contains('.') {
-        return respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", b"not found\n");
+        return respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            b"not found\n",
+        );
     }
     respond(StatusCode::OK, HTML, ASSETS[0].bytes)
 }
@@ -137,7 +141,13 @@ mod tests {
             assert!(chunk[..tag_end].contains("src="), "inline script: {chunk}");
         }
         assert!(!html.contains("<style") && !html.contains(" style="));
-        for handler in [" onclick=", " onload=", " onerror=", " onsubmit=", "javascript:"] {
+        for handler in [
+            " onclick=",
+            " onload=",
+            " onerror=",
+            " onsubmit=",
+            "javascript:",
+        ] {
             assert!(!html.contains(handler), "inline handler {handler}");
         }
     }

@@ -54,7 +54,7 @@ export function table(caption, headers, rows) {
       h('caption', { class: 'visually-hidden' }, caption),
       h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length
-        ? rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))
+        ? rows.map((r) => h('tr', {}, r.map((c, i) => h('td', { 'data-label': headers[i] }, c))))
         : h('tr', {}, h('td', { colspan: headers.length, class: 'muted' }, 'Nothing here.')))));
 }
 
@@ -66,8 +66,9 @@ export function link(href, text) {
   return h('a', { href, 'data-link': true }, text);
 }
 
-export function badge(state) {
-  return h('span', { class: `badge ${state}` }, state);
+/** A state word, coloured by its class (`ok`, `warn`, `bad`, or the state's own name). */
+export function badge(state, cls = state) {
+  return h('span', { class: `badge ${cls}` }, state);
 }
 
 export function fmtTime(v) {

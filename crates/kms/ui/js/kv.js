@@ -110,7 +110,7 @@ async function metadata(m, p) {
     const act = (label, path, cls) => h('button', { type: 'button', class: cls || 'secondary', onclick: async (ev) => {
       try { await post(`${enc(m.path)}/${path}/${enc(p)}`, { versions: [Number(n)] }); navigate(base(m, p)); } catch (e) { ev.target.after(alertBox(e)); }
     } }, `${label} version ${n}`);
-    return [link(`${base(m, p)}?version=${n}`, `Version ${n}`), fmtTime(v.created_time), badge(st === 'active' ? 'active' : st === 'deleted' ? 'deleted' : 'bad'),
+    return [link(`${base(m, p)}?version=${n}`, `Version ${n}`), fmtTime(v.created_time), badge(st, st === 'destroyed' ? 'bad' : st),
       h('div', { class: 'actions' }, st === 'deleted' ? act('Undelete', 'undelete') : null,
         st !== 'destroyed' ? act('Destroy', 'destroy', 'danger') : null)];
   });

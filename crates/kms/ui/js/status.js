@@ -1,6 +1,6 @@
 // Health, seal status and unsealing with a key share (no token needed), audit devices.
 import { get, api, session } from './api.js';
-import { h, page, dl, field, form, value, alertBox, table, navigate, badge } from './dom.js';
+import { h, page, dl, field, form, value, alertBox, table, navigate, badge, link } from './dom.js';
 
 export async function health(el) {
   const [hl, seal] = await Promise.all([
@@ -9,7 +9,7 @@ export async function health(el) {
   ]);
   const parts = [
     h('h2', {}, 'Health'),
-    dl([['Initialized', String(hl.initialized)], ['Sealed', badge(hl.sealed ? 'bad' : 'ok')],
+    dl([['Initialized', String(hl.initialized)], ['Sealed', badge(hl.sealed ? 'sealed' : 'unsealed', hl.sealed ? 'bad' : 'ok')],
       ['Standby', String(hl.standby)], ['Version', hl.version || ''], ['Cluster', hl.cluster_name || '']]),
     h('h2', {}, 'Seal status'),
     dl([['Sealed', seal.sealed ? 'yes' : 'no'], ['Key shares', String(seal.n)], ['Threshold', String(seal.t)],
@@ -17,6 +17,7 @@ export async function health(el) {
   ];
   if (seal.sealed && seal.initialized) parts.push(unsealForm(seal));
   if (!seal.sealed && session.token) parts.push(sealButton());
+  if (!session.token) parts.push(h('p', {}, link('/ui/login', 'Log in')));
   page(el, 'Server status', parts);
 }
 

@@ -41,7 +41,7 @@ async function key(el, m, name) {
   const rotate = h('button', { type: 'button', onclick: async (ev) => {
     try { await post(`${kp}/rotate`); navigate(keyUrl(m, name)); } catch (e) { ev.target.after(alertBox(e)); }
   } }, 'Rotate key');
-  const minForm = form({ class: 'inline', 'aria-label': 'Minimum decryption version' }, [
+  const minForm = form({ class: 'inline', 'aria-label': 'Key configuration' }, [
     field('Minimum decryption version', { name: 'min', type: 'number', min: '1', max: String(d.latest_version), value: String(d.min_decryption_version) }),
     h('button', { type: 'submit' }, 'Save'),
   ], async (f) => {

@@ -12,6 +12,7 @@ async function envelope(m) {
     const r = await get(`${enc(m.path)}/volumes/${enc(key)}`);
     for (const v of r.data.volumes) {
       out.push({ tenant: v.tenant, volume: v.volume, mode: 'envelope', where: `${m.path}/keys/${key}`,
+        href: `/ui/secrets/${enc(m.path)}/keys/${enc(key)}`,
         version: `${v.key_version} of ${r.data.latest_version}`,
         rotated: fmtTime(v.last_wrapped), state: v.state });
     }
@@ -60,6 +61,8 @@ export async function render(el) {
   page(el, 'Volumes',
     h('p', { class: 'muted' }, 'What the key manager knows of each tenant\'s volumes: envelope volumes from their transit wraps, kv volumes from their KV entries.'),
     table('Volumes', ['Tenant', 'Volume', 'Protection', 'Key', 'Key version', 'Last rotation', 'State'],
-      rows.map((r) => [r.tenant, r.volume, r.mode, h('code', {}, r.where), r.version, r.rotated, badge(r.state)])),
+      rows.map((r) => [r.tenant, r.volume, r.mode,
+        r.href ? h('a', { href: r.href, 'data-link': true }, h('code', {}, r.where)) : h('code', {}, r.where),
+        r.version, r.rotated, badge(r.state)])),
     problems);
 }

@@ -2,7 +2,7 @@
 // with the checks every page must pass (no console error, no token in any URL, the CSP on
 // every UI response, every form control labelled) and a screenshot per page.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 export class Failure extends Error {}
@@ -12,6 +12,7 @@ export function check(ok, what) {
 }
 
 export async function open({ base, shots, secrets, viewport, ignoreHTTPSErrors }) {
+  rmSync(shots, { recursive: true, force: true });
   mkdirSync(shots, { recursive: true });
   const browser = await chromium.launch({
     executablePath: process.env.STRONGROOM_CHROMIUM || '/usr/bin/chromium',

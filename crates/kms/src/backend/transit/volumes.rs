@@ -10,9 +10,9 @@
 //! Records live under `volume/<key>/<sha256 of the context>` in the mount's view and are
 //! removed with the key.
 
+use super::ciphertext::go_b64_decode;
 use super::keys::{now_unix, KeyPolicy};
 use super::*;
-use super::ciphertext::go_b64_decode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -36,11 +36,15 @@ pub struct VolumeRecord {
 
 /// The identity in a volume manager's context, `None` for any other context.
 fn parse_context(context: &[u8]) -> Option<(String, String, String)> {
-    let text = std::str::from_utf8(context).ok()?.strip_prefix(CONTEXT_MAGIC)?;
+    let text = std::str::from_utf8(context)
+        .ok()?
+        .strip_prefix(CONTEXT_MAGIC)?;
     let mut fields = [None, None, None];
     for line in text.lines() {
         let (k, v) = line.split_once('=')?;
-        let i = ["cluster", "tenant", "volume"].iter().position(|n| *n == k)?;
+        let i = ["cluster", "tenant", "volume"]
+            .iter()
+            .position(|n| *n == k)?;
         fields[i] = Some(v.to_string());
     }
     let [Some(c), Some(t), Some(v)] = fields else {
@@ -147,7 +151,10 @@ mod unit {
         );
         assert_eq!(parse_context(b"strongroom/v1\ncluster=c1\ntenant=a"), None);
         assert_eq!(parse_context(b"other context"), None);
-        assert_eq!(parse_context(b"strongroom/v1\nx=1\ntenant=a\nvolume=v"), None);
+        assert_eq!(
+            parse_context(b"strongroom/v1\nx=1\ntenant=a\nvolume=v"),
+            None
+        );
         assert_eq!(parse_context(&[0xff, 0xfe]), None);
     }
 
