@@ -65,8 +65,44 @@ export async function fits(t, name) {
   check(over <= 1, `${name}: the page is ${over}px wider than the viewport`);
 }
 
+/**
+ * Every visible text meets WCAG AA contrast against the background it sits on (4.5:1, or 3:1
+ * for large text), computed from the rendered colours.
+ */
+export async function contrast(t) {
+  const bad = await t.page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const out = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!n.textContent.trim() || !el || !el.checkVisibility()) continue;
+      const st = getComputedStyle(el);
+      const [a, b] = [lum(rgb(st.color).slice(0, 3)), lum(background(el))];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      const size = parseFloat(st.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(st.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) out.push(`"${n.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+    }
+    return out;
+  });
+  check(bad.length === 0, `text below WCAG AA contrast: ${bad.join('; ')}`);
+}
+
 export async function shot(t, name) {
   await labelled(t);
+  await contrast(t);
   t.shotCount += 1;
   const file = join(t.shots, `${String(t.shotCount).padStart(2, '0')}-${name}.png`);
   await t.page.screenshot({ path: file, fullPage: true });
@@ -82,6 +118,9 @@ export async function goto(t, path) {
 export async function nav(t, name, heading) {
   await t.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name, exact: true }).click();
   await t.page.getByRole('heading', { level: 1, name: heading }).waitFor();
+  // keyboard and screen-reader users land on the new page's heading
+  const focused = await t.page.evaluate(() => document.activeElement && document.activeElement.tagName);
+  check(focused === 'H1', `focus after navigating to ${name}: ${focused}`);
 }
 
 export async function loginToken(t, token) {

@@ -25,6 +25,11 @@ async function article(t, root) {
   await t.page.getByRole('heading', { name: 'Log in to Strongroom' }).waitFor();
   check(new URL(t.page.url()).pathname.startsWith('/ui/'), `/ did not lead to /ui/: ${t.page.url()}`);
   await shot(t, 'login');
+  // keyboard: focus starts on the page's heading and the next Tab enters the form
+  check(await t.page.evaluate(() => document.activeElement.tagName) === 'H1', 'focus is not on the heading');
+  await t.page.keyboard.press('Tab');
+  const first = await t.page.evaluate(() => document.activeElement.labels[0].textContent);
+  check(first.startsWith('Method'), `Tab from the heading reached ${first}`);
   await loginToken(t, root);
   await shot(t, 'engines-root');
 
