@@ -63,7 +63,32 @@ async function article(t, root) {
   await shot(t, 'userpass-users');
 
   await nav(t, 'Tokens', 'Tokens');
+  await t.page.getByLabel('Policies (comma-separated)').fill('ocs');
+  await t.page.getByLabel('TTL').fill('1h');
+  await t.page.getByRole('button', { name: 'Create token' }).click();
+  await t.page.getByText('Token created.').waitFor();
+  const accessor = await t.page.locator('dl.kv').last().locator('dd code').nth(1).innerText();
+  check(/^[A-Za-z0-9.]+$/.test(accessor), `accessor: ${accessor}`);
   await shot(t, 'tokens');
+  await t.page.getByLabel('Accessor', { exact: true }).fill(accessor);
+  await t.page.getByRole('button', { name: 'Revoke' }).click();
+  await t.page.getByText('Revoked.').waitFor();
+
+  // KV version 1: write, read, delete
+  await nav(t, 'Secrets engines', 'Secrets engines');
+  await t.page.getByLabel('Path').fill('legacy');
+  await t.page.getByLabel('Type').selectOption('kv');
+  await t.page.getByRole('button', { name: 'Enable engine' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'legacy/' }).waitFor();
+  await t.page.getByLabel('Path of the new secret').fill('app/config');
+  await t.page.getByLabel('Data (a JSON object)').fill('{"url": "https://db.example"}');
+  await t.page.getByRole('button', { name: 'Save secret' }).click();
+  await t.page.getByRole('cell', { name: 'https://db.example' }).waitFor();
+  check(!(await t.page.getByText('Versions and metadata').count()), 'KV v1 has no versions');
+  await shot(t, 'kv1-secret');
+  await t.page.getByRole('button', { name: 'Delete secret' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'legacy/app/' }).waitFor();
+  await t.page.getByText('Nothing here.').waitFor();
   await nav(t, 'Audit devices', 'Audit devices');
   await shot(t, 'audit');
   await nav(t, 'Status', 'Server status');
@@ -106,6 +131,15 @@ async function volumes(t, root) {
   check(/alice-db\s+envelope\s+transit\/keys\/tenant-alice\s+1 of 1\s+.*current/.test(rows), `alice-db row: ${rows}`);
   check(/bob-logs\s+kv v2\s+secret\/strongroom\/bob\/bob-logs\s+1\s+.*active/.test(rows), `bob-logs row: ${rows}`);
   await shot(t, 'volumes');
+
+  await goto(t, '/ui/secrets/transit/');
+  await t.page.getByLabel('Key name').fill('made-in-the-ui');
+  await t.page.getByRole('button', { name: 'Create key' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'Transit key made-in-the-ui' }).waitFor();
+  await t.page.getByRole('cell', { name: 'Version 1' }).waitFor();
+  await goto(t, '/ui/secrets/transit/');
+  await t.page.getByRole('link', { name: 'tenant-alice' }).waitFor();
+  await shot(t, 'transit-keys');
 
   await goto(t, '/ui/secrets/transit/keys/tenant-alice');
   await t.page.getByRole('heading', { level: 1, name: 'Transit key tenant-alice' }).waitFor();
