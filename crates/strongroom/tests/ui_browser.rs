@@ -160,13 +160,20 @@ fn ui_volumes_transit_rotation_and_phone_in_chromium() {
     scenario("volumes", &server, ROOT, &[]);
 }
 
-/// A TLS server with `ui = true`, initialized (2 of 3 shares) and sealed.
+/// A TLS server with `ui = true` and a file audit device, initialized (2 of 3 shares) and
+/// sealed.
 fn sealed_tls_server(pki: &Pki) -> (Server, String, Vec<String>) {
     let mut server = Server::start_tls(ServerKind::Strongroom, Storage::Inmem, pki, false);
     let cfg = server.dir().join("server.hcl");
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("ui            = false"), "{text}");
-    std::fs::write(&cfg, text.replace("ui            = false", "ui = true")).unwrap();
+    let audit = server.dir().join("audit.log");
+    let text = format!(
+        "{}audit \"file\" \"main\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+        text.replace("ui            = false", "ui = true"),
+        audit.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
     server.restart();
     let c = server.client();
     let init = c

@@ -204,6 +204,10 @@ async function sealed(t) {
   await shot(t, 'unsealed-status');
   await loginToken(t, env('UI_ROOT_TOKEN'));
   await shot(t, 'unsealed-engines');
+  await nav(t, 'Audit devices', 'Audit devices');
+  const devices = await t.page.locator('main table tbody').innerText();
+  check(/main\/\s+file/.test(devices) && /audit\.log/.test(devices), `audit devices: ${devices}`);
+  await shot(t, 'audit-devices');
 }
 
 const scenarios = { article, volumes, phone, sealed };
