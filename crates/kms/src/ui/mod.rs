@@ -59,6 +59,10 @@ fn security_headers(h: &mut HeaderMap) {
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
         ("cross-origin-opener-policy", "same-origin"),
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
     ];
     for (k, v) in pairs {
         h.insert(k, HeaderValue::from_static(v));

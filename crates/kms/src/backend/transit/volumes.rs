@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 const VOLUME_PREFIX: &str = "volume/";
 const CONTEXT_MAGIC: &str = "strongroom/v1\n";
+/// Base64 of the magic's first 12 bytes: other contexts are passed over without decoding.
+const CONTEXT_MAGIC_B64: &str = "c3Ryb25ncm9vbS92";
 
 /// One wrap of a volume's secret.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -75,7 +77,7 @@ impl Transit {
     /// contexts are not recorded; a failed write is logged, not returned: the ciphertext is
     /// already the caller's.
     pub(super) fn note_wrap(&self, key: &str, context_b64: &str, version: i64) {
-        if context_b64.is_empty() {
+        if !context_b64.starts_with(CONTEXT_MAGIC_B64) {
             return;
         }
         let Ok(context) = go_b64_decode(context_b64) else {
@@ -156,6 +158,12 @@ mod unit {
             None
         );
         assert_eq!(parse_context(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn the_base64_prefix_is_the_magic() {
+        let b64 = super::super::ciphertext::b64_encode(CONTEXT_MAGIC.as_bytes());
+        assert!(b64.starts_with(CONTEXT_MAGIC_B64), "{b64}");
     }
 
     #[test]
