@@ -1,6 +1,6 @@
 // The shell: routing by path under /ui/ (history API), login and logout, the navigation.
 import { session, get, post, enc } from './api.js';
-import { h, page, field, form, value, alertBox, announce, navigate } from './dom.js';
+import { h, page, field, form, value, alertBox, announce, navigate, redirect } from './dom.js';
 import * as engines from './engines.js';
 import * as access from './access.js';
 import * as status from './status.js';
@@ -45,7 +45,7 @@ async function route() {
 }
 
 function home(el) {
-  return session.token ? go('/ui/secrets') : login(el);
+  return session.token ? redirect('/ui/secrets') : login(el);
 }
 
 /** Navigation and the user box, by login state; the current page marked. */
@@ -91,7 +91,10 @@ async function login(el) {
     session.set(token);
     await whoami();
     announce('Logged in');
-    go('/ui/secrets');
+    // a page asked for before logging in is shown now; otherwise the engines
+    const asked = location.pathname;
+    if (asked === '/ui/' || asked === '/ui' || asked === '/ui/login') go('/ui/secrets');
+    else redirect(asked + location.search);
   });
   sync();
   page(el, 'Log in to Strongroom', f);

@@ -122,3 +122,9 @@ export function navigate(path) {
   history.pushState(null, '', path);
   window.dispatchEvent(new PopStateEvent('popstate'));
 }
+
+/** Show another page in place of this one (no history entry: Back does not come here again). */
+export function redirect(path) {
+  history.replaceState(null, '', path);
+  window.dispatchEvent(new PopStateEvent('popstate'));
+}

@@ -20,6 +20,8 @@ export async function open({ base, shots, secrets, viewport, ignoreHTTPSErrors }
   });
   const context = await browser.newContext({ viewport: viewport || { width: 1280, height: 900 }, ignoreHTTPSErrors });
   const page = await context.newPage();
+  // the test machine is shared (2 cores): generous waits, failures still name their step
+  page.setDefaultTimeout(60000);
   const t = { browser, page, base, shots, secrets: [...secrets], problems: [], apiErrors: 0, shotCount: 0 };
   page.on('console', (msg) => {
     if (msg.type() !== 'error') return;

@@ -123,8 +123,13 @@ async function article(t, root) {
 
 /** The volumes of demo-like tenants, then a transit key rotated and its volumes gone stale. */
 async function volumes(t, root) {
-  await loginToken(t, root);
-  await nav(t, 'Volumes', 'Volumes');
+  // a page opened without a session asks for a login, then shows that page
+  await goto(t, '/ui/volumes');
+  await t.page.getByRole('heading', { level: 1, name: 'Log in to Strongroom' }).waitFor();
+  await t.page.getByLabel('Token', { exact: true }).fill(root);
+  await t.page.getByRole('button', { name: 'Log in' }).click();
+  await t.page.getByRole('heading', { level: 1, name: 'Volumes' }).waitFor();
+  check(new URL(t.page.url()).pathname === '/ui/volumes', `after login: ${t.page.url()}`);
   const table = t.page.locator('main table tbody');
   await table.getByRole('cell', { name: 'alice-db' }).waitFor();
   const rows = await table.innerText();
