@@ -36,8 +36,9 @@ async function key(el, m, name) {
   const r = await get(kp);
   const d = r.data;
   const versions = Object.entries(d.keys || {}).sort((a, b) => Number(b[0]) - Number(a[0]))
-    .map(([v, t]) => [`Version ${v}`, fmtTime(t),
-      Number(v) < d.min_decryption_version ? badge('undecryptable') : badge('current')]);
+    .map(([v, t]) => [`Version ${v}`, fmtTime(t), Number(v) < d.min_decryption_version
+      ? badge('undecryptable')
+      : badge(Number(v) === d.latest_version ? 'latest' : 'decryptable', 'ok')]);
   const rotate = h('button', { type: 'button', onclick: async (ev) => {
     try { await post(`${kp}/rotate`); navigate(keyUrl(m, name)); } catch (e) { ev.target.after(alertBox(e)); }
   } }, 'Rotate key');
@@ -57,7 +58,7 @@ async function key(el, m, name) {
       ['Auto-rotate period', d.auto_rotate_period ? `${d.auto_rotate_period}s` : 'never']]),
     h('div', { class: 'actions' }, rotate),
     minForm,
-    h('h2', {}, 'Versions'), table('Key versions', ['Version', 'Created', 'Decryptable'], versions),
+    h('h2', {}, 'Versions'), table('Key versions', ['Version', 'Created', 'State'], versions),
     h('h2', {}, 'Volumes wrapped by this key'), await volumesOf(m, name));
 }
 
