@@ -119,3 +119,29 @@ fn the_records_answer_only_to_tokens_the_acl_lets_read_them() {
         .unwrap_err();
     assert_eq!(e.status, 404, "{e:?}");
 }
+
+#[test]
+fn a_token_reads_its_own_resultant_acl_to_find_its_keys() {
+    let k = common::kms();
+    k.policy(
+        "alice",
+        "path \"transit/volumes/tenant-alice\" { capabilities = [\"read\"] }\n\
+         path \"secret/metadata/strongroom/alice/*\" { capabilities = [\"read\", \"list\"] }\n",
+    );
+    let alice = k.token(json!({"policies": ["alice"], "no_default_policy": true}));
+    let r = k.call(Read, "sys/internal/ui/resultant-acl", &alice, json!({}));
+    let v = data(&r.unwrap());
+    assert_eq!(v["root"], false);
+    let exact = &v["exact_paths"]["transit/volumes/tenant-alice"];
+    assert_eq!(exact["capabilities"], json!(["read"]), "{v}");
+    let glob = &v["glob_paths"]["secret/metadata/strongroom/alice/"];
+    assert_eq!(glob["capabilities"], json!(["list", "read"]), "{v}");
+    assert!(v["exact_paths"].get("sys/policies/acl").is_none());
+    let root = data(&k.root(Read, "sys/internal/ui/resultant-acl", json!({})));
+    assert_eq!(root["root"], true);
+    // no token, no answer
+    let e = k
+        .call(Read, "sys/internal/ui/resultant-acl", "bogus", json!({}))
+        .unwrap_err();
+    assert_eq!(e.status, 403, "{e:?}");
+}

@@ -69,16 +69,16 @@ fn shots_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots")
 }
 
-/// Run one scenario of `tests/ui/run.mjs`; fails with its output and the server's log.
-fn scenario(name: &str, server: &Server, root: &str, shares: &[String]) {
+/// Run one scenario of `tests/ui/run.mjs` with `env` (`UI_ROOT_TOKEN`, ...); fails with its
+/// output and the server's log.
+fn scenario(name: &str, server: &Server, env: &[(&str, &str)]) {
     let out = Command::new("node")
         .arg(ui_dir().join("run.mjs"))
         .arg(name)
         .current_dir(ui_dir())
         .env("UI_BASE", server.addr())
         .env("UI_SHOTS", shots_dir())
-        .env("UI_ROOT_TOKEN", root)
-        .env("UI_SHARES", shares.join(","))
+        .envs(env.iter().copied())
         .env("STRONGROOM_CHROMIUM", chromium())
         .output()
         .expect("run node");
@@ -94,8 +94,8 @@ fn scenario(name: &str, server: &Server, root: &str, shares: &[String]) {
 }
 
 /// Two tenants as `strongroom demo` makes them: alice's volume wrapped by her transit key,
-/// bob's secret in KV (`secret/strongroom/bob/bob-logs`).
-fn demo_volumes(server: &Server, dir: &Path) {
+/// bob's secret in KV (`secret/strongroom/bob/bob-logs`). Returns alice's token.
+fn demo_volumes(server: &Server, dir: &Path) -> String {
     let kms = KmsConfig::new(server.addr().to_string());
     let admin = kms.client(&SecretString::new(ROOT.to_string())).unwrap();
     let layout = TenantLayout::default();
@@ -125,6 +125,7 @@ fn demo_volumes(server: &Server, dir: &Path) {
             },
         ),
     ];
+    let alice = creds[0].expose().to_string();
     for ((id, t, protection), cred) in vols.into_iter().zip(creds) {
         let req = CreateRequest {
             id: id.into(),
@@ -137,6 +138,7 @@ fn demo_volumes(server: &Server, dir: &Path) {
         mgr.create(&req, &Credential::Tenant(cred))
             .unwrap_or_else(|e| panic!("create {id}: {e}"));
     }
+    alice
 }
 
 #[test]
@@ -145,7 +147,7 @@ fn ui_article_flow_in_chromium() {
         return;
     }
     let server = Server::start_dev(ServerKind::Strongroom, ROOT);
-    scenario("article", &server, ROOT, &[]);
+    scenario("article", &server, &[("UI_ROOT_TOKEN", ROOT)]);
 }
 
 #[test]
@@ -155,9 +157,10 @@ fn ui_volumes_transit_rotation_and_phone_in_chromium() {
     }
     let server = Server::start_dev(ServerKind::Strongroom, ROOT);
     let dir = tempfile::tempdir().unwrap();
-    demo_volumes(&server, dir.path());
-    scenario("phone", &server, ROOT, &[]);
-    scenario("volumes", &server, ROOT, &[]);
+    let alice = demo_volumes(&server, dir.path());
+    scenario("phone", &server, &[("UI_ROOT_TOKEN", ROOT)]);
+    let env = [("UI_ROOT_TOKEN", ROOT), ("UI_TENANT_TOKEN", alice.as_str())];
+    scenario("volumes", &server, &env);
 }
 
 /// A TLS server with `ui = true` and a file audit device, initialized (2 of 3 shares) and
@@ -194,7 +197,12 @@ fn ui_sealed_tls_server_unsealed_in_chromium() {
     let pki = Pki::new();
     let (server, root, shares) = sealed_tls_server(&pki);
     assert!(server.addr().starts_with("https://"));
-    scenario("sealed", &server, &root, &shares);
+    let shares = shares.join(",");
+    scenario(
+        "sealed",
+        &server,
+        &[("UI_ROOT_TOKEN", &root), ("UI_SHARES", &shares)],
+    );
     assert!(server.wait_health(&[200], Duration::from_secs(10)));
 }
 

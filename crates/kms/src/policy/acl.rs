@@ -135,6 +135,18 @@ impl Acl {
         }
     }
 
+    /// The merged rules, as the UI's `sys/internal/ui/resultant-acl` shows them: exact
+    /// patterns, then glob patterns (`*` kept, `+` segments as written).
+    pub fn rules(&self) -> (Vec<(&str, Caps)>, Vec<(&str, Caps)>) {
+        let exact = self.exact.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        let wild = self
+            .wild
+            .iter()
+            .map(|r| (r.pattern.as_str(), r.caps))
+            .collect();
+        (exact, wild)
+    }
+
     /// Whether any rule could grant something at or below `prefix` (for the UI mounts
     /// preflight: "some capability under the mount").
     pub fn any_under(&self, prefix: &str) -> bool {

@@ -1,14 +1,38 @@
 // Volumes: for each tenant this token can see, the volumes whose keys its transit key wraps
 // (envelope protection, from the key manager's wrap records) or its KV path holds (kv
 // protection, the ceph-csi `vaulttokens` layout `<mount>/strongroom/<tenant>/<volume>`).
-// Only metadata is read: never a secret's value.
+// Only metadata is read: never a secret's value. A token that may not list a mount's keys
+// (a tenant's) gets the names its own policy grants, from sys/internal/ui/resultant-acl.
 import { get, list, enc } from './api.js';
 import { h, page, table, fmtTime, alertBox, badge } from './dom.js';
 import { mounts } from './engines.js';
 
+/** Names that `re` captures in the token's own rule paths (exact and glob). */
+async function granted(re) {
+  const r = await get('sys/internal/ui/resultant-acl');
+  const paths = [...Object.keys(r.data.exact_paths || {}), ...Object.keys(r.data.glob_paths || {})];
+  return [...new Set(paths.map((p) => (p.match(re) || [])[1]).filter(Boolean))];
+}
+
+/** LIST, or when that is refused (403), the names the token's policy names under it. */
+async function listOrGranted(path, re) {
+  try {
+    return await list(path);
+  } catch (e) {
+    if (e.status !== 403) throw e;
+    const names = await granted(re);
+    if (!names.length) throw e;
+    return names;
+  }
+}
+
+const quote = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 async function envelope(m) {
   const out = [];
-  for (const key of await list(`${enc(m.path)}/keys`)) {
+  const mp = quote(m.path);
+  const re = new RegExp(`^${mp}/(?:volumes|encrypt|decrypt|rewrap|keys)/([^/*+]+)$`);
+  for (const key of await listOrGranted(`${enc(m.path)}/keys`, re)) {
     const r = await get(`${enc(m.path)}/volumes/${enc(key)}`);
     for (const v of r.data.volumes) {
       out.push({ tenant: v.tenant, volume: v.volume, mode: 'envelope', where: `${m.path}/keys/${key}`,
@@ -24,9 +48,9 @@ async function kvVolumes(m) {
   const out = [];
   const v2 = m.version === '2';
   const dir = (p) => (v2 ? `${enc(m.path)}/metadata/${p}` : `${enc(m.path)}/${p}`);
-  for (const t of await list(dir('strongroom/'))) {
-    if (!t.endsWith('/')) continue;
-    const tenant = t.slice(0, -1);
+  const re = new RegExp(`^${quote(m.path)}/${v2 ? '(?:metadata|data)/' : ''}strongroom/([^/*+]+)/`);
+  for (const t of await listOrGranted(dir('strongroom/'), re)) {
+    const tenant = t.replace(/\/$/, '');
     for (const vol of await list(dir(`strongroom/${enc(tenant)}/`))) {
       if (vol.endsWith('/')) continue;
       const row = { tenant, volume: vol, mode: `kv v${m.version || 1}`, where: `${m.path}/strongroom/${tenant}/${vol}`,

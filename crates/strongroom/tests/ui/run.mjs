@@ -1,7 +1,8 @@
 // Browser scenarios against a running `strongroom server`, started by
 // crates/strongroom/tests/ui_browser.rs:  node run.mjs <scenario>
 // Environment: UI_BASE (http(s)://host:port), UI_SHOTS (screenshot dir), UI_ROOT_TOKEN,
-// UI_SHARES (unseal key shares, comma-separated: the sealed scenario).
+// UI_SHARES (unseal key shares, comma-separated: the sealed scenario), UI_TENANT_TOKEN (a
+// demo tenant's token: the volumes scenario).
 import { open, check, shot, goto, nav, loginToken, loginUserpass, logout, alertText, finish, fits, Failure } from './lib.mjs';
 
 const env = (k) => {
@@ -164,6 +165,19 @@ async function volumes(t, root) {
   await nav(t, 'Volumes', 'Volumes');
   await t.page.getByText('undecryptable').first().waitFor();
   await shot(t, 'volumes-after-rotation');
+  await logout(t);
+
+  // a tenant sees its own volumes only (its policy names its key; listing keys is refused)
+  await loginToken(t, env('UI_TENANT_TOKEN'));
+  t.secrets.push(env('UI_TENANT_TOKEN'));
+  await nav(t, 'Volumes', 'Volumes');
+  await table.getByRole('cell', { name: 'alice-db' }).waitFor();
+  const own = await table.innerText();
+  check(!/bob/.test(own), `alice sees bob's volumes: ${own}`);
+  check(!(await t.page.getByRole('alert').count()), 'alice gets an error on her volumes page');
+  await shot(t, 'volumes-tenant');
+  await nav(t, 'Policies', 'ACL policies');
+  check(/permission denied/.test(await alertText(t)), 'alice may not list policies');
 }
 
 /** A phone-sized screen: the menu folds, nothing overflows, pages still work. */
@@ -225,7 +239,7 @@ async function main() {
   const t = await open({
     base: env('UI_BASE'),
     shots: `${env('UI_SHOTS')}/${name}`,
-    secrets: [root, PASSWORD, ...(process.env.UI_SHARES || '').split(',')],
+    secrets: [root, PASSWORD, process.env.UI_TENANT_TOKEN, ...(process.env.UI_SHARES || '').split(',')],
     viewport: name === 'phone' ? { width: 375, height: 740 } : undefined,
     ignoreHTTPSErrors: true,
   });
