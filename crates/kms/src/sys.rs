@@ -293,22 +293,17 @@ fn mount_list_where(u: &Unsealed, auth: bool, keep: impl Fn(&Mount) -> bool) -> 
 /// `glob_paths` (without the trailing `*`), and whether it is root.
 fn resultant_acl(u: &Unsealed, req: &Request) -> R {
     let acl = caller_acl(u, req)?;
-    let (exact, wild) = acl.rules();
-    let render = |rules: Vec<(&str, crate::policy::Caps)>, strip: bool| {
+    let render = |rules: &mut dyn Iterator<Item = (&str, crate::policy::Caps)>| {
         let mut m = Map::new();
         for (p, c) in rules {
-            let p = if strip {
-                p.strip_suffix('*').unwrap_or(p)
-            } else {
-                p
-            };
+            let p = p.strip_suffix('*').unwrap_or(p);
             m.insert(p.to_string(), json!({ "capabilities": c.names() }));
         }
         Value::Object(m)
     };
     Ok(Response::data(json!({
-        "exact_paths": render(exact, false),
-        "glob_paths": render(wild, true),
+        "exact_paths": render(&mut acl.exact_rules()),
+        "glob_paths": render(&mut acl.glob_rules()),
         "root": acl.is_root(),
     })))
 }

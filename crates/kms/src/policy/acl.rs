@@ -135,16 +135,15 @@ impl Acl {
         }
     }
 
-    /// The merged rules, as the UI's `sys/internal/ui/resultant-acl` shows them: exact
-    /// patterns, then glob patterns (`*` kept, `+` segments as written).
-    pub fn rules(&self) -> (Vec<(&str, Caps)>, Vec<(&str, Caps)>) {
-        let exact = self.exact.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-        let wild = self
-            .wild
-            .iter()
-            .map(|r| (r.pattern.as_str(), r.caps))
-            .collect();
-        (exact, wild)
+    /// The merged rules with exact patterns (as the UI's `sys/internal/ui/resultant-acl`
+    /// shows them).
+    pub fn exact_rules(&self) -> impl Iterator<Item = (&str, Caps)> {
+        self.exact.iter().map(|(p, c)| (p.as_str(), *c))
+    }
+
+    /// The merged rules with `*` or `+` patterns (`*` kept, `+` segments as written).
+    pub fn glob_rules(&self) -> impl Iterator<Item = (&str, Caps)> {
+        self.wild.iter().map(|r| (r.pattern.as_str(), r.caps))
     }
 
     /// Whether any rule could grant something at or below `prefix` (for the UI mounts
