@@ -69,7 +69,7 @@ async function secret(el, m, p, query) {
     const meta = v2(m) ? r.data.metadata : null;
     if (data) {
       parts.push(table('Secret data', ['Key', 'Value'], Object.entries(data).map(([k, v]) =>
-        [k, h('code', {}, typeof v === 'string' ? v : JSON.stringify(v))])));
+        [k, masked(k, typeof v === 'string' ? v : JSON.stringify(v))])));
     } else {
       parts.push(h('p', { role: 'status' }, `Version ${meta && meta.version} is ${meta && meta.destroyed ? 'destroyed' : 'deleted'}.`));
     }
@@ -80,15 +80,30 @@ async function secret(el, m, p, query) {
   page(el, `${m.path}/${p}${version ? ` (version ${version})` : ''}`, parts);
 }
 
+/** A value hidden until asked for (over-the-shoulder), with a button to show or hide it. */
+function masked(key, text) {
+  const code = h('code', { hidden: true }, text);
+  const dots = h('span', { 'aria-hidden': 'true' }, '••••••••');
+  const button = h('button', { type: 'button', class: 'secondary', 'aria-expanded': 'false', onclick: () => {
+    const show = code.hidden;
+    code.hidden = !show;
+    dots.hidden = show;
+    button.setAttribute('aria-expanded', String(show));
+    button.textContent = `${show ? 'Hide' : 'Show'} ${key}`;
+  } }, `Show ${key}`);
+  return h('div', { class: 'actions' }, dots, code, button);
+}
+
+/** The edit form, folded (its text holds the values) until opened. */
 function editForm(m, p, data) {
-  return form({ 'aria-label': 'Edit secret' }, [
-    h('h2', {}, data ? 'Edit' : 'Write'),
+  const f = form({ 'aria-label': 'Edit secret' }, [
     field('Data (a JSON object)', { name: 'data', multiline: true, value: JSON.stringify(data || {}, null, 2) }),
     h('button', { type: 'submit' }, 'Save new version'),
-  ], async (f) => {
-    await write(m, p, parseData(value(f, 'data')));
+  ], async (fm) => {
+    await write(m, p, parseData(value(fm, 'data')));
     navigate(base(m, p));
   });
+  return h('details', { class: 'edit', open: data ? undefined : true }, h('summary', {}, data ? 'Edit' : 'Write'), f);
 }
 
 async function remove(el, m, p) {

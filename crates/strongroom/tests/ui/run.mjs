@@ -84,7 +84,8 @@ async function article(t, root) {
   await t.page.getByLabel('Path of the new secret').fill('app/config');
   await t.page.getByLabel('Data (a JSON object)').fill('{"url": "https://db.example"}');
   await t.page.getByRole('button', { name: 'Save secret' }).click();
-  await t.page.getByRole('cell', { name: 'https://db.example' }).waitFor();
+  await t.page.getByRole('button', { name: 'Show url' }).click();
+  await t.page.getByText('https://db.example', { exact: true }).waitFor();
   check(!(await t.page.getByText('Versions and metadata').count()), 'KV v1 has no versions');
   await shot(t, 'kv1-secret');
   await t.page.getByRole('button', { name: 'Delete secret' }).click();
@@ -106,14 +107,21 @@ async function article(t, root) {
   await t.page.getByLabel('Data (a JSON object)').fill('{"encryptionPassphrase": "volume key one"}');
   await t.page.getByRole('button', { name: 'Save secret' }).click();
   await t.page.getByRole('heading', { level: 1, name: 'ocs/pvc-0001' }).waitFor();
-  await t.page.getByRole('cell', { name: 'volume key one' }).waitFor();
+  check(!(await t.page.getByText('volume key one').isVisible()), 'values are hidden until asked for');
+  await t.page.getByRole('button', { name: 'Show encryptionPassphrase' }).click();
+  await t.page.getByText('volume key one', { exact: true }).waitFor();
+  check(!(await t.page.getByLabel('Data (a JSON object)').isVisible()), 'the edit form is folded');
+  await t.page.getByText('Edit', { exact: true }).click();
   await t.page.getByLabel('Data (a JSON object)').fill('{"encryptionPassphrase": "volume key two"}');
   await t.page.getByRole('button', { name: 'Save new version' }).click();
-  await t.page.getByRole('cell', { name: 'volume key two' }).waitFor();
+  await t.page.getByRole('button', { name: 'Show encryptionPassphrase' }).click();
+  await t.page.getByText('volume key two', { exact: true }).waitFor();
   await t.page.getByRole('link', { name: 'Version 1' }).waitFor();
   await shot(t, 'kv-secret-versions');
   await t.page.getByRole('link', { name: 'Version 1' }).click();
-  await t.page.getByRole('cell', { name: 'volume key one' }).waitFor();
+  await t.page.getByRole('heading', { level: 1, name: 'ocs/pvc-0001 (version 1)' }).waitFor();
+  await t.page.getByRole('button', { name: 'Show encryptionPassphrase' }).click();
+  await t.page.getByText('volume key one', { exact: true }).waitFor();
 
   await nav(t, 'Policies', 'ACL policies');
   const denied = await alertText(t);
