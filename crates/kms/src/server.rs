@@ -166,6 +166,17 @@ pub async fn serve(
     listeners: Vec<ListenerConfig>,
     ready: Option<tokio::sync::oneshot::Sender<Vec<SocketAddr>>>,
 ) -> Result<(), ServerError> {
+    serve_with_ui(core, listeners, false, ready).await
+}
+
+/// [`serve`], with the web UI at `/ui/` on every listener when `ui` (config `ui = true`, or
+/// dev mode).
+pub async fn serve_with_ui(
+    core: Arc<Core>,
+    listeners: Vec<ListenerConfig>,
+    ui: bool,
+    ready: Option<tokio::sync::oneshot::Sender<Vec<SocketAddr>>>,
+) -> Result<(), ServerError> {
     let handle = axum_server::Handle::new();
     let tracker = conn::Tracker::start(conn::connection_cap());
     tracing::info!(max_connections = tracker.cap(), "connection cap");
@@ -189,8 +200,8 @@ pub async fn serve(
                 msg: e.to_string(),
             })?;
         bound.push(addr);
-        let app =
-            crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = crate::http::router(core.clone(), ui)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let h = handle.clone();
         let tracking = conn::TrackingAcceptor::new(tracker.clone(), l.timeouts);
         if l.tls_disable {

@@ -18,7 +18,8 @@ use std::sync::{Arc, Weak};
 pub fn decides_own_access(rel: &str, op: Operation) -> bool {
     op == Operation::Read
         && (rel.trim_end_matches('/') == "internal/ui/mounts"
-            || rel.starts_with("internal/ui/mounts/"))
+            || rel.starts_with("internal/ui/mounts/")
+            || rel == "internal/ui/resultant-acl")
 }
 
 /// Policy names are case-insensitive: `policies/acl/Admin` is `admin`.
@@ -159,6 +160,9 @@ static ROUTES: &[Route<Ctx>] = &[
         })))
     }),
     rt("internal/ui/mounts", READ, |c, r, _| ui_mounts(&c.u, r)),
+    rt("internal/ui/resultant-acl", READ, |c, r, _| {
+        resultant_acl(&c.u, r)
+    }),
     rt("internal/ui/mounts/*path", READ, |c, r, p| {
         ui_mount(&c.u, p.get("path"), r)
     }),
@@ -283,6 +287,25 @@ fn mount_list_where(u: &Unsealed, auth: bool, keep: impl Fn(&Mount) -> bool) -> 
         m.insert(mt.entry.path.clone(), mt.entry.render());
     }
     Value::Object(m)
+}
+
+/// The caller's own merged rules (what the UI may offer it): OpenBao's `exact_paths` and
+/// `glob_paths` (without the trailing `*`), and whether it is root.
+fn resultant_acl(u: &Unsealed, req: &Request) -> R {
+    let acl = caller_acl(u, req)?;
+    let render = |rules: &mut dyn Iterator<Item = (&str, crate::policy::Caps)>| {
+        let mut m = Map::new();
+        for (p, c) in rules {
+            let p = p.strip_suffix('*').unwrap_or(p);
+            m.insert(p.to_string(), json!({ "capabilities": c.names() }));
+        }
+        Value::Object(m)
+    };
+    Ok(Response::data(json!({
+        "exact_paths": render(&mut acl.exact_rules()),
+        "glob_paths": render(&mut acl.glob_rules()),
+        "root": acl.is_root(),
+    })))
 }
 
 fn caller_acl(u: &Unsealed, req: &Request) -> Result<Arc<Acl>, ApiError> {

@@ -41,8 +41,9 @@ pub fn kv_backend(mount: &str, tenant: &str) -> String {
     format!("{}/strongroom/{tenant}", mount.trim_matches('/'))
 }
 
-/// The tenant's policy: update on encrypt/decrypt/rewrap of its own transit key, nothing else
-/// in transit; CRUD on its own KV subtree.
+/// The tenant's policy: update on encrypt/decrypt/rewrap of its own transit key and read of
+/// its volume records (`volumes/<key>`), nothing else in transit; CRUD (and listing the
+/// metadata) on its own KV subtree.
 pub fn tenant_policy(tenant: &str, l: &TenantLayout) -> String {
     let t = l.transit_mount.trim_matches('/');
     let k = transit_key(tenant);
@@ -52,11 +53,15 @@ pub fn tenant_policy(tenant: &str, l: &TenantLayout) -> String {
             "path \"{t}/{op}/{k}\" {{\n  capabilities = [\"update\"]\n}}\n"
         ));
     }
+    // what the key manager records of the volumes its key wraps (the UI's Volumes view)
+    p.push_str(&format!(
+        "path \"{t}/volumes/{k}\" {{\n  capabilities = [\"read\"]\n}}\n"
+    ));
     if let Some(m) = &l.kv2_mount {
         let m = m.trim_matches('/');
         p.push_str(&format!(
             "path \"{m}/data/strongroom/{tenant}/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\"]\n}}\n\
-             path \"{m}/metadata/strongroom/{tenant}/*\" {{\n  capabilities = [\"read\", \"delete\"]\n}}\n"
+             path \"{m}/metadata/strongroom/{tenant}/*\" {{\n  capabilities = [\"read\", \"list\", \"delete\"]\n}}\n"
         ));
     }
     if let Some(m) = &l.kv1_mount {

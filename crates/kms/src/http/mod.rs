@@ -19,11 +19,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-pub fn router(core: Arc<Core>) -> axum::Router {
-    axum::Router::new()
-        .fallback(handle)
+/// The API; with `ui`, also the web UI at `/ui/` (and `/` redirecting to it).
+pub fn router(core: Arc<Core>, ui: bool) -> axum::Router {
+    let r = axum::Router::new();
+    let r = if ui {
+        r.route("/", axum::routing::any(ui_page))
+            .route("/ui", axum::routing::any(ui_page))
+            .route("/ui/", axum::routing::any(ui_page))
+            .route("/ui/{*rest}", axum::routing::any(ui_page))
+    } else {
+        r
+    };
+    r.fallback(handle)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(core)
+}
+
+/// `/ui/...`: the embedded pages (GET/HEAD only); `/` and `/ui` redirect to `/ui/`.
+async fn ui_page(method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if !matches!(method, Method::GET | Method::HEAD) {
+        return crate::ui::method_not_allowed();
+    }
+    match path.strip_prefix("/ui/") {
+        Some(rest) => crate::ui::serve(rest),
+        None => crate::ui::redirect(),
+    }
 }
 
 fn base_headers(h: &mut HeaderMap) {

@@ -135,6 +135,17 @@ impl Acl {
         }
     }
 
+    /// The merged rules with exact patterns (as the UI's `sys/internal/ui/resultant-acl`
+    /// shows them).
+    pub fn exact_rules(&self) -> impl Iterator<Item = (&str, Caps)> {
+        self.exact.iter().map(|(p, c)| (p.as_str(), *c))
+    }
+
+    /// The merged rules with `*` or `+` patterns (`*` kept, `+` segments as written).
+    pub fn glob_rules(&self) -> impl Iterator<Item = (&str, Caps)> {
+        self.wild.iter().map(|r| (r.pattern.as_str(), r.caps))
+    }
+
     /// Whether any rule could grant something at or below `prefix` (for the UI mounts
     /// preflight: "some capability under the mount").
     pub fn any_under(&self, prefix: &str) -> bool {

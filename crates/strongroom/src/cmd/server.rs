@@ -83,7 +83,13 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let serve = tokio::spawn(server::serve(core.clone(), cfg.listeners.clone(), Some(tx)));
+        let ui = cfg.ui || a.dev;
+        let serve = tokio::spawn(server::serve_with_ui(
+            core.clone(),
+            cfg.listeners.clone(),
+            ui,
+            Some(tx),
+        ));
         if let Ok(addrs) = rx.await {
             if a.dev {
                 let (root, key) = tokio::task::spawn_blocking({
@@ -98,6 +104,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
                 println!("WARNING! dev mode is enabled! Data is kept in memory only and is lost on exit.");
                 println!("\nYou may need to set the following environment variables:\n");
                 println!("    $ export VAULT_ADDR='http://{addr}'\n");
+                println!("The web UI is at http://{addr}/ui/\n");
                 println!("The unseal key and root token are displayed below in case you want to");
                 println!("seal/unseal the server or re-authenticate.\n");
                 println!("Unseal Key: {key}");

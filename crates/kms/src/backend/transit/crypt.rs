@@ -39,7 +39,7 @@ impl Transit {
         let context_set = !items[0].context.is_empty();
 
         let (policy, warning) = self.key_for_encrypt(name, req, &prm, context_set)?;
-        let ans = Self::encrypt_items(&policy, &items, batch_raw.is_some())?;
+        let ans = self.encrypt_items(name, &policy, &items, batch_raw.is_some())?;
         let (mut resp, outcomes) = ans.finish();
         if let Some(w) = warning {
             resp = resp.with_warning(w);
@@ -79,8 +79,14 @@ impl Transit {
     }
 
     /// Encrypts each item into the answer (per-item errors in a batch, the error itself
-    /// for a single request).
-    fn encrypt_items(policy: &KeyPolicy, items: &[Item], batch: bool) -> Result<Answer, ApiError> {
+    /// for a single request); a volume manager's wraps are recorded (see `volumes`).
+    fn encrypt_items(
+        &self,
+        name: &str,
+        policy: &KeyPolicy,
+        items: &[Item],
+        batch: bool,
+    ) -> Result<Answer, ApiError> {
         let mut crypter = Crypter::new(policy, items.len());
         let estimate = items
             .iter()
@@ -99,6 +105,7 @@ impl Transit {
                 });
             match ans.outcome(r)? {
                 Ok(v) => {
+                    self.note_wrap(name, it.context, v);
                     ans.out.push_str("\",\"key_version\":");
                     ciphertext::push_int(&mut ans.out, v);
                 }
@@ -213,6 +220,11 @@ impl Transit {
             .load_current(name)?
             .ok_or_else(|| bad("encryption key not found"))?;
         let mut results = rewrap_items(&policy, &items)?;
+        for (r, it) in results.iter().zip(&items) {
+            if let Ok((_, v)) = r {
+                self.note_wrap(name, it.context, *v);
+            }
+        }
         if batch_raw.is_some() {
             return Ok(rewrap_batch_response(results, &items));
         }

@@ -106,6 +106,7 @@ impl Transit {
         }
         self.view.delete(&format!("{POLICY_PREFIX}{name}"))?;
         self.cache.write().remove(name);
+        self.forget_volumes(name)?;
         Ok(Response::no_content())
     }
 

@@ -5,7 +5,7 @@
 //! `keys` (list) · `keys/<k>` (read/create/delete) · `keys/<k>/config` · `keys/<k>/rotate` ·
 //! `keys/<k>/trim` · `keys/<k>/soft-delete` · `keys/<k>/soft-delete-restore` ·
 //! `encrypt/<k>` (creates a missing key: upsert) · `decrypt/<k>` · `rewrap/<k>` ·
-//! `datakey/{plaintext,wrapped}/<k>` · `random[/<source>][/<bytes>]` · `hmac/<k>[/<algo>]` ·
+//! `datakey/{plaintext,wrapped}/<k>` · `volumes/<k>` (the volumes it wraps, see [`volumes`]) · `random[/<source>][/<bytes>]` · `hmac/<k>[/<algo>]` ·
 //! `verify/<k>[/<algo>]` (HMACs) · `hash[/<algo>]` (plain digests) · `export/<type>/<k>[/<ver>]`
 //! (always refused: key material never leaves the server, so
 //! `exportable`/`allow_plaintext_backup` are refused too).
@@ -35,6 +35,7 @@ pub mod keys;
 mod keys_api;
 pub mod params;
 mod random;
+mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -464,6 +465,9 @@ static ROUTES: &[Route<Transit>] = &[
         &["name", "urlalgorithm"],
         |t, r, c| t.verify(c.get("name"), c.opt("urlalgorithm"), &r.data),
     ),
+    route("volumes/:name", Ops::READ, None, &[], |t, _, c| {
+        t.read_volumes(c.get("name"))
+    }),
     route("export/:type/:name", Ops::READ, None, &[], export),
     route("export/:type/:name/:version", Ops::READ, None, &[], export),
 ];
