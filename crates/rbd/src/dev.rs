@@ -112,6 +112,17 @@ impl DevCluster {
             .map_err(|e| format!("start the cluster watchdog: {e}"))
     }
 
+    /// Stop the daemons now (the watchdog would, at exit). Also done on drop: a cluster
+    /// owned by a value (the demo's) is stopped before its directory can go away.
+    pub fn stop(&self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
     /// The ceph.conf for clients (monitors + admin keyring).
     pub fn conf(&self) -> PathBuf {
         self.dir.join("ceph.conf")
@@ -149,6 +160,37 @@ impl DevCluster {
             ));
         }
         Ok(out.stdout)
+    }
+}
+
+impl DevCluster {
+    /// Every RADOS data object of `image` (in the pool's default namespace), concatenated:
+    /// what the cluster stores for it, to search for plaintext.
+    pub fn object_data(&self, image: &str) -> Result<Vec<u8>, String> {
+        let spec = format!("{}/{image}", self.pool);
+        let info = String::from_utf8_lossy(&self.tool("rbd", &["info", &spec])?).into_owned();
+        let prefix = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("block_name_prefix: "))
+            .ok_or_else(|| format!("no block_name_prefix in `rbd info {spec}`"))?
+            .to_string();
+        let list =
+            String::from_utf8_lossy(&self.tool("rados", &["-p", &self.pool, "ls"])?).into_owned();
+        let out = self.dir.join(format!("object-{}", rand_suffix()));
+        let mut all = Vec::new();
+        for obj in list.lines().filter(|o| o.starts_with(&prefix)) {
+            let o = out.to_string_lossy();
+            self.tool("rados", &["-p", &self.pool, "get", obj, &o])?;
+            all.extend(std::fs::read(&out).map_err(|e| format!("read {obj}: {e}"))?);
+        }
+        let _ = std::fs::remove_file(&out);
+        Ok(all)
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

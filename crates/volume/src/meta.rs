@@ -25,6 +25,26 @@ pub enum StoreSpec {
     File { path: String },
     /// A raw block device (never created or resized by us, only used).
     Block { path: String },
+    /// A Ceph RBD image (`csi-vol-<uuid>` as ceph-csi names them) in a pool and RADOS
+    /// namespace ("" = the default), reached as [`CephRef`] says. The volume's metadata is
+    /// kept in the image's metadata too, so any node can open it.
+    Rbd {
+        pool: String,
+        #[serde(default)]
+        namespace: String,
+        image: String,
+        ceph: CephRef,
+    },
+}
+
+/// How to reach a Ceph cluster: never a credential, only where the credential is found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CephRef {
+    /// A ceph.conf naming the monitors and the keyring (`None`: `$CEPH_CONF`, then Ceph's
+    /// default paths).
+    pub conf: Option<String>,
+    /// The cephx user id (`admin` for `client.admin`).
+    pub user: String,
 }
 
 /// How the keyslot secret is protected.
@@ -255,9 +275,17 @@ impl VolumeMeta {
         Self::decode(&bytes)
     }
 
-    /// Write `<dir>/volume.meta` atomically and durably.
+    /// Write `<dir>/volume.meta` atomically and durably (and into the store, if it keeps
+    /// metadata), as the next generation.
     pub fn store(&mut self, dir: &Path) -> Result<()> {
         self.generation += 1;
+        let bytes = self.store_local(dir)?;
+        // A store that keeps metadata (RBD: the image's) gets the same record.
+        crate::store::from_spec(&self.store).put_meta(&bytes)
+    }
+
+    /// Write this record, as it is, to `<dir>/volume.meta` only; returns what was written.
+    pub fn store_local(&self, dir: &Path) -> Result<Vec<u8>> {
         let bytes = self.encode()?;
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         let mut f = OpenOptions::new()
@@ -272,7 +300,8 @@ impl VolumeMeta {
         drop(f);
         fs::rename(&tmp, dir.join(META_FILE))
             .map_err(|e| Error::io("rename metadata into place", e))?;
-        fsync_dir(dir)
+        fsync_dir(dir)?;
+        Ok(bytes)
     }
 
     /// Move to `next` and persist, refusing illegal transitions.

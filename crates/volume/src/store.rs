@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::meta::StoreSpec;
+pub use crate::store_rbd::RbdStore;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use strongroom_luks::{BlockDevice, FileDevice};
@@ -16,8 +17,27 @@ pub trait BackingStore: Send + Sync {
     fn grow(&self, bytes: u64) -> Result<()>;
     /// Positioned I/O on the store.
     fn open(&self, writable: bool) -> Result<Box<dyn BlockDevice>>;
+    /// Open for this node's read-write attach: a store that other nodes can reach (RBD)
+    /// refuses it, [`Error::FailedPrecondition`], while another node has it attached.
+    fn open_exclusive(&self) -> Result<Box<dyn BlockDevice>> {
+        self.open(true)
+    }
     /// A path the kernel can attach (loop device / dm-crypt), if the store has one.
     fn local_path(&self) -> Option<&Path>;
+    /// Keep the volume's metadata record with the data, where the store can (RBD image
+    /// metadata), so that another node finds it. Stores without that keep nothing.
+    fn put_meta(&self, _record: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    /// The record [`put_meta`](Self::put_meta) kept, if any.
+    fn get_meta(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Delete the store itself (RBD: the image, to the trash while clones depend on it);
+    /// stores owned by someone else (a block device) or by the volume directory are kept.
+    fn remove(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Build the store a metadata record points at.
@@ -25,6 +45,12 @@ pub fn from_spec(spec: &StoreSpec) -> Box<dyn BackingStore> {
     match spec {
         StoreSpec::File { path } => Box::new(SparseFile::new(path)),
         StoreSpec::Block { path } => Box::new(BlockDev::new(path)),
+        StoreSpec::Rbd {
+            pool,
+            namespace,
+            image,
+            ceph,
+        } => Box::new(RbdStore::new(pool, namespace, image, ceph)),
     }
 }
 

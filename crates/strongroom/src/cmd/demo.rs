@@ -6,20 +6,25 @@
 //!
 //! As root it mounts real filesystems (FUSE + loop + ext4, or dm-crypt where the kernel has
 //! it); without root it runs the same story through the library's read/write API and says so.
+//!
+//! `--backend rbd`: the volumes are RBD images in a throwaway Ceph cluster the demo starts
+//! itself (scripts/ceph/dev-cluster.sh: 1 monitor + 1 memstore OSD on loopback) and stops at
+//! the end; the plaintext search reads every RADOS object of each image.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use strongroom_kms::config::ListenerConfig;
 use strongroom_kms::core::{Core, CoreOptions};
 use strongroom_kms::storage::InmemStorage;
+use strongroom_rbd::dev::{DevCluster, INSTALL_HINT};
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, ErrorKind, FsType, KmsConfig, Manager, ManagerConfig,
-    ProtectionRequest, RotateKind, SecretString, State,
+    new_image_name, CephRef, CreateRequest, Credential, ErrorKind, FsType, KmsConfig, Manager,
+    ManagerConfig, ProtectionRequest, RotateKind, SecretString, State, StoreSpec,
 };
 
 #[derive(Args)]
@@ -30,6 +35,15 @@ pub struct DemoArgs {
     /// Run the library read/write story even when root (no mounts).
     #[arg(long)]
     no_mount: bool,
+    /// `file` (sparse files in a temp dir) or `rbd` (images in a throwaway Ceph cluster).
+    #[arg(long, value_enum, default_value = "file")]
+    backend: DemoBackend,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoBackend {
+    File,
+    Rbd,
 }
 
 struct Report {
@@ -110,6 +124,8 @@ struct DemoVolume {
     tenant: &'static str,
     protection: ProtectionRequest,
     cred: Credential,
+    /// `None`: a sparse file in the volume's directory.
+    store: Option<StoreSpec>,
 }
 
 /// Everything the demo's steps share.
@@ -120,6 +136,8 @@ struct Demo {
     mount: bool,
     vols: Vec<DemoVolume>,
     markers: Vec<String>,
+    /// The throwaway Ceph cluster (`--backend rbd`).
+    ceph: Option<DevCluster>,
     admin_client: strongroom_vault_client::Client,
     layout: TenantLayout,
     root: SecretString,
@@ -153,6 +171,7 @@ fn setup_tenants(
             tenant: "alice",
             protection: ProtectionRequest::envelope_for("alice"),
             cred: Credential::Tenant(tokens[0].clone()),
+            store: None,
         },
         DemoVolume {
             id: "bob-logs",
@@ -161,13 +180,60 @@ fn setup_tenants(
                 backend: tenant::kv_backend("secret", "bob"),
             },
             cred: Credential::Tenant(tokens[1].clone()),
+            store: None,
         },
     ];
     Ok((vols, admin))
 }
 
+/// The throwaway cluster for `--backend rbd`, or why there is none (with the install command).
+fn start_ceph(base: &Path) -> Result<DevCluster, String> {
+    if let Err(why) = DevCluster::available() {
+        return Err(format!(
+            "--backend rbd needs Ceph, which is not installed here ({why}).\n\
+             Install it (Debian 12) with:\n  {INSTALL_HINT}"
+        ));
+    }
+    println!("starting a throwaway Ceph cluster (1 monitor + 1 memstore OSD on 127.0.0.1)...");
+    let c = DevCluster::start(base)?;
+    println!(
+        "ceph: {} (stopped and removed when the demo ends)",
+        c.conf().display()
+    );
+    Ok(c)
+}
+
+/// Each volume an RBD image `csi-vol-<uuid>` in the cluster's pool.
+fn rbd_stores(vols: &mut [DemoVolume], c: &DevCluster) {
+    for v in vols {
+        v.store = Some(StoreSpec::Rbd {
+            pool: c.pool().into(),
+            namespace: String::new(),
+            image: new_image_name(),
+            ceph: CephRef {
+                conf: Some(c.conf().to_string_lossy().into_owned()),
+                user: "admin".into(),
+            },
+        });
+    }
+}
+
 pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("strongroom demo: encrypted per-tenant volumes with an embedded key manager\n");
+    let tmp = tempfile::Builder::new()
+        .prefix("strongroom-demo-")
+        .tempdir()?;
+    let base: PathBuf = tmp.path().to_path_buf();
+    let ceph = match a.backend {
+        DemoBackend::File => None,
+        DemoBackend::Rbd => match start_ceph(&base) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                eprintln!("strongroom demo: {why}");
+                return Ok(1);
+            }
+        },
+    };
     // 1. The key manager, in-process, in memory.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -178,11 +244,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let kms = KmsConfig::new(address);
     let admin_client = kms.client(&root)?;
     let layout = TenantLayout::default();
-    let (vols, admin) = setup_tenants(&admin_client, &layout)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("strongroom-demo-")
-        .tempdir()?;
-    let base: PathBuf = tmp.path().to_path_buf();
+    let (mut vols, admin) = setup_tenants(&admin_client, &layout)?;
+    if let Some(c) = &ceph {
+        rbd_stores(&mut vols, c);
+    }
     let mgr = Manager::new(ManagerConfig {
         root: base.join("volumes"),
         cluster_id: "demo-cluster".into(),
@@ -206,6 +271,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         mount,
         vols,
         markers: Vec::new(),
+        ceph,
         admin_client,
         layout,
         root,
@@ -258,7 +324,7 @@ impl Demo {
                 tenant: v.tenant.to_string(),
                 size: 64 << 20,
                 protection: v.protection.clone(),
-                store: None,
+                store: v.store.clone(),
                 fs_type: FsType::Ext4,
             };
             let info = self.mgr.create(&req, &v.cred)?;
@@ -300,19 +366,23 @@ impl Demo {
         Ok(())
     }
 
-    /// 2. No plaintext in any backing file.
+    /// 2. No plaintext in any backing file (or in any RADOS object of an image).
     fn check_no_plaintext(&mut self) -> anyhow::Result<()> {
         for v in &self.vols {
-            let f = self.base.join("volumes").join(v.id).join("volume.img");
-            let found = file_has_any(&f, &self.markers)?;
-            self.rep.check(
-                !found,
-                format!(
-                    "{}: backing file holds none of the markers (searched {} bytes)",
-                    v.id,
-                    std::fs::metadata(&f)?.len()
-                ),
-            );
+            let (found, what) = match (&v.store, &self.ceph) {
+                (Some(StoreSpec::Rbd { image, .. }), Some(c)) => {
+                    let data = c.object_data(image).map_err(anyhow::Error::msg)?;
+                    let found = self.markers.iter().any(|m| contains(&data, m.as_bytes()));
+                    (found, format!("RADOS objects of {image} hold"))
+                }
+                _ => {
+                    let f = self.base.join("volumes").join(v.id).join("volume.img");
+                    let found = file_has_any(&f, &self.markers)?;
+                    (found, "backing file holds".to_string())
+                }
+            };
+            self.rep
+                .check(!found, format!("{}: {what} none of the markers", v.id));
         }
         Ok(())
     }
@@ -392,10 +462,7 @@ impl Demo {
             .mgr
             .open("alice-db", &Credential::Tenant(self.root.clone()))
             .is_err();
-        let img = self.base.join("volumes/alice-db/volume.img");
-        let header_gone = strongroom_luks::FileDevice::open(&img, false)
-            .map(|d| strongroom_luks::Volume::open(d).is_err())
-            .unwrap_or(true);
+        let header_gone = self.header_gone(&self.vols[0]);
         self.rep.check(by_alice && by_root && header_gone, "alice-db: cannot be opened any more, not by alice, not with the KMS root token (no LUKS2 header left)");
         let audit =
             std::fs::read_to_string(self.base.join("volumes/audit.log")).unwrap_or_default();
@@ -404,5 +471,25 @@ impl Demo {
             "audit log records the shred",
         );
         Ok(())
+    }
+
+    /// Whether no LUKS2 header opens on the volume's store any more.
+    fn header_gone(&self, v: &DemoVolume) -> bool {
+        let Some(StoreSpec::Rbd { pool, image, .. }) = &v.store else {
+            let img = self.base.join("volumes").join(v.id).join("volume.img");
+            return strongroom_luks::FileDevice::open(&img, false)
+                .map(|d| strongroom_luks::Volume::open(d).is_err())
+                .unwrap_or(true);
+        };
+        let Some(c) = &self.ceph else { return false };
+        let img = strongroom_rbd::Cluster::from_conf(Some(&c.conf()), "admin")
+            .and_then(|cl| cl.ioctx(pool, "", false))
+            .and_then(|io| io.open(image));
+        match img {
+            Ok(img) => {
+                strongroom_luks::Volume::open(strongroom_volume::RbdDevice::new(img)).is_err()
+            }
+            Err(_) => true,
+        }
     }
 }

@@ -5,5 +5,6 @@ pub mod client;
 pub mod csi;
 pub mod demo;
 pub mod luks;
+pub mod rbd_bench;
 pub mod server;
 pub mod volume;

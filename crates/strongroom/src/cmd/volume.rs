@@ -19,9 +19,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
-    CreateRequest, Credential, Error as VolError, ErrorKind, FsType, KmsConfig, Manager,
-    ManagerConfig, ProtectionMode, ProtectionRequest, RotateKind, SecretString, StoreSpec,
-    VolumeInfo,
+    new_image_name, CephRef, CreateRequest, Credential, Error as VolError, ErrorKind, FsType,
+    KmsConfig, Manager, ManagerConfig, ProtectionMode, ProtectionRequest, RotateKind, SecretString,
+    StoreSpec, VolumeInfo,
 };
 
 #[derive(Args, Clone)]
@@ -100,10 +100,65 @@ struct CreateArgs {
     #[arg(long, default_value = "ext4")]
     fs: FsType,
     /// Use this raw block device instead of a sparse file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "backend")]
     block_device: Option<PathBuf>,
+    /// Where the ciphertext lives: `file` (a sparse file under --root) or `rbd` (a Ceph RBD
+    /// image `csi-vol-<uuid>` in --pool).
+    #[arg(long, value_enum, default_value = "file")]
+    backend: Backend,
+    #[command(flatten)]
+    ceph: CephArgs,
     #[command(flatten)]
     token: TokenArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    File,
+    Rbd,
+}
+
+/// Where an RBD volume lives and how to reach its cluster (ceph.conf + keyring; the key is
+/// never an argument).
+#[derive(Args, Clone)]
+struct CephArgs {
+    /// RBD pool (with `--backend rbd`).
+    #[arg(long, required_if_eq("backend", "rbd"))]
+    pool: Option<String>,
+    /// RADOS namespace inside the pool (created if missing).
+    #[arg(long, default_value = "")]
+    rados_namespace: String,
+    /// Image name (default `csi-vol-<random uuid>`).
+    #[arg(long)]
+    image: Option<String>,
+    /// ceph.conf naming the monitors and the keyring (default: $CEPH_CONF, then Ceph's own
+    /// search path).
+    #[arg(long)]
+    ceph_conf: Option<PathBuf>,
+    /// Ceph user id (`admin` = client.admin).
+    #[arg(long, default_value = "admin")]
+    ceph_user: String,
+}
+
+impl CephArgs {
+    fn store(&self) -> anyhow::Result<StoreSpec> {
+        let pool = self.pool.clone().context("--backend rbd needs --pool")?;
+        // Record where the conf is, so that later commands (and the mount daemon) find the
+        // same cluster whatever their environment.
+        let conf = (self.ceph_conf.clone())
+            .or_else(|| std::env::var_os("CEPH_CONF").map(PathBuf::from))
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .map(|p| p.to_string_lossy().into_owned());
+        Ok(StoreSpec::Rbd {
+            pool,
+            namespace: self.rados_namespace.clone(),
+            image: self.image.clone().unwrap_or_else(new_image_name),
+            ceph: CephRef {
+                conf,
+                user: self.ceph_user.clone(),
+            },
+        })
+    }
 }
 
 #[derive(Args)]
@@ -162,6 +217,13 @@ enum Sub {
     List,
     /// Show a volume's state, parameters and rotation ages.
     Status { id: String },
+    /// Take over on this node a volume whose metadata lives with its data (an RBD image made
+    /// on another node): `--pool` and `--image` name it. Needs no token (opening it does).
+    Import {
+        id: String,
+        #[command(flatten)]
+        ceph: CephArgs,
+    },
     /// Admin: create a tenant's transit key and policy (and optionally a token for it).
     SetupTenant(SetupTenantArgs),
     /// (internal) Serve a mount; started by `mount`, token on stdin.
@@ -177,6 +239,9 @@ enum Sub {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// (benchmarks) Library-level RBD throughput and provisioning (bench/rbd.sh).
+    #[command(hide = true)]
+    BenchRbd(super::rbd_bench::BenchRbdArgs),
     /// (benchmarks) Time provisioning (create + open, no mkfs) with its KMS round trips.
     #[command(hide = true)]
     BenchProvision {
@@ -369,6 +434,13 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
             manager(&g, true).shred(&id, &cred)
         }
         Sub::Status { id } => manager(&g, false).status(&id),
+        Sub::BenchRbd(a) => return super::rbd_bench::run(a),
+        Sub::Import { id, ceph } => {
+            if ceph.image.is_none() {
+                bail!("import needs --image (the RBD image holding the volume)");
+            }
+            manager(&g, false).import(&id, &ceph.store()?)
+        }
         Sub::List => return list(&g),
         Sub::SetupTenant(a) => return setup_tenant(&g, &a),
         #[cfg(feature = "bench")]
@@ -406,9 +478,13 @@ impl CreateArgs {
             tenant: self.tenant.clone(),
             size: parse_size(&self.size)?,
             protection,
-            store: self.block_device.as_ref().map(|p| StoreSpec::Block {
-                path: p.to_string_lossy().into_owned(),
-            }),
+            store: match (self.backend, &self.block_device) {
+                (Backend::Rbd, _) => Some(self.ceph.store()?),
+                (Backend::File, Some(p)) => Some(StoreSpec::Block {
+                    path: p.to_string_lossy().into_owned(),
+                }),
+                (Backend::File, None) => None,
+            },
             fs_type: self.fs,
         })
     }

@@ -36,7 +36,11 @@ impl Manager {
         if self.already_open(&dir, &m, target)? {
             return Ok(self.info(&dir, &m));
         }
-        let kind = self.cfg.datapath.unwrap_or_else(DataPathKind::detect);
+        // an RBD image has no local path for dm-crypt (no krbd here): always userspace
+        let kind = match m.store {
+            StoreSpec::Rbd { .. } => DataPathKind::Userspace,
+            _ => self.cfg.datapath.unwrap_or_else(DataPathKind::detect),
+        };
         let r = (|| {
             let dev = match kind {
                 DataPathKind::Userspace => self.attach_userspace(&dir, &m, &secret)?,
@@ -99,7 +103,7 @@ impl Manager {
     fn attach_userspace(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
         let st = store::from_spec(&m.store);
         let (vol, u) = unlock(st.as_ref(), secret, false)?;
-        let io = fuse::CryptIo::new(st.open(true)?, vol.data_segment()?, u.volume_key)?;
+        let io = fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, u.volume_key)?;
         let fuse_dir = dir.join("fuse");
         let mut rt = Runtime {
             datapath: Some(DataPathKind::Userspace),

@@ -247,7 +247,50 @@ impl Manager {
         valid_name("volume id", id)?;
         let dir = self.volume_dir(id);
         let m = VolumeMeta::load(&dir)?;
+        let m = Self::newer_from_store(&dir, m)?;
         Ok((dir, m))
+    }
+
+    /// A store that keeps the metadata (RBD) is its authority: another node may have moved
+    /// the volume on (rotation, resize, shred) since this node's copy was written.
+    fn newer_from_store(dir: &Path, local: VolumeMeta) -> Result<VolumeMeta> {
+        let Some(bytes) = store::from_spec(&local.store).get_meta()? else {
+            return Ok(local);
+        };
+        let shared = VolumeMeta::decode(&bytes)?;
+        if shared.id != local.id || shared.generation <= local.generation {
+            return Ok(local);
+        }
+        shared.store_local(dir)?;
+        Ok(shared)
+    }
+
+    /// Take over a volume whose metadata lives in its store (an RBD image created on another
+    /// node): its record is copied into this node's volume directory. Idempotent.
+    pub fn import(&self, id: &str, spec: &StoreSpec) -> Result<VolumeInfo> {
+        valid_name("volume id", id)?;
+        let bytes = store::from_spec(spec)
+            .get_meta()?
+            .ok_or_else(|| Error::NotFound(format!("no Strongroom volume in {spec:?}")))?;
+        let m = VolumeMeta::decode(&bytes)?;
+        if m.id != id || &m.store != spec {
+            return Err(Error::InvalidArgument(format!(
+                "the store holds volume {}, not {id}",
+                m.id
+            )));
+        }
+        let dir = self.volume_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create volume directory", e))?;
+        let _l = lock(&dir)?;
+        let m = match VolumeMeta::load(&dir) {
+            Ok(local) => Self::newer_from_store(&dir, local)?,
+            Err(Error::NotFound(_)) => {
+                m.store_local(&dir)?;
+                m
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.info(&dir, &m))
     }
 
     fn ctx(&self, m: &VolumeMeta) -> Vec<u8> {

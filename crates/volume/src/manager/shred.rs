@@ -97,6 +97,7 @@ impl Manager {
                 let _ = std::fs::remove_file(path);
             }
         }
+        store::from_spec(&m.store).remove()?;
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove shredded volume", e))
     }
 
