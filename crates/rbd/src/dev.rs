@@ -40,7 +40,7 @@ impl DevCluster {
                 .status()
                 .is_ok_and(|s| s.success());
             if !found {
-                return Err(format!("{bin} is not installed (install: {INSTALL_HINT})"));
+                return Err(format!("{bin} is not installed"));
             }
         }
         if !Self::script().exists() {
@@ -86,10 +86,10 @@ impl DevCluster {
         match r {
             Ok(c) => Some(c),
             Err(why) if std::env::var(REQUIRED_ENV).as_deref() == Ok("1") => {
-                panic!("Ceph required ({REQUIRED_ENV}=1) but unavailable: {why}")
+                panic!("Ceph required ({REQUIRED_ENV}=1) but unavailable: {why} (install: {INSTALL_HINT})")
             }
             Err(why) => {
-                eprintln!("skipping: no Ceph for this test: {why}");
+                eprintln!("skipping: no Ceph for this test: {why} (install: {INSTALL_HINT})");
                 None
             }
         }

@@ -122,8 +122,8 @@ enum Backend {
 /// never an argument).
 #[derive(Args, Clone)]
 struct CephArgs {
-    /// RBD pool (with `--backend rbd`).
-    #[arg(long, required_if_eq("backend", "rbd"))]
+    /// RBD pool (needed with `--backend rbd`).
+    #[arg(long)]
     pool: Option<String>,
     /// RADOS namespace inside the pool (created if missing).
     #[arg(long, default_value = "")]
@@ -142,7 +142,7 @@ struct CephArgs {
 
 impl CephArgs {
     fn store(&self) -> anyhow::Result<StoreSpec> {
-        let pool = self.pool.clone().context("--backend rbd needs --pool")?;
+        let pool = self.pool.clone().context("an RBD volume needs --pool")?;
         // Record where the conf is, so that later commands (and the mount daemon) find the
         // same cluster whatever their environment.
         let conf = (self.ceph_conf.clone())
