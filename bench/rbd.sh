@@ -69,7 +69,8 @@ cpu_per_gb() {
 }
 
 for wl in SeqWrite1m SeqRead1m RandWrite4k RandRead4k; do
-  name=$(echo "$wl" | sed 's/\([A-Z]\)/_\1/g; s/^_//' | tr 'A-Z' 'a-z')
+  case $wl in SeqWrite1m) name=seq_write_1m;; SeqRead1m) name=seq_read_1m;;
+    RandWrite4k) name=rand_write_4k;; RandRead4k) name=rand_read_4k;; esac
   s=$(median Strongroom "$wl" mbps); l=$(median LibrbdLuks2 "$wl" mbps); p=$(median Plain "$wl" mbps)
   sc=$(cpu_per_gb Strongroom "$wl"); lc=$(cpu_per_gb LibrbdLuks2 "$wl"); pc=$(cpu_per_gb Plain "$wl")
   awk -v n="$name" -v s="$s" -v l="$l" -v p="$p" -v sc="$sc" -v lc="$lc" -v pc="$pc" 'BEGIN {

@@ -267,3 +267,41 @@ impl IoCtx {
         self.io.list_images()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn features_parse_ceph_csi_names_and_refuse_bad_combinations() {
+        let f = Features::parse("layering, exclusive-lock,object-map,fast-diff").unwrap();
+        assert!(f.contains(Features::LAYERING) && f.contains(Features::FAST_DIFF));
+        assert_eq!(Features::parse("").unwrap(), Features(0));
+        for bad in [
+            "layering,journaling",
+            "object-map",
+            "exclusive-lock,fast-diff",
+        ] {
+            let e = Features::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errno_kinds_and_messages_without_secrets() {
+        assert_eq!(ErrorKind::from_errno(libc::ENOENT), ErrorKind::NotFound);
+        assert_eq!(
+            ErrorKind::from_errno(libc::ESHUTDOWN),
+            ErrorKind::Blocklisted
+        );
+        assert_eq!(ErrorKind::from_errno(libc::EIO), ErrorKind::Other);
+        let e = Cluster::from_key("127.0.0.1:1", "admin", "secret key!")
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(!e.to_string().contains("secret key!"));
+        let e = Cluster::from_key("127.0.0.1:1", "", "QUJD").err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    }
+}

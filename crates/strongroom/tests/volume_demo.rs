@@ -1,6 +1,6 @@
 //! `strongroom demo` runs its whole story (embedded key manager, two tenants, isolation,
 //! rotation, shred) and every check passes: with real mounts when root, and through the
-//! library's read/write API with `--no-mount`.
+//! library's read/write API with `--no-mount`; on RBD images with `--backend rbd`.
 
 mod common;
 
@@ -40,4 +40,20 @@ fn demo_with_mounts_when_root() {
     }
     let out = run_demo(&[]);
     assert!(out.contains("through the mounted ext4"), "{out}");
+}
+
+/// `--backend rbd`: the same story on a throwaway Ceph the demo starts (library mode, so it
+/// also runs without root); the plaintext search reads the RADOS objects of each image.
+#[test]
+fn demo_on_rbd() {
+    use strongroom_rbd::dev::{DevCluster, REQUIRED_ENV};
+    if let Err(why) = DevCluster::available() {
+        assert_ne!(std::env::var(REQUIRED_ENV).as_deref(), Ok("1"), "{why}");
+        eprintln!("SKIP: no Ceph for the RBD demo: {why}");
+        return;
+    }
+    let out = run_demo(&["--backend", "rbd", "--no-mount"]);
+    assert!(out.contains("throwaway Ceph cluster"), "{out}");
+    assert!(out.contains("RADOS objects of csi-vol-"), "{out}");
+    assert!(out.contains("none of the markers"), "{out}");
 }
