@@ -212,3 +212,105 @@ fn rbd_volume_mounts_on_two_nodes_and_keeps_only_ciphertext_in_rados() {
         leftovers(e.dir.path())
     );
 }
+
+/// kill -9 (fault injection: the process aborts) at every step of an RBD create: re-running
+/// the same create finishes it on the same image, and only that one image exists (in a
+/// RADOS namespace of its own, which the create makes).
+#[test]
+fn rbd_create_resumes_after_abort_at_every_step_on_one_image() {
+    let Some(ceph) = DevCluster::for_tests() else {
+        return;
+    };
+    let e = env(ServerKind::Strongroom, &[]);
+    let root_file = e.token_file("root", &e.root);
+    let a_file = e.dir.path().join("a.token");
+    let a = a_file.to_str().unwrap();
+    ok(e.cli(
+        &[
+            "setup-tenant",
+            "a",
+            "--token-out",
+            a,
+            "--token-file",
+            root_file.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let conf = ceph.conf();
+    let images = || -> Vec<String> {
+        let ls = ceph
+            .tool(
+                "rbd",
+                &["ls", "--pool", ceph.pool(), "--namespace", "faults"],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&ls)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let steps = [
+        "create:provisioned",
+        "create:store-ready",
+        "create:protected-unrecorded",
+        "create:key-protected",
+        "create:formatted",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        let id = format!("f{i}");
+        // the namespace does not exist before the first create makes it
+        let before = if i == 0 { Vec::new() } else { images() };
+        let args = [
+            "--json",
+            "create",
+            &id,
+            "--tenant",
+            "a",
+            "--size",
+            "32M",
+            "--backend",
+            "rbd",
+            "--pool",
+            ceph.pool(),
+            "--rados-namespace",
+            "faults",
+            "--ceph-conf",
+            conf.to_str().unwrap(),
+            "--token-file",
+            a,
+        ];
+        let o = e.cli(&args, &[("STRONGROOM_FAULT", step)]);
+        assert!(
+            !o.status.success(),
+            "{step}: the fault must stop the create"
+        );
+        let o = ok(e.cli(&args, &[]));
+        let info = json(&o);
+        assert_eq!(info["state"], "formatted", "{step}: {info}");
+        let image = info["store"]["image"].as_str().unwrap().to_string();
+        let added: Vec<String> = images()
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect();
+        assert_eq!(
+            added,
+            vec![image.clone()],
+            "{step}: exactly the volume's image"
+        );
+        let meta = ceph
+            .tool(
+                "rbd",
+                &[
+                    "image-meta",
+                    "get",
+                    &format!("{}/faults/{image}", ceph.pool()),
+                    "strongroom.meta",
+                ],
+            )
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&meta).contains("\"state\":\"formatted\""),
+            "{step}"
+        );
+    }
+}
