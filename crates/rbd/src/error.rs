@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Blocklisted,
     /// ENOSYS / EOPNOTSUPP: the feature is not enabled on this image or cluster.
     Unsupported,
+    /// Ceph's client libraries (`librados.so.2`, `librbd.so.1`) could not be loaded.
+    LibraryMissing,
     /// Anything else (EIO, ...).
     Other,
 }
@@ -68,6 +70,17 @@ impl Error {
             errno,
         }
     }
+    /// Ceph's client libraries could not be loaded (`reason` is the loader's message).
+    pub(crate) fn library_missing(reason: &str) -> Self {
+        Error {
+            kind: ErrorKind::LibraryMissing,
+            op: "loading librbd",
+            what: format!(
+                "{reason} (install Ceph's client libraries: apt-get install librbd1 librados2)"
+            ),
+            errno: 0,
+        }
+    }
     /// An argument refused before it reached the library.
     pub(crate) fn invalid(op: &'static str, what: impl Into<String>) -> Self {
         Error {
@@ -85,6 +98,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: ", self.op, self.what)?;
+        if self.kind == ErrorKind::LibraryMissing {
+            return write!(f, "not available");
+        }
         if self.errno == 0 {
             return write!(f, "invalid argument");
         }

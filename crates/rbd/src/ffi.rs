@@ -25,6 +25,10 @@
 //!    is released exactly once, after that.
 //! 6. Return codes are checked: negative is `-errno`; non-negative counts are checked against
 //!    the buffer they describe.
+//! 7. The libraries are loaded at run time ([`load`], by their Debian sonames
+//!    `librados.so.2`/`librbd.so.1`) and never unloaded; each entry point is resolved with
+//!    the signature declared here, from Ceph 16.2's headers. Every call goes through a
+//!    handle, and the first handle ([`Rados::create`]) is made only after `load` succeeded.
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
@@ -74,8 +78,46 @@ struct LuksOptions {
     passphrase_size: usize,
 }
 
-#[link(name = "rados")]
-extern "C" {
+/// Declares the library calls used, resolved at run time from Debian's `librados.so.2` and
+/// `librbd.so.1` (invariant 7): a binary without Ceph's client libraries still runs, and only
+/// an RBD operation fails, with [`ErrorKind::LibraryMissing`](crate::ErrorKind). Each call
+/// keeps its C name as a function of this module, so the call sites read as plain FFI.
+macro_rules! ceph_api {
+    ($( $lib:ident { $( fn $name:ident ( $( $arg:ident : $ty:ty ),* $(,)? ) $( -> $ret:ty )? ; )* } )*) => {
+        /// The resolved entry points.
+        struct Api {
+            $( $( $name: unsafe extern "C" fn($($ty),*) $(-> $ret)?, )* )*
+        }
+
+        impl Api {
+            /// Looks every entry point up in `libs`.
+            ///
+            /// # Safety
+            /// The signatures declared above must be those of Ceph 16.2's headers.
+            unsafe fn resolve(libs: &Libs) -> std::result::Result<Api, String> {
+                Ok(Api {
+                    $( $( $name: *libs.$lib
+                        .get::<unsafe extern "C" fn($($ty),*) $(-> $ret)?>(
+                            concat!(stringify!($name), "\0").as_bytes(),
+                        )
+                        .map_err(|e| format!("{}: {e}", stringify!($name)))?, )* )*
+                })
+            }
+        }
+
+        $( $(
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                // SAFETY: the caller upholds the call's contract (invariants 1-6); the
+                // pointer was resolved from the loaded library (invariant 7).
+                unsafe { (api().$name)($($arg),*) }
+            }
+        )* )*
+    };
+}
+
+ceph_api! {
+    rados {
     fn rados_create2(c: *mut RadosT, cluster: *const c_char, name: *const c_char, f: u64) -> c_int;
     fn rados_conf_read_file(c: RadosT, path: *const c_char) -> c_int;
     fn rados_conf_set(c: RadosT, opt: *const c_char, val: *const c_char) -> c_int;
@@ -86,10 +128,8 @@ extern "C" {
     fn rados_ioctx_create(c: RadosT, pool: *const c_char, io: *mut IoctxT) -> c_int;
     fn rados_ioctx_destroy(io: IoctxT);
     fn rados_ioctx_set_namespace(io: IoctxT, ns: *const c_char);
-}
-
-#[link(name = "rbd")]
-extern "C" {
+    }
+    rbd {
     fn rbd_create2(
         io: IoctxT,
         name: *const c_char,
@@ -183,6 +223,47 @@ extern "C" {
     fn rbd_watchers_list_cleanup(w: *mut Watcher, n: usize);
     fn rbd_encryption_format(img: ImageT, fmt: c_int, opts: *mut c_void, size: usize) -> c_int;
     fn rbd_encryption_load(img: ImageT, fmt: c_int, opts: *mut c_void, size: usize) -> c_int;
+    }
+}
+
+/// The loaded libraries; never unloaded (the resolved pointers point into them).
+struct Libs {
+    rados: libloading::Library,
+    rbd: libloading::Library,
+}
+
+static API: std::sync::OnceLock<std::result::Result<(Libs, Api), String>> =
+    std::sync::OnceLock::new();
+
+/// Loads librados and librbd once; the error says what to install.
+pub(crate) fn load() -> Result<()> {
+    match API.get_or_init(|| open("librados.so.2", "librbd.so.1")) {
+        Ok(_) => Ok(()),
+        Err(reason) => Err(Error::library_missing(reason)),
+    }
+}
+
+/// Opens the two libraries by name and resolves every entry point.
+fn open(rados: &str, rbd: &str) -> std::result::Result<(Libs, Api), String> {
+    // SAFETY: invariant 7: loading Debian's Ceph client libraries runs their initialisers
+    // only, which have no preconditions; the signatures resolved are the headers' (checked
+    // by the tests on a real cluster).
+    unsafe {
+        let rados = libloading::Library::new(rados).map_err(|e| e.to_string())?;
+        let rbd = libloading::Library::new(rbd).map_err(|e| e.to_string())?;
+        let libs = Libs { rados, rbd };
+        let api = Api::resolve(&libs)?;
+        Ok((libs, api))
+    }
+}
+
+/// The entry points; only called through a handle, which exists only after [`load`]
+/// succeeded (invariant 7).
+fn api() -> &'static Api {
+    match API.get() {
+        Some(Ok((_, api))) => api,
+        _ => unreachable!("invariant 7: no Ceph call before load() succeeded"),
+    }
 }
 
 const RBD_LOCK_MODE_EXCLUSIVE: c_int = 0;
@@ -226,6 +307,7 @@ impl Drop for Rados {
 impl Rados {
     /// A cluster handle for `client.<id>`, not connected, no configuration read yet.
     pub fn create(id: &CStr) -> Result<Rados> {
+        load()?;
         let mut h: RadosT = ptr::null_mut();
         // SAFETY: invariant 2 (strings); `h` is our out-pointer.
         let r = unsafe { rados_create2(&mut h, c"ceph".as_ptr(), id.as_ptr(), 0) };
@@ -891,4 +973,21 @@ impl Drop for Aio<'_> {
 /// A C string from Rust text; an interior NUL is an invalid argument (never a panic).
 pub(crate) fn cstr(op: &'static str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::invalid(op, format!("{s:?} contains a NUL byte")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_is_a_clear_error_naming_the_package() {
+        let Err(reason) = open("librados-not-installed.so.2", "librbd.so.1") else {
+            panic!("a library that does not exist was loaded");
+        };
+        let e = Error::library_missing(&reason);
+        assert_eq!(e.kind(), crate::ErrorKind::LibraryMissing);
+        let text = e.to_string();
+        assert!(text.contains("librados-not-installed.so.2"), "{text}");
+        assert!(text.contains("apt-get install librbd1 librados2"), "{text}");
+    }
 }

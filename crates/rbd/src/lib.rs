@@ -1,6 +1,8 @@
 //! Ceph RBD for Strongroom: a safe binding of the few librados/librbd calls a backing store
-//! needs (Debian's Ceph 16.2 `librbd-dev`/`librados-dev`; no maintained crate covers that
-//! release with encryption).
+//! needs (Debian's Ceph 16.2 `librbd1`/`librados2`; no maintained crate covers that release
+//! with encryption). The libraries are loaded at run time, on the first connection: a binary
+//! built with this crate builds and runs without Ceph, and an RBD operation on a machine
+//! without it fails with [`ErrorKind::LibraryMissing`], naming the packages to install.
 //!
 //! - [`Cluster`]: a connection, from a ceph.conf + keyring ([`Cluster::from_conf`], honouring
 //!   `$CEPH_CONF`) or from monitors + user id + key held in memory ([`Cluster::from_key`]: the

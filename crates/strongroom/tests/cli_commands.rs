@@ -490,3 +490,19 @@ fn over_mutual_tls_openbao() {
 fn over_mutual_tls_strongroom_server() {
     over_mutual_tls(ServerKind::Strongroom);
 }
+
+/// Ceph's client libraries are loaded at run time, only for RBD volumes: the binary itself
+/// does not need them (a node or a laptop without Ceph runs every other command).
+#[test]
+fn the_binary_does_not_link_ceph_libraries() {
+    let out = std::process::Command::new("ldd")
+        .arg(common::strongroom_bin())
+        .output()
+        .expect("ldd runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("libc.so"), "{text}");
+    assert!(
+        !text.contains("librbd") && !text.contains("librados"),
+        "the binary links Ceph:\n{text}"
+    );
+}

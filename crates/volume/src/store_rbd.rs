@@ -48,6 +48,7 @@ pub(crate) fn ceph_error(context: &str, e: strongroom_rbd::Error) -> Error {
             Error::FailedPrecondition(msg)
         }
         ErrorKind::TimedOut => Error::Unavailable(msg),
+        ErrorKind::LibraryMissing => Error::FailedPrecondition(msg),
         _ => Error::io(msg, std::io::Error::from(e)),
     }
 }
