@@ -45,6 +45,8 @@ pub struct CoreOptions {
     /// Whether `sys/audit/<path>` may create devices (OpenBao's
     /// `unsafe_allow_api_audit_creation`; off by default).
     pub allow_api_audit_creation: bool,
+    /// The raft node behind `storage "raft"` (HA endpoints, standby behaviour).
+    pub raft: Option<Arc<crate::storage::raft::RaftStorage>>,
 }
 
 pub struct Core {
@@ -114,8 +116,21 @@ impl Core {
     /// change without a storage read — every commit accepted before it finished. The
     /// async worker is never parked on the disk; one fsync serves many requests.
     pub async fn handle_durable(&self, inc: Incoming) -> Result<Response, ApiError> {
+        self.read_barrier().await?;
         let (result, ticket) = crate::storage::durability::scope(|| self.handle(inc));
         self.answer_when_durable(result, ticket).await
+    }
+
+    /// Before a request: make this node's reads linearizable (on a raft active node, confirm
+    /// the leadership with a quorum; see [`crate::storage::Storage::read_barrier`]).
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        self.barrier.storage().read_barrier().await.map_err(|e| {
+            tracing::warn!("request refused: {e}");
+            ApiError::new(
+                500,
+                "local node not active but active cluster node not found",
+            )
+        })
     }
 
     /// The second half of [`Self::handle_durable`], for a pipeline run in a durability

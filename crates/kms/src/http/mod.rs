@@ -393,6 +393,7 @@ async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
         return core.handle_durable(inc).await;
     }
     let c = core.clone();
+    core.read_barrier().await?;
     match tokio::task::spawn_blocking(move || crate::storage::durability::scope(|| c.handle(inc)))
         .await
     {
