@@ -115,7 +115,7 @@ pub async fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, Serv
         .filter_map(|l| l.max_request_size)
         .max()
         .unwrap_or(DEFAULT_MAX_REQUEST_SIZE);
-    Ok(Core::new(
+    let core = Core::new(
         storage,
         CoreOptions {
             api_addr: cfg.api_addr.clone(),
@@ -126,7 +126,11 @@ pub async fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, Serv
             allow_api_audit_creation: cfg.unsafe_allow_api_audit_creation,
             raft,
         },
-    ))
+    );
+    if let Some(r) = &core.options.raft {
+        r.set_forward_handler(crate::ha::forward::handler(core.clone()));
+    }
+    Ok(core)
 }
 
 /// The listen backlog. std's is 128: in a burst of connections beyond the backlog (a flood

@@ -60,6 +60,43 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// Add `node` as a non-voter without waiting for it (the joining node only starts
+    /// talking once it has the answer); [`autopilot`] makes it a voter once caught up.
+    pub async fn add_learner(&self, node: ClusterNode) -> Result<(), StorageError> {
+        let id = raft_id(&node.name);
+        if let Some(existing) = self.member(id) {
+            if existing.name != node.name {
+                return Err(StorageError::Io(format!(
+                    "node id {:?} collides with member {:?}",
+                    node.name, existing.name
+                )));
+            }
+        }
+        self.raft.add_learner(id, node, false).await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Resolves once this node is a member and has applied the entry that made it one (so
+    /// it holds everything written before it joined).
+    pub async fn wait_joined(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
+        let id = self.id;
+        let applied = self.sm.inner.applied.subscribe();
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                move |m| {
+                    let mem = &m.membership_config;
+                    mem.membership().get_node(&id).is_some()
+                        && m.current_leader.is_some()
+                        && mem.log_id().map_or(0, |l| l.index) <= *applied.borrow()
+                },
+                "joined and caught up",
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
     /// Remove the member called `name` (voter or not) from the cluster.
     pub async fn remove_member(&self, name: &str) -> Result<(), StorageError> {
         let id = raft_id(name);
@@ -91,5 +128,40 @@ impl RaftStorage {
     fn member(&self, id: NodeId) -> Option<ClusterNode> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config.membership().get_node(&id).cloned()
+    }
+}
+
+/// On the leader: make every non-voter that has caught up a voter (OpenBao's autopilot
+/// promotion), every half second.
+pub async fn autopilot(raft: crate::storage::raft::types::Raft, me: NodeId) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(me) {
+            continue;
+        }
+        let Some(repl) = &m.replication else { continue };
+        let mem = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let ready: BTreeSet<NodeId> = mem
+            .learner_ids()
+            .filter(|id| !voters.contains(id))
+            .filter(|id| {
+                repl.get(id)
+                    .and_then(|l| l.as_ref())
+                    .is_some_and(|l| l.index + 10 >= last)
+            })
+            .collect();
+        if ready.is_empty() {
+            continue;
+        }
+        tracing::info!(?ready, "autopilot: promoting caught-up non-voters");
+        if let Err(e) = raft
+            .change_membership(ChangeMembers::AddVoterIds(ready), false)
+            .await
+        {
+            tracing::warn!("autopilot: promotion failed: {e}");
+        }
     }
 }

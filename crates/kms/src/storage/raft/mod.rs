@@ -127,6 +127,7 @@ impl RaftStorage {
             raft.clone(),
             transport.clone(),
         ))];
+        tasks.push(tokio::spawn(membership::autopilot(raft.clone(), id)));
         tasks.extend(proposer::spawn(
             shared.clone(),
             raft.clone(),
@@ -164,6 +165,36 @@ impl RaftStorage {
 
     pub fn has_cluster_tls(&self) -> bool {
         self.transport.has_tls()
+    }
+
+    /// What this node does with requests its standbys forward (set once the HTTP layer
+    /// exists).
+    pub fn set_forward_handler(&self, h: network::ForwardHandler) {
+        self.transport.set_forward_handler(h);
+    }
+
+    /// Hand a client request to the active node; `None`: no active node known.
+    pub async fn forward_to_leader(
+        &self,
+        req: network::Forwarded,
+    ) -> Option<std::io::Result<network::Forwarded>> {
+        let (id, leader) = self.leader()?;
+        if id == self.id {
+            return None;
+        }
+        Some(self.transport.forward(&leader.cluster_addr, req).await)
+    }
+
+    /// This node is joining a cluster: it must never bootstrap its own.
+    pub fn forbid_bootstrap(&self) {
+        self.shared
+            .no_bootstrap
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Write entries into this node's local state only (see [`state_machine::StateMachine::seed`]).
+    pub fn seed_local(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), StorageError> {
+        self.sm.seed(entries).map_err(io)
     }
 
     /// Whether this node is the raft leader right now (as far as it knows).

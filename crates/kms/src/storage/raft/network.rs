@@ -25,13 +25,39 @@ pub enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client request a standby hands to the active node.
+    Forward(Forwarded),
 }
+
+/// An HTTP exchange carried over the cluster transport (request or response).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Request: the method; response: empty.
+    pub method: String,
+    /// Request: path and query; response: empty.
+    pub uri: String,
+    /// Response: the status; request: 0.
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "super::types::b64")]
+    pub body: Vec<u8>,
+    /// Request: the client's address (for audit and CIDR checks).
+    pub remote: String,
+}
+
+/// What the active node does with a forwarded request.
+pub type ForwardHandler = Arc<
+    dyn Fn(Forwarded) -> std::pin::Pin<Box<dyn std::future::Future<Output = Forwarded> + Send>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Serialize, Deserialize)]
 pub enum Reply {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Forward(Forwarded),
 }
 
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -70,6 +96,9 @@ pub(super) async fn read_frame<T: for<'a> Deserialize<'a>>(
 pub struct Transport {
     tls: parking_lot::RwLock<Option<Arc<ClusterTls>>>,
     plain: bool,
+    forward: parking_lot::RwLock<Option<ForwardHandler>>,
+    /// Idle connections for forwarded requests, per address.
+    pool: parking_lot::Mutex<std::collections::HashMap<String, Vec<Box<dyn Stream>>>>,
 }
 
 impl Transport {
@@ -77,7 +106,39 @@ impl Transport {
         Self {
             tls: parking_lot::RwLock::new(tls),
             plain,
+            forward: parking_lot::RwLock::new(None),
+            pool: Default::default(),
         }
+    }
+
+    pub fn set_forward_handler(&self, h: ForwardHandler) {
+        *self.forward.write() = Some(h);
+    }
+
+    /// Send a client request to the member at `addr` and return its response.
+    pub async fn forward(&self, addr: &str, req: Forwarded) -> std::io::Result<Forwarded> {
+        let pooled = self.pool.lock().get_mut(addr).and_then(|v| v.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.dial(addr).await?,
+        };
+        let rpc = Rpc::Forward(req);
+        let fut = async {
+            write_frame(&mut conn, &rpc).await?;
+            read_frame::<Reply>(&mut conn).await
+        };
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(90), fut)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "forwarding timed out"))??;
+        let Reply::Forward(resp) = reply else {
+            return Err(std::io::Error::other("cluster peer answered a different RPC"));
+        };
+        let mut pool = self.pool.lock();
+        let idle = pool.entry(addr.to_string()).or_default();
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+        Ok(resp)
     }
 
     pub fn set_tls(&self, tls: Arc<ClusterTls>) {
@@ -257,14 +318,14 @@ pub async fn serve(listener: TcpListener, raft: Raft, transport: Arc<Transport>)
                     return;
                 }
             };
-            if let Err(e) = serve_conn(stream, raft).await {
+            if let Err(e) = serve_conn(stream, raft, &transport).await {
                 tracing::debug!(%peer, "cluster connection closed: {e}");
             }
         });
     }
 }
 
-async fn serve_conn(mut s: Box<dyn Stream>, raft: Raft) -> std::io::Result<()> {
+async fn serve_conn(mut s: Box<dyn Stream>, raft: Raft, t: &Transport) -> std::io::Result<()> {
     loop {
         let rpc: Rpc = match read_frame(&mut s).await {
             Ok(r) => r,
@@ -275,6 +336,17 @@ async fn serve_conn(mut s: Box<dyn Stream>, raft: Raft) -> std::io::Result<()> {
             Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
             Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
             Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+            Rpc::Forward(f) => {
+                let h = t.forward.read().clone();
+                Reply::Forward(match h {
+                    Some(h) => h(f).await,
+                    None => Forwarded {
+                        status: 503,
+                        body: br#"{"errors":["this node does not serve forwarded requests"]}"#.to_vec(),
+                        ..Default::default()
+                    },
+                })
+            }
         };
         write_frame(&mut s, &reply).await?;
     }

@@ -47,6 +47,8 @@ impl State {
 
 #[derive(Default)]
 pub struct Shared {
+    /// Set on a node that is joining a cluster: it must never form its own.
+    pub no_bootstrap: std::sync::atomic::AtomicBool,
     st: Mutex<State>,
     work: tokio::sync::Notify,
     done: Condvar,
@@ -184,7 +186,8 @@ pub fn spawn(
                 continue;
             };
             if !bootstrapped {
-                match bootstrap(&raft, id, &me).await {
+                let allowed = !shared.no_bootstrap.load(std::sync::atomic::Ordering::SeqCst);
+                match bootstrap(&raft, id, &me, allowed).await {
                     Ok(()) => bootstrapped = true,
                     Err(e) => {
                         shared.fail(&e);
@@ -217,9 +220,12 @@ async fn complete(
 }
 
 /// A node in no cluster forms a one-node cluster and waits to lead it.
-async fn bootstrap(raft: &Raft, id: NodeId, me: &ClusterNode) -> Result<(), String> {
+async fn bootstrap(raft: &Raft, id: NodeId, me: &ClusterNode, allowed: bool) -> Result<(), String> {
     if raft.is_initialized().await.map_err(|e| e.to_string())? {
         return Ok(());
+    }
+    if !allowed {
+        return Err("this node is joining a cluster and is not a member yet".into());
     }
     tracing::info!(node = %me, "bootstrapping a one-node raft cluster");
     raft.initialize(BTreeMap::from([(id, me.clone())]))

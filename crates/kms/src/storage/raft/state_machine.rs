@@ -154,6 +154,19 @@ impl StateMachine {
         Ok(entries.len())
     }
 
+    /// Write `entries` into the local state only (not replicated): what a joining node needs
+    /// to be unsealed before it is a member; replication later writes the same values.
+    pub fn seed(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), RaftError> {
+        let tx = self.inner.db.begin_write().map_err(wr)?;
+        {
+            let mut t = tx.open_table(ENTRIES).map_err(wr)?;
+            for (k, v) in &entries {
+                t.insert(k.as_str(), v.as_slice()).map_err(wr)?;
+            }
+        }
+        tx.commit().map_err(wr)
+    }
+
     /// Make everything applied so far durable (an empty fsynced transaction).
     fn sync(&self) -> Result<(), RaftError> {
         let mut tx = self.inner.db.begin_write().map_err(wr)?;

@@ -1,6 +1,11 @@
 //! Starting `storage "raft"` from the server config: the node's name, its advertised
 //! addresses and the cluster listener.
 
+mod client;
+pub mod endpoints;
+pub mod forward;
+pub mod join;
+
 use crate::config::{ServerConfig, StorageConfig};
 use crate::server::ServerError;
 use crate::storage::raft::{RaftOptions, RaftStorage, Timing};
