@@ -201,7 +201,9 @@ static ROUTES: &[Route<Ctx>] = &[
     })
     .sudo(),
     rt("storage/raft/configuration", READ, |c, _, _| {
-        Ok(Response::data(crate::ha::endpoints::configuration(raft_of(c)?)))
+        Ok(Response::data(crate::ha::endpoints::configuration(
+            raft_of(c)?,
+        )))
     })
     .sudo(),
     rt("storage/raft/bootstrap/challenge", W, |c, r, _| {

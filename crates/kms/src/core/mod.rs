@@ -28,8 +28,8 @@ use crate::token_api::TokenBackend;
 pub use crate::unsealed::{ClusterInfo, Unsealed};
 use parking_lot::{Mutex, RwLock};
 pub use seal::SealConfig;
-pub use seal::VERSION;
 use seal::SealState;
+pub use seal::VERSION;
 use serde_json::{json, Value};
 use std::sync::{Arc, Weak};
 

@@ -318,7 +318,10 @@ impl Core {
             body["replication_performance_mode"] = json!("unknown");
             body["replication_dr_mode"] = json!("unknown");
         }
-        let ok = |k: &str| q.get(k).is_some_and(|v| v.is_empty() || v == "true" || v == "1");
+        let ok = |k: &str| {
+            q.get(k)
+                .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+        };
         let status = if !initialized {
             code("uninitcode", 501)
         } else if sealed {

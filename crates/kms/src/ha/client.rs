@@ -11,7 +11,11 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `PUT url` with a JSON body; the JSON answer and status.
-pub async fn put_json(url: &str, ca_pem: Option<&str>, body: &Value) -> Result<(u16, Value), String> {
+pub async fn put_json(
+    url: &str,
+    ca_pem: Option<&str>,
+    body: &Value,
+) -> Result<(u16, Value), String> {
     tokio::time::timeout(TIMEOUT, request(url, ca_pem, body))
         .await
         .map_err(|_| format!("{url}: timed out"))?

@@ -75,9 +75,15 @@ pub async fn forward(
         Some(Ok(resp)) => to_response(resp),
         Some(Err(e)) => {
             tracing::warn!("forwarding to the active node failed: {e}");
-            error(500, "local node not active but active cluster node not found")
+            error(
+                500,
+                "local node not active but active cluster node not found",
+            )
         }
-        None => error(500, "local node not active but active cluster node not found"),
+        None => error(
+            500,
+            "local node not active but active cluster node not found",
+        ),
     }
 }
 
@@ -102,7 +108,9 @@ pub fn handler(core: Arc<Core>) -> crate::storage::raft::network::ForwardHandler
 
 async fn serve(core: Arc<Core>, f: Forwarded) -> Forwarded {
     use http_body_util::BodyExt;
-    let mut b = Request::builder().method(f.method.as_str()).uri(f.uri.as_str());
+    let mut b = Request::builder()
+        .method(f.method.as_str())
+        .uri(f.uri.as_str());
     for (k, v) in &f.headers {
         b = b.header(k.as_str(), v.as_str());
     }

@@ -135,10 +135,15 @@ pub fn answer(
 }
 
 fn keyring(barrier: &Barrier) -> Result<Option<ClusterCerts>, ApiError> {
-    match barrier.get(TLS_PATH).map_err(|e| ApiError::internal(e.to_string()))? {
-        Some(raw) => Ok(Some(serde_json::from_slice(&raw).map_err(|e| {
-            ApiError::internal(format!("cluster TLS keyring: {e}"))
-        })?)),
+    match barrier
+        .get(TLS_PATH)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        Some(raw) => {
+            Ok(Some(serde_json::from_slice(&raw).map_err(|e| {
+                ApiError::internal(format!("cluster TLS keyring: {e}"))
+            })?))
+        }
         None => Ok(None),
     }
 }
@@ -155,7 +160,9 @@ pub async fn join(
             "join can't be invoked on an initialized cluster",
         ));
     }
-    let leader = field(d, "leader_api_addr").trim_end_matches('/').to_string();
+    let leader = field(d, "leader_api_addr")
+        .trim_end_matches('/')
+        .to_string();
     if leader.is_empty() {
         return Err(ApiError::bad_request("leader_api_addr is required"));
     }
@@ -239,10 +246,11 @@ fn finish_join(barrier: &Barrier, raft: &RaftStorage, p: &PendingJoin) -> Result
     });
     let url = format!("{}/v1/sys/storage/raft/bootstrap/answer", p.leader_api_addr);
     let ca = p.leader_ca_cert.clone();
-    let (status, v) = super::endpoints::block_on(async move {
-        client::put_json(&url, ca.as_deref(), &body).await
-    })?
-    .map_err(|e| ApiError::internal(format!("error answering the raft challenge: {e}")))?;
+    let (status, v) =
+        super::endpoints::block_on(
+            async move { client::put_json(&url, ca.as_deref(), &body).await },
+        )?
+        .map_err(|e| ApiError::internal(format!("error answering the raft challenge: {e}")))?;
     if status != 200 {
         return Err(ApiError::internal(format!(
             "error answering the raft challenge: status {status}: {v}"

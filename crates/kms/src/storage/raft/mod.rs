@@ -199,7 +199,10 @@ impl RaftStorage {
 
     /// Whether this node is the raft leader right now (as far as it knows).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        // a restarted node's stored vote may still name it: only the server state says
+        m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id)
     }
 
     /// The leader this node knows of, with its addresses.

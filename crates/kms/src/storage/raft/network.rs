@@ -129,9 +129,13 @@ impl Transport {
         };
         let reply = tokio::time::timeout(std::time::Duration::from_secs(90), fut)
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "forwarding timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "forwarding timed out")
+            })??;
         let Reply::Forward(resp) = reply else {
-            return Err(std::io::Error::other("cluster peer answered a different RPC"));
+            return Err(std::io::Error::other(
+                "cluster peer answered a different RPC",
+            ));
         };
         let mut pool = self.pool.lock();
         let idle = pool.entry(addr.to_string()).or_default();
@@ -342,7 +346,8 @@ async fn serve_conn(mut s: Box<dyn Stream>, raft: Raft, t: &Transport) -> std::i
                     Some(h) => h(f).await,
                     None => Forwarded {
                         status: 503,
-                        body: br#"{"errors":["this node does not serve forwarded requests"]}"#.to_vec(),
+                        body: br#"{"errors":["this node does not serve forwarded requests"]}"#
+                            .to_vec(),
                         ..Default::default()
                     },
                 })

@@ -186,7 +186,9 @@ pub fn spawn(
                 continue;
             };
             if !bootstrapped {
-                let allowed = !shared.no_bootstrap.load(std::sync::atomic::Ordering::SeqCst);
+                let allowed = !shared
+                    .no_bootstrap
+                    .load(std::sync::atomic::Ordering::SeqCst);
                 match bootstrap(&raft, id, &me, allowed).await {
                     Ok(()) => bootstrapped = true,
                     Err(e) => {

@@ -245,9 +245,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn load_snapshot(
-    path: &Path,
-) -> Result<Option<Current>, crate::storage::StorageError> {
+fn load_snapshot(path: &Path) -> Result<Option<Current>, crate::storage::StorageError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
