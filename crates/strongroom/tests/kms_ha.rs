@@ -129,7 +129,11 @@ impl Cluster {
             let c = client(&n.addr(), None);
             let body = json!({"leader_api_addr": nodes[0].addr()});
             c.write("sys/storage/raft/join", Some(&body)).unwrap();
-            c.unseal(&SecretString::new(key.clone())).unwrap();
+            // catching up may outlast one unseal call on a loaded machine: unseal again
+            let unsealed = retry(5, Duration::from_millis(200), || {
+                c.unseal(&SecretString::new(key.clone()))
+            });
+            unsealed.unwrap_or_else(|e| panic!("unsealing joined {}: {e}", n.name));
         }
         let c = Cluster {
             _root: root,
@@ -497,9 +501,11 @@ fn single_key_histories_are_linearizable_through_kills_and_restarts() {
     for run in 0..runs {
         // each run: a fresh key history, 3 clients on all nodes, one node killed and
         // restarted (the leader on even runs) while they work
-        client(&c.nodes[c.wait_leader()].addr(), Some(&c.token))
-            .delete("lin/metadata/key")
-            .unwrap();
+        let admin = client(&c.nodes[c.wait_leader()].addr(), Some(&c.token));
+        retry(20, Duration::from_millis(100), || {
+            admin.delete("lin/metadata/key")
+        })
+        .unwrap();
         let events: Mutex<Vec<Event>> = Mutex::default();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {

@@ -39,12 +39,15 @@ pub struct PendingJoin {
     challenge: Vec<u8>,
 }
 
+/// A challenge handed out: the nonce and when.
+type Challenge = (Zeroizing<Vec<u8>>, Instant);
+
 /// HA state of a node that outlives seal/unseal.
 #[derive(Default)]
 pub struct HaState {
     pending: Mutex<Option<PendingJoin>>,
     /// Challenges handed out by this (active) node: server id → nonce, when.
-    challenges: Mutex<HashMap<String, (Zeroizing<Vec<u8>>, Instant)>>,
+    challenges: Mutex<HashMap<String, Challenge>>,
 }
 
 fn st(e: crate::storage::StorageError) -> ApiError {
@@ -233,6 +236,11 @@ fn install(raft: &RaftStorage, certs: &ClusterCerts) -> Result<(), ApiError> {
 }
 
 fn finish_join(barrier: &Barrier, raft: &RaftStorage, p: &PendingJoin) -> Result<(), ApiError> {
+    if raft.has_cluster_tls() {
+        // answered before (an earlier unseal timed out catching up): only wait again
+        return super::endpoints::block_on(raft.wait_joined(CATCH_UP))?
+            .map_err(|e| ApiError::internal(e.to_string()));
+    }
     let nonce = barrier
         .open_value(CHALLENGE_PATH, &p.challenge)
         .map_err(|_| ApiError::bad_request("the join challenge could not be opened"))?;
