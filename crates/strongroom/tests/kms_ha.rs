@@ -484,7 +484,7 @@ fn single_key_histories_are_linearizable_through_kills_and_restarts() {
     let runs: u64 = std::env::var("HA_LIN_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(20);
     let mut c = Cluster::start();
     let l = c.wait_leader();
     client(&c.nodes[l].addr(), Some(&c.token))
