@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the shared seed-flow conformance script (driven by the real `bao` CLI) against a fresh
-# `strongroom server` with raft (single-node) storage. Needs ../shared, bao, jq, curl.
+# `strongroom server` with raft storage: one node (SKIP_RAFT), then three nodes
+# (scripts/conformance-ha.sh). Needs ../shared, bao, jq, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -35,3 +36,5 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 SKIP_RAFT=1 bash "$script" "http://127.0.0.1:$port" || { echo "--- server log"; tail -50 "$work/server.log"; exit 1; }
+# the same flow against a three-node raft cluster: join, unseal, standbys, list-peers
+NO_BUILD=1 bash scripts/conformance-ha.sh

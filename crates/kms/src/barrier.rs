@@ -21,6 +21,9 @@ use zeroize::Zeroizing;
 pub const SEAL_CONFIG_PATH: &str = "core/seal-config";
 const ROOT_KEY_PATH: &str = "core/root-key";
 const KEYRING_PATH: &str = "core/keyring";
+/// The entries a node needs to be unsealed with the cluster's shares (all sealed or
+/// plaintext counts): handed to a node joining a raft cluster.
+pub const UNSEAL_ENTRIES: [&str; 3] = [SEAL_CONFIG_PATH, ROOT_KEY_PATH, KEYRING_PATH];
 const ENTRY_VERSION: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,17 @@ impl Barrier {
             })?;
         aead.open(&raw[5..], path.as_bytes())
             .map_err(|_| BarrierError::Decrypt(path.into()))
+    }
+
+    /// Encrypt `value` under the active term, bound to `path`, without storing it (the raft
+    /// join challenge).
+    pub fn seal_value(&self, path: &str, value: &[u8]) -> Result<Vec<u8>, BarrierError> {
+        self.encrypt(path, value)
+    }
+
+    /// Open what [`Self::seal_value`] made for `path`.
+    pub fn open_value(&self, path: &str, raw: &[u8]) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
+        self.decrypt(path, raw)
     }
 
     pub fn get(&self, path: &str) -> Result<Option<Zeroizing<Vec<u8>>>, BarrierError> {

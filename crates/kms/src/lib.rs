@@ -21,6 +21,7 @@ pub mod core;
 pub mod crypto;
 pub mod duration;
 pub mod fields;
+pub mod ha;
 pub mod http;
 pub mod metrics;
 pub mod mounts;

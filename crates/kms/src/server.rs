@@ -4,6 +4,7 @@
 use crate::config::{ListenerConfig, ServerConfig, StorageConfig};
 use crate::core::{Core, CoreOptions};
 use crate::http::conn;
+use crate::storage::raft::RaftStorage;
 use crate::storage::{InmemStorage, RedbStorage, Storage};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,11 +28,18 @@ pub struct DevOptions {
     pub root_token_id: Option<String>,
 }
 
-pub fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, ServerError> {
-    Ok(match cfg {
-        StorageConfig::Inmem => Arc::new(InmemStorage::new()),
-        StorageConfig::Raft { path, .. } => Arc::new(RedbStorage::open(path, "raft")?),
-        StorageConfig::File { path } => Arc::new(RedbStorage::open(path, "file")?),
+/// The storage of a config; `storage "raft"` also starts its raft node (so this runs inside
+/// the async runtime) and returns it.
+pub async fn open_storage(
+    cfg: &ServerConfig,
+) -> Result<(Arc<dyn Storage>, Option<Arc<RaftStorage>>), ServerError> {
+    Ok(match &cfg.storage {
+        StorageConfig::Inmem => (Arc::new(InmemStorage::new()), None),
+        StorageConfig::Raft { .. } => {
+            let r = crate::ha::start(cfg).await?;
+            (r.clone(), Some(r))
+        }
+        StorageConfig::File { path } => (Arc::new(RedbStorage::open(path, "file")?), None),
     })
 }
 
@@ -99,15 +107,15 @@ fn tls_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, ServerErr
 }
 
 /// Build the core for a config (sealed, or initialized+unsealed in dev mode).
-pub fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, ServerError> {
-    let storage = open_storage(&cfg.storage)?;
+pub async fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, ServerError> {
+    let (storage, raft) = open_storage(cfg).await?;
     let max = cfg
         .listeners
         .iter()
         .filter_map(|l| l.max_request_size)
         .max()
         .unwrap_or(DEFAULT_MAX_REQUEST_SIZE);
-    Ok(Core::new(
+    let core = Core::new(
         storage,
         CoreOptions {
             api_addr: cfg.api_addr.clone(),
@@ -116,8 +124,13 @@ pub fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, ServerErro
             max_request_size: max,
             audit_devices: cfg.audit.clone(),
             allow_api_audit_creation: cfg.unsafe_allow_api_audit_creation,
+            raft,
         },
-    ))
+    );
+    if let Some(r) = &core.options.raft {
+        r.set_forward_handler(crate::ha::forward::handler(core.clone()));
+    }
+    Ok(core)
 }
 
 /// The listen backlog. std's is 128: in a burst of connections beyond the backlog (a flood

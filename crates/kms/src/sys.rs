@@ -190,8 +190,48 @@ static ROUTES: &[Route<Ctx>] = &[
     // root paths of OpenBao's we do not serve: still sudo, so a refusal looks the same
     rt("raw/*path", RWD, not_here).sudo(),
     rt("rotate", W, not_here).sudo(),
-    rt("step-down", W, not_here).sudo(),
+    rt("step-down", W, |c, _, _| {
+        let r = raft_of(c)?;
+        crate::ha::endpoints::step_down(r)?;
+        Ok(Response::no_content())
+    })
+    .sudo(),
+    rt("ha-status", READ, |c, _, _| {
+        Ok(Response::data(crate::ha::endpoints::ha_status(raft_of(c)?)))
+    })
+    .sudo(),
+    rt("storage/raft/configuration", READ, |c, _, _| {
+        Ok(Response::data(crate::ha::endpoints::configuration(
+            raft_of(c)?,
+        )))
+    })
+    .sudo(),
+    rt("storage/raft/bootstrap/challenge", W, |c, r, _| {
+        raft_of(c)?;
+        let v = crate::ha::join::challenge(&c.sys.ha, &c.u.barrier, &r.data)?;
+        Ok(Response::data(v))
+    })
+    .unauthenticated(),
+    rt("storage/raft/bootstrap/answer", W, |c, r, _| {
+        let v = crate::ha::join::answer(&c.sys.ha, &c.u.barrier, raft_of(c)?, &r.data)?;
+        Ok(Response::data(v))
+    })
+    .unauthenticated(),
+    rt("storage/raft/remove-peer", W, |c, r, _| {
+        let id = fields::opt_str(&r.data, "server_id")?.unwrap_or_default();
+        crate::ha::endpoints::remove_peer(raft_of(c)?, &id)?;
+        Ok(Response::no_content())
+    })
+    .sudo(),
 ];
+
+/// The raft node, or OpenBao's answer on a server without raft storage.
+fn raft_of(c: &Ctx) -> Result<&crate::storage::raft::RaftStorage, ApiError> {
+    c.sys
+        .raft
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("raft storage is not in use"))
+}
 
 /// `sys/locked-users`: who is locked out, per auth mount (OpenBao's shape).
 fn locked_users(u: &Unsealed) -> R {

@@ -9,6 +9,9 @@ pub struct System {
     pub metrics: Arc<Metrics>,
     /// OpenBao's `unsafe_allow_api_audit_creation`.
     pub allow_api_audit_creation: bool,
+    /// The raft node behind `storage "raft"` (the HA endpoints).
+    pub raft: Option<Arc<crate::storage::raft::RaftStorage>>,
+    pub ha: Arc<crate::ha::join::HaState>,
     sealer: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -16,11 +19,15 @@ impl System {
     pub fn new(
         metrics: Arc<Metrics>,
         allow_api_audit_creation: bool,
+        raft: Option<Arc<crate::storage::raft::RaftStorage>>,
+        ha: Arc<crate::ha::join::HaState>,
         sealer: Box<dyn Fn() + Send + Sync>,
     ) -> Self {
         Self {
             metrics,
             allow_api_audit_creation,
+            raft,
+            ha,
             sealer,
         }
     }

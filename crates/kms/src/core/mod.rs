@@ -29,6 +29,7 @@ pub use crate::unsealed::{ClusterInfo, Unsealed};
 use parking_lot::{Mutex, RwLock};
 pub use seal::SealConfig;
 use seal::SealState;
+pub use seal::VERSION;
 use serde_json::{json, Value};
 use std::sync::{Arc, Weak};
 
@@ -45,6 +46,8 @@ pub struct CoreOptions {
     /// Whether `sys/audit/<path>` may create devices (OpenBao's
     /// `unsafe_allow_api_audit_creation`; off by default).
     pub allow_api_audit_creation: bool,
+    /// The raft node behind `storage "raft"` (HA endpoints, standby behaviour).
+    pub raft: Option<Arc<crate::storage::raft::RaftStorage>>,
 }
 
 pub struct Core {
@@ -55,6 +58,11 @@ pub struct Core {
     pub seal: Mutex<SealState>,
     pub state: RwLock<Option<Arc<Unsealed>>>,
     pub options: CoreOptions,
+    /// Raft join/challenge state (outlives seal and unseal).
+    pub ha: Arc<crate::ha::join::HaState>,
+    /// The raft term the unsealed state was last built in as the active node.
+    active_term: std::sync::atomic::AtomicU64,
+    refresh: Mutex<()>,
 }
 
 /// The HTTP layer's view of a request before routing.
@@ -97,6 +105,9 @@ impl Core {
             seal: Mutex::new(SealState::default()),
             state: RwLock::new(None),
             options,
+            ha: Arc::default(),
+            active_term: Default::default(),
+            refresh: Mutex::new(()),
         })
     }
 
@@ -114,8 +125,51 @@ impl Core {
     /// change without a storage read — every commit accepted before it finished. The
     /// async worker is never parked on the disk; one fsync serves many requests.
     pub async fn handle_durable(&self, inc: Incoming) -> Result<Response, ApiError> {
+        self.read_barrier().await?;
         let (result, ticket) = crate::storage::durability::scope(|| self.handle(inc));
         self.answer_when_durable(result, ticket).await
+    }
+
+    /// Before a request: make this node's reads linearizable (on a raft active node, confirm
+    /// the leadership with a quorum; see [`crate::storage::Storage::read_barrier`]).
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        self.barrier.storage().read_barrier().await.map_err(|e| {
+            tracing::warn!("request refused: {e}");
+            ApiError::new(
+                500,
+                "local node not active but active cluster node not found",
+            )
+        })?;
+        self.refresh_if_newly_active().await
+    }
+
+    /// A raft node that became the active node (a new term) rebuilds its unsealed state from
+    /// storage before serving: what it loaded as a standby may be stale.
+    async fn refresh_if_newly_active(&self) -> Result<(), ApiError> {
+        let Some(r) = &self.options.raft else {
+            return Ok(());
+        };
+        let term = r.raft().metrics().borrow().current_term;
+        let loaded = self.active_term.load(std::sync::atomic::Ordering::SeqCst);
+        if !r.is_leader() || term == loaded || self.barrier.is_sealed() {
+            return Ok(());
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            let _one = me.refresh.lock();
+            if me.active_term.load(std::sync::atomic::Ordering::SeqCst) == term {
+                return Ok(());
+            }
+            tracing::info!(term, "active node: reloading state from storage");
+            me.post_unseal()?;
+            me.active_term
+                .store(term, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
     }
 
     /// The second half of [`Self::handle_durable`], for a pipeline run in a durability
@@ -208,6 +262,8 @@ impl Core {
         Arc::new(System::new(
             self.metrics.clone(),
             self.options.allow_api_audit_creation,
+            self.options.raft.clone(),
+            self.ha.clone(),
             Box::new(move || {
                 if let Some(core) = me.upgrade() {
                     core.seal_now()
@@ -445,11 +501,28 @@ impl Core {
         Ok(())
     }
 
+    /// `sys/storage/raft/join` on this (uninitialized) node.
+    pub async fn raft_join(&self, d: &serde_json::Map<String, Value>) -> Result<Value, ApiError> {
+        let r = self
+            .options
+            .raft
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("raft storage is not in use"))?;
+        let initialized = self.seal_config()?.is_some();
+        crate::ha::join::join(&self.ha, r, initialized, d).await
+    }
+
     /// `sys/leader` body.
     pub fn leader(&self) -> Result<Value, ApiError> {
         let u = self.unsealed()?;
         if self.options.dev || self.storage_kind() == "inmem" {
             return Ok(json!({"ha_enabled": false}));
+        }
+        if let Some(r) = &self.options.raft {
+            let since = u
+                .active_since
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            return Ok(crate::ha::endpoints::leader(r, Some(since)));
         }
         Ok(json!({
             "ha_enabled": true,

@@ -268,6 +268,12 @@ impl Core {
             }
             Err(e) => return Err(ApiError::internal(e.to_string())),
         }
+        if let Some(r) = &self.options.raft {
+            if let Err(e) = crate::ha::join::after_unseal(&self.ha, &self.barrier, r) {
+                self.pre_seal();
+                return Err(e);
+            }
+        }
         if let Err(e) = self.post_unseal() {
             self.pre_seal();
             return Err(e);
@@ -306,10 +312,24 @@ impl Core {
             body["cluster_id"] = json!(u.cluster.id);
             body["replication_performance_mode"] = json!("primary");
         }
+        let standby = !sealed && self.options.raft.as_ref().is_some_and(|r| !r.is_leader());
+        if standby {
+            body["standby"] = json!(true);
+            body["replication_performance_mode"] = json!("unknown");
+            body["replication_dr_mode"] = json!("unknown");
+        }
+        let ok = |k: &str| {
+            q.get(k)
+                .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+        };
         let status = if !initialized {
             code("uninitcode", 501)
         } else if sealed {
             code("sealedcode", 503)
+        } else if standby && ok("standbyok") {
+            200
+        } else if standby {
+            code("standbycode", 429)
         } else {
             code("activecode", 200)
         };

@@ -210,6 +210,11 @@ async fn read_body(
     Ok(buf)
 }
 
+/// One request through the HTTP layer without a listener (a request a standby forwarded).
+pub async fn serve_one(core: Arc<Core>, req: Request<Body>) -> Response {
+    handle(State(core), req).await
+}
+
 async fn handle(State(core): State<Arc<Core>>, req: Request<Body>) -> Response {
     match serve(&core, req).await {
         Ok(r) => r,
@@ -246,6 +251,9 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     // Held until the answer: the body, its decoded form and what the handler derives.
     let mut mem = budget::Reservation::new(&path);
     let body = request_body(core, &parts, body, &mut mem).await?;
+    if crate::ha::forward::must_forward(core, &path, &parts.headers) {
+        return Ok(crate::ha::forward::forward(core, &parts, body, &remote).await);
+    }
     if query.contains_key("help") {
         return Err(Box::new(help(&path)));
     }
@@ -253,19 +261,18 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     let status_path = path.trim_end_matches('/');
     if matches!(
         status_path,
-        "sys/health" | "sys/seal-status" | "sys/init" | "sys/unseal" | "sys/leader"
+        "sys/health"
+            | "sys/seal-status"
+            | "sys/init"
+            | "sys/unseal"
+            | "sys/leader"
+            | "sys/storage/raft/join"
     ) {
         if path.ends_with('/') && status_path == "sys/health" {
             return Err(early(&ApiError::permission_denied()));
         }
         let data = body::decode(&body, content_type.as_deref()).map_err(|e| early(&e))?;
-        return Ok(status_endpoint(
-            core,
-            status_path,
-            &parts.method,
-            &query,
-            data,
-        ));
+        return Ok(status_endpoint(core, status_path, &parts.method, &query, data).await);
     }
     let op = operation(&parts.method, &query).map_err(|e| early(&e))?;
     let inc = Incoming {
@@ -393,6 +400,7 @@ async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
         return core.handle_durable(inc).await;
     }
     let c = core.clone();
+    core.read_barrier().await?;
     match tokio::task::spawn_blocking(move || crate::storage::durability::scope(|| c.handle(inc)))
         .await
     {
@@ -435,8 +443,18 @@ fn redirect(clean: &str, query: Option<&str>) -> Response {
     }
 }
 
-fn status_endpoint(
-    core: &Core,
+async fn blocking<T: Send + 'static>(
+    core: &Arc<Core>,
+    f: impl FnOnce(&Core) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let c = core.clone();
+    tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
+}
+
+async fn status_endpoint(
+    core: &Arc<Core>,
     path: &str,
     method: &Method,
     query: &HashMap<String, String>,
@@ -461,11 +479,17 @@ fn status_endpoint(
             Ok(c) => raw(200, json!({"initialized": c.is_some()})),
             Err(e) => error_response(&e),
         },
-        ("sys/init", "PUT" | "POST") => match core.init(&data) {
+        // init and unseal write through storage (a raft node waits for its quorum): on
+        // the blocking pool, off the async workers
+        ("sys/init", "PUT" | "POST") => match blocking(core, move |c| c.init(&data)).await {
             Ok(v) => raw(200, v),
             Err(e) => error_response(&e),
         },
-        ("sys/unseal", "PUT" | "POST") => match core.unseal(&data) {
+        ("sys/unseal", "PUT" | "POST") => match blocking(core, move |c| c.unseal(&data)).await {
+            Ok(v) => raw(200, v),
+            Err(e) => error_response(&e),
+        },
+        ("sys/storage/raft/join", "PUT" | "POST") => match core.raft_join(&data).await {
             Ok(v) => raw(200, v),
             Err(e) => error_response(&e),
         },

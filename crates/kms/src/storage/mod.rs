@@ -7,6 +7,7 @@
 
 pub mod durability;
 mod inmem;
+pub mod raft;
 mod redb_store;
 
 pub use inmem::InmemStorage;
@@ -48,6 +49,15 @@ pub trait Storage: Send + Sync + 'static {
     fn wait_durable(
         &self,
         _ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
+    {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Resolves once reads on this node are linearizable: on a replicated store's active
+    /// node, once it has confirmed with a quorum that it still leads and has applied
+    /// everything committed before the call. Single-node stores resolve at once.
+    fn read_barrier(
+        &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
     {
         Box::pin(std::future::ready(Ok(())))

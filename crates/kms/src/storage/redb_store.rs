@@ -105,7 +105,7 @@ impl RedbStorage {
 
 /// Create `dir` (and missing parents) as 0700. An existing directory is left as it is (it
 /// may be shared, like `/var/lib`), with a warning when others can enter it.
-fn private_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), StorageError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Ok(meta) = std::fs::metadata(dir) {
         let mode = meta.permissions().mode() & 0o777;
@@ -126,7 +126,7 @@ fn private_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 /// Create `file` as 0600, or make an existing one 0600.
-fn private_file(file: &Path) -> Result<(), StorageError> {
+pub(crate) fn private_file(file: &Path) -> Result<(), StorageError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let err = |e: std::io::Error| StorageError::Io(format!("opening {}: {e}", file.display()));
     let f = std::fs::OpenOptions::new()

@@ -68,7 +68,6 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         .or(cfg.log_level.clone())
         .unwrap_or_else(|| "info".into());
     init_logging(&level);
-    let core = server::build_core(&cfg, a.dev)?;
     // A few more workers than cores: a storage write briefly holds its worker while the
     // group commit it joined reaches the disk.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
@@ -82,6 +81,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        let core = server::build_core(&cfg, a.dev).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ui = cfg.ui || a.dev;
         let serve = tokio::spawn(server::serve_with_ui(

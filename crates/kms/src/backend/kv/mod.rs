@@ -24,6 +24,9 @@ enum Mode {
 pub struct Kv {
     view: View,
     mode: Mode,
+    /// Serializes v2 changes: a version number and a check-and-set are read-modify-writes
+    /// of the key's metadata (two concurrent writes took the same version without it).
+    changes: parking_lot::Mutex<()>,
 }
 
 /// KV v1 and the cubbyhole: every path is a key, or a directory when it ends in `/`.
@@ -46,13 +49,18 @@ fn clean(p: &str) -> Result<&str, ApiError> {
 impl Kv {
     pub fn new(view: View, version: u8) -> Self {
         let mode = if version == 2 { Mode::V2 } else { Mode::V1 };
-        Self { view, mode }
+        Self {
+            view,
+            mode,
+            changes: parking_lot::Mutex::new(()),
+        }
     }
 
     pub fn cubbyhole(view: View) -> Self {
         Self {
             view,
             mode: Mode::Cubbyhole,
+            changes: parking_lot::Mutex::new(()),
         }
     }
 
@@ -132,6 +140,14 @@ impl Backend for Kv {
     }
 
     fn handle(&self, req: &Request) -> Result<Response, ApiError> {
+        // held while a v2 change is computed and handed to storage (not while it is made
+        // durable: commits are deferred), so the next writer sees it
+        let changing = self.mode == Mode::V2
+            && !matches!(
+                req.op,
+                crate::request::Operation::Read | crate::request::Operation::List
+            );
+        let _changing = changing.then(|| self.changes.lock());
         table::dispatch(self, self.routes(), req)
     }
 

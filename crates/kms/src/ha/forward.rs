@@ -1,0 +1,146 @@
+//! Standbys forward every request they do not answer themselves to the active node, over
+//! the cluster transport (mutual TLS), so a client may talk to any node.
+
+use crate::core::Core;
+use crate::storage::raft::network::Forwarded;
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Marks a forwarded request: the active node never forwards it again.
+const FORWARDED: &str = "x-strongroom-forwarded";
+
+/// Paths a node answers itself whatever its role.
+fn local_path(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/'),
+        "sys/health"
+            | "sys/seal-status"
+            | "sys/init"
+            | "sys/unseal"
+            | "sys/leader"
+            | "sys/storage/raft/join"
+    )
+}
+
+/// Whether this request must go to the active node.
+pub fn must_forward(core: &Core, path: &str, headers: &axum::http::HeaderMap) -> bool {
+    let Some(r) = &core.options.raft else {
+        return false;
+    };
+    !local_path(path)
+        && !headers.contains_key(FORWARDED)
+        && !core.barrier.is_sealed()
+        && !r.is_leader()
+}
+
+fn error(status: u16, msg: &str) -> Response<Body> {
+    let body = serde_json::json!({ "errors": [msg] }).to_string();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Send the request to the active node and relay its answer.
+pub async fn forward(
+    core: &Core,
+    parts: &axum::http::request::Parts,
+    body: Vec<u8>,
+    remote: &str,
+) -> Response<Body> {
+    let Some(r) = &core.options.raft else {
+        return error(500, "no raft storage");
+    };
+    let req = Forwarded {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |p| p.to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body,
+        remote: remote.to_string(),
+        status: 0,
+    };
+    match r.forward_to_leader(req).await {
+        Some(Ok(resp)) => to_response(resp),
+        Some(Err(e)) => {
+            tracing::warn!("forwarding to the active node failed: {e}");
+            error(
+                500,
+                "local node not active but active cluster node not found",
+            )
+        }
+        None => error(
+            500,
+            "local node not active but active cluster node not found",
+        ),
+    }
+}
+
+fn to_response(f: Forwarded) -> Response<Body> {
+    let mut r = Response::new(Body::from(f.body));
+    *r.status_mut() = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (k, v) in f.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            r.headers_mut().append(k, v);
+        }
+    }
+    r
+}
+
+/// The active node's side: run a forwarded request through the HTTP layer.
+pub fn handler(core: Arc<Core>) -> crate::storage::raft::network::ForwardHandler {
+    Arc::new(move |f: Forwarded| {
+        let core = core.clone();
+        Box::pin(async move { serve(core, f).await })
+    })
+}
+
+async fn serve(core: Arc<Core>, f: Forwarded) -> Forwarded {
+    use http_body_util::BodyExt;
+    let mut b = Request::builder()
+        .method(f.method.as_str())
+        .uri(f.uri.as_str());
+    for (k, v) in &f.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b = b.header(FORWARDED, "1");
+    let Ok(mut req) = b.body(Body::from(f.body)) else {
+        return Forwarded {
+            status: 400,
+            body: br#"{"errors":["malformed forwarded request"]}"#.to_vec(),
+            ..Default::default()
+        };
+    };
+    if let Ok(ip) = f.remote.parse::<std::net::IpAddr>() {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::new(ip, 0)));
+    }
+    let resp = crate::http::serve_one(core, req).await;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .unwrap_or_default();
+    Forwarded {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body,
+        ..Default::default()
+    }
+}

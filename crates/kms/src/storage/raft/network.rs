@@ -1,0 +1,358 @@
+//! The cluster transport: raft RPCs between members on `cluster_addr`, one length-prefixed
+//! JSON frame per request and per reply, over mutual TLS when the cluster has its keyring
+//! (plain TCP only in tests that say so).
+
+use super::tls::ClusterTls;
+use super::types::{ClusterNode, NodeId, Raft, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Frames larger than this are refused (snapshots travel in chunks far below it).
+const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+pub enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client request a standby hands to the active node.
+    Forward(Forwarded),
+}
+
+/// An HTTP exchange carried over the cluster transport (request or response).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Request: the method; response: empty.
+    pub method: String,
+    /// Request: path and query; response: empty.
+    pub uri: String,
+    /// Response: the status; request: 0.
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "super::types::b64")]
+    pub body: Vec<u8>,
+    /// Request: the client's address (for audit and CIDR checks).
+    pub remote: String,
+}
+
+/// What the active node does with a forwarded request.
+pub type ForwardHandler = Arc<
+    dyn Fn(Forwarded) -> std::pin::Pin<Box<dyn std::future::Future<Output = Forwarded> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Serialize, Deserialize)]
+pub enum Reply {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Forward(Forwarded),
+}
+
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+pub(super) async fn write_frame<T: Serialize>(
+    s: &mut (impl Stream + ?Sized),
+    v: &T,
+) -> std::io::Result<()> {
+    let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    s.write_all(&len.to_be_bytes()).await?;
+    s.write_all(&body).await?;
+    s.flush().await
+}
+
+pub(super) async fn read_frame<T: for<'a> Deserialize<'a>>(
+    s: &mut (impl Stream + ?Sized),
+) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes refused"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map_err(std::io::Error::other)
+}
+
+/// How members reach each other: mutual TLS once the node has the cluster's keyring (after
+/// unseal, or from config); until then nothing is sent or served. Plain TCP only when
+/// asked for explicitly (tests of the consensus layer).
+pub struct Transport {
+    tls: parking_lot::RwLock<Option<Arc<ClusterTls>>>,
+    plain: bool,
+    forward: parking_lot::RwLock<Option<ForwardHandler>>,
+    /// Idle connections for forwarded requests, per address.
+    pool: parking_lot::Mutex<std::collections::HashMap<String, Vec<Box<dyn Stream>>>>,
+}
+
+impl Transport {
+    pub fn new(tls: Option<Arc<ClusterTls>>, plain: bool) -> Self {
+        Self {
+            tls: parking_lot::RwLock::new(tls),
+            plain,
+            forward: parking_lot::RwLock::new(None),
+            pool: Default::default(),
+        }
+    }
+
+    pub fn set_forward_handler(&self, h: ForwardHandler) {
+        *self.forward.write() = Some(h);
+    }
+
+    /// Send a client request to the member at `addr` and return its response.
+    pub async fn forward(&self, addr: &str, req: Forwarded) -> std::io::Result<Forwarded> {
+        let pooled = self.pool.lock().get_mut(addr).and_then(|v| v.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.dial(addr).await?,
+        };
+        let rpc = Rpc::Forward(req);
+        let fut = async {
+            write_frame(&mut conn, &rpc).await?;
+            read_frame::<Reply>(&mut conn).await
+        };
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(90), fut)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "forwarding timed out")
+            })??;
+        let Reply::Forward(resp) = reply else {
+            return Err(std::io::Error::other(
+                "cluster peer answered a different RPC",
+            ));
+        };
+        let mut pool = self.pool.lock();
+        let idle = pool.entry(addr.to_string()).or_default();
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+        Ok(resp)
+    }
+
+    pub fn set_tls(&self, tls: Arc<ClusterTls>) {
+        *self.tls.write() = Some(tls);
+    }
+
+    pub fn has_tls(&self) -> bool {
+        self.tls.read().is_some()
+    }
+
+    /// The TLS to use now; `None`: plain TCP.
+    fn current(&self) -> std::io::Result<Option<Arc<ClusterTls>>> {
+        match (&*self.tls.read(), self.plain) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, true) => Ok(None),
+            (None, false) => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no cluster TLS keyring yet (the node is sealed)",
+            )),
+        }
+    }
+
+    /// Dial `addr` (`host:port`).
+    pub async fn dial(&self, addr: &str) -> std::io::Result<Box<dyn Stream>> {
+        let tls = self.current()?;
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        match tls {
+            Some(t) => Ok(Box::new(t.connect(tcp).await?)),
+            None => Ok(Box::new(tcp)),
+        }
+    }
+
+    /// Accept an incoming connection (refused without a keyring, unless plain).
+    async fn accept(&self, tcp: TcpStream) -> std::io::Result<Box<dyn Stream>> {
+        match self.current()? {
+            Some(t) => Ok(Box::new(t.accept(tcp).await?)),
+            None => Ok(Box::new(tcp)),
+        }
+    }
+}
+
+/// Makes one [`Peer`] per target; openraft keeps it for the replication stream.
+pub struct Network {
+    pub transport: Arc<Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> Peer {
+        Peer {
+            target,
+            addr: node.cluster_addr.clone(),
+            transport: self.transport.clone(),
+            conn: None,
+        }
+    }
+}
+
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    transport: Arc<Transport>,
+    conn: Option<Box<dyn Stream>>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, ClusterNode, RaftError<NodeId, E>>;
+
+impl Peer {
+    /// One request/reply on the kept connection (dialled when missing); any I/O error drops it.
+    async fn call(&mut self, rpc: &Rpc, ttl: std::time::Duration) -> Result<Reply, std::io::Error> {
+        let fut = async {
+            if self.conn.is_none() {
+                self.conn = Some(self.transport.dial(&self.addr).await?);
+            }
+            let conn = self.conn.as_mut().expect("dialled above");
+            write_frame(conn, rpc).await?;
+            read_frame::<Reply>(conn).await
+        };
+        let r = match tokio::time::timeout(ttl, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "cluster RPC timed out",
+            )),
+        };
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    fn unreachable<E: std::error::Error>(e: std::io::Error) -> RpcErr<E> {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused | ConnectionReset | NotConnected | TimedOut | UnexpectedEof => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            _ => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn remote<T, E: std::error::Error>(
+        &self,
+        r: Result<T, RaftError<NodeId, E>>,
+    ) -> Result<T, RpcErr<E>> {
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn mismatch<E: std::error::Error>() -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(
+        "cluster peer answered a different RPC",
+    )))
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        match self.call(&Rpc::Append(rpc), option.hard_ttl()).await {
+            Ok(Reply::Append(r)) => self.remote(r),
+            Ok(_) => Err(mismatch()),
+            Err(e) => Err(Self::unreachable(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        match self.call(&Rpc::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(Reply::Snapshot(r)) => self.remote(r),
+            Ok(_) => Err(mismatch()),
+            Err(e) => Err(Self::unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        match self.call(&Rpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(Reply::Vote(r)) => self.remote(r),
+            Ok(_) => Err(mismatch()),
+            Err(e) => Err(Self::unreachable(e)),
+        }
+    }
+}
+
+/// Accept cluster connections until the listener fails; each connection is served on its
+/// own task. Over TLS, a peer without a certificate of the cluster is refused in the
+/// handshake.
+pub async fn serve(listener: TcpListener, raft: Raft, transport: Arc<Transport>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cluster listener: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let raft = raft.clone();
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            let stream = match transport.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, "cluster connection refused: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = serve_conn(stream, raft, &transport).await {
+                tracing::debug!(%peer, "cluster connection closed: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_conn(mut s: Box<dyn Stream>, raft: Raft, t: &Transport) -> std::io::Result<()> {
+    loop {
+        let rpc: Rpc = match read_frame(&mut s).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let reply = match rpc {
+            Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
+            Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
+            Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+            Rpc::Forward(f) => {
+                let h = t.forward.read().clone();
+                Reply::Forward(match h {
+                    Some(h) => h(f).await,
+                    None => Forwarded {
+                        status: 503,
+                        body: br#"{"errors":["this node does not serve forwarded requests"]}"#
+                            .to_vec(),
+                        ..Default::default()
+                    },
+                })
+            }
+        };
+        write_frame(&mut s, &reply).await?;
+    }
+}
