@@ -168,8 +168,9 @@ prepare_qemu() {
 
 # ------------------------------------------------------------------ the base initramfs
 # Host programs the guest needs (with their shared libraries); the first four are required.
+# util-linux mount/umount shadow busybox's (the CSI driver binds with --bind, remount,bind,ro).
 PROGS_NEEDED="cryptsetup dmsetup mke2fs kmod"
-PROGS_WANTED="losetup blkid e2fsck resize2fs dumpe2fs tune2fs blockdev wipefs mkfs.xfs xfs_growfs"
+PROGS_WANTED="losetup blkid e2fsck resize2fs dumpe2fs tune2fs blockdev wipefs mkfs.xfs xfs_growfs mount umount"
 MODULES="virtio_pci virtio_blk virtio_net virtio_rng 9p 9pnet_virtio dm_mod dm_crypt loop ext4 xfs
     fuse af_alg algif_skcipher"
 BOOT_MODULES="virtio_pci virtio_blk virtio_rng dm_mod dm_crypt loop ext4 af_alg algif_skcipher"

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strongroom_volume::{
-    CreateRequest, Credential, Error as VError, FsType, KmsConfig, Manager, ManagerConfig,
-    SecretString, State, VolumeInfo,
+    CreateRequest, Credential, DataPathKind, Error as VError, FsType, HolderCommand, KmsConfig,
+    Manager, ManagerConfig, SecretString, State, VolumeInfo,
 };
 
 const CSI_RECORD: &str = "csi.json";
@@ -144,6 +144,9 @@ pub struct ManagerBackendConfig {
     pub kms_timeout: Duration,
     /// The largest volume CreateVolume accepts (`None`: what the filesystem has room for).
     pub max_volume_size: Option<u64>,
+    /// Volume holders serve the userspace data path, so that staged volumes outlive a
+    /// restart of this process (`None`: served by threads of this process).
+    pub holder: Option<HolderCommand>,
 }
 
 pub struct ManagerBackend {
@@ -202,16 +205,18 @@ impl ManagerBackend {
         if let Some(x) = m.get(&kms.key()) {
             return Ok(x.clone());
         }
-        let mgr = Arc::new(
-            Manager::new(ManagerConfig {
-                root: self.cfg.root.clone(),
-                cluster_id: self.cfg.cluster_id.clone(),
-                kms: kms.config(self.cfg.kms_timeout)?,
-                cache_ttl: self.cfg.cache_ttl,
-                datapath: None,
-            })
-            .with_progress(|msg| tracing::info!("{msg}")),
-        );
+        let mut mgr = Manager::new(ManagerConfig {
+            root: self.cfg.root.clone(),
+            cluster_id: self.cfg.cluster_id.clone(),
+            kms: kms.config(self.cfg.kms_timeout)?,
+            cache_ttl: self.cfg.cache_ttl,
+            datapath: None,
+        })
+        .with_progress(|msg| tracing::info!("{msg}"));
+        if let Some(h) = &self.cfg.holder {
+            mgr = mgr.with_holder(h.clone());
+        }
+        let mgr = Arc::new(mgr);
         m.insert(kms.key(), mgr.clone());
         Ok(mgr)
     }
@@ -585,20 +590,29 @@ impl VolumeBackend for ManagerBackend {
             }
         }
         let cred = Self::tenant(token);
-        match kind {
+        let opened = match kind {
             AccessKind::Mount => {
-                mgr.mount(&spec.id, &cred, &spec.staging_path)
+                let i = mgr
+                    .mount(&spec.id, &cred, &spec.staging_path)
                     .map_err(csi)?;
                 // Flags apply to the staged filesystem (and so to every bind of it).
                 mounts::remount(&spec.staging_path, &flags)?;
+                i
             }
             AccessKind::Block => {
-                mgr.attach(&spec.id, &cred).map_err(csi)?;
+                let i = mgr.attach(&spec.id, &cred).map_err(csi)?;
                 std::fs::create_dir_all(&spec.staging_path).map_err(|e| {
                     CsiError::Internal(format!("create {}: {e}", spec.staging_path.display()))
                 })?;
+                i
             }
-        }
+        };
+        tracing::info!(
+            volume = %spec.id,
+            datapath = %opened.datapath.map_or("none", DataPathKind::as_str),
+            device = opened.device.as_deref().unwrap_or("-"),
+            "volume staged"
+        );
         st.staging = Some(spec.staging_path.clone());
         st.kind = Some(kind);
         st.mount_flags = flags;
@@ -808,6 +822,7 @@ mod tests {
             cache_ttl: Duration::from_secs(1),
             kms_timeout: Duration::from_secs(1),
             max_volume_size: None,
+            holder: None,
         })
         .unwrap();
         assert!(b.get("absent").unwrap().is_none());

@@ -40,6 +40,21 @@ fn demo_with_mounts_when_root() {
     }
     let out = run_demo(&[]);
     assert!(out.contains("through the mounted ext4"), "{out}");
+    // Issue 17: which data path each volume used; where only userspace was possible, how to
+    // get the kernel one.
+    let used = |kind: strongroom_volume::DataPathKind| {
+        out.contains(&format!("mounted on the {} data path", kind.describe()))
+    };
+    match strongroom_volume::DataPathKind::kernel_missing() {
+        Some(why) => {
+            assert!(used(strongroom_volume::DataPathKind::Userspace), "{out}");
+            assert!(
+                out.contains(&format!("for the kernel one (dm-crypt): {why}")),
+                "{out}"
+            );
+        }
+        None => assert!(used(strongroom_volume::DataPathKind::Kernel), "{out}"),
+    }
 }
 
 /// `--backend rbd`: the same story on a throwaway Ceph the demo starts (library mode, so it

@@ -78,6 +78,18 @@ impl std::fmt::Display for ErrorKind {
 }
 
 impl Error {
+    /// An error of class `kind` with `message` (an answer that crossed a process boundary).
+    pub fn from_kind(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::Unavailable => Error::Unavailable(message),
+            ErrorKind::Unauthenticated => Error::Unauthenticated(message),
+            ErrorKind::PermissionDenied => Error::PermissionDenied(message),
+            ErrorKind::NotFound => Error::NotFound(message),
+            ErrorKind::InvalidArgument => Error::InvalidArgument(message),
+            ErrorKind::FailedPrecondition => Error::FailedPrecondition(message),
+            ErrorKind::Internal => Error::Internal(message),
+        }
+    }
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -157,6 +157,7 @@ fn backend(a: &CsiArgs, cfg: &DriverConfig) -> anyhow::Result<Arc<dyn VolumeBack
         cache_ttl: Duration::from_secs(a.key_cache_ttl_secs),
         kms_timeout: Duration::from_secs(10),
         max_volume_size: (a.max_volume_bytes > 0).then_some(a.max_volume_bytes),
+        holder: Some(super::volume::holder_command(&a.root)?),
     })?;
     Ok(Arc::new(b))
 }

@@ -256,15 +256,17 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         datapath: None,
     });
     let mount = !a.no_mount && can_mount();
-    println!(
-        "volumes in {}; data path: {}\n",
-        base.display(),
-        if mount {
-            strongroom_volume::DataPathKind::detect().describe()
-        } else {
-            "none: not root (or --no-mount), using the library's read/write API instead of mounts"
-        }
-    );
+    println!("volumes in {}", base.display());
+    if !mount {
+        println!(
+            "data path: none: not root (or --no-mount), using the library's read/write API \
+             instead of mounts"
+        );
+    } else if let Some(why) = strongroom_volume::DataPathKind::kernel_missing() {
+        println!("only the userspace data path (FUSE + loop) is possible here.");
+        println!("for the kernel one (dm-crypt): {why}");
+    }
+    println!();
     let mut d = Demo {
         mgr,
         base,
@@ -339,7 +341,11 @@ impl Demo {
                 let m = marker(v.tenant, i);
                 if self.mount {
                     let target = self.base.join("mnt").join(v.id);
-                    self.mgr.mount(v.id, &v.cred, &target)?;
+                    let info = self.mgr.mount(v.id, &v.cred, &target)?;
+                    if i == 0 {
+                        let d = info.datapath.map_or("none", |d| d.describe());
+                        println!("{}: mounted on the {d} data path", v.id);
+                    }
                     std::fs::write(target.join(format!("file-{i}.txt")), m.repeat(100))?;
                 } else {
                     let o = self.mgr.open(v.id, &v.cred)?;

@@ -5,13 +5,12 @@
 //! Exit codes: 0 ok; 1 error; 2 permission denied / authentication failed;
 //! 75 key manager unavailable (retry later).
 //!
-//! A userspace mount must outlive this command: `mount` starts a small daemon
-//! (`volume mount-daemon`, same binary, new session) that serves the FUSE file and exits when
-//! `unmount` tears the mount down. The token reaches the daemon on a pipe.
+//! A userspace mount must outlive this command: `mount` starts a volume holder (`volume
+//! hold`, same binary, its own session, memory locked) that serves the FUSE file and exits
+//! when `unmount` tears the mount down. The keyslot secret reaches it on a pipe.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -20,8 +19,8 @@ use serde_json::json;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
     new_image_name, CephRef, CreateRequest, Credential, Error as VolError, ErrorKind, FsType,
-    KmsConfig, Manager, ManagerConfig, ProtectionMode, ProtectionRequest, RotateKind, SecretString,
-    StoreSpec, VolumeInfo,
+    HolderCommand, KmsConfig, Manager, ManagerConfig, ProtectionMode, ProtectionRequest,
+    RotateKind, SecretString, StoreSpec, VolumeInfo,
 };
 
 #[derive(Args, Clone)]
@@ -226,9 +225,10 @@ enum Sub {
     },
     /// Admin: create a tenant's transit key and policy (and optionally a token for it).
     SetupTenant(SetupTenantArgs),
-    /// (internal) Serve a mount; started by `mount`, token on stdin.
+    /// (internal) A volume holder: serve a userspace mount; started by `mount` and the CSI
+    /// node plugin, secret on stdin.
     #[command(hide = true)]
-    MountDaemon { id: String, target: PathBuf },
+    Hold { id: String },
     /// (benchmarks) Serve a plain file through the same FUSE layer, without encryption, until
     /// unmounted with `fusermount3 -u DIR` (built with `--features bench`).
     #[cfg(feature = "bench")]
@@ -412,7 +412,7 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
             manager(&g, true).create(&req, &cred)
         }
         Sub::Mount { id, target, token } => return mount(&g, &id, &target, &token),
-        Sub::MountDaemon { id, target } => return mount_daemon(&g, &id, &target),
+        Sub::Hold { id } => return hold(&g, &id),
         Sub::Unmount { id, .. } => {
             let m = manager(&g, true);
             m.unmount(&id).and_then(|_| m.status(&id))
@@ -565,110 +565,51 @@ pub fn write_secret_file(path: &Path, s: &str) -> std::io::Result<()> {
     f.write_all(s.as_bytes())
 }
 
-fn global_args(g: &Global) -> Vec<String> {
-    let mut a = vec![
-        "--root".to_string(),
-        g.root.to_string_lossy().into_owned(),
-        "--cluster-id".into(),
-        g.cluster_id.clone(),
-        "--cache-ttl".into(),
-        g.cache_ttl.to_string(),
-    ];
-    if let Some(ad) = &g.address {
-        a.push("--address".into());
-        a.push(ad.clone());
-    }
-    a
+/// How this binary starts a volume holder: `strongroom volume --root ROOT hold ID`.
+pub fn holder_command(root: &Path) -> anyhow::Result<HolderCommand> {
+    Ok(HolderCommand {
+        program: std::env::current_exe().context("own executable")?,
+        args: vec![
+            "volume".into(),
+            "--root".into(),
+            root.as_os_str().to_owned(),
+            "hold".into(),
+        ],
+    })
 }
 
-/// The mount daemon's one-line answer on its stdout.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum DaemonAnswer {
-    Mounted,
-    Error { code: ErrorKind, message: String },
-}
-
-/// `mount`: start the daemon in its own session, hand it the token on a pipe, wait for its
-/// one-line answer.
+/// `mount`: the volume's filesystem at TARGET. On the userspace path its FUSE file is served
+/// by a volume holder (its own process and session), the one process this command leaves.
 fn mount(g: &Global, id: &str, target: &Path, t: &TokenArg) -> anyhow::Result<i32> {
-    let Credential::Tenant(tok) = credential(t)? else {
+    let cred @ Credential::Tenant(_) = credential(t)? else {
         bail!("mount needs the tenant's --token-file");
     };
-    let m = manager(g, false);
-    let dir = m.volume_dir(id);
-    if !dir.is_dir() {
-        return fail(g, VolError::NotFound(format!("no volume {id}")));
-    }
     let target = std::path::absolute(target).context("target path")?;
-    let mut child = spawn_daemon(g, id, &target, &dir)?;
-    {
-        let mut stdin = child.stdin.take().context("daemon stdin")?;
-        stdin.write_all(tok.expose().as_bytes())?;
-    }
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("daemon stdout")?).read_line(&mut line)?;
-    match serde_json::from_str::<DaemonAnswer>(&line) {
-        Ok(DaemonAnswer::Mounted) => match m.status(id) {
-            Ok(i) => print_info(g, &i),
-            Err(e) => return fail(g, e),
-        },
-        Ok(DaemonAnswer::Error { code, message }) => {
-            let _ = child.wait();
-            if g.json {
-                println!("{}", json!({"error": {"code": code, "message": message}}));
-            } else {
-                eprintln!("Error [{code}]: {message}");
-            }
-            return Ok(exit_code(code));
-        }
-        Err(_) => {
-            let _ = child.wait();
-            let logs = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
-            bail!("the mount daemon failed: {}", logs.trim());
-        }
+    let m = manager(g, false).with_holder(holder_command(&g.root)?);
+    match m.mount(id, &cred, &target) {
+        Ok(i) => print_info(g, &i),
+        Err(e) => return fail(g, e),
     }
     Ok(0)
 }
 
-/// `volume mount-daemon ID TARGET` (this binary) in a session of its own, logging to the
-/// volume's `daemon.log`, with pipes for the token and the answer.
-fn spawn_daemon(g: &Global, id: &str, target: &Path, dir: &Path) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("own executable")?;
-    let log = std::fs::File::create(dir.join("daemon.log")).context("daemon log")?;
-    Command::new("setsid")
-        .arg(exe)
-        .arg("volume")
-        .args(global_args(g))
-        .arg("mount-daemon")
-        .arg(id)
-        .arg(target)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("start the mount daemon")
-}
-
-fn mount_daemon(g: &Global, id: &str, target: &Path) -> anyhow::Result<i32> {
-    let tok = read_token(Path::new("-"))?;
-    let m = manager(g, false);
-    let r = m.mount(id, &Credential::Tenant(tok), target);
-    let answer = match &r {
-        Ok(_) => DaemonAnswer::Mounted,
-        Err(e) => DaemonAnswer::Error {
-            code: e.kind(),
-            message: e.to_string(),
-        },
-    };
+/// `volume hold ID` (started by a mount, never by hand): the nonce and the keyslot secret on
+/// stdin (read through its own descriptor, no buffered copy), one answer line on stdout.
+fn hold(g: &Global, id: &str) -> anyhow::Result<i32> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stdin")?;
+    let mut input = std::fs::File::from(fd);
     let mut out = std::io::stdout();
-    writeln!(out, "{}", serde_json::to_string(&answer)?)?;
-    out.flush()?;
-    if r.is_err() {
-        return Ok(1);
+    match manager(g, false).hold(id, &mut input, &mut out) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("Error [{}]: {e}", e.kind());
+            Ok(1)
+        }
     }
-    m.serve_until_unmounted(id);
-    Ok(0)
 }
 
 #[cfg(feature = "bench")]

@@ -13,10 +13,26 @@ use std::process::{Command, Stdio};
 
 /// Device-mapper is in the kernel (`/proc/misc` lists `device-mapper`) and cryptsetup exists.
 pub fn available() -> bool {
+    missing().is_none()
+}
+
+/// What this node lacks for the kernel data path, and how to get it; `None` when nothing.
+pub fn missing() -> Option<&'static str> {
     let dm = std::fs::read_to_string("/proc/misc")
         .map(|s| s.lines().any(|l| l.trim().ends_with("device-mapper")))
         .unwrap_or(false);
-    dm && which("cryptsetup")
+    if !dm {
+        Some(
+            "the kernel has no device-mapper: load it (`modprobe dm_crypt`), or run on a kernel \
+             built with CONFIG_DM_CRYPT (every distribution kernel is)",
+        )
+    } else if !which("cryptsetup") {
+        Some(
+            "cryptsetup is not on PATH: install it (Debian/Ubuntu: apt-get install cryptsetup-bin)",
+        )
+    } else {
+        None
+    }
 }
 
 fn which(bin: &str) -> bool {

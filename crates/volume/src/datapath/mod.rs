@@ -10,6 +10,7 @@
 
 pub mod dmcrypt;
 pub mod fuse;
+pub mod holder;
 pub mod loopdev;
 pub mod mapping;
 
@@ -36,6 +37,17 @@ impl DataPathKind {
             DataPathKind::Userspace
         }
     }
+    /// Why the kernel data path cannot be used here and how to get it (`None`: it can).
+    pub fn kernel_missing() -> Option<&'static str> {
+        dmcrypt::missing()
+    }
+    /// The serialized name (`kernel`, `userspace`), for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPathKind::Kernel => "kernel",
+            DataPathKind::Userspace => "userspace",
+        }
+    }
     /// A description for people (`kernel (dm-crypt)`); serialized it is `kernel`/`userspace`.
     pub fn describe(self) -> &'static str {
         match self {
@@ -53,8 +65,11 @@ pub struct Runtime {
     pub loop_dev: Option<String>,
     pub dm_name: Option<String>,
     pub target: Option<PathBuf>,
-    /// The process serving FUSE (CLI daemon), if not the caller.
+    /// The process serving FUSE (a volume holder), if not the caller.
     pub pid: Option<u32>,
+    /// The nonce the holder was given ([`holder::verify`] checks it before re-adoption).
+    #[serde(default)]
+    pub holder_nonce: Option<String>,
 }
 
 impl Runtime {

@@ -4,12 +4,13 @@
 //! set up is recorded in the [`Runtime`] record first, so teardown also works after a crash.
 
 use super::{fault, lock, process_alive, unlock, Manager, VolumeInfo};
-use crate::datapath::{self, fuse, loopdev, DataPathKind, Runtime};
+use crate::datapath::{self, fuse, holder, loopdev, DataPathKind, Runtime};
 use crate::error::{Error, Result};
 use crate::kms::Credential;
 use crate::meta::{StoreSpec, VolumeMeta};
 use crate::store;
 use crate::vocab::FsType;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,29 +95,42 @@ impl Manager {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(id),
-            Some(p) => process_alive(p),
+            Some(p) => match &rt.holder_nonce {
+                Some(n) => holder::verify(&self.volume_dir(id), id, p, n),
+                None => process_alive(p),
+            },
             None => false,
         }
     }
 
-    /// FUSE file over the decrypted data segment, then a loop device on it; returns the device.
+    /// FUSE file over the decrypted data segment (served by a volume holder, or by this
+    /// process), then a loop device on it; returns the device.
     fn attach_userspace(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
-        let st = store::from_spec(&m.store);
-        let (vol, u) = unlock(st.as_ref(), secret, false)?;
-        let io = fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, u.volume_key)?;
         let fuse_dir = dir.join("fuse");
         let mut rt = Runtime {
             datapath: Some(DataPathKind::Userspace),
             fuse_dir: Some(fuse_dir.clone()),
-            pid: Some(std::process::id()),
             ..Default::default()
         };
-        rt.save(dir)?;
-        let session = fuse::spawn(Arc::new(io), &fuse_dir)?;
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(m.id.clone(), session);
+        match &self.holder {
+            Some(cmd) => {
+                let nonce = holder::new_nonce();
+                rt.holder_nonce = Some(nonce.clone());
+                rt.save(dir)?;
+                rt.pid = Some(holder::spawn(cmd, dir, &m.id, &nonce, secret)?);
+                rt.save(dir)?;
+            }
+            None => {
+                let io = crypt_io(m, secret)?;
+                rt.pid = Some(std::process::id());
+                rt.save(dir)?;
+                let session = fuse::spawn(Arc::new(io), &fuse_dir)?;
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(m.id.clone(), session);
+            }
+        }
         fault("mount:fuse");
         let file = fuse_dir.join(fuse::FILE_NAME);
         wait_for(&file)?;
@@ -138,18 +152,23 @@ impl Manager {
             datapath: Some(DataPathKind::Kernel),
             ..Default::default()
         };
+        rt.save(dir)?;
         let dev = if matches!(m.store, StoreSpec::File { .. }) {
             let lo = loopdev::attach(&path, false, None)?;
+            fault("mount:kernel-loop-attached");
             rt.loop_dev = Some(lo.clone());
             rt.save(dir)?;
+            fault("mount:kernel-loop");
             PathBuf::from(lo)
         } else {
             path
         };
         let name = datapath::dmcrypt::mapper_name(&m.id);
         let mapped = datapath::dmcrypt::open(&dev, &name, secret)?;
+        fault("mount:dm-opened");
         rt.dm_name = Some(name);
         rt.save(dir)?;
+        fault("mount:dm");
         Ok(mapped)
     }
 
@@ -160,6 +179,7 @@ impl Manager {
         let mut rt = Runtime::load(dir).unwrap_or_default();
         rt.target = Some(target.to_path_buf());
         rt.save(dir)?;
+        fault("mount:mounted");
         self.grow_after_mount(dir, m, dev, target)
     }
 
@@ -219,12 +239,29 @@ impl Manager {
         let rt = Runtime::load(dir).unwrap_or_default();
         if let Some(t) = &rt.target {
             datapath::umount(t)?;
+            fault("unmount:umounted");
         }
-        if let Some(n) = &rt.dm_name {
-            datapath::dmcrypt::close(n)?;
+        // The mapping's name is fixed by the volume id: also closed when a crash came between
+        // `cryptsetup open` and its record.
+        datapath::dmcrypt::close(&datapath::dmcrypt::mapper_name(id))?;
+        if rt.dm_name.is_some() {
+            fault("unmount:dm-closed");
         }
         if let Some(lo) = &rt.loop_dev {
             loopdev::detach(lo)?;
+        }
+        // Loop devices on the volume's file attached by a kernel-path mount that crashed
+        // before recording them.
+        if rt.datapath == Some(DataPathKind::Kernel) {
+            if let Ok(VolumeMeta {
+                store: StoreSpec::File { path },
+                ..
+            }) = VolumeMeta::load(dir)
+            {
+                for lo in loopdev::attached_to(Path::new(&path)) {
+                    loopdev::detach(&lo)?;
+                }
+            }
         }
         if let Some(fd) = &rt.fuse_dir {
             // Any loop device still on the FUSE file (e.g. attached just before a crash).
@@ -260,6 +297,16 @@ impl Manager {
             .remove(id)
     }
 
+    /// The body of a volume holder process (`datapath::holder`): the nonce and the keyslot
+    /// secret from `input`, one answer line to `answer`, then serve the volume's FUSE file
+    /// until it is unmounted. Takes no lock: the process that started it holds the volume's.
+    pub fn hold(&self, id: &str, input: &mut dyn Read, answer: &mut dyn Write) -> Result<()> {
+        holder::run(&self.volume_dir(id), id, input, answer, |secret| {
+            let (_, m) = self.load(id)?;
+            crypt_io(&m, secret)
+        })
+    }
+
     /// Serve the FUSE session of a userspace mount made by this process until it is
     /// unmounted (the CLI's mount daemon, after [`Self::mount`]); returns at once when this
     /// process serves none for the volume.
@@ -268,6 +315,13 @@ impl Manager {
             fuse::serve_until_unmounted(s, &self.volume_dir(id).join("fuse"));
         }
     }
+}
+
+/// The decrypting I/O of the userspace data path, over the volume's store.
+fn crypt_io(m: &VolumeMeta, secret: &[u8]) -> Result<fuse::CryptIo> {
+    let st = store::from_spec(&m.store);
+    let (vol, u) = unlock(st.as_ref(), secret, false)?;
+    fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, u.volume_key)
 }
 
 fn wait_for(p: &Path) -> Result<()> {

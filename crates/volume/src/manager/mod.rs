@@ -62,6 +62,13 @@ pub(crate) const FAULT_STEPS: &[&str] = &[
     "shred:wiped",
     "mount:fuse",
     "mount:loop",
+    "mount:kernel-loop-attached",
+    "mount:kernel-loop",
+    "mount:dm-opened",
+    "mount:dm",
+    "mount:mounted",
+    "unmount:umounted",
+    "unmount:dm-closed",
 ];
 
 fn fault(step: &str) {
@@ -129,6 +136,8 @@ pub struct Manager {
     cache: KeyCache,
     sessions: Mutex<HashMap<String, fuser::BackgroundSession>>,
     progress: Option<Progress>,
+    /// Userspace data paths are served by volume holders started so (else in this process).
+    holder: Option<crate::datapath::holder::HolderCommand>,
 }
 
 fn valid_name(kind: &str, s: &str) -> Result<()> {
@@ -196,7 +205,15 @@ impl Manager {
             cache,
             sessions: Mutex::new(HashMap::new()),
             progress: None,
+            holder: None,
         }
+    }
+
+    /// Serve userspace data paths from a volume holder per volume, started with `cmd`
+    /// (`datapath::holder`), so that they outlive this process.
+    pub fn with_holder(mut self, cmd: crate::datapath::holder::HolderCommand) -> Self {
+        self.holder = Some(cmd);
+        self
     }
 
     /// Progress messages for long work (formatting, wiping, resizing).

@@ -1,0 +1,84 @@
+//! Issue 17: staged volumes survive a restart of the node plugin. The plugin (`strongroom
+//! csi`) is SIGKILLed while fio writes to a published volume and started again: fio sees no
+//! I/O error, the restarted plugin re-adopts the volume after verifying its holder, the data
+//! verifies, and NodeUnpublish + NodeUnstage leave nothing behind. On this host the volume
+//! takes the userspace path (FUSE served by a volume holder); the kernel path's twin runs in
+//! the VM tier (`vm_dmcrypt.rs`).
+
+mod common;
+mod csi_common;
+mod volume_common;
+
+use csi_common::*;
+use strongroom_csi::pb::volume_capability::access_mode::Mode as PbMode;
+use strongroom_volume::DataPathKind;
+
+fn expected_path() -> &'static str {
+    match DataPathKind::detect() {
+        DataPathKind::Kernel => "kernel",
+        DataPathKind::Userspace => "userspace",
+    }
+}
+
+#[test]
+fn node_plugin_sigkilled_while_fio_writes_filesystem() {
+    if !volume_common::can_mount() {
+        return;
+    }
+    let mut c = Csi::start();
+    let e = sigkill_plugin_while_fio_writes(&mut c, snw());
+    assert_survived_restart(&e, expected_path());
+}
+
+/// The same with block access: fio writes to the published device itself.
+#[test]
+fn node_plugin_sigkilled_while_fio_writes_block() {
+    if !volume_common::can_mount() {
+        return;
+    }
+    let mut c = Csi::start();
+    let e = sigkill_plugin_while_fio_writes(&mut c, block_cap(PbMode::SingleNodeWriter));
+    assert_survived_restart(&e, expected_path());
+}
+
+/// A holder is adopted only when it proves to be the recorded one: with the nonce in the
+/// runtime record changed (as if the pid had been reused by another process), the restarted
+/// plugin does not trust it; NodeStage tears the old set-up down and serves the volume anew.
+#[test]
+fn a_holder_that_fails_verification_is_replaced() {
+    if !volume_common::can_mount() || expected_path() != "userspace" {
+        return;
+    }
+    let mut c = Csi::start();
+    let v = c.create_for("pvc-verify", 0, 64 * MIB);
+    let (staging, _) = c.paths("verify");
+    c.stage(&v, &staging, snw(), Some(&c.token(0))).unwrap();
+    std::fs::write(staging.join("kept"), "data").unwrap();
+    let rt_path = c.root().join(&v.volume_id).join("runtime.json");
+    let mut rt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rt_path).unwrap()).unwrap();
+    let old_pid = rt["pid"].as_u64().unwrap();
+    rt["holder_nonce"] = "00".into();
+    std::fs::write(&rt_path, rt.to_string()).unwrap();
+    c.kill();
+    c.spawn(&[]);
+    c.stage(&v, &staging, snw(), Some(&c.token(0)))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", c.tail()));
+    let rt: serde_json::Value = serde_json::from_slice(&std::fs::read(&rt_path).unwrap()).unwrap();
+    assert_ne!(
+        rt["pid"].as_u64().unwrap(),
+        old_pid,
+        "an unverified holder was adopted"
+    );
+    assert!(process_gone(old_pid), "the unverified holder still runs");
+    assert_eq!(
+        std::fs::read_to_string(staging.join("kept")).unwrap(),
+        "data"
+    );
+    c.unstage(&v.volume_id, &staging).unwrap();
+    assert!(
+        leftovers(&c.root()).is_empty(),
+        "{:?}",
+        leftovers(&c.root())
+    );
+}
