@@ -732,7 +732,9 @@ impl VolumeBackend for ManagerBackend {
                     info.size
                 )))
             }
-            _ => mgr.grow_attached(id).map_err(csi)?,
+            _ => mgr
+                .grow_attached(id, token.map(Self::tenant).as_ref())
+                .map_err(csi)?,
         };
         if info.fs_grow_pending {
             return Err(CsiError::FailedPrecondition(format!(

@@ -357,9 +357,11 @@ fn vm_tier_cryptsetup_formatted_in_vm_opens_with_strongroom_luks() {
     assert!(!o.status.success(), "wrong key accepted");
 }
 
-/// Guest: a mounted kernel-path volume grown online, its keyslot secret and KEK rotated while
-/// mounted, re-mounted, then shredded; evidence after each step.
+/// Guest: an envelope volume on the kernel path grown online, its keyslot secret and KEK
+/// rotated while mounted, re-mounted, then shredded; evidence after each step.
 const RESIZE_ROTATE_SHRED: &str = r#"
+$S --json create v1 --tenant a --size 64M --token-file $D/a.token >$D/create.json
+$S --json mount v1 /mnt/v1 --token-file $D/a.token >$D/mount.json
 cp $D/marker.txt /mnt/v1/marker.txt; sync
 /usr/sbin/blockdev --getsize64 /dev/mapper/strongroom-v1 >$D/dm-size-before.txt
 df -k /mnt/v1 | tail -n 1 >$D/df-before.txt
@@ -394,7 +396,7 @@ fn vm_tier_kernel_path_resize_rotate_shred() {
     let Some(vm) = Vm::start() else { return };
     let mk = marker("vm-kernel-resize");
     std::fs::write(vm.path("marker.txt"), &mk).unwrap();
-    vm.guest(&format!("{CREATE_MOUNT}{RESIZE_ROTATE_SHRED}"));
+    vm.guest(RESIZE_ROTATE_SHRED);
 
     let size = |f: &str| vm.read(f).trim().parse::<u64>().unwrap();
     assert_eq!(size("dm-size-before.txt"), 64 << 20);
@@ -516,6 +518,7 @@ fn vm_tier_csi_node_rpcs_on_the_kernel_path() {
     assert_eq!(e["fs"]["datapath"], "kernel", "{e}");
     assert_eq!(e["block"]["datapath"], "kernel", "{e}");
     assert_eq!(e["fs"]["size_after_expand"], 128u64 << 20, "{e}");
+    assert_eq!(e["fs"]["expand_without_token"], "Unauthenticated", "{e}");
     assert!(
         e["fs"]["stats_total_after_expand"].as_u64().unwrap() > 100 << 20,
         "filesystem grown by NodeExpandVolume: {e}"
@@ -571,15 +574,20 @@ fn guest_csi_node_rpcs() {
             }),
     )
     .unwrap_or_else(|e| panic!("{e:?}\n{}", c.tail()));
-    let r = c
-        .run(c.node().node_expand_volume(NodeExpandVolumeRequest {
+    let expand = |token: Option<&str>| {
+        c.run(c.node().node_expand_volume(NodeExpandVolumeRequest {
             volume_id: id.clone(),
             volume_path: target.to_string_lossy().into_owned(),
             capacity_range: range(128 * MIB),
             staging_target_path: staging.to_string_lossy().into_owned(),
             volume_capability: Some(snw()),
-            secrets: Default::default(),
+            secrets: token.map(secrets).unwrap_or_default(),
         }))
+    };
+    // dm-crypt loads the resized table with the key again: without the node-expand secret
+    // the call is refused (and can be retried with it).
+    let no_token = code(expand(None));
+    let r = expand(Some(&c.token(0)))
         .unwrap_or_else(|e| panic!("{e:?}\n{}", c.tail()))
         .into_inner();
     let total = c.stats(&id, &target).unwrap().usage[0].total;
@@ -622,6 +630,7 @@ fn guest_csi_node_rpcs() {
         "fs": {
             "datapath": fs_status["datapath"], "device": fs_status["device"],
             "size_after_expand": r.capacity_bytes, "stats_total_after_expand": total,
+            "expand_without_token": format!("{no_token:?}"),
             "marker": mk, "readback": fs_readback,
         },
         "block": {

@@ -34,7 +34,8 @@ pub fn env(kind: ServerKind, tenants: &[&str]) -> Env {
     let l = layout();
     let mut toks = Vec::new();
     for t in tenants {
-        let p = tenant::setup_tenant(&c, t, &l).expect("setup tenant");
+        let p = tenant::setup_tenant(&c, t, &l)
+            .unwrap_or_else(|e| panic!("setup tenant: {e:?}\nserver log:\n{}", server.logs()));
         let tok = tenant::create_token(&c, &[p.as_str()], "1h").expect("tenant token");
         toks.push((t.to_string(), tok));
     }

@@ -49,10 +49,18 @@ pub fn mapper_name(volume_id: &str) -> String {
 /// volume key reaches dm-crypt through the kernel keyring (a `logon` key the table names), so
 /// the table never holds it in hex (`dmsetup table --showkeys` shows only the reference).
 pub fn open(device: &Path, name: &str, secret: &[u8]) -> Result<String> {
+    let dev = device.to_string_lossy();
+    with_key(
+        &["open", "--type", "luks2", "--key-file=-", &dev, name],
+        secret,
+    )?;
+    Ok(format!("/dev/mapper/{name}"))
+}
+
+/// `cryptsetup ARGS...` with the keyslot secret on its stdin.
+fn with_key(args: &[&str], secret: &[u8]) -> Result<()> {
     let mut child = Command::new("cryptsetup")
-        .args(["open", "--type", "luks2", "--key-file=-"])
-        .arg(device)
-        .arg(name)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -68,11 +76,12 @@ pub fn open(device: &Path, name: &str, secret: &[u8]) -> Result<String> {
         .map_err(|e| Error::io("cryptsetup", e))?;
     if !out.status.success() {
         return Err(Error::Command(format!(
-            "cryptsetup open failed: {}",
+            "cryptsetup {} failed: {}",
+            args[0],
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(format!("/dev/mapper/{name}"))
+    Ok(())
 }
 
 pub fn close(name: &str) -> Result<()> {
@@ -82,7 +91,9 @@ pub fn close(name: &str) -> Result<()> {
     run("cryptsetup", &["close", name]).map(|_| ())
 }
 
-/// Grow the mapping to the (already grown) backing device.
-pub fn resize(name: &str) -> Result<()> {
-    run("cryptsetup", &["resize", name]).map(|_| ())
+/// Grow the mapping to the (already grown) backing device. The table names its key in the
+/// kernel keyring, where it no longer is after activation, so cryptsetup needs the keyslot
+/// secret again (on stdin) to load the resized table.
+pub fn resize(name: &str, secret: &[u8]) -> Result<()> {
+    with_key(&["resize", "--key-file=-", name], secret)
 }

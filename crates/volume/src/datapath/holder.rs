@@ -2,7 +2,7 @@
 //! volume, so that the process that mounted the volume (the CSI node plugin, `strongroom
 //! volume mount`) can die or be upgraded without the mounted filesystem seeing an error.
 //!
-//! * Started by [`spawn`] (the mounting process, holding the volume's lock) as
+//! * Started by [`start`] and [`handshake`] (the mounting process, holding the volume's lock) as
 //!   `<program> <args...> <volume id>`, in a session of its own. On its stdin it gets a
 //!   per-volume nonce (one line of hex) and then the keyslot secret, never argv or env; on
 //!   its stdout it answers one JSON line ([`Answer`]); its stderr is `<dir>/holder.log`.
@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -61,18 +61,24 @@ pub fn new_nonce() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Start the holder of volume `id` whose directory is `dir`; returns its pid once it serves.
-pub fn spawn(cmd: &HolderCommand, dir: &Path, id: &str, nonce: &str, secret: &[u8]) -> Result<u32> {
+/// Start the holder of volume `id` whose directory is `dir`. It waits for [`handshake`]: the
+/// caller records its pid first, so a crash in between leaves a holder that teardown knows
+/// (one that never gets its secret exits at once, having mounted nothing).
+pub fn start(cmd: &HolderCommand, dir: &Path, id: &str) -> Result<Child> {
     let log = std::fs::File::create(dir.join(LOG)).map_err(|e| Error::io("holder log", e))?;
-    let mut child = Command::new(&cmd.program)
+    Command::new(&cmd.program)
         .args(&cmd.args)
         .arg(id)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .map_err(|e| Error::io(format!("start the holder {}", cmd.program.display()), e))?;
-    let pid = child.id();
+        .map_err(|e| Error::io(format!("start the holder {}", cmd.program.display()), e))
+}
+
+/// Give a [`start`]ed holder its nonce and secret; returns once it serves. A holder that
+/// cannot deliver its answer (its starter died) exits and unmounts what it mounted.
+pub fn handshake(mut child: Child, dir: &Path, id: &str, nonce: &str, secret: &[u8]) -> Result<()> {
     if let Some(mut stdin) = child.stdin.take() {
         let mut frame = Zeroizing::new(Vec::with_capacity(nonce.len() + 1 + secret.len()));
         frame.extend_from_slice(nonce.as_bytes());
@@ -89,7 +95,7 @@ pub fn spawn(cmd: &HolderCommand, dir: &Path, id: &str, nonce: &str, secret: &[u
         Ok(Answer::Ready) => {
             // Reaped when it exits (at teardown), so it never lingers as a zombie.
             std::thread::spawn(move || child.wait());
-            Ok(pid)
+            Ok(())
         }
         Ok(Answer::Error { code, message }) => {
             let _ = child.wait();

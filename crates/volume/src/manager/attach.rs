@@ -116,9 +116,10 @@ impl Manager {
             Some(cmd) => {
                 let nonce = holder::new_nonce();
                 rt.holder_nonce = Some(nonce.clone());
+                let child = holder::start(cmd, dir, &m.id)?;
+                rt.pid = Some(child.id());
                 rt.save(dir)?;
-                rt.pid = Some(holder::spawn(cmd, dir, &m.id, &nonce, secret)?);
-                rt.save(dir)?;
+                holder::handshake(child, dir, &m.id, &nonce, secret)?;
             }
             None => {
                 let io = crypt_io(m, secret)?;

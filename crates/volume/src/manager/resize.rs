@@ -16,7 +16,7 @@ impl Manager {
     pub fn resize(&self, id: &str, cred: &Credential, new_size: u64) -> Result<VolumeInfo> {
         let (dir, mut m) = self.load(id)?;
         let _l = lock(&dir)?;
-        self.authorized_secret(&dir, &mut m, cred)?;
+        let secret = self.authorized_secret(&dir, &mut m, cred)?;
         let new_size = new_size.div_ceil(4096) * 4096;
         if new_size < m.size {
             return Err(Error::InvalidArgument(format!(
@@ -31,7 +31,7 @@ impl Manager {
             fault("resize:recorded");
             self.finish_resize(&dir, &mut m, new_size)?;
         }
-        let grown_online = self.grow_online(&dir, &mut m)?;
+        let grown_online = self.grow_online(&dir, &mut m, Some(&secret))?;
         if !grown_online && m.filesystem_created && new_size > old_size {
             m.fs_grow_pending = true;
             m.store(&dir)?;
@@ -41,12 +41,19 @@ impl Manager {
     }
 
     /// After the store was grown (by [`Self::resize`], possibly on another node): grow the
-    /// open device and the mounted filesystem here. No credential (CSI NodeExpandVolume may
-    /// carry none). A volume not open on this node is `FailedPrecondition`.
-    pub fn grow_attached(&self, id: &str) -> Result<VolumeInfo> {
+    /// open device and the mounted filesystem here. The userspace path needs no credential
+    /// (CSI NodeExpandVolume may carry none); a dm-crypt mapping cannot grow without the
+    /// keyslot secret, fetched as `cred` (`Unauthenticated` without one). A volume not open
+    /// on this node is `FailedPrecondition`.
+    pub fn grow_attached(&self, id: &str, cred: Option<&Credential>) -> Result<VolumeInfo> {
         let (dir, mut m) = self.load(id)?;
         let _l = lock(&dir)?;
         Self::require_formatted(&m)?;
+        let kernel = Runtime::load(&dir).is_some_and(|r| r.dm_name.is_some());
+        let secret = match cred {
+            Some(c) if kernel => Some(self.secret(&m, c)?),
+            _ => None,
+        };
         if let Some(Pending::Resize { new_size }) = m.pending.clone() {
             self.finish_resize(&dir, &mut m, new_size)?;
         }
@@ -55,7 +62,9 @@ impl Manager {
                 "volume {id} is not open on this node"
             )));
         }
-        if !self.grow_online(&dir, &mut m)? && m.filesystem_created {
+        if !self.grow_online(&dir, &mut m, secret.as_deref().map(|s| &s[..]))?
+            && m.filesystem_created
+        {
             m.fs_grow_pending = true;
             m.store(&dir)?;
         }
@@ -81,15 +90,16 @@ impl Manager {
     /// If the volume is open on this node: make the loop (and dm-crypt) device see the
     /// backing store's size and grow a mounted filesystem. Returns whether the filesystem is
     /// taken care of (grown online, or none to grow); `false` leaves it for the next mount.
-    /// Needs no key: the data segment is dynamic, so growing the store grows the volume.
-    fn grow_online(&self, dir: &Path, m: &mut VolumeMeta) -> Result<bool> {
+    /// The data segment is dynamic, so growing the store grows the volume; only a dm-crypt
+    /// mapping needs `secret` (the keyslot secret) to load its resized table.
+    fn grow_online(&self, dir: &Path, m: &mut VolumeMeta, secret: Option<&[u8]>) -> Result<bool> {
         let Some(rt) = Runtime::load(dir) else {
             return Ok(false);
         };
         if rt.loop_dev.is_none() && rt.dm_name.is_none() {
             return Ok(false);
         }
-        refresh_devices(&rt)?;
+        refresh_devices(&rt, secret)?;
         let Some(dev) = rt.device() else {
             return Ok(false);
         };
@@ -115,7 +125,7 @@ impl Manager {
 }
 
 /// Make the devices of an open volume see the store's new size.
-fn refresh_devices(rt: &Runtime) -> Result<()> {
+fn refresh_devices(rt: &Runtime, secret: Option<&[u8]>) -> Result<()> {
     if rt.datapath == Some(DataPathKind::Userspace) {
         if let Some(fd) = &rt.fuse_dir {
             // Make the FUSE file report the new size before the loop re-reads it.
@@ -126,7 +136,14 @@ fn refresh_devices(rt: &Runtime) -> Result<()> {
         loopdev::refresh_capacity(lo)?;
     }
     if let Some(n) = &rt.dm_name {
-        datapath::dmcrypt::resize(n)?;
+        let secret = secret.ok_or_else(|| {
+            Error::Unauthenticated(
+                "growing a dm-crypt mapping needs the tenant's token (CSI: set \
+                 csi.storage.k8s.io/node-expand-secret-name in the StorageClass)"
+                    .into(),
+            )
+        })?;
+        datapath::dmcrypt::resize(n, secret)?;
     }
     Ok(())
 }
