@@ -82,3 +82,59 @@ fn a_holder_that_fails_verification_is_replaced() {
         leftovers(&c.root())
     );
 }
+
+/// The holder is guarded as the plugin is: memory locked (VmLck covers its resident memory),
+/// a session of its own (so no signal to the plugin's session or group reaches it), and
+/// neither the tenant's token nor the keyslot secret in its argv or environment.
+#[test]
+fn the_holder_is_locked_in_memory_and_in_its_own_session() {
+    if !volume_common::can_mount() || expected_path() != "userspace" {
+        return;
+    }
+    let c = Csi::start();
+    let v = c.create_for("pvc-guard", 0, 64 * MIB);
+    let (staging, _) = c.paths("guard");
+    c.stage(&v, &staging, snw(), Some(&c.token(0))).unwrap();
+    let rt: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(c.root().join(&v.volume_id).join("runtime.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = rt["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in {status}"))
+    };
+    assert!(
+        kib("VmLck:") > 0 && kib("VmLck:") >= kib("VmRSS:") / 2,
+        "{status}"
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        fields[3],
+        pid.to_string(),
+        "holder is its session's leader: {stat}"
+    );
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let token = c.token(0);
+    for (what, b) in [("argv", &argv), ("environ", &env)] {
+        assert!(
+            !String::from_utf8_lossy(b).contains(&token),
+            "the tenant's token is in the holder's {what}"
+        );
+    }
+    assert!(String::from_utf8_lossy(&argv).contains("hold"));
+    c.unstage(&v.volume_id, &staging).unwrap();
+    assert!(process_gone(pid), "the holder outlived NodeUnstage");
+}

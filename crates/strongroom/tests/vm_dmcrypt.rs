@@ -364,10 +364,10 @@ $S --json create v1 --tenant a --size 64M --token-file $D/a.token >$D/create.jso
 $S --json mount v1 /mnt/v1 --token-file $D/a.token >$D/mount.json
 cp $D/marker.txt /mnt/v1/marker.txt; sync
 /usr/sbin/blockdev --getsize64 /dev/mapper/strongroom-v1 >$D/dm-size-before.txt
-df -k /mnt/v1 | tail -n 1 >$D/df-before.txt
+df -kP /mnt/v1 | tail -n 1 >$D/df-before.txt
 $S --json resize v1 --size 128M --token-file $D/a.token >$D/resize.json
 /usr/sbin/blockdev --getsize64 /dev/mapper/strongroom-v1 >$D/dm-size-after.txt
-df -k /mnt/v1 | tail -n 1 >$D/df-after.txt
+df -kP /mnt/v1 | tail -n 1 >$D/df-after.txt
 dd if=/dev/urandom of=/mnt/v1/big bs=1M count=80 2>/dev/null; sync
 $S --json rotate v1 --kind slot --token-file $D/a.token >$D/rotate-slot.json
 $S --json rotate v1 --kind kek --token-file $D/a.token >$D/rotate-kek.json
