@@ -135,6 +135,15 @@ fn the_holder_is_locked_in_memory_and_in_its_own_session() {
         );
     }
     assert!(String::from_utf8_lossy(&argv).contains("hold"));
+    // Nothing of the plugin's leaks into it (e.g. the CSI socket): its one socket is its own.
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    assert_eq!(sockets, 1, "the holder's sockets: its own holder.sock only");
     c.unstage(&v.volume_id, &staging).unwrap();
     assert!(process_gone(pid), "the holder outlived NodeUnstage");
 }

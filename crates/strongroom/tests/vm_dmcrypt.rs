@@ -358,7 +358,7 @@ fn vm_tier_cryptsetup_formatted_in_vm_opens_with_strongroom_luks() {
 }
 
 /// Guest: an envelope volume on the kernel path grown online, its keyslot secret and KEK
-/// rotated while mounted, re-mounted, then shredded; evidence after each step.
+/// rotated while mounted, re-mounted, then shredded while mounted; evidence after each step.
 const RESIZE_ROTATE_SHRED: &str = r#"
 $S --json create v1 --tenant a --size 64M --token-file $D/a.token >$D/create.json
 $S --json mount v1 /mnt/v1 --token-file $D/a.token >$D/mount.json
@@ -376,7 +376,7 @@ $S unmount v1
 $S --json mount v1 /mnt/v1 --token-file $D/a.token >$D/remount.json
 cat /mnt/v1/marker.txt >$D/readback-remounted.txt
 dmsetup table --showkeys >$D/table-remounted.txt
-$S unmount v1
+# shredded while mounted: the mount, mapping and loop device go first
 $S --json shred v1 --token-file $D/a.token >$D/shred.json
 rc=0; $S --json mount v1 /mnt/v1 --token-file $D/a.token >$D/mount-shredded.json || rc=$?
 echo $rc >$D/mount-shredded.rc

@@ -177,21 +177,31 @@ impl Csi {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let p = self.sock.clone();
-        let ch = self.rt.block_on(async move {
-            Endpoint::try_from("http://[::]:50051")
-                .unwrap()
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let p = p.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(p).await?,
-                        ))
-                    }
-                }))
-                .await
-                .expect("connect to the driver socket")
-        });
+        // The socket file appears at bind(), a moment before listen(): retry a refusal.
+        let ch = loop {
+            let p = self.sock.clone();
+            let r = self.rt.block_on(async move {
+                Endpoint::try_from("http://[::]:50051")
+                    .unwrap()
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let p = p.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(p).await?,
+                            ))
+                        }
+                    }))
+                    .await
+            });
+            match r {
+                Ok(ch) => break ch,
+                Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("driver socket not ready yet: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connect to the driver socket: {e:?}\n{}", self.logs()),
+            }
+        };
         self.ch = Some(ch);
     }
 

@@ -6,7 +6,7 @@
 //!   `<program> <args...> <volume id>`, in a session of its own. On its stdin it gets a
 //!   per-volume nonce (one line of hex) and then the keyslot secret, never argv or env; on
 //!   its stdout it answers one JSON line ([`Answer`]); its stderr is `<dir>/holder.log`.
-//! * The holder ([`run`]) locks its memory (`mlockall`), makes itself non-dumpable (no core
+//! * The holder ([`run`]) locks its memory (`mlockall`, pages locked as they are touched), makes itself non-dumpable (no core
 //!   file, no ptrace by other users), unlocks the LUKS2 header with the secret (no KMS call:
 //!   the spawner authorized), serves the FUSE file at `<dir>/fuse` and answers its identity
 //!   (volume id, nonce) on `<dir>/holder.sock` (0600). It exits when the FUSE mount is
@@ -138,7 +138,10 @@ pub fn verify(dir: &Path, id: &str, pid: u32, nonce: &str) -> bool {
 /// The holder's own guards: a session of its own, memory locked, not dumpable.
 fn guard_process() -> Result<()> {
     let _ = rustix::process::setsid(); // already a session leader: fine
-    rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE)
+                                       // ONFAULT: pages are locked as they are touched (the key, the buffers), without reading
+                                       // the whole executable in or populating every thread stack up front.
+    use rustix::mm::MlockAllFlags as F;
+    rustix::mm::mlockall(F::CURRENT | F::FUTURE | F::ONFAULT)
         .map_err(|e| Error::io("mlockall (the holder keeps the volume key)", e.into()))?;
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| Error::io("prctl(PR_SET_DUMPABLE)", e.into()))
