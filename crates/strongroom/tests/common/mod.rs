@@ -221,8 +221,12 @@ impl Server {
             let listen = format!("-dev-listen-address=127.0.0.1:{port}");
             match Self::spawn(kind, dir, addr, &["server", "-dev", &tok, &listen], None) {
                 Ok(mut s) => {
-                    // sys/health answers before the dev mounts are in place: wait for 200.
-                    if s.wait_health(&[200], Duration::from_secs(30)) {
+                    // sys/health answers 200 once unsealed, before the dev set-up (the root
+                    // token of the given id, `secret/`) is done: wait for both (a race seen
+                    // under the VM tier's emulated CPU).
+                    if s.wait_health(&[200], Duration::from_secs(30))
+                        && s.wait_dev_ready(root_token, Duration::from_secs(30))
+                    {
                         s.root_token = Some(root_token.to_owned());
                         return s;
                     }
@@ -389,6 +393,19 @@ impl Server {
     }
 
     /// Waits until `sys/health` answers one of `codes`.
+    /// Waits until the dev server's root token lists the mounts and `secret/` is one.
+    fn wait_dev_ready(&self, root_token: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let ok = self.http("GET", "sys/mounts", Some(root_token), None);
+            if ok.is_some_and(|(c, body)| c == 200 && body.contains("\"secret/\"")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn wait_health(&self, codes: &[u16], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

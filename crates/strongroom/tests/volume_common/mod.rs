@@ -28,34 +28,13 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
-/// `setup_tenant`, retried for a few seconds while the key manager answers UNAVAILABLE
-/// (sealed): under the VM tier's emulated CPU a dev server that answered `sys/health` 200
-/// was seen answering "sealed" right after (2 runs of 4; not seen on the host).
-fn setup_tenant_patiently(
-    c: &strongroom_vault_client::Client,
-    t: &str,
-    l: &TenantLayout,
-) -> strongroom_volume::Result<String> {
-    let mut tries = 0;
-    loop {
-        match tenant::setup_tenant(c, t, l) {
-            Err(strongroom_volume::Error::Unavailable(m)) if tries < 20 => {
-                eprintln!("setup tenant {t}: {m}; retrying");
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-            r => return r,
-        }
-    }
-}
-
 pub fn env(kind: ServerKind, tenants: &[&str]) -> Env {
     let server = Server::start_dev(kind, "root");
     let c = server.client();
     let l = layout();
     let mut toks = Vec::new();
     for t in tenants {
-        let p = setup_tenant_patiently(&c, t, &l)
+        let p = tenant::setup_tenant(&c, t, &l)
             .unwrap_or_else(|e| panic!("setup tenant: {e:?}\nserver log:\n{}", server.logs()));
         let tok = tenant::create_token(&c, &[p.as_str()], "1h").expect("tenant token");
         toks.push((t.to_string(), tok));

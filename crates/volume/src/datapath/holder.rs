@@ -2,15 +2,16 @@
 //! volume, so that the process that mounted the volume (the CSI node plugin, `strongroom
 //! volume mount`) can die or be upgraded without the mounted filesystem seeing an error.
 //!
-//! * Started by [`start`] and [`handshake`] (the mounting process, holding the volume's lock) as
-//!   `<program> <args...> <volume id>`, in a session of its own. On its stdin it gets a
-//!   per-volume nonce (one line of hex) and then the keyslot secret, never argv or env; on
-//!   its stdout it answers one JSON line ([`Answer`]); its stderr is `<dir>/holder.log`.
-//! * The holder ([`run`]) locks its memory (`mlockall`, pages locked as they are touched), makes itself non-dumpable (no core
-//!   file, no ptrace by other users), unlocks the LUKS2 header with the secret (no KMS call:
-//!   the spawner authorized), serves the FUSE file at `<dir>/fuse` and answers its identity
-//!   (volume id, nonce) on `<dir>/holder.sock` (0600). It exits when the FUSE mount is
-//!   unmounted (teardown), zeroizing the volume key.
+//! * Started by [`start`] and [`handshake`] (the mounting process, holding the volume's
+//!   lock) as `<program> <args...> <volume id>`. It makes a session of its own. On its stdin
+//!   it gets a per-volume nonce (one line of hex), then the keyslot secret, never in argv or
+//!   env. On its stdout it answers one JSON line ([`Answer`]); its stderr goes to
+//!   `<dir>/holder.log`.
+//! * The holder ([`run`]) locks its memory (`mlockall`, pages locked as they are touched)
+//!   and makes itself non-dumpable (no core file, no ptrace by other users). It unlocks the
+//!   LUKS2 header with the secret (no KMS call: the spawner authorized), serves the FUSE file
+//!   at `<dir>/fuse` and answers its identity (volume id, nonce) on `<dir>/holder.sock`
+//!   (0600). It exits when teardown unmounts the FUSE file, zeroizing the volume key.
 //! * A restarted plugin re-adopts a holder only after [`verify`]: the socket's peer is the
 //!   recorded pid with our uid, and it names the volume and the nonce recorded in the
 //!   volume's runtime record. Anything else is stale and is torn down.
