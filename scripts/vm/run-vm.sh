@@ -15,6 +15,7 @@
 #   -d DIR        share DIR (9p) at the same absolute path in the guest; the command runs there
 #   --disk SIZE   add a sparse scratch disk (/dev/vda, /dev/vdb, ... in order; $VM_DISKS)
 #   -f SRC[:DEST] copy a host file into the guest (default DEST /opt/vm/, on PATH) + its libraries
+#   -l BIN        copy only the shared libraries BIN needs (BIN itself runs from the share)
 #   -n            network (slirp): the host's 127.0.0.1:PORT is 10.0.2.2:PORT in the guest
 #   -e NAME=VALUE export in the guest command's environment (not on the kernel command line)
 #   -t SECONDS    wall-clock limit (default 600); -m MiB memory (default 1024); -c vCPUs
@@ -31,11 +32,11 @@ set -euo pipefail
 SELF=$(readlink -f "$0")
 CACHE=${STRONGROOM_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strongroom-vm}
 TIMEOUT=600 MEM=1024 CPUS="" NET=0 SHARE="" SCRIPT="" BUILD=0
-FILES=() ENVS=() DISKS=()
+FILES=() ENVS=() DISKS=() LIBS_FOR=()
 
 say() { printf 'run-vm: %s\n' "$*" >&2; }
 fail() { say "error: $*"; exit 3; }
-usage() { say "usage error: $*"; sed -n '10,24p' "$SELF" >&2; exit 2; }
+usage() { say "usage error: $*"; sed -n '10,25p' "$SELF" >&2; exit 2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
@@ -46,6 +47,7 @@ while [ $# -gt 0 ]; do
         -d) [ -d "${2:-}" ] || usage "-d needs a directory"; SHARE=$(readlink -f "$2"); shift 2 ;;
         --disk) DISKS+=("${2:?--disk SIZE}"); shift 2 ;;
         -f) FILES+=("${2:?-f FILE}"); shift 2 ;;
+        -l) LIBS_FOR+=("${2:?-l BIN}"); shift 2 ;;
         -n) NET=1; shift ;;
         -e) case ${2:-} in *=*) ENVS+=("$2") ;; *) usage "-e needs NAME=VALUE" ;; esac; shift 2 ;;
         -t) TIMEOUT=${2:?}; shift 2 ;;
@@ -53,7 +55,7 @@ while [ $# -gt 0 ]; do
         -c) CPUS=${2:?}; shift 2 ;;
         -s) SCRIPT=$(readlink -f "${2:?-s SCRIPT}"); shift 2; break ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,29p' "$SELF"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$SELF"; exit 0 ;;
         *) usage "unknown option $1" ;;
     esac
 done
@@ -313,6 +315,10 @@ for f in "${FILES[@]}"; do
     [ -e "$src" ] || usage "-f $src: no such file"
     case $dest in */) dest=$dest$(basename "$src") ;; esac
     put "$OV" "$(readlink -f "$src")" "$dest"
+done
+for bin in "${LIBS_FOR[@]}"; do
+    [ -e "$bin" ] || usage "-l $bin: no such file"
+    for lib in $(libs_of "$bin"); do [ -e "$OV$lib" ] || put "$OV" "$lib" "$lib"; done
 done
 NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 mods=$BOOT_MODULES

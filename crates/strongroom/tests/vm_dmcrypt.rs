@@ -124,6 +124,11 @@ impl Vm {
         );
         let o = Command::new(&self.runner)
             .args(runner_args)
+            // the binaries run from the share; their libraries (librbd, ...) go into the guest
+            .arg("-l")
+            .arg(common::strongroom_bin())
+            .arg("-l")
+            .arg(std::env::current_exe().unwrap())
             .args(["-n", "-t", "400", "-d"])
             .arg(share)
             .args(["--", "sh"])
