@@ -176,8 +176,10 @@ pub fn spawn(
     id: NodeId,
     me: ClusterNode,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Receiver)>();
-    let completer = tokio::spawn(complete(shared.clone(), rx));
+    // Group commit: one proposal in flight at a time. While it is being made durable, the
+    // requests that arrive queue up and go out together as the next entry (one log fsync for
+    // all of them). Proposing each small queue at once made one entry, and one fsync, per
+    // few requests: single-node KV writes ran at 2,236 rps instead of ~30,000.
     let proposer = tokio::spawn(async move {
         let mut bootstrapped = false;
         loop {
@@ -198,26 +200,20 @@ pub fn spawn(
                 }
             }
             match raft.client_write_ff(Command { ops }).await {
-                Ok(r) => {
-                    let _ = tx.send((hi, r));
-                }
+                Ok(r) => complete(&shared, hi, r).await,
                 Err(e) => shared.fail(&e.to_string()),
             }
         }
     });
-    vec![proposer, completer]
+    vec![proposer]
 }
 
-async fn complete(
-    shared: Arc<Shared>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Receiver)>,
-) {
-    while let Some((hi, r)) = rx.recv().await {
-        match r.await {
-            Ok(Ok(_)) => shared.resolve(hi),
-            Ok(Err(e)) => shared.fail(&e.to_string()),
-            Err(e) => shared.fail(&e.to_string()),
-        }
+/// Waits for a proposal to be committed and applied, and resolves (or fails) what it held.
+async fn complete(shared: &Shared, hi: u64, r: Receiver) {
+    match r.await {
+        Ok(Ok(_)) => shared.resolve(hi),
+        Ok(Err(e)) => shared.fail(&e.to_string()),
+        Err(e) => shared.fail(&e.to_string()),
     }
 }
 
