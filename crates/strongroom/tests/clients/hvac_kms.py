@@ -35,6 +35,21 @@ def raises(exc, fn, what):
 c = hvac.Client(url=addr)
 
 
+def kv2_first_write(fn):
+    """OpenBao's fresh kv-v2 mount answers 400 "Upgrading from non-versioned to versioned
+    data" for a moment after it is enabled (a documented, client-visible state): retry only
+    that answer, for up to 10 s."""
+    import time
+    deadline = time.time() + 10
+    while True:
+        try:
+            return fn()
+        except hx.InvalidRequest as e:
+            if "Upgrading from non-versioned to versioned data" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def wait_active():
     """Raft storage elects a leader after unseal (OpenBao takes ~1 s): wait for health 200."""
     import time
@@ -77,7 +92,7 @@ if phase == "before-restart":
 
     # KV v2
     c.sys.enable_secrets_engine("kv", path="kv2", options={"version": "2"})
-    v = c.secrets.kv.v2.create_or_update_secret("svc", secret={"token": "hvac-v1"}, mount_point="kv2")
+    v = kv2_first_write(lambda: c.secrets.kv.v2.create_or_update_secret("svc", secret={"token": "hvac-v1"}, mount_point="kv2"))
     check(v["data"]["version"] == 1, "kv2 v1")
     c.secrets.kv.v2.create_or_update_secret("svc", secret={"token": "hvac-v2"}, cas=1, mount_point="kv2")
     raises(hx.InvalidRequest, lambda: c.secrets.kv.v2.create_or_update_secret("svc", secret={"x": 1}, cas=1, mount_point="kv2"), "stale cas -> 400")
