@@ -40,18 +40,22 @@ impl RaftStorage {
         out
     }
 
+    /// The raft id of `node`, refused when another member's name hashes to it.
+    fn free_id_for(&self, node: &ClusterNode) -> Result<NodeId, StorageError> {
+        let id = raft_id(&node.name);
+        match self.member(id) {
+            Some(existing) if existing.name != node.name => Err(StorageError::Io(format!(
+                "node id {:?} collides with member {:?}",
+                node.name, existing.name
+            ))),
+            _ => Ok(id),
+        }
+    }
+
     /// Add `node` as a learner, wait until it has caught up, then make it a voter.
     /// Adding a node that is already a member only updates its addresses.
     pub async fn add_member(&self, node: ClusterNode) -> Result<(), StorageError> {
-        let id = raft_id(&node.name);
-        if let Some(existing) = self.member(id) {
-            if existing.name != node.name {
-                return Err(StorageError::Io(format!(
-                    "node id {:?} collides with member {:?}",
-                    node.name, existing.name
-                )));
-            }
-        }
+        let id = self.free_id_for(&node)?;
         self.raft.add_learner(id, node, true).await.map_err(err)?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -63,15 +67,7 @@ impl RaftStorage {
     /// Add `node` as a non-voter without waiting for it (the joining node only starts
     /// talking once it has the answer); [`autopilot`] makes it a voter once caught up.
     pub async fn add_learner(&self, node: ClusterNode) -> Result<(), StorageError> {
-        let id = raft_id(&node.name);
-        if let Some(existing) = self.member(id) {
-            if existing.name != node.name {
-                return Err(StorageError::Io(format!(
-                    "node id {:?} collides with member {:?}",
-                    node.name, existing.name
-                )));
-            }
-        }
+        let id = self.free_id_for(&node)?;
         self.raft.add_learner(id, node, false).await.map_err(err)?;
         Ok(())
     }
