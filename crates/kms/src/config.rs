@@ -348,6 +348,43 @@ impl ServerConfig {
     }
 }
 
+/// OpenBao's server environment: each variable overrides its config key, `BAO_*` before
+/// the `VAULT_*` name it replaced (a StatefulSet sets a pod's own addresses and raft node id
+/// this way, around one shared config file).
+const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("BAO_API_ADDR", "VAULT_API_ADDR"),
+    ("BAO_CLUSTER_ADDR", "VAULT_CLUSTER_ADDR"),
+    ("BAO_RAFT_NODE_ID", "VAULT_RAFT_NODE_ID"),
+    ("BAO_RAFT_PATH", "VAULT_RAFT_PATH"),
+];
+
+impl ServerConfig {
+    /// Apply OpenBao's environment overrides, reading variables through `get` (the process
+    /// environment in the server; a map in tests). An empty value counts as unset.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        let value = |i: usize| {
+            let (bao, vault) = ENV_OVERRIDES[i];
+            get(bao)
+                .filter(|v| !v.is_empty())
+                .or_else(|| get(vault).filter(|v| !v.is_empty()))
+        };
+        if let Some(v) = value(0) {
+            self.api_addr = Some(v);
+        }
+        if let Some(v) = value(1) {
+            self.cluster_addr = Some(v);
+        }
+        if let StorageConfig::Raft { path, node_id } = &mut self.storage {
+            if let Some(v) = value(2) {
+                *node_id = Some(v);
+            }
+            if let Some(v) = value(3) {
+                *path = PathBuf::from(v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +505,48 @@ mod tests {
         );
         assert!(ServerConfig::parse(&format!("{base}storage \"consul\" {{}}")).is_err());
         assert!(ServerConfig::parse("storage {").is_err());
+    }
+
+    #[test]
+    fn environment_overrides_addresses_and_raft_identity() {
+        let mut c = ServerConfig::parse(
+            r#"
+            storage "raft" {
+              path    = "/data"
+              node_id = "from-file"
+            }
+            listener "tcp" {
+              address     = "0.0.0.0:8200"
+              tls_disable = true
+            }
+            api_addr = "http://file:8200"
+            "#,
+        )
+        .unwrap();
+        let env: std::collections::HashMap<&str, &str> = [
+            ("VAULT_API_ADDR", "http://vault-name:8200"),
+            ("BAO_API_ADDR", "http://kms-1.kms-internal:8200"),
+            ("VAULT_CLUSTER_ADDR", "https://kms-1.kms-internal:8201"),
+            ("BAO_RAFT_NODE_ID", "kms-1"),
+            ("BAO_RAFT_PATH", ""),
+        ]
+        .into_iter()
+        .collect();
+        c.apply_env(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!(
+            c.api_addr.as_deref(),
+            Some("http://kms-1.kms-internal:8200")
+        );
+        assert_eq!(
+            c.cluster_addr.as_deref(),
+            Some("https://kms-1.kms-internal:8201")
+        );
+        assert_eq!(
+            c.storage,
+            StorageConfig::Raft {
+                path: "/data".into(),
+                node_id: Some("kms-1".into())
+            }
+        );
     }
 }

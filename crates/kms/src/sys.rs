@@ -378,107 +378,122 @@ fn mount_op(u: &Unsealed, path: &str, auth: bool, req: &Request) -> Result<Respo
                 .ok_or_else(|| ApiError::bad_request(format!("no matching mount at \"{path}\"")))?;
             Ok(Response::legacy(m.entry.render()))
         }
-        Operation::Update | Operation::Create => {
-            let mut kind = fields::opt_str(&req.data, "type")?
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    ApiError::bad_request("backend type must be specified as a string")
-                })?;
-            let allowed = if auth {
-                mounts::AUTH_TYPES
-            } else {
-                mounts::SECRET_TYPES
-            };
-            if !allowed.contains(&kind.as_str()) || kind == "token" || kind == "cubbyhole" {
-                return Err(ApiError::bad_request(format!(
-                    "plugin not found in the catalog: {kind}"
-                )));
-            }
-            if !auth && (RESERVED.iter().any(|r| path.starts_with(r)) || path == "/") {
-                return Err(ApiError::bad_request(format!(
-                    "cannot mount under reserved path: {path}"
-                )));
-            }
-            if auth && path == "token/" {
-                return Err(ApiError::bad_request(
-                    "token credential backend cannot be instantiated",
-                ));
-            }
-            if let Some(c) = u.router.conflicts(&prefix) {
-                let shown = c
-                    .strip_prefix("auth/")
-                    .filter(|_| auth)
-                    .unwrap_or(&c)
-                    .to_string();
-                return Err(ApiError::bad_request(format!(
-                    "path is already in use at {shown}"
-                )));
-            }
-            let mut options = fields::opt_str_map(&req.data, "options")?;
-            if kind == "kv-v2" {
-                kind = "kv".into();
-                options
-                    .get_or_insert_with(Map::new)
-                    .insert("version".into(), json!("2"));
-            } else if kind == "kv-v1" {
-                kind = "kv".into();
-                options
-                    .get_or_insert_with(Map::new)
-                    .insert("version".into(), json!("1"));
-            }
-            if kind == "kv" {
-                if let Some(o) = options.as_mut() {
-                    match o.get("version").and_then(|v| v.as_str()) {
-                        None | Some("") | Some("1") => {
-                            o.remove("version");
-                        }
-                        Some("2") => {}
-                        Some(v) => {
-                            return Err(ApiError::bad_request(format!("invalid KV version {v:?}")))
-                        }
-                    }
-                    if o.is_empty() {
-                        options = None;
-                    }
-                }
-            } else {
-                options = options.filter(|o| !o.is_empty());
-            }
-            let description = fields::str_or(&req.data, "description", "")?;
-            let mut entry = MountEntry::new(path, &kind, &description);
-            entry.options = options;
-            entry.local = fields::bool_or(&req.data, "local", false)?;
-            entry.seal_wrap = fields::bool_or(&req.data, "seal_wrap", false)?;
-            if let Some(Value::Object(cfg)) = req.data.get("config") {
-                entry.config.default_lease_ttl = fields::duration_or(cfg, "default_lease_ttl", 0)?;
-                entry.config.max_lease_ttl = fields::duration_or(cfg, "max_lease_ttl", 0)?;
-                entry.config.force_no_cache = fields::bool_or(cfg, "force_no_cache", false)?;
-            }
-            let view = u.mount_view(&entry, auth);
-            let handler = mounts::instantiate(&entry, view)?;
-            u.router.insert(Mount {
-                entry,
-                prefix,
-                handler,
-                is_auth: auth,
-            });
-            u.save_mounts(auth)?;
-            Ok(Response::no_content())
-        }
-        Operation::Delete => {
-            if !auth && matches!(path, "sys/" | "cubbyhole/" | "identity/")
-                || auth && path == "token/"
-            {
-                return Err(ApiError::bad_request(format!("cannot unmount \"{path}\"")));
-            }
-            if let Some(m) = u.router.remove(&prefix) {
-                u.save_mounts(auth)?;
-                u.mount_view(&m.entry, auth).clear()?;
-            }
-            Ok(Response::no_content())
-        }
+        Operation::Update | Operation::Create => mount(u, path, prefix, auth, req),
+        Operation::Delete => unmount(u, path, &prefix, auth),
         _ => Err(ApiError::unsupported_operation()),
     }
+}
+
+/// `sys/mounts/<path>` or `sys/auth/<path>` written: a new mount of the requested type.
+fn mount(
+    u: &Unsealed,
+    path: &str,
+    prefix: String,
+    auth: bool,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    let kind = fields::opt_str(&req.data, "type")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("backend type must be specified as a string"))?;
+    check_mountable(u, path, &prefix, auth, &kind)?;
+    let (kind, options) = mount_options(kind, fields::opt_str_map(&req.data, "options")?)?;
+    let description = fields::str_or(&req.data, "description", "")?;
+    let mut entry = MountEntry::new(path, &kind, &description);
+    entry.options = options;
+    entry.local = fields::bool_or(&req.data, "local", false)?;
+    entry.seal_wrap = fields::bool_or(&req.data, "seal_wrap", false)?;
+    if let Some(Value::Object(cfg)) = req.data.get("config") {
+        entry.config.default_lease_ttl = fields::duration_or(cfg, "default_lease_ttl", 0)?;
+        entry.config.max_lease_ttl = fields::duration_or(cfg, "max_lease_ttl", 0)?;
+        entry.config.force_no_cache = fields::bool_or(cfg, "force_no_cache", false)?;
+    }
+    let view = u.mount_view(&entry, auth);
+    let handler = mounts::instantiate(&entry, view)?;
+    u.router.insert(Mount {
+        entry,
+        prefix,
+        handler,
+        is_auth: auth,
+    });
+    u.save_mounts(auth)?;
+    Ok(Response::no_content())
+}
+
+/// OpenBao's refusals, in its order: an unknown or singleton type, a reserved path, a path
+/// overlapping an existing mount.
+fn check_mountable(
+    u: &Unsealed,
+    path: &str,
+    prefix: &str,
+    auth: bool,
+    kind: &str,
+) -> Result<(), ApiError> {
+    let allowed = if auth {
+        mounts::AUTH_TYPES
+    } else {
+        mounts::SECRET_TYPES
+    };
+    if !allowed.contains(&kind) || kind == "token" || kind == "cubbyhole" {
+        return Err(ApiError::bad_request(format!(
+            "plugin not found in the catalog: {kind}"
+        )));
+    }
+    if !auth && (RESERVED.iter().any(|r| path.starts_with(r)) || path == "/") {
+        return Err(ApiError::bad_request(format!(
+            "cannot mount under reserved path: {path}"
+        )));
+    }
+    if auth && path == "token/" {
+        return Err(ApiError::bad_request(
+            "token credential backend cannot be instantiated",
+        ));
+    }
+    if let Some(c) = u.router.conflicts(prefix) {
+        let shown = c.strip_prefix("auth/").filter(|_| auth).unwrap_or(&c);
+        return Err(ApiError::bad_request(format!(
+            "path is already in use at {shown}"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored type and options of a new mount: `kv-v1`/`kv-v2` become `kv` with a
+/// `version` option; KV version 1 is stored as no option; empty options as none.
+fn mount_options(
+    kind: String,
+    options: Option<Map<String, Value>>,
+) -> Result<(String, Option<Map<String, Value>>), ApiError> {
+    let (kind, mut options) = match kind.as_str() {
+        "kv-v2" | "kv-v1" => {
+            let mut o = options.unwrap_or_default();
+            o.insert("version".into(), json!(&kind[4..]));
+            ("kv".to_string(), Some(o))
+        }
+        _ => (kind, options),
+    };
+    if kind == "kv" {
+        if let Some(o) = options.as_mut() {
+            match o.get("version").and_then(|v| v.as_str()) {
+                None | Some("") | Some("1") => {
+                    o.remove("version");
+                }
+                Some("2") => {}
+                Some(v) => return Err(ApiError::bad_request(format!("invalid KV version {v:?}"))),
+            }
+        }
+    }
+    Ok((kind, options.filter(|o| !o.is_empty())))
+}
+
+fn unmount(u: &Unsealed, path: &str, prefix: &str, auth: bool) -> Result<Response, ApiError> {
+    if !auth && matches!(path, "sys/" | "cubbyhole/" | "identity/") || auth && path == "token/" {
+        return Err(ApiError::bad_request(format!("cannot unmount \"{path}\"")));
+    }
+    if let Some(m) = u.router.remove(prefix) {
+        u.save_mounts(auth)?;
+        u.mount_view(&m.entry, auth).clear()?;
+    }
+    Ok(Response::no_content())
 }
 
 fn tune(u: &Unsealed, path: &str, auth: bool, req: &Request) -> Result<Response, ApiError> {

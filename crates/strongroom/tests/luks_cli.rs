@@ -258,3 +258,32 @@ fn keys_from_stdin_and_files_up_to_8_mib() {
     let out = strongroom(&["test-key", "--key-file", "-", &img], Some(&big[1..]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `luks benchmark --json`: both directions measured per CPU-second, the cost per GB its
+/// inverse; bad arguments are refused with a clear message.
+#[test]
+fn benchmark_reports_the_cipher_cost_per_gb() {
+    let o = strongroom(&["benchmark", "--json", "--seconds", "0.2"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["cipher"], "aes-xts-plain64");
+    assert_eq!(j["key_bits"], 512);
+    assert_eq!(j["sector_size"], 4096);
+    assert!(
+        ["vaes", "awslc", "rustcrypto"].contains(&j["backend"].as_str().unwrap()),
+        "{j}"
+    );
+    for dir in ["encrypt", "decrypt"] {
+        let rate = j[format!("{dir}_gb_per_cpu_s")].as_f64().unwrap();
+        let cost = j[format!("{dir}_cpu_s_per_gb")].as_f64().unwrap();
+        // Any AES-XTS implementation does between 50 MB and 100 GB per CPU-second.
+        assert!(rate > 0.05 && rate < 100.0, "{dir}: {rate} GB/CPU-s");
+        assert!((rate * cost - 1.0).abs() < 0.05, "{dir}: {rate} x {cost}");
+    }
+    for bad in [["--key-size", "384"], ["--seconds", "0"]] {
+        let o = strongroom(&["benchmark", bad[0], bad[1]], None);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+    }
+}

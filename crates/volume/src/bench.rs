@@ -78,7 +78,17 @@ impl BlockIo for PlainIo {
 pub fn serve_plain(file: &Path, offset: u64, dir: &Path, ready: impl FnOnce()) -> Result<()> {
     let dev = strongroom_luks::FileDevice::open(file, true)
         .map_err(|e| crate::Error::io(format!("open {}", file.display()), e))?;
-    let io = PlainIo::new(Box::new(dev), offset);
+    serve_plain_device(Box::new(dev), offset, dir, ready)
+}
+
+/// As [`serve_plain`], over any device (an RBD image: the RBD stack's unencrypted twin).
+pub fn serve_plain_device(
+    dev: Box<dyn BlockDevice>,
+    offset: u64,
+    dir: &Path,
+    ready: impl FnOnce(),
+) -> Result<()> {
+    let io = PlainIo::new(dev, offset);
     let session = fuse::spawn(Arc::new(io), dir)?;
     ready();
     fuse::serve_until_unmounted(session, dir);

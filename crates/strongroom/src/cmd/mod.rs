@@ -5,6 +5,7 @@ pub mod client;
 pub mod csi;
 pub mod demo;
 pub mod luks;
+mod luks_benchmark;
 pub mod rbd_bench;
 pub mod server;
 pub mod volume;

@@ -35,7 +35,7 @@ fn init_logging(level: &str) {
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
-    let cfg = match (&a.config, a.dev) {
+    let mut cfg = match (&a.config, a.dev) {
         (Some(path), false) => ServerConfig::load(path)?,
         (None, true) | (Some(_), true) => {
             let mut c = match &a.config {
@@ -62,6 +62,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<i32> {
         }
         (None, false) => anyhow::bail!("either -config FILE or -dev is required"),
     };
+    cfg.apply_env(|k| std::env::var(k).ok());
     let level = a
         .log_level
         .clone()

@@ -229,16 +229,11 @@ enum Sub {
     /// node plugin, secret on stdin.
     #[command(hide = true)]
     Hold { id: String },
-    /// (benchmarks) Serve a plain file through the same FUSE layer, without encryption, until
-    /// unmounted with `fusermount3 -u DIR` (built with `--features bench`).
+    /// (benchmarks) Serve a plain file or RBD image through the same FUSE layer, without
+    /// encryption, until unmounted with `fusermount3 -u DIR` (built with `--features bench`).
     #[cfg(feature = "bench")]
     #[command(hide = true)]
-    Passthrough {
-        #[arg(long)]
-        file: PathBuf,
-        #[arg(long)]
-        dir: PathBuf,
-    },
+    Passthrough(PassthroughArgs),
     /// (benchmarks) Library-level RBD throughput and provisioning (bench/rbd.sh).
     #[command(hide = true)]
     BenchRbd(super::rbd_bench::BenchRbdArgs),
@@ -444,7 +439,7 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
         Sub::List => return list(&g),
         Sub::SetupTenant(a) => return setup_tenant(&g, &a),
         #[cfg(feature = "bench")]
-        Sub::Passthrough { file, dir } => return passthrough(&file, &dir),
+        Sub::Passthrough(a) => return passthrough(&a),
         Sub::BenchProvision {
             tenant,
             count,
@@ -612,10 +607,47 @@ fn hold(g: &Global, id: &str) -> anyhow::Result<i32> {
     }
 }
 
+/// What `volume passthrough` serves: a file, or an RBD image.
 #[cfg(feature = "bench")]
-fn passthrough(file: &Path, dir: &Path) -> anyhow::Result<i32> {
+#[derive(Args)]
+pub struct PassthroughArgs {
+    /// The plain file to serve.
+    #[arg(
+        long,
+        required_unless_present = "rbd_image",
+        conflicts_with = "rbd_image"
+    )]
+    file: Option<PathBuf>,
+    /// The RBD image to serve instead of a file.
+    #[arg(long)]
+    rbd_image: Option<String>,
+    /// The image's pool.
+    #[arg(long, default_value = "rbd")]
+    pool: String,
+    /// ceph.conf naming the monitors and keyring (default: Ceph's own search, CEPH_CONF).
+    #[arg(long)]
+    ceph_conf: Option<PathBuf>,
+    /// Ceph user (client.<user>).
+    #[arg(long, default_value = "admin")]
+    ceph_user: String,
+    /// Directory to mount the FUSE file on (`<dir>/volume`).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[cfg(feature = "bench")]
+fn passthrough(a: &PassthroughArgs) -> anyhow::Result<i32> {
+    let dev: Box<dyn strongroom_luks::BlockDevice> = match (&a.file, &a.rbd_image) {
+        (Some(file), _) => Box::new(strongroom_luks::FileDevice::open(file, true)?),
+        (None, Some(image)) => {
+            let c = strongroom_rbd::Cluster::from_conf(a.ceph_conf.as_deref(), &a.ceph_user)?;
+            let img = c.ioctx(&a.pool, "", false)?.open(image)?;
+            Box::new(strongroom_volume::RbdDevice::new(img))
+        }
+        (None, None) => anyhow::bail!("--file or --rbd-image is required"),
+    };
     // Data at the same offset as an encrypted volume's (after its 16 MiB LUKS2 header).
-    strongroom_volume::bench::serve_plain(file, 16 << 20, dir, || {
+    strongroom_volume::bench::serve_plain_device(dev, 16 << 20, &a.dir, || {
         println!("ready");
         let _ = std::io::stdout().flush();
     })?;
