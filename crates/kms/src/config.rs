@@ -20,14 +20,42 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageConfig {
     Inmem,
-    /// `raft` and `file` both map to the embedded single-node store.
+    /// Integrated storage: replicated by raft (`file`: the embedded single-node store).
     Raft {
         path: PathBuf,
         node_id: Option<String>,
+        /// `retry_join` stanzas: leaders to keep trying to join until this node is a member.
+        retry_join: Vec<RetryJoin>,
+        /// `retry_join_as_non_voter`: join through `retry_join` as a permanent non-voter.
+        retry_join_as_non_voter: bool,
     },
     File {
         path: PathBuf,
     },
+}
+
+/// A `retry_join` stanza of `storage "raft"`: a leader to join and how to reach it over
+/// HTTPS. PEM text, read from the `*_file` keys or given inline.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RetryJoin {
+    pub leader_api_addr: String,
+    pub leader_ca_cert: Option<String>,
+    pub leader_client_cert: Option<String>,
+    pub leader_client_key: Option<zeroize::Zeroizing<String>>,
+    /// `leader_tls_servername`: the name the leader's certificate is checked against.
+    pub leader_tls_servername: Option<String>,
+}
+
+impl std::fmt::Debug for RetryJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryJoin")
+            .field("leader_api_addr", &self.leader_api_addr)
+            .field("leader_ca_cert", &self.leader_ca_cert.is_some())
+            .field("leader_client_cert", &self.leader_client_cert.is_some())
+            .field("leader_client_key", &self.leader_client_key.is_some())
+            .field("leader_tls_servername", &self.leader_tls_servername)
+            .finish()
+    }
 }
 
 /// Vault's listener timeouts. Zero turns one off; as in Go's `http.Server` (and so in
@@ -145,6 +173,76 @@ fn attrs(ctx: &str, body: &Body) -> Result<Vec<(String, Expression)>, ConfigErro
     Ok(out)
 }
 
+/// The attributes of a `storage "raft"` body and its `retry_join` stanzas.
+type RaftBody = (Vec<(String, Expression)>, Vec<RetryJoin>);
+
+fn raft_body(body: &Body) -> Result<RaftBody, ConfigError> {
+    let mut out = vec![];
+    let mut joins = vec![];
+    for s in body.iter() {
+        match s {
+            Structure::Attribute(a) => out.push((a.key.to_string(), a.expr.clone())),
+            Structure::Block(b) if b.identifier.as_str() == "retry_join" => {
+                joins.push(retry_join(&b.body)?)
+            }
+            Structure::Block(b) => {
+                return Err(ConfigError::Unknown(format!(
+                    "storage \"raft\".{}",
+                    b.identifier.as_str()
+                )))
+            }
+        }
+    }
+    Ok((out, joins))
+}
+
+fn read_pem(key: &str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_string(),
+        msg: format!("{key}: {e}"),
+    })
+}
+
+/// One `retry_join { ... }` stanza.
+fn retry_join(body: &Body) -> Result<RetryJoin, ConfigError> {
+    let mut j = RetryJoin::default();
+    for (k, e) in attrs("storage \"raft\".retry_join", body)? {
+        let v = as_string(&k, &e)?;
+        match k.as_str() {
+            "leader_api_addr" => j.leader_api_addr = v,
+            "leader_ca_cert" => j.leader_ca_cert = Some(v),
+            "leader_ca_cert_file" => j.leader_ca_cert = Some(read_pem(&k, &v)?),
+            "leader_client_cert" => j.leader_client_cert = Some(v),
+            "leader_client_cert_file" => j.leader_client_cert = Some(read_pem(&k, &v)?),
+            "leader_client_key" => j.leader_client_key = Some(v.into()),
+            "leader_client_key_file" => j.leader_client_key = Some(read_pem(&k, &v)?.into()),
+            "leader_tls_servername" => j.leader_tls_servername = Some(v),
+            "auto_join" | "auto_join_scheme" | "auto_join_port" => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage \"raft\".retry_join: {k} (cloud auto-join) is not supported; give leader_api_addr"
+                )))
+            }
+            other => {
+                return Err(ConfigError::Unknown(format!(
+                    "storage \"raft\".retry_join.{other}"
+                )))
+            }
+        }
+    }
+    if j.leader_api_addr.is_empty() {
+        return Err(ConfigError::Invalid(
+            "storage \"raft\".retry_join needs leader_api_addr".into(),
+        ));
+    }
+    if j.leader_client_cert.is_some() != j.leader_client_key.is_some() {
+        return Err(ConfigError::Invalid(
+            "storage \"raft\".retry_join: leader_client_cert and leader_client_key go together"
+                .into(),
+        ));
+    }
+    Ok(j)
+}
+
 impl ServerConfig {
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
@@ -228,11 +326,20 @@ impl ServerConfig {
     }
 
     fn storage(kind: &str, body: &Body) -> Result<StorageConfig, ConfigError> {
-        let a = attrs(&format!("storage \"{kind}\""), body)?;
+        let (a, retry_join) = if kind == "raft" {
+            raft_body(body)?
+        } else {
+            (attrs(&format!("storage \"{kind}\""), body)?, vec![])
+        };
         let get = |k: &str| a.iter().find(|(n, _)| n == k).map(|(_, e)| e);
         let allowed: &[&str] = match kind {
             "inmem" => &[],
-            "raft" => &["path", "node_id", "performance_multiplier"],
+            "raft" => &[
+                "path",
+                "node_id",
+                "performance_multiplier",
+                "retry_join_as_non_voter",
+            ],
             "file" => &["path"],
             other => {
                 return Err(ConfigError::Invalid(format!(
@@ -258,6 +365,11 @@ impl ServerConfig {
                 node_id: get("node_id")
                     .map(|e| as_string("node_id", e))
                     .transpose()?,
+                retry_join,
+                retry_join_as_non_voter: get("retry_join_as_non_voter")
+                    .map(|e| as_bool("retry_join_as_non_voter", e))
+                    .transpose()?
+                    .unwrap_or(false),
             },
             _ => StorageConfig::File { path: path()? },
         })
@@ -412,11 +524,56 @@ mod tests {
             c.storage,
             StorageConfig::Raft {
                 path: "/var/lib/bao".into(),
-                node_id: Some("node1".into())
+                node_id: Some("node1".into()),
+                retry_join: vec![],
+                retry_join_as_non_voter: false,
             }
         );
         assert!(c.listeners[0].tls_disable);
         assert!(c.ui);
+    }
+
+    #[test]
+    fn retry_join_stanzas_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "CA PEM").unwrap();
+        let base = "listener \"tcp\" { tls_disable = true }\n";
+        let c = ServerConfig::parse(&format!(
+            "{base}storage \"raft\" {{\n path = \"/d\"\n retry_join_as_non_voter = true\n\
+             retry_join {{\n leader_api_addr = \"https://n1:8200\"\n leader_ca_cert_file = \"{}\"\n}}\n\
+             retry_join {{\n leader_api_addr = \"http://n2:8200\"\n}}\n}}",
+            ca.display()
+        ))
+        .unwrap();
+        let StorageConfig::Raft {
+            retry_join,
+            retry_join_as_non_voter,
+            ..
+        } = c.storage
+        else {
+            panic!("not raft")
+        };
+        assert!(retry_join_as_non_voter);
+        assert_eq!(retry_join.len(), 2);
+        assert_eq!(retry_join[0].leader_api_addr, "https://n1:8200");
+        assert_eq!(retry_join[0].leader_ca_cert.as_deref(), Some("CA PEM"));
+        assert_eq!(retry_join[1].leader_ca_cert, None);
+        let bad = |stanza: &str| {
+            ServerConfig::parse(&format!(
+                "{base}storage \"raft\" {{\n path = \"/d\"\n retry_join {{\n{stanza}\n}}\n}}"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad("auto_join = \"provider=aws\"").contains("not supported"));
+        assert!(bad("leader_ca_cert = \"x\"").contains("needs leader_api_addr"));
+        assert!(bad("leader_api_addr = \"http://x\"\n colour = 1").contains("colour"));
+        assert!(
+            bad("leader_api_addr = \"http://x\"\n leader_client_cert = \"x\"").contains("together")
+        );
+        assert!(bad("leader_api_addr = \"http://x\"\n leader_ca_cert_file = \"/nonexistent\"")
+            .contains("/nonexistent"));
     }
 
     #[test]

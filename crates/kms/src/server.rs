@@ -129,6 +129,8 @@ pub async fn build_core(cfg: &ServerConfig, dev: bool) -> Result<Arc<Core>, Serv
     );
     if let Some(r) = &core.options.raft {
         r.set_forward_handler(crate::ha::forward::handler(core.clone()));
+        let (targets, non_voter) = crate::ha::retry_join::from_config(cfg);
+        crate::ha::retry_join::spawn(core.ha.clone(), r, targets, non_voter);
     }
     Ok(core)
 }

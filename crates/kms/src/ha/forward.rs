@@ -3,10 +3,12 @@
 
 use crate::core::Core;
 use crate::storage::raft::network::Forwarded;
+use crate::storage::raft::RaftStorage;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Marks a forwarded request: the active node never forwards it again.
 const FORWARDED: &str = "x-strongroom-forwarded";
@@ -46,15 +48,41 @@ fn error(status: u16, msg: &str) -> Response<Body> {
     r
 }
 
-/// Send the request to the active node and relay its answer.
+/// How long a request waits for an active node to be known (an election in progress)
+/// before it is answered with OpenBao's 500.
+const HOLD: Duration = Duration::from_secs(10);
+
+/// Whether a failed forward may be sent again: the request cannot have reached the
+/// active node (refused connection, no keyring), or it changes nothing.
+fn may_resend(method: &str, e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | NotConnected) || matches!(method, "GET" | "HEAD" | "LIST")
+}
+
+/// Wait (until `deadline`) for a leader other than `not`; `true`: one is known.
+async fn await_leader(r: &RaftStorage, not: Option<u64>, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    r.raft()
+        .wait(Some(left))
+        .metrics(
+            move |m| m.current_leader.is_some() && m.current_leader != not,
+            "an active node",
+        )
+        .await
+        .is_ok()
+}
+
+/// Send the request to the active node and relay its answer. While no active node is
+/// known (an election), the request is held up to [`HOLD`]; `Err(body)`: this node became
+/// the active node meanwhile and serves the request itself.
 pub async fn forward(
     core: &Core,
     parts: &axum::http::request::Parts,
     body: Vec<u8>,
     remote: &str,
-) -> Response<Body> {
+) -> Result<Response<Body>, Vec<u8>> {
     let Some(r) = &core.options.raft else {
-        return error(500, "no raft storage");
+        return Ok(error(500, "no raft storage"));
     };
     let req = Forwarded {
         method: parts.method.to_string(),
@@ -71,21 +99,31 @@ pub async fn forward(
         remote: remote.to_string(),
         status: 0,
     };
-    match r.forward_to_leader(req).await {
-        Some(Ok(resp)) => to_response(resp),
-        Some(Err(e)) => {
-            tracing::warn!("forwarding to the active node failed: {e}");
-            error(
-                500,
-                "local node not active but active cluster node not found",
-            )
+    let deadline = Instant::now() + HOLD;
+    loop {
+        if r.is_leader() {
+            return Err(req.body);
         }
-        None => error(
-            500,
-            "local node not active but active cluster node not found",
-        ),
+        let leader = r.leader().map(|(id, _)| id);
+        let failed = match r.forward_to_leader(req.clone()).await {
+            Some(Ok(resp)) => return Ok(to_response(resp)),
+            Some(Err(e)) if may_resend(&req.method, &e) => {
+                tracing::debug!("forwarding to the active node failed, waiting for another: {e}");
+                leader
+            }
+            Some(Err(e)) => {
+                tracing::warn!("forwarding to the active node failed: {e}");
+                return Ok(error(500, NOT_ACTIVE));
+            }
+            None => None,
+        };
+        if !await_leader(r, failed, deadline).await {
+            return Ok(error(500, NOT_ACTIVE));
+        }
     }
 }
+
+const NOT_ACTIVE: &str = "local node not active but active cluster node not found";
 
 fn to_response(f: Forwarded) -> Response<Body> {
     let mut r = Response::new(Body::from(f.body));

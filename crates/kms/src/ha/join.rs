@@ -7,9 +7,13 @@
 //! 2. The operator unseals the new node with the cluster's shares. Only then can it open
 //!    the challenge; it answers (`sys/storage/raft/bootstrap/answer`) and the leader, seeing
 //!    the node holds the keys, adds it as a non-voter and hands it the cluster TLS keyring.
-//! 3. The node replicates everything; the leader's autopilot makes it a voter once caught up.
+//! 3. The node replicates everything; the leader's autopilot makes it a voter once caught up
+//!    (unless it joined as a permanent non-voter).
+//!
+//! With `retry` (or `retry_join` stanzas in the config) step 1 runs in the background until
+//! it succeeds ([`super::retry_join`]).
 
-use super::client;
+use super::client::{self, LeaderTls};
 use crate::barrier::{Barrier, UNSEAL_ENTRIES};
 use crate::request::ApiError;
 use crate::storage::raft::tls::{ClusterCerts, ClusterTls};
@@ -32,11 +36,18 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
+/// A leader to join and how to reach it.
+#[derive(Clone)]
+pub struct JoinTarget {
+    pub leader_api_addr: String,
+    pub tls: LeaderTls,
+}
+
 /// A join in progress on this node (between `raft join` and the unseal).
 pub struct PendingJoin {
-    leader_api_addr: String,
-    leader_ca_cert: Option<String>,
+    target: JoinTarget,
     challenge: Vec<u8>,
+    non_voter: bool,
 }
 
 /// A challenge handed out: the nonce and when.
@@ -48,6 +59,15 @@ pub struct HaState {
     pending: Mutex<Option<PendingJoin>>,
     /// Challenges handed out by this (active) node: server id → nonce, when.
     challenges: Mutex<HashMap<String, Challenge>>,
+    /// A background join ([`super::retry_join`]) is running.
+    pub(super) retrying: std::sync::atomic::AtomicBool,
+}
+
+impl HaState {
+    /// Whether this node holds a challenge and waits for its unseal to answer it.
+    pub fn join_pending(&self) -> bool {
+        self.pending.lock().is_some()
+    }
 }
 
 fn st(e: crate::storage::StorageError) -> ApiError {
@@ -121,6 +141,7 @@ pub fn answer(
         name: id.to_string(),
         cluster_addr: cluster_addr.to_string(),
         api_addr: field(d, "api_addr").to_string(),
+        non_voter: d.get("non_voter").and_then(Value::as_bool).unwrap_or(false),
     };
     super::endpoints::block_on(raft.add_learner(node))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -151,10 +172,18 @@ fn keyring(barrier: &Barrier) -> Result<Option<ClusterCerts>, ApiError> {
     }
 }
 
-/// Joiner: `sys/storage/raft/join`.
+/// OpenBao's answer when no challenge could be had (the cause goes to the log).
+const NO_CHALLENGE: &str = "failed to join raft cluster: failed to get raft challenge";
+
+fn pem_field(d: &Map<String, Value>, k: &str) -> Option<String> {
+    Some(field(d, k).to_string()).filter(|c| !c.is_empty())
+}
+
+/// Joiner: `sys/storage/raft/join`. With `retry` the join goes on in the background and
+/// the answer is `joined: false`, as OpenBao's.
 pub async fn join(
-    ha: &HaState,
-    raft: &RaftStorage,
+    ha: &Arc<HaState>,
+    raft: &Arc<RaftStorage>,
     initialized: bool,
     d: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
@@ -163,44 +192,75 @@ pub async fn join(
             "join can't be invoked on an initialized cluster",
         ));
     }
-    let leader = field(d, "leader_api_addr")
-        .trim_end_matches('/')
-        .to_string();
-    if leader.is_empty() {
-        return Err(ApiError::bad_request("leader_api_addr is required"));
+    let target = JoinTarget {
+        leader_api_addr: field(d, "leader_api_addr")
+            .trim_end_matches('/')
+            .to_string(),
+        tls: LeaderTls {
+            ca_cert: pem_field(d, "leader_ca_cert"),
+            client_cert: pem_field(d, "leader_client_cert"),
+            client_key: pem_field(d, "leader_client_key").map(Zeroizing::new),
+            server_name: None,
+        },
+    };
+    let non_voter = d.get("non_voter").and_then(Value::as_bool).unwrap_or(false);
+    let retry = d.get("retry").and_then(Value::as_bool).unwrap_or(false);
+    if retry && !target.leader_api_addr.is_empty() {
+        super::retry_join::spawn(ha.clone(), raft, vec![target], non_voter);
+        return Ok(json!({"joined": false}));
     }
-    let ca = Some(field(d, "leader_ca_cert").to_string()).filter(|c| !c.is_empty());
-    let url = format!("{leader}/v1/sys/storage/raft/bootstrap/challenge");
+    if let Err(e) = fetch_challenge(ha, raft, &target, non_voter).await {
+        tracing::warn!(leader = %target.leader_api_addr, "raft join: {e}");
+        return Err(ApiError::internal(NO_CHALLENGE));
+    }
+    Ok(json!({"joined": true}))
+}
+
+/// Ask `target` for a challenge; keep it and the unseal entries it came with: this node is
+/// now initialized, sealed, and answers at its unseal.
+pub(super) async fn fetch_challenge(
+    ha: &HaState,
+    raft: &RaftStorage,
+    target: &JoinTarget,
+    non_voter: bool,
+) -> Result<(), String> {
+    if target.leader_api_addr.is_empty() {
+        return Err("no leader_api_addr".into());
+    }
+    let url = format!(
+        "{}/v1/sys/storage/raft/bootstrap/challenge",
+        target.leader_api_addr
+    );
     let body = json!({"server_id": raft.node().name});
-    let (status, v) = client::put_json(&url, ca.as_deref(), &body)
+    let (status, v) = client::put_json(&url, &target.tls, &body)
         .await
-        .map_err(|e| ApiError::internal(format!("error during raft bootstrap init call: {e}")))?;
+        .map_err(|e| format!("error during raft bootstrap init call: {e}"))?;
     if status != 200 {
-        return Err(ApiError::internal(format!(
+        return Err(format!(
             "error during raft bootstrap init call: {url}: status {status}: {v}"
-        )));
+        ));
     }
     let data = &v["data"];
     let challenge = b64()
         .decode(data["challenge"].as_str().unwrap_or(""))
-        .map_err(|_| ApiError::internal("the leader sent no challenge"))?;
+        .map_err(|_| "the leader sent no challenge".to_string())?;
     let mut entries = vec![];
     for path in UNSEAL_ENTRIES {
         let raw = b64()
             .decode(data["unseal_entries"][path].as_str().unwrap_or(""))
             .ok()
             .filter(|r| !r.is_empty())
-            .ok_or_else(|| ApiError::internal(format!("the leader sent no {path}")))?;
+            .ok_or_else(|| format!("the leader sent no {path}"))?;
         entries.push((path.to_string(), raw));
     }
     raft.forbid_bootstrap();
-    raft.seed_local(entries).map_err(st)?;
+    raft.seed_local(entries).map_err(|e| e.to_string())?;
     *ha.pending.lock() = Some(PendingJoin {
-        leader_api_addr: leader,
-        leader_ca_cert: ca,
+        target: target.clone(),
         challenge,
+        non_voter,
     });
-    Ok(json!({"joined": true}))
+    Ok(())
 }
 
 /// After the barrier opened on a raft node (blocking pool): finish a pending join, then
@@ -250,14 +310,15 @@ fn finish_join(barrier: &Barrier, raft: &RaftStorage, p: &PendingJoin) -> Result
         "answer": b64().encode(&nonce[..]),
         "cluster_addr": me.cluster_addr,
         "api_addr": me.api_addr,
-        "non_voter": false,
+        "non_voter": p.non_voter,
     });
-    let url = format!("{}/v1/sys/storage/raft/bootstrap/answer", p.leader_api_addr);
-    let ca = p.leader_ca_cert.clone();
+    let url = format!(
+        "{}/v1/sys/storage/raft/bootstrap/answer",
+        p.target.leader_api_addr
+    );
+    let tls = p.target.tls.clone();
     let (status, v) =
-        super::endpoints::block_on(
-            async move { client::put_json(&url, ca.as_deref(), &body).await },
-        )?
+        super::endpoints::block_on(async move { client::put_json(&url, &tls, &body).await })?
         .map_err(|e| ApiError::internal(format!("error answering the raft challenge: {e}")))?;
     if status != 200 {
         return Err(ApiError::internal(format!(

@@ -4,7 +4,10 @@
 mod client;
 pub mod endpoints;
 pub mod forward;
+pub mod autopilot;
 pub mod join;
+pub mod retry_join;
+pub mod snapshot;
 
 use crate::config::{ServerConfig, StorageConfig};
 use crate::server::ServerError;
@@ -72,9 +75,10 @@ pub fn addresses(cfg: &ServerConfig) -> Result<(String, String, String), ServerE
 
 /// Open the raft storage of `cfg` (which must be `storage "raft"`) and start its node.
 pub async fn start(cfg: &ServerConfig) -> Result<Arc<RaftStorage>, ServerError> {
-    let StorageConfig::Raft { path, node_id } = &cfg.storage else {
+    let StorageConfig::Raft { path, node_id, .. } = &cfg.storage else {
         return Err(storage_err("not a raft storage config".into()));
     };
+    let pre_raft = crate::storage::raft::migrate::is_pre_raft(path);
     crate::storage::raft::prepare_dir(path)?;
     let name = node_name(path, node_id.as_deref())?;
     let (api_addr, cluster_addr, bind) = addresses(cfg)?;
@@ -95,7 +99,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Arc<RaftStorage>, ServerError> 
         insecure_plain_transport: false,
         timing: Timing::default(),
     };
-    Ok(RaftStorage::start(opts, listener).await?)
+    let r = RaftStorage::start(opts, listener).await?;
+    if pre_raft {
+        r.migrate_pre_raft().await?;
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

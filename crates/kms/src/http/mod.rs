@@ -251,11 +251,19 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     // Held until the answer: the body, its decoded form and what the handler derives.
     let mut mem = budget::Reservation::new(&path);
     let body = request_body(core, &parts, body, &mut mem).await?;
-    if crate::ha::forward::must_forward(core, &path, &parts.headers) {
-        return Ok(crate::ha::forward::forward(core, &parts, body, &remote).await);
-    }
+    let body = if crate::ha::forward::must_forward(core, &path, &parts.headers) {
+        match crate::ha::forward::forward(core, &parts, body, &remote).await {
+            Ok(resp) => return Ok(resp),
+            Err(body) => body,
+        }
+    } else {
+        body
+    };
     if query.contains_key("help") {
         return Err(Box::new(help(&path)));
+    }
+    if let Some(force) = snapshot_request(&path, &parts.method) {
+        return Ok(snapshot(core, &parts, path, body, remote, force).await);
     }
     // status endpoints: no token, answer while sealed, raw bodies
     let status_path = path.trim_end_matches('/');
@@ -285,6 +293,69 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
         remote_addr: remote,
     };
     Ok(answer(run(core, inc).await))
+}
+
+/// `GET sys/storage/raft/snapshot` (`None` inside: save) or a restore (`Some(force)`).
+fn snapshot_request(path: &str, method: &Method) -> Option<Option<bool>> {
+    match (path, method.as_str()) {
+        ("sys/storage/raft/snapshot", "GET") => Some(None),
+        ("sys/storage/raft/snapshot", "PUT" | "POST") => Some(Some(false)),
+        ("sys/storage/raft/snapshot-force", "PUT" | "POST") => Some(Some(true)),
+        _ => None,
+    }
+}
+
+/// A raft snapshot: authorized and audited through the pipeline (the sys route), the
+/// binary file itself handled here.
+async fn snapshot(
+    core: &Arc<Core>,
+    parts: &axum::http::request::Parts,
+    path: String,
+    body: Vec<u8>,
+    remote: String,
+    restore: Option<bool>,
+) -> Response {
+    let op = match restore {
+        None => Operation::Read,
+        Some(_) => Operation::Update,
+    };
+    let inc = Incoming {
+        wrap_ttl: None,
+        op,
+        data: Map::new(),
+        path,
+        token: token_of(&parts.headers),
+        content_type: None,
+        remote_addr: remote,
+    };
+    if let Err(e) = run(core, inc).await {
+        return error_response(&e);
+    }
+    let Some(raft) = core.options.raft.clone() else {
+        return error_response(&ApiError::bad_request("raft storage is not in use"));
+    };
+    let Some(force) = restore else {
+        return match blocking(core, move |c| crate::ha::snapshot::save(&c.barrier, &raft)).await {
+            Ok(file) => {
+                let mut r = Response::new(Body::from(file));
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+                h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
+            Err(e) => error_response(&e),
+        };
+    };
+    let done = blocking(core, move |c| {
+        crate::ha::snapshot::restore(&c.barrier, &raft, &body, force)?;
+        crate::ha::snapshot::reload(c);
+        Ok(())
+    });
+    match done.await {
+        Ok(()) => json_response(204, None),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// The logical path of a `/v1/` URL (percent-decoded); other URLs get Go's 404 answers.

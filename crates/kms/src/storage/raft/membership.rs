@@ -1,5 +1,5 @@
 //! Cluster membership operations on the leader: add a node (as a learner that catches up,
-//! then a voter), remove one, list them.
+//! then a voter), remove one, list them. Promotion of joined nodes: [`super::autopilot`].
 
 use super::types::{raft_id, ClusterNode, NodeId};
 use super::RaftStorage;
@@ -124,40 +124,5 @@ impl RaftStorage {
     fn member(&self, id: NodeId) -> Option<ClusterNode> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config.membership().get_node(&id).cloned()
-    }
-}
-
-/// On the leader: make every non-voter that has caught up a voter (OpenBao's autopilot
-/// promotion), every half second.
-pub async fn autopilot(raft: crate::storage::raft::types::Raft, me: NodeId) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let m = raft.metrics().borrow().clone();
-        if m.current_leader != Some(me) {
-            continue;
-        }
-        let Some(repl) = &m.replication else { continue };
-        let mem = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
-        let last = m.last_log_index.unwrap_or(0);
-        let ready: BTreeSet<NodeId> = mem
-            .learner_ids()
-            .filter(|id| !voters.contains(id))
-            .filter(|id| {
-                repl.get(id)
-                    .and_then(|l| l.as_ref())
-                    .is_some_and(|l| l.index + 10 >= last)
-            })
-            .collect();
-        if ready.is_empty() {
-            continue;
-        }
-        tracing::info!(?ready, "autopilot: promoting caught-up non-voters");
-        if let Err(e) = raft
-            .change_membership(ChangeMembers::AddVoterIds(ready), false)
-            .await
-        {
-            tracing::warn!("autopilot: promotion failed: {e}");
-        }
     }
 }

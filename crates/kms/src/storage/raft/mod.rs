@@ -16,8 +16,11 @@
 // openraft's StorageError/RPCError are large, and they are the error types of its traits.
 #![allow(clippy::result_large_err)]
 
+pub mod autopilot;
+pub mod export;
 mod log_store;
 mod membership;
+pub mod migrate;
 pub mod network;
 mod proposer;
 mod state_machine;
@@ -78,6 +81,7 @@ pub struct RaftStorage {
     sm: state_machine::StateMachine,
     shared: Arc<Shared>,
     transport: Arc<network::Transport>,
+    autopilot: autopilot::Tracker,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -120,6 +124,7 @@ impl RaftStorage {
             name: opts.name,
             cluster_addr: opts.cluster_addr,
             api_addr: opts.api_addr,
+            non_voter: false,
         };
         let shared = Arc::new(Shared::default());
         let mut tasks = vec![tokio::spawn(network::serve(
@@ -127,22 +132,25 @@ impl RaftStorage {
             raft.clone(),
             transport.clone(),
         ))];
-        tasks.push(tokio::spawn(membership::autopilot(raft.clone(), id)));
         tasks.extend(proposer::spawn(
             shared.clone(),
             raft.clone(),
             id,
             me.clone(),
         ));
-        Ok(Arc::new(Self {
+        let s = Arc::new(Self {
             raft,
             id,
             me,
             sm,
             shared,
             transport,
+            autopilot: Default::default(),
             tasks: parking_lot::Mutex::new(tasks),
-        }))
+        });
+        let ap = autopilot::spawn(&s);
+        s.tasks.lock().push(ap);
+        Ok(s)
     }
 
     pub fn raft(&self) -> &Raft {

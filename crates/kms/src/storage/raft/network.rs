@@ -99,6 +99,8 @@ pub struct Transport {
     forward: parking_lot::RwLock<Option<ForwardHandler>>,
     /// Idle connections for forwarded requests, per address.
     pool: parking_lot::Mutex<std::collections::HashMap<String, Vec<Box<dyn Stream>>>>,
+    /// When each member last answered a raft RPC (autopilot's last contact).
+    contact: parking_lot::Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
 }
 
 impl Transport {
@@ -108,7 +110,13 @@ impl Transport {
             plain,
             forward: parking_lot::RwLock::new(None),
             pool: Default::default(),
+            contact: Default::default(),
         }
+    }
+
+    /// When member `id` last answered a raft RPC from this node.
+    pub fn last_contact(&self, id: NodeId) -> Option<std::time::Instant> {
+        self.contact.lock().get(&id).copied()
     }
 
     pub fn set_forward_handler(&self, h: ForwardHandler) {
@@ -230,8 +238,12 @@ impl Peer {
                 "cluster RPC timed out",
             )),
         };
-        if r.is_err() {
-            self.conn = None;
+        match &r {
+            Ok(_) => {
+                let now = std::time::Instant::now();
+                self.transport.contact.lock().insert(self.target, now);
+            }
+            Err(_) => self.conn = None,
         }
         r
     }

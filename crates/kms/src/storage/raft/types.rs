@@ -36,6 +36,9 @@ pub struct ClusterNode {
     pub cluster_addr: String,
     /// The node's `api_addr` (clients are sent there by `sys/leader`).
     pub api_addr: String,
+    /// Joined as a permanent non-voter: autopilot never promotes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_voter: bool,
 }
 
 impl std::fmt::Display for ClusterNode {
