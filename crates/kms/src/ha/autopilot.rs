@@ -67,20 +67,20 @@ fn server(s: &ServerState, dead_after: Duration) -> Value {
 /// `GET sys/storage/raft/autopilot/state` (on the active node).
 pub fn state(r: &RaftStorage) -> Result<Value, ApiError> {
     let cfg = r.autopilot_config().map_err(st)?;
-    let s = r.autopilot_state().map_err(st)?;
+    let mut s = r.autopilot_state().map_err(st)?;
+    s.servers.sort_by(|a, b| a.name.cmp(&b.name));
     let dead_after = Duration::from_secs(cfg.last_contact_threshold);
     let servers: Map<String, Value> = s
         .servers
         .iter()
         .map(|x| (x.name.clone(), server(x, dead_after)))
         .collect();
-    let mut voters: Vec<&str> = s
+    let voters: Vec<&str> = s
         .servers
         .iter()
         .filter(|x| x.voter)
         .map(|x| x.name.as_str())
         .collect();
-    voters.sort();
     Ok(json!({
         "failure_tolerance": s.failure_tolerance,
         "healthy": s.healthy,
