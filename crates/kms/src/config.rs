@@ -572,8 +572,10 @@ mod tests {
         assert!(
             bad("leader_api_addr = \"http://x\"\n leader_client_cert = \"x\"").contains("together")
         );
-        assert!(bad("leader_api_addr = \"http://x\"\n leader_ca_cert_file = \"/nonexistent\"")
-            .contains("/nonexistent"));
+        assert!(
+            bad("leader_api_addr = \"http://x\"\n leader_ca_cert_file = \"/nonexistent\"")
+                .contains("/nonexistent")
+        );
     }
 
     #[test]

@@ -220,14 +220,18 @@ static ROUTES: &[Route<Ctx>] = &[
     rt("storage/raft/autopilot/state", READ, |c, _, _| {
         Ok(Response::data(crate::ha::autopilot::state(raft_of(c)?)?))
     }),
-    rt("storage/raft/autopilot/configuration", READ.or(W), |c, r, _| {
-        let raft = raft_of(c)?;
-        if r.op == Operation::Read {
-            return Ok(Response::data(crate::ha::autopilot::get_config(raft)?));
-        }
-        crate::ha::autopilot::set_config(raft, &r.data)?;
-        Ok(Response::no_content())
-    }),
+    rt(
+        "storage/raft/autopilot/configuration",
+        READ.or(W),
+        |c, r, _| {
+            let raft = raft_of(c)?;
+            if r.op == Operation::Read {
+                return Ok(Response::data(crate::ha::autopilot::get_config(raft)?));
+            }
+            crate::ha::autopilot::set_config(raft, &r.data)?;
+            Ok(Response::no_content())
+        },
+    ),
     // the snapshot itself travels in the HTTP layer (binary); this authorizes it
     rt("storage/raft/snapshot", READ.or(W), |c, _, _| {
         raft_of(c)?;

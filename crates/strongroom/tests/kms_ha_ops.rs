@@ -121,7 +121,13 @@ impl Node {
     }
 
     /// Plain-HTTP API call (nodes without TLS).
-    fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
         common::http(&self.addr(), method, path, token, body)
             .unwrap_or_else(|| panic!("{} did not answer {method} {path}", self.name))
     }
@@ -143,9 +149,13 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 /// `bao operator init` (one share) on `n`: (unseal key, root token).
 fn init(n: &Node) -> (String, String) {
-    let out = n
-        .bao(None)
-        .run(&["operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"]);
+    let out = n.bao(None).run(&[
+        "operator",
+        "init",
+        "-key-shares=1",
+        "-key-threshold=1",
+        "-format=json",
+    ]);
     out.expect_code(0, "operator init");
     let v = out.json();
     let key = v["unseal_keys_b64"][0].as_str().unwrap().to_string();
@@ -178,7 +188,12 @@ fn peers(n: &Node, token: &str) -> Vec<(String, bool)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| (s["node_id"].as_str().unwrap_or("").to_string(), s["voter"] == json!(true)))
+                .map(|s| {
+                    (
+                        s["node_id"].as_str().unwrap_or("").to_string(),
+                        s["voter"] == json!(true),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -218,13 +233,27 @@ fn retry_join_non_voters_autopilot_and_dead_server_cleanup() {
     let cert = format!("-leader-client-cert=@{}/client.pem", pki_dir.display());
     let key = format!("-leader-client-key=@{}/client-key.pem", pki_dir.display());
     let out = n3.bao(None).run(&[
-        "operator", "raft", "join", "-retry", "-non-voter", &ca, &cert, &key, &n1.addr(),
+        "operator",
+        "raft",
+        "join",
+        "-retry",
+        "-non-voter",
+        &ca,
+        &cert,
+        &key,
+        &n1.addr(),
     ]);
     out.expect_code(0, "raft join -retry");
-    out.expect_stdout("false", "a background join reports joined=false, as OpenBao");
+    out.expect_stdout(
+        "false",
+        "a background join reports joined=false, as OpenBao",
+    );
     // both wait for the leader to be initialized and unsealed
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(n2.http("GET", "sys/init", None, None).1.trim(), r#"{"initialized":false}"#);
+    assert_eq!(
+        n2.http("GET", "sys/init", None, None).1.trim(),
+        r#"{"initialized":false}"#
+    );
     let (key, token) = init(&n1);
     unseal(&n1, &key);
     unseal(&n2, &key);
@@ -234,7 +263,9 @@ fn retry_join_non_voters_autopilot_and_dead_server_cleanup() {
         ("node2".to_string(), true),
         ("node3".to_string(), false),
     ];
-    wait_for("node2 promoted by autopilot", 90, || peers(&n1, &token) == want);
+    wait_for("node2 promoted by autopilot", 90, || {
+        peers(&n1, &token) == want
+    });
     let promoted = Instant::now();
     let st = autopilot_state(&n1, &token);
     // the CLI's JSON is its own rendering of what it read
@@ -244,14 +275,25 @@ fn retry_join_non_voters_autopilot_and_dead_server_cleanup() {
     assert_eq!(st["Servers"]["node3"]["NodeType"], "non-voter");
     assert_eq!(st["Servers"]["node3"]["NodeStatus"], "alive");
     assert_eq!(st["Servers"]["node2"]["Status"], "voter");
-    assert!(st["Servers"]["node2"]["LastContact"].as_str().unwrap().ends_with('s'));
+    assert!(st["Servers"]["node2"]["LastContact"]
+        .as_str()
+        .unwrap()
+        .ends_with('s'));
     // the permanent non-voter stays one well past the stabilization time (10 s)
     std::thread::sleep(Duration::from_secs(12).saturating_sub(promoted.elapsed()));
-    assert_eq!(peers(&n1, &token), want, "autopilot must not promote a -non-voter join");
+    assert_eq!(
+        peers(&n1, &token),
+        want,
+        "autopilot must not promote a -non-voter join"
+    );
     // the state and configuration answer through a standby too (forwarded)
-    let cfg = n2
-        .bao(Some(&token))
-        .run(&["operator", "raft", "autopilot", "get-config", "-format=json"]);
+    let cfg = n2.bao(Some(&token)).run(&[
+        "operator",
+        "raft",
+        "autopilot",
+        "get-config",
+        "-format=json",
+    ]);
     cfg.expect_code(0, "autopilot get-config");
     assert_eq!(
         cfg.json(),
@@ -260,8 +302,13 @@ fn retry_join_non_voters_autopilot_and_dead_server_cleanup() {
                "server_stabilization_time": "10s"})
     );
     let bad = n2.bao(Some(&token)).run(&[
-        "operator", "raft", "autopilot", "set-config", "-cleanup-dead-servers=true",
-        "-dead-server-last-contact-threshold=10s", "-min-quorum=3",
+        "operator",
+        "raft",
+        "autopilot",
+        "set-config",
+        "-cleanup-dead-servers=true",
+        "-dead-server-last-contact-threshold=10s",
+        "-min-quorum=3",
     ]);
     bad.expect_code(2, "a dead-server threshold below 1m is refused");
     bad.expect_stderr(
@@ -272,16 +319,26 @@ fn retry_join_non_voters_autopilot_and_dead_server_cleanup() {
     n3.kill();
     n2.bao(Some(&token))
         .run(&[
-            "operator", "raft", "autopilot", "set-config", "-cleanup-dead-servers=true",
-            "-dead-server-last-contact-threshold=1m", "-min-quorum=3",
+            "operator",
+            "raft",
+            "autopilot",
+            "set-config",
+            "-cleanup-dead-servers=true",
+            "-dead-server-last-contact-threshold=1m",
+            "-min-quorum=3",
         ])
         .expect_code(0, "autopilot set-config");
     wait_for("node3 failing in autopilot state", 30, || {
         autopilot_state(&n1, &token)["Servers"]["node3"]["Healthy"] == json!(false)
     });
     let killed = Instant::now();
-    wait_for("the dead non-voter removed", 120, || peers(&n1, &token).len() == 2);
-    assert!(killed.elapsed() >= Duration::from_secs(45), "removed before the threshold");
+    wait_for("the dead non-voter removed", 120, || {
+        peers(&n1, &token).len() == 2
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_secs(45),
+        "removed before the threshold"
+    );
     // the voters stay: removing one would leave fewer than min_quorum
     assert_eq!(peers(&n1, &token), want[..2].to_vec());
     let st = autopilot_state(&n1, &token);
@@ -296,7 +353,9 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Three plain nodes: node1 initialized, 2 and 3 joined (API) and unsealed, all voters.
 fn cluster(root: &Path) -> (Vec<Node>, String, String) {
-    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(root, &format!("node{i}"))).collect();
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::new(root, &format!("node{i}")))
+        .collect();
     for n in nodes.iter_mut() {
         let storage = n.raft("");
         n.start(&storage);
@@ -333,27 +392,52 @@ fn snapshot_save_and_restore_through_bao() {
     let root = tempfile::tempdir().unwrap();
     let (nodes, key, token) = cluster(root.path());
     let bao = |i: usize| nodes[i].bao(Some(&token));
-    bao(0).run(&["secrets", "enable", "-path=kv", "kv"]).expect_code(0, "enable kv");
-    bao(0).run(&["write", "kv/a", "v=before"]).expect_code(0, "write");
+    bao(0)
+        .run(&["secrets", "enable", "-path=kv", "kv"])
+        .expect_code(0, "enable kv");
+    bao(0)
+        .run(&["write", "kv/a", "v=before"])
+        .expect_code(0, "write");
     let file = root.path().join("snap.tgz");
     let f = file.display().to_string();
     // saved through a standby (forwarded to the active node)
-    bao(1).run(&["operator", "raft", "snapshot", "save", &f]).expect_code(0, "snapshot save");
+    bao(1)
+        .run(&["operator", "raft", "snapshot", "save", &f])
+        .expect_code(0, "snapshot save");
     let raw = std::fs::read(&file).unwrap();
     assert_eq!(&raw[..2], &[0x1f, 0x8b], "a gzip file");
-    bao(0).run(&["write", "kv/a", "v=after"]).expect_code(0, "write");
-    bao(0).run(&["write", "kv/b", "v=new"]).expect_code(0, "write");
-    bao(2).run(&["operator", "raft", "snapshot", "restore", &f]).expect_code(0, "restore");
+    bao(0)
+        .run(&["write", "kv/a", "v=after"])
+        .expect_code(0, "write");
+    bao(0)
+        .run(&["write", "kv/b", "v=new"])
+        .expect_code(0, "write");
+    bao(2)
+        .run(&["operator", "raft", "snapshot", "restore", &f])
+        .expect_code(0, "restore");
     for n in &nodes {
         // every node answers with the restored data (standbys forward)
-        assert_eq!(kv_get(n, &token, "kv/a").as_deref(), Some("before"), "{}", n.name);
+        assert_eq!(
+            kv_get(n, &token, "kv/a").as_deref(),
+            Some("before"),
+            "{}",
+            n.name
+        );
         assert_eq!(kv_get(n, &token, "kv/b"), None, "{}", n.name);
     }
     // the cluster keeps working: a write after the restore, and after a failover
-    bao(1).run(&["write", "kv/c", "v=later"]).expect_code(0, "write after restore");
+    bao(1)
+        .run(&["write", "kv/c", "v=later"])
+        .expect_code(0, "write after restore");
     let garbage = root.path().join("garbage");
     std::fs::write(&garbage, b"not a snapshot").unwrap();
-    let out = bao(0).run(&["operator", "raft", "snapshot", "restore", &garbage.display().to_string()]);
+    let out = bao(0).run(&[
+        "operator",
+        "raft",
+        "snapshot",
+        "restore",
+        &garbage.display().to_string(),
+    ]);
     out.expect_code(2, "garbage refused");
     out.expect_stderr("failed to decompress snapshot", "OpenBao's message");
     // without a token: refused
@@ -373,13 +457,19 @@ fn another_clusters_snapshot_needs_force_and_its_keys() {
     let (kb, tb) = init(&b);
     unseal(&a, &ka);
     unseal(&b, &kb);
-    a.bao(Some(&ta)).run(&["secrets", "enable", "-path=kv", "kv"]).expect_code(0, "enable kv");
-    a.bao(Some(&ta)).run(&["write", "kv/a", "v=from-a"]).expect_code(0, "write");
+    a.bao(Some(&ta))
+        .run(&["secrets", "enable", "-path=kv", "kv"])
+        .expect_code(0, "enable kv");
+    a.bao(Some(&ta))
+        .run(&["write", "kv/a", "v=from-a"])
+        .expect_code(0, "write");
     let file = root.path().join("a.snap").display().to_string();
     a.bao(Some(&ta))
         .run(&["operator", "raft", "snapshot", "save", &file])
         .expect_code(0, "save");
-    let out = b.bao(Some(&tb)).run(&["operator", "raft", "snapshot", "restore", &file]);
+    let out = b
+        .bao(Some(&tb))
+        .run(&["operator", "raft", "snapshot", "restore", &file]);
     out.expect_code(2, "another cluster's snapshot refused without -force");
     out.expect_stderr("could not verify hash file, possibly the snapshot is using a different set of unseal keys; use the snapshot-force API to bypass this check", "OpenBao's message");
     b.bao(Some(&tb))
@@ -389,27 +479,46 @@ fn another_clusters_snapshot_needs_force_and_its_keys() {
     wait_for("b sealed", 30, || {
         b.bao(None).run(&["status", "-format=json"]).json()["sealed"] == json!(true)
     });
-    assert_ne!(b.bao(None).run(&["operator", "unseal", &kb]).code, 0, "b's own key no longer opens it");
+    assert_ne!(
+        b.bao(None).run(&["operator", "unseal", &kb]).code,
+        0,
+        "b's own key no longer opens it"
+    );
     unseal(&b, &ka);
-    wait_for("b active", 30, || b.http("GET", "sys/health", None, None).0 == 200);
+    wait_for("b active", 30, || {
+        b.http("GET", "sys/health", None, None).0 == 200
+    });
     assert_eq!(kv_get(&b, &ta, "kv/a").as_deref(), Some("from-a"));
-    assert_eq!(b.http("GET", "kv/a", Some(&tb), None).0, 403, "b's old root token is gone");
+    assert_eq!(
+        b.http("GET", "kv/a", Some(&tb), None).0,
+        403,
+        "b's old root token is gone"
+    );
 }
 
 #[test]
 fn a_single_node_database_reaches_every_joiner() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(root.path(), &format!("node{i}"))).collect();
-    let file = |n: &Node| format!("storage \"file\" {{\n  path = \"{}\"\n}}\n", n.dir.join("data").display());
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::new(root.path(), &format!("node{i}")))
+        .collect();
+    let file = |n: &Node| {
+        format!(
+            "storage \"file\" {{\n  path = \"{}\"\n}}\n",
+            n.dir.join("data").display()
+        )
+    };
     // node1 runs as a single-node server first and gets data
     let f1 = file(&nodes[0]);
     nodes[0].start(&f1);
     let (key, token) = init(&nodes[0]);
     unseal(&nodes[0], &key);
     let bao = nodes[0].bao(Some(&token));
-    bao.run(&["secrets", "enable", "-path=kv", "kv"]).expect_code(0, "enable kv");
+    bao.run(&["secrets", "enable", "-path=kv", "kv"])
+        .expect_code(0, "enable kv");
     for i in 0..50 {
-        bao.run(&["write", &format!("kv/k{i}"), &format!("v=old-{i}")]).expect_code(0, "write");
+        bao.run(&["write", &format!("kv/k{i}"), &format!("v=old-{i}")])
+            .expect_code(0, "write");
     }
     nodes[0].kill();
     // the same database under storage "raft", then two joiners
@@ -419,7 +528,10 @@ fn a_single_node_database_reaches_every_joiner() {
     }
     unseal(&nodes[0], &key);
     join_all(&nodes, &key, &token);
-    nodes[1].bao(Some(&token)).run(&["write", "kv/new", "v=raft"]).expect_code(0, "write");
+    nodes[1]
+        .bao(Some(&token))
+        .run(&["write", "kv/new", "v=raft"])
+        .expect_code(0, "write");
     wait_for("every node applied the write", 30, || {
         let st = autopilot_state(&nodes[0], &token);
         let idx: Vec<u64> = ["node1", "node2", "node3"]

@@ -119,7 +119,9 @@ pub fn merge(mut c: Config, d: &Map<String, Value>) -> Result<Config, ApiError> 
         c.cleanup_dead_servers = b;
     }
     let dur = |k: &str, cur: u64| -> Result<u64, ApiError> {
-        Ok(fields::opt_duration(d, k)?.filter(|s| *s > 0).unwrap_or(cur))
+        Ok(fields::opt_duration(d, k)?
+            .filter(|s| *s > 0)
+            .unwrap_or(cur))
     };
     c.dead_server_last_contact_threshold = dur(
         "dead_server_last_contact_threshold",
@@ -186,10 +188,21 @@ mod tests {
         assert_eq!(c.max_trailing_logs, 50);
         let e = merge(c.clone(), &data(json!({"cleanup_dead_servers": true}))).unwrap_err();
         assert!(e.errors[0].ends_with("min_quorum: 0x0"), "{:?}", e.errors);
-        let c = merge(c, &data(json!({"cleanup_dead_servers": true, "min_quorum": 3}))).unwrap();
-        let e = merge(c.clone(), &data(json!({"dead_server_last_contact_threshold": "59s"})))
-            .unwrap_err();
-        assert!(e.errors[0].ends_with("less than 1m; received: 59"), "{:?}", e.errors);
+        let c = merge(
+            c,
+            &data(json!({"cleanup_dead_servers": true, "min_quorum": 3})),
+        )
+        .unwrap();
+        let e = merge(
+            c.clone(),
+            &data(json!({"dead_server_last_contact_threshold": "59s"})),
+        )
+        .unwrap_err();
+        assert!(
+            e.errors[0].ends_with("less than 1m; received: 59"),
+            "{:?}",
+            e.errors
+        );
         assert!(merge(c.clone(), &data(json!({"max_trailing_logs": -1}))).is_err());
         assert!(merge(c, &data(json!({"min_quorum": "x"}))).is_err());
     }

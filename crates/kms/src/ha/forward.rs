@@ -56,7 +56,8 @@ const HOLD: Duration = Duration::from_secs(10);
 /// active node (refused connection, no keyring), or it changes nothing.
 fn may_resend(method: &str, e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionRefused | NotConnected) || matches!(method, "GET" | "HEAD" | "LIST")
+    matches!(e.kind(), ConnectionRefused | NotConnected)
+        || matches!(method, "GET" | "HEAD" | "LIST")
 }
 
 /// Wait (until `deadline`) for a leader other than `not`; `true`: one is known.

@@ -319,7 +319,7 @@ fn finish_join(barrier: &Barrier, raft: &RaftStorage, p: &PendingJoin) -> Result
     let tls = p.target.tls.clone();
     let (status, v) =
         super::endpoints::block_on(async move { client::put_json(&url, &tls, &body).await })?
-        .map_err(|e| ApiError::internal(format!("error answering the raft challenge: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("error answering the raft challenge: {e}")))?;
     if status != 200 {
         return Err(ApiError::internal(format!(
             "error answering the raft challenge: status {status}: {v}"

@@ -1,10 +1,10 @@
 //! Starting `storage "raft"` from the server config: the node's name, its advertised
 //! addresses and the cluster listener.
 
+pub mod autopilot;
 mod client;
 pub mod endpoints;
 pub mod forward;
-pub mod autopilot;
 pub mod join;
 pub mod retry_join;
 pub mod snapshot;

@@ -32,7 +32,6 @@ struct State {
 #[derive(Serialize, Deserialize)]
 struct Entry(String, #[serde(with = "b64")] Vec<u8>);
 
-
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
 }
@@ -157,8 +156,11 @@ pub fn open(
     }
     let state: State = serde_json::from_slice(get("state.bin")?)
         .map_err(|e| ApiError::bad_request(format!("the snapshot's state is unreadable: {e}")))?;
-    let entries: BTreeMap<String, Vec<u8>> =
-        state.entries.into_iter().map(|Entry(k, v)| (k, v)).collect();
+    let entries: BTreeMap<String, Vec<u8>> = state
+        .entries
+        .into_iter()
+        .map(|Entry(k, v)| (k, v))
+        .collect();
     if let Some(p) = UNSEAL_ENTRIES.iter().find(|p| !entries.contains_key(**p)) {
         return Err(ApiError::bad_request(format!(
             "the snapshot holds no {p}: it is not a snapshot of an initialized cluster"

@@ -339,8 +339,14 @@ async fn snapshot(
             Ok(file) => {
                 let mut r = Response::new(Body::from(file));
                 let h = r.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
-                h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/gzip"),
+                );
+                h.insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment"),
+                );
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 r
             }

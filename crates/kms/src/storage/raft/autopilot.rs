@@ -140,14 +140,20 @@ impl RaftStorage {
             let last_contact = if leader {
                 Duration::ZERO
             } else {
-                let seen = self.transport.last_contact(*id).filter(|at| *at >= led_since);
+                let seen = self
+                    .transport
+                    .last_contact(*id)
+                    .filter(|at| *at >= led_since);
                 now.duration_since(seen.unwrap_or(led_since))
             };
             let healthy = leader
                 || (last_contact < Duration::from_secs(cfg.last_contact_threshold)
                     && last.saturating_sub(last_index) <= cfg.max_trailing_logs
                     && matched.is_some());
-            let entry = t.since.entry(*id).or_insert((healthy, now, chrono::Utc::now()));
+            let entry = t
+                .since
+                .entry(*id)
+                .or_insert((healthy, now, chrono::Utc::now()));
             if entry.0 != healthy {
                 *entry = (healthy, now, chrono::Utc::now());
             }
@@ -245,8 +251,16 @@ async fn promote(r: &RaftStorage, cfg: &Config, state: &State) {
 async fn cleanup(r: &RaftStorage, cfg: &Config, state: &State) {
     let dead_after = Duration::from_secs(cfg.dead_server_last_contact_threshold);
     let mut voters = state.servers.iter().filter(|s| s.voter).count() as u64;
-    let healthy_voters = state.servers.iter().filter(|s| s.voter && s.healthy).count() as u64;
-    for s in state.servers.iter().filter(|s| !s.leader && s.last_contact >= dead_after) {
+    let healthy_voters = state
+        .servers
+        .iter()
+        .filter(|s| s.voter && s.healthy)
+        .count() as u64;
+    for s in state
+        .servers
+        .iter()
+        .filter(|s| !s.leader && s.last_contact >= dead_after)
+    {
         if s.voter {
             if voters <= cfg.min_quorum.max(1) || healthy_voters < (voters - 1) / 2 + 1 {
                 continue;

@@ -66,7 +66,10 @@ impl RaftStorage {
             .await
             .map_err(io)?;
         self.raft.trigger().purge_log(applied).await.map_err(io)?;
-        tracing::info!(index = applied, "single-node database adopted; joiners start from its snapshot");
+        tracing::info!(
+            index = applied,
+            "single-node database adopted; joiners start from its snapshot"
+        );
         Ok(())
     }
 }
