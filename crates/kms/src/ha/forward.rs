@@ -60,13 +60,17 @@ fn may_resend(method: &str, e: &std::io::Error) -> bool {
         || matches!(method, "GET" | "HEAD" | "LIST")
 }
 
-/// Wait (until `deadline`) for a leader other than `not`; `true`: one is known.
+/// Wait (until `deadline`) for a leader other than `not`, or for this node to lead;
+/// `true`: one is known.
 async fn await_leader(r: &RaftStorage, not: Option<u64>, deadline: Instant) -> bool {
     let left = deadline.saturating_duration_since(Instant::now());
     r.raft()
         .wait(Some(left))
         .metrics(
-            move |m| m.current_leader.is_some() && m.current_leader != not,
+            move |m| {
+                let leading = m.state == openraft::ServerState::Leader;
+                leading || (m.current_leader.is_some() && m.current_leader != not)
+            },
             "an active node",
         )
         .await
@@ -116,7 +120,8 @@ pub async fn forward(
                 tracing::warn!("forwarding to the active node failed: {e}");
                 return Ok(error(500, NOT_ACTIVE));
             }
-            None => None,
+            // no leader known, or a stale vote naming this node (not leading)
+            None => leader,
         };
         if !await_leader(r, failed, deadline).await {
             return Ok(error(500, NOT_ACTIVE));
