@@ -486,7 +486,7 @@ impl ServerConfig {
         if let Some(v) = value(1) {
             self.cluster_addr = Some(v);
         }
-        if let StorageConfig::Raft { path, node_id } = &mut self.storage {
+        if let StorageConfig::Raft { path, node_id, .. } = &mut self.storage {
             if let Some(v) = value(2) {
                 *node_id = Some(v);
             }
@@ -704,7 +704,9 @@ mod tests {
             c.storage,
             StorageConfig::Raft {
                 path: "/data".into(),
-                node_id: Some("kms-1".into())
+                node_id: Some("kms-1".into()),
+                retry_join: vec![],
+                retry_join_as_non_voter: false,
             }
         );
     }
