@@ -1,5 +1,8 @@
 //! The HTTP core: one agent, JSON in and out, status → [`Error`] mapping.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::Value;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
@@ -7,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use crate::failover::{self, Outcome};
 use crate::secret::SecretString;
 use crate::types::Secret;
 
@@ -54,10 +58,15 @@ impl Method {
 }
 
 /// A blocking Vault/OpenBao API client. Cheap to clone (the connection pool is shared).
+///
+/// With several addresses (the nodes of a cluster) it sends to the node that answered last
+/// and moves on to the next one when a node is down, sealed or has no active node (see
+/// [`crate::failover`]); clones share which node that is.
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
-    address: String,
+    addresses: Arc<[String]>,
+    current: Arc<AtomicUsize>,
     token: Option<SecretString>,
     namespace: Option<String>,
 }
@@ -65,7 +74,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("address", &self.address)
+            .field("addresses", &self.addresses)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("namespace", &self.namespace)
             .finish()
@@ -147,11 +156,13 @@ impl Client {
     /// Builds a client. Fails only on unusable configuration (bad address, unreadable or
     /// invalid CA/client certificate files); nothing is sent to the server.
     pub fn new(config: ClientConfig) -> Result<Client> {
-        let address = config.address.trim().trim_end_matches('/').to_owned();
-        if !(address.starts_with("http://") || address.starts_with("https://")) {
-            return Err(Error::Config(format!(
-                "address must start with http:// or https://: {address:?}"
-            )));
+        let addresses = config
+            .addresses
+            .iter()
+            .map(|a| valid_address(a))
+            .collect::<Result<Vec<String>>>()?;
+        if addresses.is_empty() {
+            return Err(Error::Config("no server address given".into()));
         }
         let cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -163,7 +174,8 @@ impl Client {
             .build();
         Ok(Client {
             agent: ureq::Agent::new_with_config(cfg),
-            address,
+            addresses: addresses.into(),
+            current: Arc::default(),
             token: config.token.filter(|t| !t.is_empty()),
             namespace: config.namespace,
         })
@@ -174,9 +186,19 @@ impl Client {
         Client::new(ClientConfig::from_env()?)
     }
 
-    /// The base address (`http://host:port`).
+    /// The base address (`http://host:port`) requests go to now: with several addresses,
+    /// the one that answered last.
     pub fn address(&self) -> &str {
-        &self.address
+        &self.addresses[self.current()]
+    }
+
+    /// Every configured address, in the configured order.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.addresses.len()
     }
 
     pub fn token(&self) -> Option<&SecretString> {
@@ -196,12 +218,16 @@ impl Client {
 
     /// The full URL of an API path (`sys/health` → `<address>/v1/sys/health`).
     pub fn url(&self, path: &str) -> String {
-        let p = path.trim_start_matches('/');
-        format!("{}/v1/{}", self.address, utf8_percent_encode(p, PATH))
+        self.url_at(self.current(), path)
     }
 
-    fn transport_error(&self, e: ureq::Error) -> Error {
-        let address = self.address.clone();
+    fn url_at(&self, i: usize, path: &str) -> String {
+        let p = path.trim_start_matches('/');
+        format!("{}/v1/{}", self.addresses[i], utf8_percent_encode(p, PATH))
+    }
+
+    fn transport_error(&self, i: usize, e: ureq::Error) -> Error {
+        let address = self.addresses[i].clone();
         match e {
             ureq::Error::Io(io) => {
                 let reason = io.to_string();
@@ -245,7 +271,9 @@ impl Client {
     }
 
     /// Sends one request and returns the status and the body parsed as JSON (`None` when
-    /// empty). No status is treated as an error here; transport failures are.
+    /// empty). No status is treated as an error here; transport failures are. With several
+    /// addresses, a node that is down, sealed or without an active node is skipped for the
+    /// next (at most one round), as [`crate::failover`] describes.
     pub fn raw_request(
         &self,
         method: Method,
@@ -254,37 +282,82 @@ impl Client {
         body: Option<&[u8]>,
         content_type: Option<&str>,
     ) -> Result<(u16, Option<Value>)> {
-        let rb = self.request_builder(method, path, query);
-        tracing::debug!(method = method.as_str(), path, "vault request");
+        let start = self.current();
+        let n = self.addresses.len();
+        let mut skipped = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let outcome = self.send_to(i, method, path, query, body, content_type);
+            match failover::judge(method, outcome) {
+                failover::Next::Done(r) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return r;
+                }
+                failover::Next::GiveUp(e) => {
+                    // the outcome is unknown: not repeated here, but the next call moves on
+                    self.current.store((i + 1) % n, Ordering::Relaxed);
+                    return Err(e);
+                }
+                failover::Next::Skip(o) => {
+                    if n > 1 {
+                        tracing::debug!(address = %self.addresses[i], "trying the next address");
+                    }
+                    skipped.push((self.addresses[i].clone(), o));
+                }
+            }
+        }
+        failover::none_answered(skipped)
+    }
+
+    /// One attempt against address `i`.
+    fn send_to(
+        &self,
+        i: usize,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&[u8]>,
+        content_type: Option<&str>,
+    ) -> Outcome {
+        let rb = self.request_builder(i, method, path, query);
+        tracing::debug!(method = method.as_str(), path, address = %self.addresses[i], "vault request");
         let bad = |e: ureq::http::Error| Error::Config(format!("bad request for {path}: {e}"));
-        let result = match body {
+        let sent = match body {
             Some(b) => rb
                 .header("Content-Type", content_type.unwrap_or("application/json"))
                 .body(b)
-                .map_err(bad)
-                .map(|req| self.agent.run(req))?,
-            None => rb.body(()).map_err(bad).map(|req| self.agent.run(req))?,
+                .map(|req| self.agent.run(req)),
+            None => rb.body(()).map(|req| self.agent.run(req)),
         };
-        let mut resp = result.map_err(|e| self.transport_error(e))?;
+        let mut resp = match sent {
+            Err(e) => return Outcome::Local(bad(e)),
+            Ok(Err(e)) => {
+                let not_sent = failover::not_sent(&e);
+                return Outcome::Transport(self.transport_error(i, e), not_sent);
+            }
+            Ok(Ok(r)) => r,
+        };
         let status = resp.status().as_u16();
-        let bytes = Zeroizing::new(
-            resp.body_mut()
-                .with_config()
-                .limit(MAX_BODY)
-                .read_to_vec()
-                .map_err(|e| self.transport_error(e))?,
-        );
-        self.parse_body(path, status, &bytes)
+        let read = resp.body_mut().with_config().limit(MAX_BODY).read_to_vec();
+        let bytes = match read {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) => return Outcome::Transport(self.transport_error(i, e), false),
+        };
+        match self.parse_body(i, path, status, &bytes) {
+            Ok(r) => Outcome::Answer(r),
+            Err(e) => Outcome::Local(e),
+        }
     }
 
     /// The request line and headers: URL with the escaped query, the token, the namespace.
     fn request_builder(
         &self,
+        i: usize,
         method: Method,
         path: &str,
         query: &[(&str, &str)],
     ) -> ureq::http::request::Builder {
-        let mut url = self.url(path);
+        let mut url = self.url_at(i, path);
         for (i, (k, v)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
             url.extend(utf8_percent_encode(k, QUERY));
@@ -306,14 +379,20 @@ impl Client {
 
     /// A response body as JSON (`None` when empty). A success must be JSON; an error page
     /// that is not (e.g. `404 page not found`) keeps its text as the one error message.
-    fn parse_body(&self, path: &str, status: u16, bytes: &[u8]) -> Result<(u16, Option<Value>)> {
+    fn parse_body(
+        &self,
+        i: usize,
+        path: &str,
+        status: u16,
+        bytes: &[u8],
+    ) -> Result<(u16, Option<Value>)> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok((status, None));
         }
         match serde_json::from_slice::<Value>(bytes) {
             Ok(v) => Ok((status, Some(v))),
             Err(e) if status < 400 => Err(Error::InvalidResponse {
-                url: self.url(path),
+                url: self.url_at(i, path),
                 reason: format!("body is not JSON: {e}"),
             }),
             Err(_) => {
@@ -443,6 +522,18 @@ pub fn retry<T>(
             }
             other => return other,
         }
+    }
+}
+
+/// An address as the client uses it: trimmed, without a trailing `/`, http(s) only.
+fn valid_address(a: &str) -> Result<String> {
+    let address = a.trim().trim_end_matches('/').to_owned();
+    if address.starts_with("http://") || address.starts_with("https://") {
+        Ok(address)
+    } else {
+        Err(Error::Config(format!(
+            "address must start with http:// or https://: {address:?}"
+        )))
     }
 }
 

@@ -12,8 +12,9 @@ pub const DEFAULT_ADDRESS: &str = "https://127.0.0.1:8200";
 /// How to reach the server.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Base address, e.g. `http://127.0.0.1:8200` (no `/v1`).
-    pub address: String,
+    /// Base addresses, e.g. `http://127.0.0.1:8200` (no `/v1`): one server, or the nodes
+    /// of a cluster (requests go to one that answers, see [`crate::Client`]).
+    pub addresses: Vec<String>,
     /// Token sent as `X-Vault-Token`.
     pub token: Option<SecretString>,
     /// PEM file with the CA certificate(s) to trust instead of the built-in roots.
@@ -38,7 +39,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            address: DEFAULT_ADDRESS.to_owned(),
+            addresses: vec![DEFAULT_ADDRESS.to_owned()],
             token: None,
             ca_cert: None,
             ca_path: None,
@@ -78,6 +79,15 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// `a,b , c` → `["a", "b", "c"]` (empty items dropped).
+pub fn split_addresses(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "t" | "true" | "yes" => Some(true),
@@ -90,7 +100,15 @@ impl ClientConfig {
     /// A configuration for `address` with everything else defaulted.
     pub fn new(address: impl Into<String>) -> Self {
         ClientConfig {
-            address: address.into(),
+            addresses: vec![address.into()],
+            ..Default::default()
+        }
+    }
+
+    /// A configuration for several addresses (the nodes of a cluster).
+    pub fn with_addresses<S: Into<String>>(addresses: impl IntoIterator<Item = S>) -> Self {
+        ClientConfig {
+            addresses: addresses.into_iter().map(Into::into).collect(),
             ..Default::default()
         }
     }
@@ -102,11 +120,12 @@ impl ClientConfig {
 
     /// Reads `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_CACERT`, `VAULT_CAPATH`, `VAULT_CLIENT_CERT`,
     /// `VAULT_CLIENT_KEY`, `VAULT_SKIP_VERIFY`, `VAULT_CLIENT_TIMEOUT`, `VAULT_NAMESPACE`
-    /// (each falling back to its `BAO_*` twin). Missing address → [`DEFAULT_ADDRESS`].
+    /// (each falling back to its `BAO_*` twin). Missing address → [`DEFAULT_ADDRESS`];
+    /// `VAULT_ADDR` may list several addresses separated by commas (a cluster's nodes).
     pub fn from_env() -> Result<Self> {
         let mut c = ClientConfig::default();
         if let Some(a) = env_of(&["VAULT_ADDR", "BAO_ADDR"]) {
-            c.address = a;
+            c.addresses = split_addresses(&a);
         }
         c.token = env_of(&["VAULT_TOKEN", "BAO_TOKEN"]).map(|t| SecretString::new(t.trim()));
         c.ca_cert = env_of(&["VAULT_CACERT", "BAO_CACERT"]).map(PathBuf::from);
@@ -138,6 +157,16 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn address_lists() {
+        assert_eq!(
+            split_addresses("http://a:1, http://b:2,,"),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(split_addresses("http://a"), ["http://a"]);
+        assert!(split_addresses(" , ").is_empty());
     }
 
     #[test]

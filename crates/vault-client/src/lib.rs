@@ -9,6 +9,10 @@
 //! * [`Client`] has the generic logical operations ([`Client::read`], [`Client::write`],
 //!   [`Client::list`], [`Client::delete`], [`Client::patch`]) and typed helpers for `sys/`,
 //!   tokens, userpass, mounts, policies, KV v1/v2 and transit.
+//! * Several addresses (a cluster's nodes: [`ClientConfig::with_addresses`], or `VAULT_ADDR`
+//!   with commas) make the client move to a node that answers, as `failover` describes:
+//!   down, sealed or without an active node → the next one; a write whose outcome is
+//!   unknown is never repeated by the client.
 //! * Every failure is an [`Error`] a caller can act on: [`Error::Unreachable`] is retryable,
 //!   [`Error::Sealed`], [`Error::PermissionDenied`], [`Error::NotFound`], ... carry the
 //!   server's messages.
@@ -23,6 +27,7 @@
 mod client;
 mod config;
 mod error;
+mod failover;
 mod kv;
 mod secret;
 mod sys;
@@ -30,7 +35,7 @@ mod transit;
 mod types;
 
 pub use client::{retry, Client, Method};
-pub use config::{ClientConfig, DEFAULT_ADDRESS};
+pub use config::{split_addresses, ClientConfig, DEFAULT_ADDRESS};
 pub use error::{ApiError, Error, Result};
 pub use kv::{Kv2Secret, Kv2VersionMetadata, KvLocation, KvVersion, MountInfo};
 pub use secret::{zeroize_value, SecretMap, SecretString};
