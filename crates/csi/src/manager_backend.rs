@@ -35,6 +35,9 @@ const NODE_STATE: &str = "csi-node.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KmsRef {
     pub address: String,
+    /// The other nodes of a key-manager cluster (absent from records made before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_addresses: Vec<String>,
     pub tls_server_name: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub client_cert: Option<(PathBuf, PathBuf)>,
@@ -44,7 +47,8 @@ pub struct KmsRef {
 impl From<&KmsConnection> for KmsRef {
     fn from(c: &KmsConnection) -> Self {
         KmsRef {
-            address: c.address.clone(),
+            address: c.addresses.first().cloned().unwrap_or_default(),
+            more_addresses: c.addresses.iter().skip(1).cloned().collect(),
             tls_server_name: c.tls_server_name.clone(),
             ca_cert: c.ca_cert.clone(),
             client_cert: c.client_cert.clone(),
@@ -58,30 +62,45 @@ impl KmsRef {
         serde_json::to_string(self).unwrap_or_else(|_| self.address.clone())
     }
 
+    fn addresses(&self) -> Vec<String> {
+        std::iter::once(&self.address)
+            .chain(&self.more_addresses)
+            .cloned()
+            .collect()
+    }
+
     fn config(&self, timeout: Duration) -> Result<KmsConfig> {
         if let Some(name) = &self.tls_server_name {
-            let host = self
-                .address
-                .split("://")
-                .nth(1)
-                .unwrap_or("")
-                .split(':')
-                .next()
-                .unwrap_or("");
-            if host != name {
-                return Err(CsiError::Invalid(format!(
-                    "TLS server name {name:?} differs from the KMS address host {host:?}: \
-                     address the key manager by the name on its certificate"
-                )));
+            for address in self.addresses() {
+                check_server_name(&address, name)?;
             }
         }
-        let mut k = KmsConfig::new(self.address.clone());
+        let mut k = KmsConfig::with_addresses(self.addresses());
         k.ca_cert = self.ca_cert.clone();
         k.client_cert = self.client_cert.clone();
         k.skip_verify = self.skip_verify;
         k.timeout = timeout;
         Ok(k)
     }
+}
+
+/// A TLS server name must be the host the address names (the certificate is checked
+/// against the host).
+fn check_server_name(address: &str, name: &str) -> Result<()> {
+    let host = address
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(':')
+        .next()
+        .unwrap_or("");
+    if host != name {
+        return Err(CsiError::Invalid(format!(
+            "TLS server name {name:?} differs from the KMS address host {host:?}: \
+             address the key manager by the name on its certificate"
+        )));
+    }
+    Ok(())
 }
 
 /// `csi.json`: what the controller recorded at creation.
@@ -753,6 +772,7 @@ mod tests {
     fn kms_ref_rejects_a_server_name_other_than_the_host() {
         let r = KmsRef {
             address: "https://10.0.0.1:8200".into(),
+            more_addresses: vec![],
             tls_server_name: Some("kms.example".into()),
             ca_cert: None,
             client_cert: None,
@@ -767,8 +787,25 @@ mod tests {
             ..r
         };
         assert_eq!(
-            ok.config(Duration::from_secs(1)).unwrap().address,
-            "https://kms.example:8200"
+            ok.config(Duration::from_secs(1)).unwrap().addresses,
+            ["https://kms.example:8200"]
+        );
+        let cluster = KmsRef {
+            more_addresses: vec!["https://kms2.example:8200".into()],
+            ..ok.clone()
+        };
+        // every node's host must be the certificate's name
+        assert!(matches!(
+            cluster.config(Duration::from_secs(1)),
+            Err(CsiError::Invalid(_))
+        ));
+        let cluster = KmsRef {
+            tls_server_name: None,
+            ..cluster
+        };
+        assert_eq!(
+            cluster.config(Duration::from_secs(1)).unwrap().addresses,
+            ["https://kms.example:8200", "https://kms2.example:8200"]
         );
     }
 

@@ -238,8 +238,9 @@ fn kv_version(key: &str, v: &str) -> Result<Option<KvVersion>, CsiError> {
 /// Where the key manager is and how to reach it. Holds no credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KmsConnection {
-    /// `http(s)://host[:port]`.
-    pub address: String,
+    /// `http(s)://host[:port]`: one key manager, or the nodes of a cluster (given as a
+    /// comma-separated list; requests go to a node that answers).
+    pub addresses: Vec<String>,
     pub tls_server_name: Option<String>,
     /// CA bundle file (from a Secret mounted into the plugin).
     pub ca_cert: Option<PathBuf>,
@@ -252,6 +253,15 @@ pub struct KmsConnection {
     /// Name of the tenant token Secret (ceph-csi `tenantTokenName`); informational — the
     /// StorageClass's `csi.storage.k8s.io/*-secret-name` decides what the CO sends.
     pub tenant_token_name: String,
+}
+
+/// A comma-separated list of addresses (a key-manager cluster's nodes), each checked.
+fn check_addresses(key: &str, v: &str) -> Result<Vec<String>, CsiError> {
+    let list: Vec<&str> = v.split(',').map(str::trim).collect();
+    if list.iter().any(|a| a.is_empty()) {
+        return Err(invalid(key, format!("{v:?}: an empty address in the list")));
+    }
+    list.into_iter().map(|a| check_address(key, a)).collect()
 }
 
 fn check_address(key: &str, v: &str) -> Result<String, CsiError> {
@@ -498,8 +508,8 @@ fn envelope(params: &Params, pvc: &PvcMeta) -> Result<ProtectionRequest, CsiErro
 
 fn inline_connection(params: &Params, files: &SecretFiles) -> Result<KmsConnection, CsiError> {
     let get = |k: &str| get(params, k);
-    let address = match get(sc::KMS_ADDRESS) {
-        Some(v) => check_address(sc::KMS_ADDRESS, v)?,
+    let addresses = match get(sc::KMS_ADDRESS) {
+        Some(v) => check_addresses(sc::KMS_ADDRESS, v)?,
         None => {
             return Err(invalid(
                 sc::KMS_ADDRESS,
@@ -521,7 +531,7 @@ fn inline_connection(params: &Params, files: &SecretFiles) -> Result<KmsConnecti
         v => v.map(str::to_owned),
     };
     Ok(KmsConnection {
-        address,
+        addresses,
         tls_server_name,
         ca_cert: get(sc::KMS_CA_CERT_SECRET)
             .map(|s| files.file(sc::KMS_CA_CERT_SECRET, s, "cert"))

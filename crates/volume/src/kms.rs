@@ -12,7 +12,9 @@ use strongroom_vault_client::{Client, ClientConfig, Error as VErr, SecretString}
 /// Where the key manager is and how to reach it (no token here).
 #[derive(Clone, Debug)]
 pub struct KmsConfig {
-    pub address: String,
+    /// One server, or the nodes of a cluster: a request goes to a node that answers
+    /// (down, sealed or without an active node → the next; see the vault client).
+    pub addresses: Vec<String>,
     /// PEM CA bundle to trust instead of the system roots.
     pub ca_cert: Option<std::path::PathBuf>,
     /// Client certificate and key (PEM files) for mutual TLS.
@@ -24,8 +26,13 @@ pub struct KmsConfig {
 
 impl KmsConfig {
     pub fn new(address: impl Into<String>) -> Self {
+        Self::with_addresses(vec![address.into()])
+    }
+
+    /// The nodes of a key-manager cluster.
+    pub fn with_addresses(addresses: Vec<String>) -> Self {
         KmsConfig {
-            address: address.into(),
+            addresses,
             ca_cert: None,
             client_cert: None,
             skip_verify: false,
@@ -45,7 +52,7 @@ impl KmsConfig {
     }
 
     fn build(&self, token: Option<SecretString>) -> Result<Client, Error> {
-        let mut c = ClientConfig::new(self.address.clone());
+        let mut c = ClientConfig::with_addresses(self.addresses.clone());
         c.ca_cert = self.ca_cert.clone();
         if let Some((cert, key)) = &self.client_cert {
             c.client_cert = Some(cert.clone());

@@ -4,7 +4,7 @@
 //! unknown one, or one we do not support, is an error naming the kmsID and the key.
 
 use super::{
-    check_address, check_kms_path, is_dns_subdomain, kv_version, parse_bool, KmsConnection,
+    check_addresses, check_kms_path, is_dns_subdomain, kv_version, parse_bool, KmsConnection,
     PvcMeta, SecretFiles, Template, DEFAULT_BACKEND_PATH, DEFAULT_TENANT_TOKEN_NAME,
 };
 use crate::errors::CsiError;
@@ -133,8 +133,8 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn address(&self) -> Result<String, CsiError> {
-        self.with(Setting::Address, check_address)?
+    fn addresses(&self) -> Result<Vec<String>, CsiError> {
+        self.with(Setting::Address, check_addresses)?
             .ok_or_else(|| self.bad("VAULT_ADDR", "the KMS address is required"))
     }
 
@@ -236,7 +236,7 @@ fn parse_connection(
 ) -> Result<KmsConnection, CsiError> {
     let s = Section::read(what, section)?;
     s.check_provider()?;
-    let address = s.address()?;
+    let addresses = s.addresses()?;
     let backend_path = s.backend_path()?;
     let kv_version = s.with(Setting::Backend, kv_version)?.flatten();
     s.check_unsupported()?;
@@ -246,7 +246,7 @@ fn parse_connection(
     let client_cert = s.client_cert(files)?;
     let tenant_token_name = s.tenant_token_name()?;
     Ok(KmsConnection {
-        address,
+        addresses,
         tls_server_name,
         ca_cert,
         client_cert,

@@ -68,7 +68,7 @@ fn ceph_csi_storage_class_with_odf_entry() {
     assert_eq!(p.tenant, "hc-vault");
     assert_eq!(p.pvc.name.as_deref(), Some("pvc-cephrbd1"));
     assert_eq!(p.kms_id.as_deref(), Some("vault-tokens"));
-    assert_eq!(p.kms.address, "https://vault.hc-vault.svc:8200");
+    assert_eq!(p.kms.addresses, ["https://vault.hc-vault.svc:8200"]);
     assert_eq!(p.kms.tls_server_name.as_deref(), Some("vault.hc-vault.svc"));
     assert_eq!(
         p.kms.ca_cert.as_deref(),
@@ -94,7 +94,7 @@ fn camel_case_entry_and_kv_protection() {
     kv[1] = ("encryptionKMSID", "camel");
     kv.push(("protection", "kv"));
     let p = parse(&kv).unwrap();
-    assert_eq!(p.kms.address, "http://vault.default.svc.cluster.local:8200");
+    assert_eq!(p.kms.addresses, ["http://vault.default.svc.cluster.local:8200"]);
     assert!(
         p.kms.skip_verify,
         "vaultCAVerify=false means skip verification"
@@ -122,7 +122,7 @@ fn inline_connection_with_templated_backend_path() {
     ])
     .unwrap();
     assert_eq!(p.kms_id, None);
-    assert_eq!(p.kms.address, "https://strongroom.kms.svc:8200");
+    assert_eq!(p.kms.addresses, ["https://strongroom.kms.svc:8200"]);
     assert_eq!(
         p.protection,
         Protection::Kv {
@@ -282,6 +282,23 @@ fn path_traversal_in_templates_is_rejected() {
 }
 
 #[test]
+fn a_cluster_is_a_list_of_addresses() {
+    let p = parse(&[
+        (PVC_NAMESPACE, "ns"),
+        ("kmsAddress", "http://kms-0.kms:8200, http://kms-1.kms:8200/,http://kms-2.kms:8200"),
+    ])
+    .unwrap();
+    assert_eq!(
+        p.kms.addresses,
+        [
+            "http://kms-0.kms:8200",
+            "http://kms-1.kms:8200",
+            "http://kms-2.kms:8200"
+        ]
+    );
+}
+
+#[test]
 fn bad_addresses() {
     for a in [
         "kms:8200",
@@ -289,6 +306,8 @@ fn bad_addresses() {
         "http://",
         "http://kms:8200/v1/secret",
         "http://u@kms",
+        "http://kms:8200,",
+        "http://kms:8200,kms2:8200",
     ] {
         let e = err_of(&[(PVC_NAMESPACE, "ns"), ("kmsAddress", a)]);
         assert!(e.contains("kmsAddress"), "{a}: {e}");

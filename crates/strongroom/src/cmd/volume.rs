@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
+use strongroom_vault_client::split_addresses;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
     new_image_name, CephRef, CreateRequest, Credential, Error as VolError, ErrorKind, FsType,
@@ -28,7 +29,8 @@ pub struct Global {
     /// Directory holding the volumes (metadata, sparse files, runtime records).
     #[arg(long, global = true, default_value = "/var/lib/strongroom/volumes")]
     root: PathBuf,
-    /// Key manager address (default: VAULT_ADDR, then http://127.0.0.1:8200).
+    /// Key manager address (default: VAULT_ADDR, then http://127.0.0.1:8200); several
+    /// comma-separated addresses (the nodes of a cluster) are tried in turn.
     #[arg(long, global = true)]
     address: Option<String>,
     /// Cluster id bound into every wrapped secret's context.
@@ -292,7 +294,7 @@ fn manager(g: &Global, progress: bool) -> Manager {
         .or_else(|| std::env::var("VAULT_ADDR").ok())
         .or_else(|| std::env::var("BAO_ADDR").ok())
         .unwrap_or_else(|| "http://127.0.0.1:8200".into());
-    let mut kms = KmsConfig::new(address);
+    let mut kms = KmsConfig::with_addresses(split_addresses(&address));
     kms.ca_cert = std::env::var_os("VAULT_CACERT").map(PathBuf::from);
     let m = Manager::new(ManagerConfig {
         root: g.root.clone(),

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Map, Value};
-use strongroom_vault_client::{Client, ClientConfig, Error as ApiErr, SecretString};
+use strongroom_vault_client::{
+    split_addresses, Client, ClientConfig, Error as ApiErr, SecretString,
+};
 
 use super::output::Format;
 
@@ -49,7 +51,8 @@ pub struct Common {
     /// Output format: "table" or "json" (VAULT_FORMAT).
     #[arg(long, env = "VAULT_FORMAT", default_value = "table")]
     pub format: String,
-    /// Server address, overriding VAULT_ADDR.
+    /// Server address, overriding VAULT_ADDR. Several comma-separated addresses (the nodes
+    /// of a cluster) are tried in turn when one is down, sealed or has no active node.
     #[arg(long)]
     pub address: Option<String>,
     /// Namespace (sent as X-Vault-Namespace), overriding VAULT_NAMESPACE.
@@ -76,7 +79,7 @@ impl Common {
         let mut cfg = ClientConfig::from_env()
             .map_err(|e| CliError::usage(format!("Error initializing client: {e}")))?;
         if let Some(a) = &self.address {
-            cfg.address = a.clone();
+            cfg.addresses = split_addresses(a);
         }
         if let Some(ns) = &self.namespace {
             cfg.namespace = Some(ns.clone());
