@@ -248,7 +248,10 @@ fn kill_the_leader_under_mixed_load_no_acknowledged_change_is_lost() {
     assert!(acked.kv.lock().unwrap().len() > 50, "too little KV load");
     assert!(!acked.tokens.lock().unwrap().is_empty(), "no token created");
     assert!(*acked.rotations.lock().unwrap() > 0, "no rotation");
-    assert!(!acked.volumes.lock().unwrap().is_empty(), "no volume created");
+    assert!(
+        !acked.volumes.lock().unwrap().is_empty(),
+        "no volume created"
+    );
     check_acked(&c, &acked, &tenant_token, &vol_root);
     c.full_restart();
     check_acked(&c, &acked, &tenant_token, &vol_root);
@@ -341,7 +344,10 @@ fn a_rolling_restart_under_load_fails_no_request_beyond_the_documented_retry() {
         failures.len(),
         t0.elapsed().as_secs_f64()
     );
-    assert!(failures.is_empty(), "failed beyond the retry: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "failed beyond the retry: {failures:#?}"
+    );
     assert!(acked.len() > 50, "too little load: {}", acked.len());
     let admin = c.admin();
     for (path, val) in &acked {

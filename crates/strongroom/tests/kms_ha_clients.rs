@@ -69,7 +69,9 @@ fn the_vault_client_skips_dead_and_sealed_nodes_and_names_every_address_when_non
     cl.kv1_write("kv", "b", &kv_map("2")).unwrap();
     assert_ne!(cl.address(), order[0], "stayed on the sealed node");
     // only the sealed node: its own answer, classified as sealed
-    let sealed = multi(&order[..1], &c.token).kv1_read("kv", "b").unwrap_err();
+    let sealed = multi(&order[..1], &c.token)
+        .kv1_read("kv", "b")
+        .unwrap_err();
     assert!(matches!(sealed, Error::Sealed(_)), "{sealed:?}");
     c.unseal(follower);
 
@@ -175,7 +177,10 @@ fn the_leader_killed_mid_run_clients_follow_with_bounded_retries() {
     assert!(created.is_some(), "volume create after the kill failed");
     // nothing answers: exit 2 and every address named
     let dead = format!("{},{}", dead_addr(), dead_addr());
-    let o = strongroom(&["kv", "get", &format!("-address={dead}"), "kv/after"], &env);
+    let o = strongroom(
+        &["kv", "get", &format!("-address={dead}"), "kv/after"],
+        &env,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     for a in dead.split(',') {

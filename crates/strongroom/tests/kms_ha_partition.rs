@@ -163,7 +163,10 @@ fn check_one_history(c: &Cluster, log: &[Write]) {
         .unwrap()
         .unwrap_or_else(|| panic!("{key} listed but unreadable"));
         assert_eq!(got.metadata.version, 1, "{key} was applied more than once");
-        let sent = log.iter().find(|w| &w.key == key).expect("a key nobody wrote");
+        let sent = log
+            .iter()
+            .find(|w| &w.key == key)
+            .expect("a key nobody wrote");
         assert_eq!(got.data.str("v"), Some(sent.val.as_str()), "{key}");
     }
 }

@@ -65,9 +65,9 @@ pub(crate) fn judge(method: Method, outcome: Outcome) -> Next {
         Outcome::Answer((503, body)) => Next::Skip(Outcome::Answer((503, body))),
         Outcome::Answer(r) => Next::Done(Ok(r)),
         Outcome::Local(e) => Next::Done(Err(e)),
-        Outcome::Transport(e @ Error::Unreachable { .. }, sent_not) => {
-            if sent_not || idempotent(method) {
-                Next::Skip(Outcome::Transport(e, sent_not))
+        Outcome::Transport(e @ Error::Unreachable { .. }, not_sent) => {
+            if not_sent || idempotent(method) {
+                Next::Skip(Outcome::Transport(e, not_sent))
             } else {
                 Next::GiveUp(e)
             }
@@ -111,7 +111,11 @@ pub(crate) fn none_answered(mut skipped: Vec<(String, Outcome)>) -> Result<(u16,
 fn with_also_tried(body: Option<Value>, reasons: &[String]) -> Value {
     let mut body = body.unwrap_or_else(|| serde_json::json!({ "errors": [] }));
     if let Some(errors) = body.get_mut("errors").and_then(Value::as_array_mut) {
-        errors.extend(reasons.iter().map(|r| Value::from(format!("also tried {r}"))));
+        errors.extend(
+            reasons
+                .iter()
+                .map(|r| Value::from(format!("also tried {r}"))),
+        );
     }
     body
 }

@@ -94,7 +94,10 @@ fn camel_case_entry_and_kv_protection() {
     kv[1] = ("encryptionKMSID", "camel");
     kv.push(("protection", "kv"));
     let p = parse(&kv).unwrap();
-    assert_eq!(p.kms.addresses, ["http://vault.default.svc.cluster.local:8200"]);
+    assert_eq!(
+        p.kms.addresses,
+        ["http://vault.default.svc.cluster.local:8200"]
+    );
     assert!(
         p.kms.skip_verify,
         "vaultCAVerify=false means skip verification"
@@ -285,7 +288,10 @@ fn path_traversal_in_templates_is_rejected() {
 fn a_cluster_is_a_list_of_addresses() {
     let p = parse(&[
         (PVC_NAMESPACE, "ns"),
-        ("kmsAddress", "http://kms-0.kms:8200, http://kms-1.kms:8200/,http://kms-2.kms:8200"),
+        (
+            "kmsAddress",
+            "http://kms-0.kms:8200, http://kms-1.kms:8200/,http://kms-2.kms:8200",
+        ),
     ])
     .unwrap();
     assert_eq!(

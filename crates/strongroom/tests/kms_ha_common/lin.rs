@@ -248,7 +248,10 @@ fn inject(c: &mut super::Cluster, fault: Fault) {
             c.unseal(i);
         }
         Fault::Isolate(i) => {
-            let net = c.net.as_ref().expect("partitions need the namespaced cluster");
+            let net = c
+                .net
+                .as_ref()
+                .expect("partitions need the namespaced cluster");
             net.isolate(i);
             // long enough for the others to elect (election timeout 750–1500 ms) and serve
             std::thread::sleep(Duration::from_millis(2500));

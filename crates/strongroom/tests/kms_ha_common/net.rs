@@ -37,8 +37,7 @@ fn ip(args: &[&str]) {
 fn subnet_in_use(a: u8, b: u8) -> bool {
     let out = Command::new("ip").args(["-o", "-4", "addr"]).output();
     let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    text.unwrap_or_default()
-        .contains(&format!(" 10.{a}.{b}."))
+    text.unwrap_or_default().contains(&format!(" 10.{a}.{b}."))
 }
 
 impl Net {
@@ -51,7 +50,8 @@ impl Net {
             let k = (std::process::id().wrapping_mul(8).wrapping_add(seq)) % 25_600;
             (a, b) = (100 + (k / 256) as u8, (k % 256) as u8);
             prefix = format!("sr{k:05x}");
-            if !subnet_in_use(a, b) {
+            let taken = std::path::Path::new(&format!("/run/netns/{prefix}-br")).exists();
+            if !taken && !subnet_in_use(a, b) {
                 break;
             }
         }
@@ -118,17 +118,37 @@ impl Net {
         let ho = format!("{}/30", self.host_side_ip(k));
         ip(&["-n", &ns, "addr", "add", &ho, "dev", "ho"]);
         ip(&["-n", &ns, "link", "set", "ho", "up"]);
-        ip(&["addr", "add", &format!("{}/30", self.test_side_ip(k)), "dev", &host]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", self.test_side_ip(k)),
+            "dev",
+            &host,
+        ]);
         ip(&["link", "set", &host, "up"]);
     }
 
     /// Cut node `k` off the other nodes (the test still reaches it).
     pub fn isolate(&self, k: usize) {
-        ip(&["-n", &self.bridge_ns(), "link", "set", &format!("n{k}"), "down"]);
+        ip(&[
+            "-n",
+            &self.bridge_ns(),
+            "link",
+            "set",
+            &format!("n{k}"),
+            "down",
+        ]);
     }
 
     pub fn heal(&self, k: usize) {
-        ip(&["-n", &self.bridge_ns(), "link", "set", &format!("n{k}"), "up"]);
+        ip(&[
+            "-n",
+            &self.bridge_ns(),
+            "link",
+            "set",
+            &format!("n{k}"),
+            "up",
+        ]);
     }
 }
 
