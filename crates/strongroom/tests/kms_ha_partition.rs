@@ -193,18 +193,19 @@ fn single_key_histories_are_linearizable_through_partitions_kills_and_restarts()
     let (mut total, mut unknown, mut kinds) = (0, 0, [0usize; 4]);
     for run in 0..runs {
         let r = rng.next();
-        // the leader on even draws, a random node otherwise; a kill or a partition
-        let victim = if r % 2 == 0 {
+        // the leader or a random node; a kill or a partition
+        let (on_leader, partition) = (r & 1 == 0, (r >> 4) & 1 == 1);
+        let victim = if on_leader {
             c.wait_leader()
         } else {
             (r >> 8) as usize % 3
         };
-        let fault = if (r >> 4) % 2 == 0 {
-            Fault::Kill(victim)
-        } else {
+        let fault = if partition {
             Fault::Isolate(victim)
+        } else {
+            Fault::Kill(victim)
         };
-        kinds[(r % 2 * 2 + (r >> 4) % 2) as usize] += 1;
+        kinds[usize::from(!on_leader) * 2 + usize::from(partition)] += 1;
         let events = lin::one_run(&mut c, seed + run, fault);
         total += events.len();
         unknown += events.iter().filter(|e| e.end.is_none()).count();
