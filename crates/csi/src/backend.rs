@@ -44,6 +44,50 @@ pub struct VolumeRecord {
     pub ready: bool,
     /// Nodes the volume is staged on (ListVolumes' published_node_ids).
     pub published_nodes: Vec<String>,
+    /// Where its RBD image is (an RBD-backed volume): passed to nodes in the volume context.
+    pub rbd: Option<RbdLocation>,
+    /// What it was made from (a restore or a clone).
+    pub source: Option<ContentSource>,
+}
+
+/// What a new volume is a copy of (CSI `volume_content_source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    Snapshot(String),
+    Volume(String),
+}
+
+/// A new snapshot, validated.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpec {
+    /// The snapshot id (derived from the CO's name, as volume ids are).
+    pub id: String,
+    /// The CO's name for it.
+    pub name: String,
+    /// The volume it is taken of.
+    pub source: String,
+}
+
+/// What the driver knows of a snapshot (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub source: String,
+    /// Usable bytes of the source when taken (a restore is at least this big).
+    pub size: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub tenant: String,
+}
+
+/// An RBD image as ceph-csi's volume context names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdLocation {
+    /// The Ceph cluster map's entry (the node looks its monitors up).
+    pub cluster_id: String,
+    pub pool: String,
+    pub namespace: String,
+    pub image: String,
 }
 
 /// A new volume, validated.
@@ -58,6 +102,10 @@ pub struct CreateSpec {
     pub params: VolumeParams,
     /// Filesystem made on first mount-mode stage.
     pub fs_type: FsType,
+    /// A restore (snapshot) or clone (volume) source.
+    pub source: Option<ContentSource>,
+    /// The Ceph user whose key came with the request (`userID`), for an RBD volume.
+    pub ceph_user: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +170,44 @@ pub trait VolumeBackend: Send + Sync + 'static {
         new_capacity: u64,
         token: Option<&SecretString>,
     ) -> Result<ExpandResult>;
+    /// Whether snapshots and clones can be made (CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS and
+    /// CLONE_VOLUME are advertised only then).
+    fn supports_snapshots(&self) -> bool {
+        false
+    }
+    /// Take a snapshot (idempotent for an id; another source → `AlreadyExists`).
+    fn create_snapshot(
+        &self,
+        _spec: &SnapshotSpec,
+        _token: &SecretString,
+    ) -> Result<SnapshotRecord> {
+        Err(crate::errors::CsiError::Unimplemented(
+            "snapshots are not supported by this backend".into(),
+        ))
+    }
+    fn get_snapshot(&self, _id: &str) -> Result<Option<SnapshotRecord>> {
+        Ok(None)
+    }
+    /// All snapshots, sorted by id.
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        Ok(vec![])
+    }
+    /// Shred and remove a snapshot; an unknown id is `Ok` (as `delete`).
+    fn delete_snapshot(&self, _id: &str, _token: Option<&SecretString>) -> Result<()> {
+        Ok(())
+    }
+    /// Make a volume that another node created known here, from what the CO passes to
+    /// NodeStage: the volume context naming its RBD image, and the Ceph user whose key came
+    /// with the request. `Ok(false)` when the volume is known already or the context names
+    /// no image (then the volume is simply unknown).
+    fn adopt(
+        &self,
+        _id: &str,
+        _context: &HashMap<String, String>,
+        _ceph_user: Option<&str>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
     fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()>;
     fn unstage(&self, id: &str, staging_path: &std::path::Path) -> Result<()>;
     fn publish(&self, spec: &PublishSpec) -> Result<()>;

@@ -11,7 +11,7 @@ use crate::errors::{CsiError, Result};
 use crate::params::VolumeParams;
 use crate::pb::controller_service_capability::{self, rpc};
 use crate::pb::*;
-use crate::secrets::{optional_token, require_token};
+use crate::secrets::{ceph_user, optional_token, require_token};
 use sha2::Digest;
 use std::collections::HashMap;
 use strongroom_volume::FsType;
@@ -27,6 +27,11 @@ pub mod context {
     pub const TENANT: &str = "strongroom.io/tenant";
     pub const PROTECTION: &str = "strongroom.io/protection";
     pub const KMS_ID: &str = "strongroom.io/kms-id";
+    /// ceph-csi's keys naming an RBD volume's image (NodeStage on any node imports it).
+    pub const CLUSTER_ID: &str = "clusterID";
+    pub const POOL: &str = "pool";
+    pub const RADOS_NAMESPACE: &str = "radosNamespace";
+    pub const IMAGE_NAME: &str = "imageName";
 }
 
 pub struct ControllerService {
@@ -101,6 +106,14 @@ fn volume_context(rec: &VolumeRecord) -> HashMap<String, String> {
     if let Some(id) = &rec.kms_id {
         m.insert(context::KMS_ID.to_owned(), id.clone());
     }
+    if let Some(r) = &rec.rbd {
+        m.insert(context::CLUSTER_ID.to_owned(), r.cluster_id.clone());
+        m.insert(context::POOL.to_owned(), r.pool.clone());
+        m.insert(context::IMAGE_NAME.to_owned(), r.image.clone());
+        if !r.namespace.is_empty() {
+            m.insert(context::RADOS_NAMESPACE.to_owned(), r.namespace.clone());
+        }
+    }
     m
 }
 
@@ -109,7 +122,7 @@ fn to_volume(rec: &VolumeRecord) -> Volume {
         capacity_bytes: rec.capacity as i64,
         volume_id: rec.id.clone(),
         volume_context: volume_context(rec),
-        content_source: None,
+        content_source: rec.source.as_ref().map(crate::snapshots::to_pb_source),
         accessible_topology: vec![],
     }
 }
@@ -139,20 +152,34 @@ fn incompatibility(
     if rec.fs_type != spec.fs_type {
         return Some(format!("its filesystem is {}", rec.fs_type.as_str()));
     }
+    if rec.source != spec.source {
+        return Some("it was made from another source".into());
+    }
     None
 }
 
 /// ListVolumes continuation token: the last id returned, hex-encoded and versioned, so a
 /// stale or foreign token is recognised (ABORTED) and deletions between pages are harmless.
-fn encode_token(last_id: &str) -> String {
+pub(crate) fn encode_token(last_id: &str) -> String {
     format!("sr1.{}", hex::encode(last_id))
 }
 
-fn decode_token(t: &str) -> Result<String> {
+pub(crate) fn decode_token(t: &str) -> Result<String> {
     t.strip_prefix("sr1.")
         .and_then(|h| hex::decode(h).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| CsiError::Aborted(format!("starting_token {t:?} is not a token of ours")))
+}
+
+impl ControllerService {
+    /// UNIMPLEMENTED unless the backend makes snapshots.
+    fn snapshots_offered(&self, what: &str) -> Result<(), Status> {
+        if self.driver.backend.supports_snapshots() {
+            Ok(())
+        } else {
+            Err(unimplemented(what))
+        }
+    }
 }
 
 fn unimplemented(what: &str) -> Status {
@@ -167,7 +194,8 @@ fn rpc_cap(t: rpc::Type) -> ControllerServiceCapability {
     }
 }
 
-/// The controller capabilities we advertise.
+/// The controller capabilities we advertise (and [`SNAPSHOT_CAPABILITIES`] when the
+/// backend makes snapshots).
 pub const CAPABILITIES: &[rpc::Type] = &[
     rpc::Type::CreateDeleteVolume,
     rpc::Type::ListVolumes,
@@ -176,9 +204,15 @@ pub const CAPABILITIES: &[rpc::Type] = &[
     rpc::Type::SingleNodeMultiWriter,
 ];
 
+pub const SNAPSHOT_CAPABILITIES: &[rpc::Type] = &[
+    rpc::Type::CreateDeleteSnapshot,
+    rpc::Type::ListSnapshots,
+    rpc::Type::CloneVolume,
+];
+
 /// The request fields a CreateVolume must not carry (features the driver does not offer).
-fn refuse_unsupported(req: &CreateVolumeRequest) -> Result<()> {
-    if req.volume_content_source.is_some() {
+fn refuse_unsupported(req: &CreateVolumeRequest, snapshots: bool) -> Result<()> {
+    if req.volume_content_source.is_some() && !snapshots {
         return Err(CsiError::invalid(
             "volume_content_source: snapshots and clones are not supported",
         ));
@@ -211,6 +245,12 @@ fn create_or_match(
     range: Option<&CapacityRange>,
     token: &strongroom_volume::SecretString,
 ) -> Result<VolumeRecord> {
+    let mut spec = spec.clone();
+    if let Some(src) = &spec.source {
+        let size = crate::snapshots::source_size(b, src)?;
+        spec.capacity = crate::snapshots::copy_capacity(range, spec.capacity, size)?;
+    }
+    let spec = &spec;
     if let Some(rec) = b.get(&spec.id)? {
         if let Some(why) = incompatibility(&rec, spec, range) {
             return Err(CsiError::AlreadyExists(format!(
@@ -241,11 +281,27 @@ impl ControllerService {
             )));
         }
         let caps = caps::parse_all(&req.volume_capabilities).map_err(|e| e.into_csi(false))?;
-        refuse_unsupported(&req)?;
+        refuse_unsupported(&req, self.driver.backend.supports_snapshots())?;
+        let source = crate::snapshots::content_source(req.volume_content_source.as_ref())?;
         let cfg = &self.driver.cfg;
-        let params = VolumeParams::parse(&req.parameters, &cfg.catalog, &cfg.secret_files)?;
+        let params = VolumeParams::parse(
+            &req.parameters,
+            &cfg.catalog,
+            &cfg.secret_files,
+            &cfg.ceph_clusters,
+        )?;
         let token = require_token(&req.secrets, "CreateVolume")?;
+        let ceph_user = ceph_user(&req.secrets)?;
+        if params.rbd.is_some() && ceph_user.is_none() {
+            return Err(CsiError::Unauthenticated(
+                "an RBD volume needs the Ceph user: the provisioner secret must carry userID \
+                 and userKey"
+                    .into(),
+            ));
+        }
         let spec = CreateSpec {
+            source,
+            ceph_user,
             id: volume_id_for_name(name),
             name: name.to_owned(),
             capacity: capacity_for(req.capacity_range.as_ref(), cfg.default_capacity)?,
@@ -274,6 +330,8 @@ impl ControllerService {
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
         let token = optional_token(&req.secrets).ok().flatten();
+        // The Ceph key, if any, for removing an RBD image (deletion never fails on secrets).
+        let _ = ceph_user(&req.secrets);
         tracing::info!(volume = %id, with_tenant_token = token.is_some(), "DeleteVolume");
         let guard = self.driver.lock(&id).await?;
         self.driver
@@ -312,6 +370,7 @@ impl ControllerService {
             caps::parse(c).map_err(|e| e.into_csi(false))?;
         }
         let token = optional_token(&req.secrets)?;
+        ceph_user(&req.secrets)?;
         let size = capacity_for(Some(&range), 0)?;
         tracing::info!(volume = %id, capacity = size, "ControllerExpandVolume");
         let guard = self.driver.lock(&id).await?;
@@ -503,30 +562,46 @@ impl controller_server::Controller for ControllerService {
         &self,
         _req: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let snapshots = self.driver.backend.supports_snapshots();
+        let extra = if snapshots {
+            SNAPSHOT_CAPABILITIES
+        } else {
+            &[]
+        };
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: CAPABILITIES.iter().map(|t| rpc_cap(*t)).collect(),
+            capabilities: CAPABILITIES
+                .iter()
+                .chain(extra)
+                .map(|t| rpc_cap(*t))
+                .collect(),
         }))
     }
 
     async fn create_snapshot(
         &self,
-        _req: Request<CreateSnapshotRequest>,
+        req: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(unimplemented("CreateSnapshot"))
+        self.snapshots_offered("CreateSnapshot")?;
+        let r = crate::snapshots::create(&self.driver, req.into_inner()).await?;
+        Ok(Response::new(r))
     }
 
     async fn delete_snapshot(
         &self,
-        _req: Request<DeleteSnapshotRequest>,
+        req: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(unimplemented("DeleteSnapshot"))
+        self.snapshots_offered("DeleteSnapshot")?;
+        crate::snapshots::delete(&self.driver, req.into_inner()).await?;
+        Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(
         &self,
-        _req: Request<ListSnapshotsRequest>,
+        req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(unimplemented("ListSnapshots"))
+        self.snapshots_offered("ListSnapshots")?;
+        let r = crate::snapshots::list(&self.driver, req.into_inner()).await?;
+        Ok(Response::new(r))
     }
 
     async fn get_snapshot(

@@ -3,7 +3,7 @@
 use crate::backend::VolumeBackend;
 use crate::errors::{CsiError, Result};
 use crate::locks::{VolumeGuard, VolumeLocks};
-use crate::params::{KmsCatalog, SecretFiles};
+use crate::params::{ClusterMap, KmsCatalog, SecretFiles};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct DriverConfig {
     /// How long a call waits for a busy volume before ABORTED.
     pub lock_patience: Duration,
     pub default_capacity: u64,
+    /// ceph-csi's cluster map (clusterID → monitors) for RBD-backed volumes.
+    pub ceph_clusters: ClusterMap,
 }
 
 impl DriverConfig {
@@ -71,6 +73,7 @@ impl DriverConfig {
             },
             lock_patience: Duration::from_secs(2),
             default_capacity: DEFAULT_CAPACITY,
+            ceph_clusters: ClusterMap::default(),
         }
     }
 }

@@ -25,12 +25,13 @@ mod params;
 pub mod pb;
 mod secrets;
 mod server;
+mod snapshots;
 #[cfg(test)]
 mod testing;
 
 pub use backend::{
-    Capacity, CreateSpec, ExpandResult, PublishSpec, StageSpec, Usage, VolumeBackend, VolumeRecord,
-    VolumeStats,
+    Capacity, ContentSource, CreateSpec, ExpandResult, PublishSpec, RbdLocation, SnapshotRecord,
+    SnapshotSpec, StageSpec, Usage, VolumeBackend, VolumeRecord, VolumeStats,
 };
 pub use caps::{Access, AccessMode, VolumeCap};
 pub use driver::{Driver, DriverConfig, Mode, CSI_SPEC_VERSION, DRIVER_NAME};
@@ -38,6 +39,7 @@ pub use endpoint::parse as parse_endpoint;
 pub use errors::CsiError;
 pub use manager_backend::{ManagerBackend, ManagerBackendConfig};
 pub use params::{
-    KmsCatalog, KmsConnection, PvcMeta, SecretFiles, VolumeParams, PVC_NAME, PVC_NAMESPACE, PV_NAME,
+    ClusterMap, KmsCatalog, KmsConnection, PvcMeta, RbdParams, SecretFiles, VolumeParams, PVC_NAME,
+    PVC_NAMESPACE, PV_NAME,
 };
 pub use server::{serve, signal, ServeError};

@@ -17,7 +17,7 @@ use crate::backend::*;
 use crate::caps::{Access, VolumeCap};
 use crate::errors::{CsiError, Result};
 use crate::mounts;
-use crate::params::KmsConnection;
+use crate::params::{ClusterMap, KmsConnection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,9 @@ use strongroom_volume::{
     CreateRequest, Credential, DataPathKind, Error as VError, FsType, HolderCommand, KmsConfig,
     Manager, ManagerConfig, SecretString, State, VolumeInfo,
 };
+
+mod rbd;
+mod snapshots;
 
 const CSI_RECORD: &str = "csi.json";
 const NODE_STATE: &str = "csi-node.json";
@@ -113,6 +116,16 @@ struct CsiRecord {
     pvc_namespace: String,
     pvc_name: Option<String>,
     pv_name: Option<String>,
+    /// The RBD image of an RBD-backed volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rbd: Option<rbd::RbdRecord>,
+    /// Set on a snapshot: the volume it was taken of (a snapshot is a volume of the manager
+    /// that the CO never stages: an RBD clone with its own keyslot secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_of: Option<String>,
+    /// What a volume was made from (restore or clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<snapshots::SourceRec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +156,9 @@ struct NodeState {
     /// Mount flags the volume was staged with (compared on a repeated stage).
     mount_flags: Vec<String>,
     published: BTreeMap<PathBuf, PublishRec>,
+    /// Adopted from Ceph at NodeStage (another node created it): forgotten at NodeUnstage.
+    #[serde(default)]
+    adopted: bool,
 }
 
 /// How to build the backend.
@@ -166,6 +182,8 @@ pub struct ManagerBackendConfig {
     /// Volume holders serve the userspace data path, so that staged volumes outlive a
     /// restart of this process (`None`: served by threads of this process).
     pub holder: Option<HolderCommand>,
+    /// ceph-csi's cluster map: the monitors of the cluster an RBD volume context names.
+    pub ceph_clusters: ClusterMap,
 }
 
 pub struct ManagerBackend {
@@ -253,7 +271,7 @@ impl ManagerBackend {
 
     /// The volume's manager and status; `None` when it does not exist (or was shredded).
     fn open(&self, id: &str) -> Result<Option<(CsiRecord, Arc<Manager>, VolumeInfo)>> {
-        let Some(rec) = self.record(id)? else {
+        let Some(rec) = self.record(id)?.filter(|r| r.snapshot_of.is_none()) else {
             return Ok(None);
         };
         let mgr = self.manager(&rec.kms)?;
@@ -285,6 +303,8 @@ impl ManagerBackend {
             } else {
                 vec![]
             },
+            rbd: rec.rbd.as_ref().and_then(rbd::RbdRecord::location),
+            source: rec.source.as_ref().map(snapshots::SourceRec::content),
         }
     }
 
@@ -427,6 +447,9 @@ impl ManagerBackend {
                     pvc_namespace: spec.params.pvc.namespace.clone(),
                     pvc_name: spec.params.pvc.name.clone(),
                     pv_name: spec.params.pvc.pv_name.clone(),
+                    rbd: rbd::record_for(spec)?,
+                    snapshot_of: None,
+                    source: spec.source.as_ref().map(snapshots::SourceRec::from),
                 };
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| CsiError::Internal(format!("create {}: {e}", dir.display())))?;
@@ -435,20 +458,53 @@ impl ManagerBackend {
             }
         };
         let mgr = self.manager(&rec.kms)?;
-        let info = mgr
-            .create(
-                &CreateRequest {
-                    id: spec.id.clone(),
-                    tenant: spec.params.tenant.clone(),
-                    size: spec.capacity,
-                    protection: spec.params.protection.clone(),
-                    store: None,
-                    fs_type: rec.fs_type,
-                },
-                &Self::tenant(token),
-            )
-            .map_err(csi)?;
+        let req = CreateRequest {
+            id: spec.id.clone(),
+            tenant: spec.params.tenant.clone(),
+            size: spec.capacity,
+            protection: spec.params.protection.clone(),
+            store: rec.rbd.as_ref().map(|r| r.store.clone()),
+            fs_type: rec.fs_type,
+        };
+        let info = match &spec.source {
+            None => mgr.create(&req, &Self::tenant(token)).map_err(csi)?,
+            Some(src) => self.create_copy(&mgr, spec, &rec, src, token)?,
+        };
+        rbd::publish_record(&rec)?;
         Ok(self.to_record(&rec, &info))
+    }
+}
+
+impl ManagerBackend {
+    /// Crypto-shred a volume or snapshot, then remove its store and directory.
+    fn destroy(&self, id: &str, rec: &CsiRecord, token: Option<&SecretString>) -> Result<()> {
+        let mgr = self.manager(&rec.kms)?;
+        let cred = match token {
+            Some(t) => Self::tenant(t),
+            None => match &self.cfg.admin_token {
+                Some(a) => Credential::Admin(a.clone()),
+                None => {
+                    return Err(CsiError::FailedPrecondition(format!(
+                        "volume {id}: no tenant token and no admin token configured \
+                         (--admin-token-file) to crypto-shred it"
+                    )))
+                }
+            },
+        };
+        match mgr.shred(id, &cred) {
+            Ok(_) => {}
+            // Created no further than the CSI record: nothing to shred.
+            Err(VError::NotFound(_)) => {}
+            Err(e) => return Err(csi(e)),
+        }
+        if mgr.status(id).is_ok() {
+            mgr.remove_shredded(id).map_err(csi)?;
+        } else {
+            std::fs::remove_dir_all(self.dir(id))
+                .map_err(|e| CsiError::Internal(format!("remove volume {id}: {e}")))?;
+        }
+        tracing::info!(volume = %id, by = if token.is_some() { "tenant" } else { "admin" }, "volume crypto-shredded and removed");
+        Ok(())
     }
 }
 
@@ -512,36 +568,29 @@ impl VolumeBackend for ManagerBackend {
     }
 
     fn delete(&self, id: &str, token: Option<&SecretString>) -> Result<()> {
-        let Some(rec) = self.record(id)? else {
-            return Err(CsiError::NotFound(format!("volume {id}")));
-        };
-        let mgr = self.manager(&rec.kms)?;
-        let cred = match token {
-            Some(t) => Self::tenant(t),
-            None => match &self.cfg.admin_token {
-                Some(a) => Credential::Admin(a.clone()),
-                None => {
-                    return Err(CsiError::FailedPrecondition(format!(
-                        "volume {id}: no tenant token and no admin token configured \
-                         (--admin-token-file) to crypto-shred it"
-                    )))
-                }
-            },
-        };
-        match mgr.shred(id, &cred) {
-            Ok(_) => {}
-            // Created no further than the CSI record: nothing to shred.
-            Err(VError::NotFound(_)) => {}
-            Err(e) => return Err(csi(e)),
+        match self.record(id)? {
+            Some(rec) if rec.snapshot_of.is_none() => self.destroy(id, &rec, token),
+            _ => Err(CsiError::NotFound(format!("volume {id}"))),
         }
-        if mgr.status(id).is_ok() {
-            mgr.remove_shredded(id).map_err(csi)?;
-        } else {
-            std::fs::remove_dir_all(self.dir(id))
-                .map_err(|e| CsiError::Internal(format!("remove volume {id}: {e}")))?;
+    }
+
+    fn supports_snapshots(&self) -> bool {
+        self.cfg.ceph_clusters.ids().next().is_some()
+    }
+    fn create_snapshot(&self, spec: &SnapshotSpec, token: &SecretString) -> Result<SnapshotRecord> {
+        self.snapshot(spec, token)
+    }
+    fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        self.open_snapshot(id)
+    }
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        self.snapshots()
+    }
+    fn delete_snapshot(&self, id: &str, token: Option<&SecretString>) -> Result<()> {
+        match self.record(id)? {
+            Some(rec) if rec.snapshot_of.is_some() => self.destroy(id, &rec, token),
+            _ => Ok(()),
         }
-        tracing::info!(volume = %id, by = if token.is_some() { "tenant" } else { "admin" }, "volume crypto-shredded and removed");
-        Ok(())
     }
 
     fn capacity(&self) -> Result<Capacity> {
@@ -575,6 +624,15 @@ impl VolumeBackend for ManagerBackend {
             capacity: info.size,
             node_expansion_required: true,
         })
+    }
+
+    fn adopt(
+        &self,
+        id: &str,
+        context: &HashMap<String, String>,
+        ceph_user: Option<&str>,
+    ) -> Result<bool> {
+        self.adopt_rbd(id, context, ceph_user)
     }
 
     fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()> {
@@ -652,6 +710,9 @@ impl VolumeBackend for ManagerBackend {
             mounts::unpublish(t)?;
         }
         mgr.unmount(id).map_err(csi)?;
+        if st.adopted {
+            return self.forget_adopted(id);
+        }
         st = NodeState::default();
         self.save_node_state(id, &st)
     }
@@ -765,113 +826,4 @@ impl VolumeBackend for ManagerBackend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kms_ref_rejects_a_server_name_other_than_the_host() {
-        let r = KmsRef {
-            address: "https://10.0.0.1:8200".into(),
-            more_addresses: vec![],
-            tls_server_name: Some("kms.example".into()),
-            ca_cert: None,
-            client_cert: None,
-            skip_verify: false,
-        };
-        assert!(matches!(
-            r.config(Duration::from_secs(1)),
-            Err(CsiError::Invalid(_))
-        ));
-        let ok = KmsRef {
-            address: "https://kms.example:8200".into(),
-            ..r
-        };
-        assert_eq!(
-            ok.config(Duration::from_secs(1)).unwrap().addresses,
-            ["https://kms.example:8200"]
-        );
-        let cluster = KmsRef {
-            more_addresses: vec!["https://kms2.example:8200".into()],
-            ..ok.clone()
-        };
-        // every node's host must be the certificate's name
-        assert!(matches!(
-            cluster.config(Duration::from_secs(1)),
-            Err(CsiError::Invalid(_))
-        ));
-        let cluster = KmsRef {
-            tls_server_name: None,
-            ..cluster
-        };
-        assert_eq!(
-            cluster.config(Duration::from_secs(1)).unwrap().addresses,
-            ["https://kms.example:8200", "https://kms2.example:8200"]
-        );
-    }
-
-    #[test]
-    fn corrupt_records_are_errors_not_panics() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.json");
-        std::fs::write(&p, b"{not json").unwrap();
-        assert!(matches!(
-            read_json::<NodeState>(&p),
-            Err(CsiError::Internal(_))
-        ));
-        assert!(read_json::<NodeState>(&d.path().join("absent"))
-            .unwrap()
-            .is_none());
-        write_json(&p, &NodeState::default()).unwrap();
-        assert!(read_json::<NodeState>(&p).unwrap().is_some());
-    }
-
-    /// A recorded filesystem type is read as the volume manager's `FsType`: an unknown one is
-    /// a corrupt record, never a silent ext4.
-    #[test]
-    fn recorded_fs_type_has_no_fallback() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(CSI_RECORD);
-        let rec = |fs: &str| {
-            serde_json::json!({
-                "name": "pvc-1", "kms_id": null, "fs_type": fs, "pvc_namespace": "a",
-                "pvc_name": null, "pv_name": null,
-                "kms": {"address": "http://127.0.0.1:8200", "tls_server_name": null,
-                        "ca_cert": null, "client_cert": null, "skip_verify": false},
-            })
-        };
-        std::fs::write(&p, rec("xfs").to_string()).unwrap();
-        let r: CsiRecord = read_json(&p).unwrap().unwrap();
-        assert_eq!(r.fs_type, FsType::Xfs);
-        std::fs::write(&p, rec("btrfs").to_string()).unwrap();
-        assert!(matches!(
-            read_json::<CsiRecord>(&p),
-            Err(CsiError::Internal(m)) if m.contains("btrfs")
-        ));
-    }
-
-    #[test]
-    fn unknown_and_invalid_ids_do_not_exist() {
-        let d = tempfile::tempdir().unwrap();
-        let b = ManagerBackend::new(ManagerBackendConfig {
-            root: d.path().join("vols"),
-            cluster_id: "c".into(),
-            node_id: "n".into(),
-            admin_token: None,
-            probe_kms: None,
-            cache_ttl: Duration::from_secs(1),
-            kms_timeout: Duration::from_secs(1),
-            max_volume_size: None,
-            holder: None,
-        })
-        .unwrap();
-        assert!(b.get("absent").unwrap().is_none());
-        assert!(b.get("../etc").unwrap().is_none());
-        assert!(matches!(
-            b.delete("absent", None),
-            Err(CsiError::NotFound(_))
-        ));
-        b.unstage("absent", Path::new("/nowhere")).unwrap();
-        assert!(b.list().unwrap().is_empty());
-        assert!(b.capacity().unwrap().available > 0);
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@ use crate::driver::{absolute_path, required, volume_id, Driver};
 use crate::errors::{CsiError, Result};
 use crate::pb::node_service_capability::{self, rpc};
 use crate::pb::*;
-use crate::secrets::{optional_token, require_token};
+use crate::secrets::{ceph_user, optional_token, require_token};
 use tonic::{Request, Response, Status};
 
 pub struct NodeService {
@@ -47,6 +47,12 @@ impl NodeService {
         let staging = required("staging_target_path", &req.staging_target_path)?;
         let cap = volume_cap(req.volume_capability.as_ref())?;
         let token = require_token(&req.secrets, "NodeStageVolume")?;
+        let ceph_user = ceph_user(&req.secrets)?;
+        let guard = self.driver.lock(&id).await?;
+        let (i, ctx) = (id.clone(), req.volume_context.clone());
+        self.driver
+            .blocking(None, move |b| b.adopt(&i, &ctx, ceph_user.as_deref()))
+            .await?;
         self.driver.require_volume(&id).await?;
         let staging_path = absolute_path("staging_target_path", staging)?;
         tracing::info!(volume = %id, staging = %staging_path.display(), "NodeStageVolume");
@@ -56,7 +62,6 @@ impl NodeService {
             cap,
             volume_context: req.volume_context,
         };
-        let guard = self.driver.lock(&spec.id).await?;
         self.driver
             .blocking(Some(guard), move |b| b.stage(&spec, &token))
             .await
@@ -162,6 +167,7 @@ impl NodeService {
             _ => None,
         };
         let token = optional_token(&req.secrets)?;
+        ceph_user(&req.secrets)?;
         self.driver.require_volume(&id).await?;
         let path = absolute_path("volume_path", path)?;
         tracing::info!(volume = %id, path = %path.display(), ?size, "NodeExpandVolume");

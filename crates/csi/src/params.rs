@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use strongroom_volume::{FsType, KvVersion, ProtectionRequest};
 
 mod catalog;
+pub mod rbd;
 pub use catalog::KmsCatalog;
+pub use rbd::{ClusterMap, RbdParams};
 
 // ---------------------------------------------------------------- keys
 
@@ -67,6 +69,23 @@ pub mod sc {
         super::PVC_NAMESPACE,
         super::PVC_NAME,
         super::PV_NAME,
+        super::rbd::CLUSTER_ID,
+        super::rbd::POOL,
+        super::rbd::DATA_POOL,
+        super::rbd::IMAGE_FEATURES,
+        super::rbd::RADOS_NAMESPACE,
+    ];
+    /// The CO's own keys (which Secret to send with which call). external-provisioner
+    /// strips them; a CO that passes them on gets them accepted and not used.
+    pub const CO_SECRET_REFS: &[&str] = &[
+        "csi.storage.k8s.io/provisioner-secret-name",
+        "csi.storage.k8s.io/provisioner-secret-namespace",
+        "csi.storage.k8s.io/node-stage-secret-name",
+        "csi.storage.k8s.io/node-stage-secret-namespace",
+        "csi.storage.k8s.io/controller-expand-secret-name",
+        "csi.storage.k8s.io/controller-expand-secret-namespace",
+        "csi.storage.k8s.io/node-expand-secret-name",
+        "csi.storage.k8s.io/node-expand-secret-namespace",
     ];
 }
 
@@ -309,6 +328,8 @@ pub struct VolumeParams {
     /// The volume manager's own request type, templates rendered.
     pub protection: ProtectionRequest,
     pub fs_type: Option<FsType>,
+    /// An RBD image in Ceph (`pool` set), else a file on the controller's node.
+    pub rbd: Option<RbdParams>,
 }
 
 /// A CreateVolume `parameters` map.
@@ -324,6 +345,7 @@ impl VolumeParams {
         params: &Params,
         catalog: &KmsCatalog,
         files: &SecretFiles,
+        clusters: &ClusterMap,
     ) -> Result<Self, CsiError> {
         check_keys(params)?;
         check_encryption(params)?;
@@ -333,7 +355,9 @@ impl VolumeParams {
         let fs_type = get(params, sc::FS_TYPE)
             .map(|v| fs_type(sc::FS_TYPE, v))
             .transpose()?;
+        let rbd = rbd::parse(params, clusters, &pvc)?;
         Ok(VolumeParams {
+            rbd,
             tenant: pvc.namespace.clone(),
             pvc,
             kms_id,
@@ -348,7 +372,8 @@ impl VolumeParams {
 fn check_keys(params: &Params) -> Result<(), CsiError> {
     let mut keys: Vec<&String> = params.keys().collect();
     keys.sort();
-    match keys.into_iter().find(|k| !sc::ALL.contains(&k.as_str())) {
+    let known = |k: &str| sc::ALL.contains(&k) || sc::CO_SECRET_REFS.contains(&k);
+    match keys.into_iter().find(|k| !known(k)) {
         None => Ok(()),
         Some(k) => {
             let hint = if k.starts_with("csi.storage.k8s.io/") {

@@ -53,6 +53,40 @@ pub fn optional_token(secrets: &HashMap<String, String>) -> Result<Option<Secret
     }
 }
 
+/// ceph-csi's keys for the Ceph user in the same secrets (an RBD volume).
+pub const CEPH_USER_ID: &str = "userID";
+pub const CEPH_USER_KEY: &str = "userKey";
+
+/// The Ceph user of a request's secrets (`userID` + `userKey`), whose key is handed to the
+/// volume manager's in-memory key store (never argv, env or a file); `None` when the secrets
+/// carry neither. One without the other, or a malformed id, is UNAUTHENTICATED.
+pub fn ceph_user(secrets: &HashMap<String, String>) -> Result<Option<String>, CsiError> {
+    let (id, key) = match (secrets.get(CEPH_USER_ID), secrets.get(CEPH_USER_KEY)) {
+        (None, None) => return Ok(None),
+        (Some(i), Some(k)) => (i.trim(), k.trim()),
+        _ => {
+            return Err(CsiError::Unauthenticated(format!(
+                "the secret must carry both {CEPH_USER_ID:?} and {CEPH_USER_KEY:?}"
+            )))
+        }
+    };
+    let ok_id = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    if !ok_id || key.is_empty() || !key.chars().all(base64) {
+        return Err(CsiError::Unauthenticated(format!(
+            "the secret's {CEPH_USER_ID:?}/{CEPH_USER_KEY:?} are not a Ceph user id and a \
+             base64 cephx key"
+        )));
+    }
+    let id = id.strip_prefix("client.").unwrap_or(id).to_owned();
+    strongroom_volume::provide_ceph_key(&id, SecretString::new(key));
+    Ok(Some(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +121,23 @@ mod tests {
         assert!(matches!(e, CsiError::Unauthenticated(_)));
         let e = optional_token(&m(&[("token", "s.a b")])).unwrap_err();
         assert!(!e.to_string().contains("s.a"), "{e}");
+    }
+
+    #[test]
+    fn ceph_users_need_both_keys_and_never_echo_the_key() {
+        assert_eq!(ceph_user(&m(&[("token", "t")])).unwrap(), None);
+        let u = ceph_user(&m(&[("userID", "client.csi-a"), ("userKey", "QUJD")])).unwrap();
+        assert_eq!(u.as_deref(), Some("csi-a"));
+        for bad in [
+            m(&[("userID", "a")]),
+            m(&[("userKey", "QUJD")]),
+            m(&[("userID", "a b"), ("userKey", "QUJD")]),
+            m(&[("userID", "a"), ("userKey", "not base64!")]),
+        ] {
+            let e = ceph_user(&bad).unwrap_err();
+            assert!(matches!(e, CsiError::Unauthenticated(_)));
+            assert!(!e.to_string().contains("not base64!"), "{e}");
+        }
     }
 
     #[test]

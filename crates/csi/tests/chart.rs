@@ -167,8 +167,8 @@ fn storage_class_is_accepted_by_the_driver() {
         .unwrap()
         .with_default(Some(scalar(lookup(&v, "defaultKmsId"))))
         .unwrap();
-    let p =
-        VolumeParams::parse(&create, &catalog, &files).expect("the example StorageClass is valid");
+    let p = VolumeParams::parse(&create, &catalog, &files, &Default::default())
+        .expect("the example StorageClass is valid");
     assert_eq!(p.tenant, "hc-vault");
     assert_eq!(
         p.kms_id.as_deref(),

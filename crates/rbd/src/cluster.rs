@@ -73,6 +73,9 @@ impl Cluster {
         h.conf_set(c"log_file", c"")?;
         h.conf_set(c"client_mount_timeout", CONNECT_TIMEOUT_S)?;
         h.conf_set(c"rados_mon_op_timeout", CONNECT_TIMEOUT_S)?;
+        // Clone format 2: clones of unprotected snapshots, and a snapshot with clones can be
+        // removed (it waits in the snapshot trash until its last clone is gone).
+        h.conf_set(c"rbd_default_clone_format", c"2")?;
         h.connect()?;
         Ok(Cluster { h: Arc::new(h) })
     }
@@ -213,8 +216,24 @@ impl IoCtx {
     }
     /// Create an image of `size` bytes (4 MiB objects).
     pub fn create(&self, name: &str, size: u64, features: Features) -> Result<()> {
-        self.io
-            .create_image(&Self::name("rbd_create", name)?, size, features.0)
+        self.create_with(name, size, features, None)
+    }
+    /// Create an image whose data objects live in `data_pool` (an erasure-coded pool, as
+    /// ceph-csi's `dataPool`); its header and metadata stay in this pool.
+    pub fn create_with(
+        &self,
+        name: &str,
+        size: u64,
+        features: Features,
+        data_pool: Option<&str>,
+    ) -> Result<()> {
+        let dp = data_pool.map(|p| cstr("rbd_create", p)).transpose()?;
+        self.io.create_image(
+            &Self::name("rbd_create", name)?,
+            size,
+            features.0,
+            dp.as_deref(),
+        )
     }
     /// Open an image read-write.
     pub fn open(&self, name: &str) -> Result<Image> {

@@ -40,6 +40,7 @@ type RadosT = *mut c_void;
 type IoctxT = *mut c_void;
 type ImageT = *mut c_void;
 type CompletionT = *mut c_void;
+type OptsT = *mut c_void;
 
 #[repr(C)]
 struct SnapInfo {
@@ -130,13 +131,11 @@ ceph_api! {
     fn rados_ioctx_set_namespace(io: IoctxT, ns: *const c_char);
     }
     rbd {
-    fn rbd_create2(
-        io: IoctxT,
-        name: *const c_char,
-        size: u64,
-        feat: u64,
-        order: *mut c_int,
-    ) -> c_int;
+    fn rbd_create4(io: IoctxT, name: *const c_char, size: u64, opts: OptsT) -> c_int;
+    fn rbd_image_options_create(opts: *mut OptsT);
+    fn rbd_image_options_destroy(opts: OptsT);
+    fn rbd_image_options_set_string(opts: OptsT, opt: c_int, val: *const c_char) -> c_int;
+    fn rbd_image_options_set_uint64(opts: OptsT, opt: c_int, val: u64) -> c_int;
     fn rbd_clone2(
         pio: IoctxT,
         pname: *const c_char,
@@ -267,6 +266,8 @@ fn api() -> &'static Api {
 }
 
 const RBD_LOCK_MODE_EXCLUSIVE: c_int = 0;
+const RBD_IMAGE_OPTION_FEATURES: c_int = 1;
+const RBD_IMAGE_OPTION_DATA_POOL: c_int = 10;
 const RBD_ENCRYPTION_FORMAT_LUKS2: c_int = 1;
 const RBD_ENCRYPTION_ALGORITHM_AES256: c_int = 1;
 
@@ -395,10 +396,29 @@ impl Io {
         let r = unsafe { rbd_namespace_create(self.p(), ns.as_ptr()) };
         check(r, "rbd_namespace_create", &|| format!("{ns:?}")).map(drop)
     }
-    pub fn create_image(&self, name: &CStr, size: u64, features: u64) -> Result<()> {
-        let mut order: c_int = 0;
-        // SAFETY: invariants 1 and 2; order 0 = default object size.
-        let r = unsafe { rbd_create2(self.p(), name.as_ptr(), size, features, &mut order) };
+    /// An image with `features`, its data objects in `data_pool` when given (`rbd_create4`).
+    pub fn create_image(
+        &self,
+        name: &CStr,
+        size: u64,
+        features: u64,
+        data_pool: Option<&CStr>,
+    ) -> Result<()> {
+        let mut opts: OptsT = ptr::null_mut();
+        // SAFETY: invariants 1 and 2; the options are created, used and destroyed here, once
+        // (librbd copies the strings set into them).
+        let r = unsafe {
+            rbd_image_options_create(&mut opts);
+            let mut r = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_FEATURES, features);
+            if let (0, Some(p)) = (r, data_pool) {
+                r = rbd_image_options_set_string(opts, RBD_IMAGE_OPTION_DATA_POOL, p.as_ptr());
+            }
+            if r == 0 {
+                r = rbd_create4(self.p(), name.as_ptr(), size, opts);
+            }
+            rbd_image_options_destroy(opts);
+            r
+        };
         check(r, "rbd_create", &|| format!("{name:?}")).map(drop)
     }
     pub fn clone_image(
@@ -976,18 +996,4 @@ pub(crate) fn cstr(op: &'static str, s: &str) -> Result<CString> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_library_is_a_clear_error_naming_the_package() {
-        let Err(reason) = open("librados-not-installed.so.2", "librbd.so.1") else {
-            panic!("a library that does not exist was loaded");
-        };
-        let e = Error::library_missing(&reason);
-        assert_eq!(e.kind(), crate::ErrorKind::LibraryMissing);
-        let text = e.to_string();
-        assert!(text.contains("librados-not-installed.so.2"), "{text}");
-        assert!(text.contains("apt-get install librbd1 librados2"), "{text}");
-    }
-}
+mod tests;

@@ -35,8 +35,8 @@ pub use kms::{Credential, KmsConfig};
 pub use manager::{
     is_volume_dir, CreateRequest, Manager, ManagerConfig, OpenVolume, RotateKind, VolumeInfo,
 };
-pub use meta::{CephRef, LuksParams, StoreSpec};
+pub use meta::{CephRef, ImageFeatures, ImageLayout, LuksParams, StoreSpec};
 pub use state::{Pending, State};
-pub use store_rbd::{new_image_name, RbdDevice, RBD_META_KEY};
+pub use store_rbd::{new_image_name, provide_ceph_key, RbdDevice, RbdStore, RBD_META_KEY};
 pub use strongroom_vault_client::{KvVersion, SecretString};
 pub use vocab::{FsType, ProtectionMode, ProtectionRequest};

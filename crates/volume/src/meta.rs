@@ -34,7 +34,71 @@ pub enum StoreSpec {
         namespace: String,
         image: String,
         ceph: CephRef,
+        /// How the image is created (features, data pool); librbd's defaults when unset.
+        #[serde(default, skip_serializing_if = "ImageLayout::is_default")]
+        layout: ImageLayout,
     },
+}
+
+impl StoreSpec {
+    /// Whether two specs name the same place (for RBD: pool, namespace and image, whatever
+    /// connection each side uses to reach it).
+    pub fn same_location(&self, other: &StoreSpec) -> bool {
+        match (self, other) {
+            (
+                StoreSpec::Rbd {
+                    pool,
+                    namespace,
+                    image,
+                    ..
+                },
+                StoreSpec::Rbd {
+                    pool: p2,
+                    namespace: n2,
+                    image: i2,
+                    ..
+                },
+            ) => (pool, namespace, image) == (p2, n2, i2),
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// RBD image features as librbd's bit set (ceph-csi's `imageFeatures`, parsed once by
+/// `strongroom_rbd::Features::parse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImageFeatures(pub u64);
+
+impl ImageFeatures {
+    /// ceph-csi's comma-separated names (`layering,exclusive-lock,...`); unknown names and
+    /// impossible combinations are refused with the reason.
+    pub fn parse(list: &str) -> std::result::Result<Self, String> {
+        strongroom_rbd::Features::parse(list)
+            .map(|f| ImageFeatures(f.0))
+            .map_err(|e| e.to_string())
+    }
+    /// Whether images can be cloned (snapshots and clones need it).
+    pub fn has_layering(self) -> bool {
+        strongroom_rbd::Features(self.0).contains(strongroom_rbd::Features::LAYERING)
+    }
+}
+
+/// How a new RBD image is laid out (ceph-csi's `imageFeatures` and `dataPool`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageLayout {
+    /// `None`: layering, exclusive-lock and deep-flatten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<ImageFeatures>,
+    /// A pool for the data objects (e.g. erasure-coded); the header stays in `pool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_pool: Option<String>,
+}
+
+impl ImageLayout {
+    fn is_default(&self) -> bool {
+        *self == ImageLayout::default()
+    }
 }
 
 /// How to reach a Ceph cluster: never a credential, only where the credential is found.
@@ -45,6 +109,11 @@ pub struct CephRef {
     pub conf: Option<String>,
     /// The cephx user id (`admin` for `client.admin`).
     pub user: String,
+    /// The monitors, when the user's key is given in memory by the caller
+    /// ([`crate::provide_ceph_key`], e.g. from CSI secrets) instead of a keyring file; `conf`
+    /// is then unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitors: Option<String>,
 }
 
 /// How the keyslot secret is protected.
@@ -212,6 +281,23 @@ pub struct VolumeMeta {
     pub shredded_at: Option<u64>,
     /// Bumped on every write.
     pub generation: u64,
+    /// The volume this one was cloned from (a snapshot or a clone), while its image depends
+    /// on that volume's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where a cloned volume came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The source volume's id (its metadata holds the secret that opened the copied header
+    /// until this volume's own keyslot replaced it).
+    pub volume: String,
+    /// The RBD snapshot of the source image the clone was made from.
+    pub snap: String,
+    /// Clones between this image and one without a parent (ceph-csi's clone depth); the
+    /// image is flattened, and the depth is 0, once it would exceed the limit.
+    pub depth: u32,
 }
 
 pub fn now() -> u64 {
@@ -359,6 +445,7 @@ mod tests {
             kek_rotated_at: None,
             shredded_at: None,
             generation: 0,
+            origin: None,
         }
     }
 

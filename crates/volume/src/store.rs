@@ -50,7 +50,8 @@ pub fn from_spec(spec: &StoreSpec) -> Box<dyn BackingStore> {
             namespace,
             image,
             ceph,
-        } => Box::new(RbdStore::new(pool, namespace, image, ceph)),
+            layout,
+        } => Box::new(RbdStore::new(pool, namespace, image, ceph).with_layout(layout)),
     }
 }
 

@@ -6,13 +6,14 @@
 //! Connections are made once per (ceph.conf, user) and shared by every image of a process.
 
 use crate::error::{Error, Result};
-use crate::meta::CephRef;
+use crate::meta::{CephRef, ImageLayout, StoreSpec};
 use crate::store::BackingStore;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use strongroom_luks::BlockDevice;
 use strongroom_rbd::{Cluster, ErrorKind, Features, Image, IoCtx};
+use strongroom_vault_client::SecretString;
 
 /// The image metadata key holding the volume's metadata record (JSON + checksum line).
 pub const RBD_META_KEY: &str = "strongroom.meta";
@@ -53,18 +54,91 @@ pub(crate) fn ceph_error(context: &str, e: strongroom_rbd::Error) -> Error {
     }
 }
 
-type ConnKey = (Option<PathBuf>, String);
+/// Where a connection goes: a ceph.conf (with its keyring), or monitors with a key given in
+/// memory.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Source {
+    Conf(Option<PathBuf>),
+    Monitors(String),
+}
+
+type ConnKey = (Source, String);
+
+static CONNS: Mutex<Option<HashMap<ConnKey, Cluster>>> = Mutex::new(None);
+/// cephx keys given by callers ([`provide_ceph_key`]), by user id; zeroized when replaced.
+static KEYS: Mutex<Option<HashMap<String, SecretString>>> = Mutex::new(None);
+
+/// Give the key of Ceph user `user` (CSI secrets' `userID`/`userKey`) for the connections
+/// of [`CephRef`]s that name monitors. Held in memory only (as librados holds it once
+/// connected); a different key for the same user replaces it and drops that user's
+/// connections, so the next operation proves the new key.
+pub fn provide_ceph_key(user: &str, key: SecretString) {
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    let keys = keys.get_or_insert_with(HashMap::new);
+    let same = keys.get(user).is_some_and(|k| {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            k.expose().as_bytes(),
+            key.expose().as_bytes(),
+        ))
+    });
+    if same {
+        return;
+    }
+    keys.insert(user.to_owned(), key);
+    let mut g = CONNS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(map) = g.as_mut() {
+        map.retain(|(src, u), _| !(u == user && matches!(src, Source::Monitors(_))));
+    }
+}
+
+/// The key a caller gave for the user of `spec` (an RBD store reached by monitors), to
+/// hand on to a process that serves it (a volume holder).
+pub(crate) fn given_key(spec: &StoreSpec) -> Option<(String, SecretString)> {
+    let StoreSpec::Rbd {
+        ceph: CephRef {
+            monitors: Some(_),
+            user,
+            ..
+        },
+        ..
+    } = spec
+    else {
+        return None;
+    };
+    let keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    let key = keys.as_ref()?.get(user)?;
+    Some((user.clone(), key.clone()))
+}
+
+fn connect_new(src: &Source, user: &str) -> Result<Cluster> {
+    let r = match src {
+        Source::Conf(conf) => Cluster::from_conf(conf.as_deref(), user),
+        Source::Monitors(mons) => {
+            let keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+            let key = keys.as_ref().and_then(|k| k.get(user)).ok_or_else(|| {
+                Error::Unauthenticated(format!(
+                    "no key for Ceph user {user:?}: the request's secrets must carry \
+                     userID and userKey"
+                ))
+            })?;
+            Cluster::from_key(mons, user, key.expose())
+        }
+    };
+    r.map_err(|e| ceph_error("connect to Ceph", e))
+}
 
 fn connect(ceph: &CephRef) -> Result<Cluster> {
-    static CONNS: Mutex<Option<HashMap<ConnKey, Cluster>>> = Mutex::new(None);
-    let key = (ceph.conf.as_ref().map(PathBuf::from), ceph.user.clone());
+    let src = match &ceph.monitors {
+        Some(m) => Source::Monitors(m.clone()),
+        None => Source::Conf(ceph.conf.as_ref().map(PathBuf::from)),
+    };
+    let key = (src, ceph.user.clone());
     let mut g = CONNS.lock().unwrap_or_else(|e| e.into_inner());
     let map = g.get_or_insert_with(HashMap::new);
     if let Some(c) = map.get(&key) {
         return Ok(c.clone());
     }
-    let c = Cluster::from_conf(key.0.as_deref(), &ceph.user)
-        .map_err(|e| ceph_error("connect to Ceph", e))?;
+    let c = connect_new(&key.0, &key.1)?;
     map.insert(key, c.clone());
     Ok(c)
 }
@@ -74,6 +148,7 @@ pub struct RbdStore {
     namespace: String,
     image: String,
     ceph: CephRef,
+    layout: ImageLayout,
 }
 
 impl RbdStore {
@@ -83,9 +158,39 @@ impl RbdStore {
             namespace: namespace.into(),
             image: image.into(),
             ceph: ceph.clone(),
+            layout: ImageLayout::default(),
         }
     }
-    fn ioctx(&self) -> Result<IoCtx> {
+    pub fn with_layout(mut self, layout: &ImageLayout) -> Self {
+        self.layout = layout.clone();
+        self
+    }
+    /// The store of an RBD [`StoreSpec`]; `None` for other kinds.
+    pub fn of(spec: &StoreSpec) -> Option<Self> {
+        match spec {
+            StoreSpec::Rbd {
+                pool,
+                namespace,
+                image,
+                ceph,
+                layout,
+            } => Some(RbdStore::new(pool, namespace, image, ceph).with_layout(layout)),
+            _ => None,
+        }
+    }
+    /// A value the image keeps under `key` in its metadata (`None`: no such key).
+    pub fn get_attr(&self, key: &str) -> Result<Option<String>> {
+        self.image()?
+            .metadata_get(key)
+            .map_err(|e| ceph_error("read metadata of the RBD image", e))
+    }
+    /// Keep `value` under `key` in the image's metadata.
+    pub fn put_attr(&self, key: &str, value: &str) -> Result<()> {
+        self.image()?
+            .metadata_set(key, value)
+            .map_err(|e| ceph_error("store metadata in the RBD image", e))
+    }
+    pub(crate) fn ioctx(&self) -> Result<IoCtx> {
         connect(&self.ceph)?
             .ioctx(&self.pool, &self.namespace, true)
             .map_err(|e| ceph_error("open pool", e))
@@ -108,7 +213,12 @@ impl RbdStore {
 impl BackingStore for RbdStore {
     fn ensure(&self, bytes: u64) -> Result<()> {
         let io = self.ioctx()?;
-        match io.create(&self.image, bytes, Features::default_for_volumes()) {
+        let features = self
+            .layout
+            .features
+            .map_or_else(Features::default_for_volumes, |f| Features(f.0));
+        let data_pool = self.layout.data_pool.as_deref();
+        match io.create_with(&self.image, bytes, features, data_pool) {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => self.grow(bytes),
             r => r.map_err(|e| ceph_error("create RBD image", e)),
         }
@@ -169,7 +279,8 @@ impl BackingStore for RbdStore {
     }
     fn remove(&self) -> Result<()> {
         let io = self.ioctx()?;
-        match io.remove(&self.image) {
+        self.remove_snapshots()?;
+        let r = match io.remove(&self.image) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             // snapshots with clones: the image waits in the trash until they are gone
@@ -177,8 +288,79 @@ impl BackingStore for RbdStore {
                 .trash_move(&self.image)
                 .map_err(|e| ceph_error("move RBD image to the trash", e)),
             Err(e) => Err(ceph_error("remove RBD image", e)),
+        };
+        r.and_then(|()| purge_trash(&io))
+    }
+}
+
+impl RbdStore {
+    /// Remove every snapshot of the image (one with clones goes to the snapshot trash, and
+    /// away with its last clone).
+    fn remove_snapshots(&self) -> Result<()> {
+        let Some(img) = self.image_opt()? else {
+            return Ok(());
+        };
+        let snaps = img
+            .snap_list()
+            .map_err(|e| ceph_error("list snapshots", e))?;
+        for s in snaps {
+            match img.snap_remove(&s.name) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(ceph_error("remove snapshot", e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Make this image a clone of `src` as it is now: a snapshot `snap` of `src`, the clone,
+    /// then the snapshot removed (it stays in the snapshot trash while the clone needs it).
+    /// Re-runnable after a crash at any point. `flatten`: copy the data in and drop the
+    /// dependency (the clone chain got too deep).
+    pub fn clone_from(&self, src: &RbdStore, snap: &str, flatten: bool) -> Result<()> {
+        if self.image_opt()?.is_none() {
+            let s = src.image()?;
+            let have = s.snap_list().map_err(|e| ceph_error("list snapshots", e))?;
+            if !have.iter().any(|x| x.name == snap) {
+                s.snap_create(snap)
+                    .map_err(|e| ceph_error("snapshot the source image", e))?;
+            }
+            crate::manager::fault("clone:snapped");
+            let features = self
+                .layout
+                .features
+                .map_or_else(Features::default_for_volumes, |f| Features(f.0));
+            src.ioctx()?
+                .clone_image(&src.image, snap, &self.ioctx()?, &self.image, features)
+                .map_err(|e| ceph_error("clone the source image", e))?;
+            crate::manager::fault("clone:cloned");
+        }
+        if flatten {
+            self.image()?
+                .flatten()
+                .map_err(|e| ceph_error("flatten the clone", e))?;
+        }
+        match src.image()?.snap_remove(snap) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(ceph_error("remove snapshot", e)),
+            _ => Ok(()),
         }
     }
+}
+
+/// Remove from the trash every image of ours (`csi-`) that nothing depends on any more.
+fn purge_trash(io: &IoCtx) -> Result<()> {
+    let entries = io
+        .trash_list()
+        .map_err(|e| ceph_error("list the RBD trash", e))?;
+    for t in entries.iter().filter(|t| t.name.starts_with("csi-")) {
+        match io.trash_remove(&t.id) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::NotFound) => {}
+            Err(e) => return Err(ceph_error("remove an image from the trash", e)),
+        }
+    }
+    Ok(())
 }
 
 /// An open RBD image as a LUKS2 engine's block device. I/O from several threads at once (the

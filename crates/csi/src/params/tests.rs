@@ -52,7 +52,7 @@ fn base() -> Vec<(&'static str, &'static str)> {
 }
 
 fn parse(pairs: &[(&str, &str)]) -> Result<VolumeParams, CsiError> {
-    VolumeParams::parse(&m(pairs), &catalog(), &files())
+    VolumeParams::parse(&m(pairs), &catalog(), &files(), &ClusterMap::default())
 }
 
 fn err_of(pairs: &[(&str, &str)]) -> String {
@@ -239,7 +239,13 @@ fn no_connection_without_default_is_an_error_and_default_applies() {
     let e = err_of(&[(PVC_NAMESPACE, "ns")]);
     assert!(e.contains("encryptionKMSID"), "{e}");
     let cat = catalog().with_default(Some("camel".into())).unwrap();
-    let p = VolumeParams::parse(&m(&[(PVC_NAMESPACE, "ns")]), &cat, &files()).unwrap();
+    let p = VolumeParams::parse(
+        &m(&[(PVC_NAMESPACE, "ns")]),
+        &cat,
+        &files(),
+        &ClusterMap::default(),
+    )
+    .unwrap();
     assert_eq!(p.kms_id.as_deref(), Some("camel"));
     assert!(catalog().with_default(Some("missing".into())).is_err());
 }

@@ -88,6 +88,8 @@ impl VolumeBackend for MemBackend {
             kms_id: spec.params.kms_id.clone(),
             ready: true,
             published_nodes: vec![],
+            rbd: None,
+            source: None,
         };
         let mut v = self.vols.lock().unwrap();
         let e = v.entry(spec.id.clone()).or_default();

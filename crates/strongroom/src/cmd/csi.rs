@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use strongroom_csi::{
-    DriverConfig, KmsCatalog, ManagerBackend, ManagerBackendConfig, Mode, SecretFiles,
+    ClusterMap, DriverConfig, KmsCatalog, ManagerBackend, ManagerBackendConfig, Mode, SecretFiles,
     VolumeBackend,
 };
 use strongroom_volume::SecretString;
@@ -86,6 +86,10 @@ pub struct CsiArgs {
     /// Largest volume CreateVolume accepts, in bytes (0: no limit but free space).
     #[arg(long, default_value_t = 0)]
     max_volume_bytes: u64,
+    /// ceph-csi's cluster map (`config.json` of the ceph-csi-config ConfigMap: clusterID →
+    /// monitors) for RBD-backed volumes; Ceph keys come with each request's secrets.
+    #[arg(long, value_name = "FILE")]
+    ceph_cluster_map: Option<PathBuf>,
     /// Log filter (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -123,6 +127,9 @@ fn config(a: &CsiArgs) -> anyhow::Result<DriverConfig> {
     cfg.secret_files = files;
     cfg.max_volumes_per_node = a.max_volumes_per_node;
     cfg.lock_patience = Duration::from_millis(a.lock_patience_ms);
+    if let Some(p) = &a.ceph_cluster_map {
+        cfg.ceph_clusters = ClusterMap::load(p).map_err(anyhow::Error::msg)?;
+    }
     Ok(cfg)
 }
 
@@ -158,6 +165,7 @@ fn backend(a: &CsiArgs, cfg: &DriverConfig) -> anyhow::Result<Arc<dyn VolumeBack
         kms_timeout: Duration::from_secs(10),
         max_volume_size: (a.max_volume_bytes > 0).then_some(a.max_volume_bytes),
         holder: Some(super::volume::holder_command(&a.root)?),
+        ceph_clusters: cfg.ceph_clusters.clone(),
     })?;
     Ok(Arc::new(b))
 }

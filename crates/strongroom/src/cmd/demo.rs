@@ -213,7 +213,9 @@ fn rbd_stores(vols: &mut [DemoVolume], c: &DevCluster) {
             ceph: CephRef {
                 conf: Some(c.conf().to_string_lossy().into_owned()),
                 user: "admin".into(),
+                monitors: None,
             },
+            layout: Default::default(),
         });
     }
 }

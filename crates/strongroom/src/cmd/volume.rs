@@ -157,7 +157,9 @@ impl CephArgs {
             ceph: CephRef {
                 conf,
                 user: self.ceph_user.clone(),
+                monitors: None,
             },
+            layout: Default::default(),
         })
     }
 }

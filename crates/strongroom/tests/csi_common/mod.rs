@@ -35,6 +35,9 @@ pub struct Csi {
     child: Option<Child>,
     pub rt: tokio::runtime::Runtime,
     ch: Option<Channel>,
+    /// `--mode` and further arguments of the driver (default: all, none).
+    mode: &'static str,
+    extra_args: Vec<String>,
 }
 
 /// A StorageClass's parameters as external-provisioner sends them for a PVC.
@@ -93,6 +96,11 @@ impl Csi {
     }
 
     pub fn start_with(env_vars: &[(&str, &str)]) -> Csi {
+        Self::start_as("all", &[], env_vars)
+    }
+
+    /// The driver in `mode` with `extra_args` (e.g. `--ceph-cluster-map`).
+    pub fn start_as(mode: &'static str, extra_args: &[&str], env_vars: &[(&str, &str)]) -> Csi {
         let env = volume_common::env(ServerKind::Strongroom, &["tenant-a", "tenant-b"]);
         let dir = env.dir.path().to_path_buf();
         let kms = dir.join("kms-config");
@@ -121,6 +129,8 @@ impl Csi {
             child: None,
             rt,
             ch: None,
+            mode,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         c.spawn(env_vars);
         c
@@ -137,18 +147,44 @@ impl Csi {
     /// Start (or restart) the driver process; its log is appended to `self.log`.
     pub fn spawn(&mut self, env_vars: &[(&str, &str)]) {
         let _ = std::fs::remove_file(&self.sock);
+        let (sock, root, log) = (self.sock.clone(), self.root(), self.log.clone());
+        let mut cmd = self.command(&sock, self.mode, NODE_ID, &root, &log);
+        for (k, v) in env_vars {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start strongroom csi"));
+        let ch = connect(
+            &self.rt,
+            &self.sock,
+            self.child.as_mut().unwrap(),
+            &self.log,
+        );
+        self.ch = Some(ch);
+    }
+
+    /// `strongroom csi` serving `sock` as `node_id` over volumes `root`, logging to `log`,
+    /// with this harness's KMS configuration and extra arguments.
+    pub fn command(
+        &self,
+        sock: &Path,
+        mode: &str,
+        node_id: &str,
+        root: &Path,
+        log: &Path,
+    ) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(log)
             .unwrap();
         let mut cmd = Command::new(strongroom_bin());
         cmd.arg("csi")
             .arg("--endpoint")
-            .arg(format!("unix://{}", self.sock.display()))
-            .args(["--node-id", NODE_ID, "--mode", "all"])
+            .arg(format!("unix://{}", sock.display()))
+            .args(["--node-id", node_id, "--mode", mode])
+            .args(&self.extra_args)
             .arg("--root")
-            .arg(self.root())
+            .arg(root)
             .arg("--kms-config-dir")
             .arg(self.dir.join("kms-config"))
             .arg("--kms-secrets-dir")
@@ -161,48 +197,7 @@ impl Csi {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        for (k, v) in env_vars {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().expect("start strongroom csi"));
-        let t0 = Instant::now();
-        while !self.sock.exists() {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("strongroom csi exited with {st}:\n{}", self.logs());
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "socket never appeared:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The socket file appears at bind(), a moment before listen(): retry a refusal.
-        let ch = loop {
-            let p = self.sock.clone();
-            let r = self.rt.block_on(async move {
-                Endpoint::try_from("http://[::]:50051")
-                    .unwrap()
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let p = p.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(p).await?,
-                            ))
-                        }
-                    }))
-                    .await
-            });
-            match r {
-                Ok(ch) => break ch,
-                Err(e) if t0.elapsed() < Duration::from_secs(20) => {
-                    eprintln!("driver socket not ready yet: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("connect to the driver socket: {e:?}\n{}", self.logs()),
-            }
-        };
-        self.ch = Some(ch);
+        cmd
     }
 
     /// SIGKILL the driver (as a node reboot or OOM kill would).
@@ -388,6 +383,53 @@ impl Csi {
 impl Drop for Csi {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A channel to the driver's socket once it listens (panics with the log if it exits).
+pub fn connect(
+    rt: &tokio::runtime::Runtime,
+    sock: &Path,
+    child: &mut Child,
+    log: &Path,
+) -> Channel {
+    let logs = || std::fs::read_to_string(log).unwrap_or_default();
+    let t0 = Instant::now();
+    while !sock.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("strongroom csi exited with {st}:\n{}", logs());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "socket never appeared:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The socket file appears at bind(), a moment before listen(): retry a refusal.
+    loop {
+        let p = sock.to_path_buf();
+        let r = rt.block_on(async move {
+            Endpoint::try_from("http://[::]:50051")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let p = p.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(p).await?,
+                        ))
+                    }
+                }))
+                .await
+        });
+        match r {
+            Ok(ch) => return ch,
+            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                eprintln!("driver socket not ready yet: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("connect to the driver socket: {e:?}\n{}", logs()),
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! * Started by [`start`] and [`handshake`] (the mounting process, holding the volume's
 //!   lock) as `<program> <args...> <volume id>`. It makes a session of its own. On its stdin
-//!   it gets a per-volume nonce (one line of hex), then the keyslot secret, never in argv or
-//!   env. On its stdout it answers one JSON line ([`Answer`]); its stderr goes to
+//!   it gets a per-volume nonce (one line of hex; for an RBD volume whose Ceph key came from
+//!   a request, followed on that line by the Ceph user and key), then the keyslot secret,
+//!   never in argv or env. On its stdout it answers one JSON line ([`Answer`]); its stderr goes to
 //!   `<dir>/holder.log`.
 //! * The holder ([`run`]) locks its memory (`mlockall`, pages locked as they are touched)
 //!   and makes itself non-dumpable (no core file, no ptrace by other users). It unlocks the
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+use strongroom_vault_client::SecretString;
 use zeroize::Zeroizing;
 
 pub const SOCKET: &str = "holder.sock";
@@ -79,10 +81,23 @@ pub fn start(cmd: &HolderCommand, dir: &Path, id: &str) -> Result<Child> {
 
 /// Give a [`start`]ed holder its nonce and secret; returns once it serves. A holder that
 /// cannot deliver its answer (its starter died) exits and unmounts what it mounted.
-pub fn handshake(mut child: Child, dir: &Path, id: &str, nonce: &str, secret: &[u8]) -> Result<()> {
+pub fn handshake(
+    mut child: Child,
+    dir: &Path,
+    id: &str,
+    nonce: &str,
+    ceph: Option<&(String, SecretString)>,
+    secret: &[u8],
+) -> Result<()> {
     if let Some(mut stdin) = child.stdin.take() {
-        let mut frame = Zeroizing::new(Vec::with_capacity(nonce.len() + 1 + secret.len()));
+        let mut frame = Zeroizing::new(Vec::with_capacity(MAX_SECRET + 512));
         frame.extend_from_slice(nonce.as_bytes());
+        if let Some((user, key)) = ceph {
+            for part in [user.as_str(), key.expose()] {
+                frame.push(b' ');
+                frame.extend_from_slice(part.as_bytes());
+            }
+        }
         frame.push(b'\n');
         frame.extend_from_slice(secret);
         // A holder that died early shows in its answer (or its log) below.
@@ -148,10 +163,14 @@ fn guard_process() -> Result<()> {
         .map_err(|e| Error::io("prctl(PR_SET_DUMPABLE)", e.into()))
 }
 
-/// Nonce line, then the secret, from `input` (the spawner's pipe).
-fn read_frame(input: &mut dyn Read) -> Result<(String, Zeroizing<Vec<u8>>)> {
+/// A Ceph user and its key, as the spawner got them.
+type CephKey = Option<(String, SecretString)>;
+
+/// Nonce line (with the Ceph user and key, if any), then the secret, from `input` (the
+/// spawner's pipe).
+fn read_frame(input: &mut dyn Read) -> Result<(String, CephKey, Zeroizing<Vec<u8>>)> {
     // One fixed buffer, never reallocated (no unzeroized copies left behind).
-    let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET + 64]);
+    let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET + 512]);
     let mut len = 0;
     loop {
         match input.read(&mut buf[len..]) {
@@ -169,16 +188,30 @@ fn read_frame(input: &mut dyn Read) -> Result<(String, Zeroizing<Vec<u8>>)> {
         .iter()
         .position(|b| *b == b'\n')
         .ok_or_else(|| Error::InvalidArgument("holder input: no nonce line".into()))?;
-    let nonce = std::str::from_utf8(&buf[..nl])
-        .ok()
+    let line = std::str::from_utf8(&buf[..nl])
+        .map_err(|_| Error::InvalidArgument("holder input: the first line is not text".into()))?;
+    let mut parts = line.split(' ');
+    let nonce = parts
+        .next()
         .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| Error::InvalidArgument("holder input: the nonce is not hex".into()))?
         .to_owned();
+    let ceph = match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => None,
+        (Some(u), Some(k), None) if !u.is_empty() && !k.is_empty() => {
+            Some((u.to_owned(), SecretString::new(k)))
+        }
+        _ => {
+            return Err(Error::InvalidArgument(
+                "holder input: the first line is not `nonce [user key]`".into(),
+            ))
+        }
+    };
     let secret = Zeroizing::new(buf[nl + 1..].to_vec());
     if secret.is_empty() {
         return Err(Error::InvalidArgument("holder input: no secret".into()));
     }
-    Ok((nonce, secret))
+    Ok((nonce, ceph, secret))
 }
 
 /// Answer identity requests on `<dir>/holder.sock` until the process exits.
@@ -212,7 +245,10 @@ pub fn run(
 ) -> Result<()> {
     let started = (|| -> Result<(fuser::BackgroundSession, PathBuf)> {
         guard_process()?;
-        let (nonce, secret) = read_frame(input)?;
+        let (nonce, ceph, secret) = read_frame(input)?;
+        if let Some((user, key)) = ceph {
+            crate::store_rbd::provide_ceph_key(&user, key);
+        }
         let io = open(&secret)?;
         drop(secret);
         let fuse_dir = dir.join("fuse");
@@ -242,14 +278,21 @@ mod tests {
 
     #[test]
     fn frames_are_checked() {
-        let (n, s) = read_frame(&mut &b"abc123\nsecret-bytes"[..]).unwrap();
+        let (n, c, s) = read_frame(&mut &b"abc123\nsecret-bytes"[..]).unwrap();
         assert_eq!(n, "abc123");
+        assert!(c.is_none());
         assert_eq!(&s[..], b"secret-bytes");
+        let (_, c, s) = read_frame(&mut &b"abc123 csi QUJD\n\n\0x"[..]).unwrap();
+        let (u, k) = c.unwrap();
+        assert_eq!((u.as_str(), k.expose()), ("csi", "QUJD"));
+        assert_eq!(&s[..], b"\n\0x");
         for bad in [
             &b"no newline"[..],
             b"\nsecret",
             b"nothex!\nsecret",
             b"abcd\n",
+            b"abcd csi\nsecret",
+            b"abcd csi key more\nsecret",
         ] {
             assert!(read_frame(&mut &bad[..]).is_err(), "{bad:?}");
         }

@@ -119,7 +119,8 @@ impl Manager {
                 let child = holder::start(cmd, dir, &m.id)?;
                 rt.pid = Some(child.id());
                 rt.save(dir)?;
-                holder::handshake(child, dir, &m.id, &nonce, secret)?;
+                let ceph = crate::store_rbd::given_key(&m.store);
+                holder::handshake(child, dir, &m.id, &nonce, ceph.as_ref(), secret)?;
             }
             None => {
                 let io = crypt_io(m, secret)?;

@@ -32,7 +32,11 @@ impl Manager {
             Err(e) => return Err(e),
         };
         let fresh = match m.state {
-            State::Provisioning => Some(self.protect_key(&dir, &mut m, tok)?),
+            State::Provisioning => {
+                store::from_spec(&m.store).ensure(m.size + m.luks.data_offset)?;
+                fault("create:store-ready");
+                Some(self.protect_key(&dir, &mut m, tok)?)
+            }
             _ => None,
         };
         if m.state != State::KeyProtected {
@@ -52,6 +56,14 @@ impl Manager {
 
     /// (nothing) → `Provisioning`: the metadata, with no key material yet.
     fn provision(&self, dir: &Path, req: &CreateRequest, size: u64) -> Result<VolumeMeta> {
+        let mut m = self.new_meta(dir, req, size);
+        m.store(dir)?;
+        fault("create:provisioned");
+        Ok(m)
+    }
+
+    /// The metadata of a new volume, not recorded yet.
+    pub(super) fn new_meta(&self, dir: &Path, req: &CreateRequest, size: u64) -> VolumeMeta {
         let store = req.store.clone().unwrap_or_else(|| StoreSpec::File {
             path: dir.join("volume.img").to_string_lossy().into_owned(),
         });
@@ -67,7 +79,7 @@ impl Manager {
                 location: None,
             },
         };
-        let mut m = VolumeMeta {
+        VolumeMeta {
             version: META_VERSION,
             id: req.id.clone(),
             tenant: req.tenant.clone(),
@@ -94,22 +106,18 @@ impl Manager {
             kek_rotated_at: None,
             shredded_at: None,
             generation: 0,
-        };
-        m.store(dir)?;
-        fault("create:provisioned");
-        Ok(m)
+            origin: None,
+        }
     }
 
-    /// `Provisioning` → `KeyProtected`: the store exists, a fresh secret is protected by the
-    /// KMS (wrapped, or stored in KV) and recorded. Returns the secret.
-    fn protect_key(
+    /// `Provisioning` → `KeyProtected` once the store exists: a fresh secret is protected by
+    /// the KMS (wrapped, or stored in KV) and recorded. Returns the secret.
+    pub(super) fn protect_key(
         &self,
         dir: &Path,
         m: &mut VolumeMeta,
         tok: &SecretString,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        store::from_spec(&m.store).ensure(m.size + m.luks.data_offset)?;
-        fault("create:store-ready");
         let secret = protect::new_secret();
         let c = self.cfg.kms.client(tok)?;
         let ctx = self.ctx(m);
@@ -168,7 +176,7 @@ impl Manager {
 }
 
 /// Checks a request; returns its size rounded up to 4 KiB.
-fn validate(req: &CreateRequest) -> Result<u64> {
+pub(super) fn validate(req: &CreateRequest) -> Result<u64> {
     super::valid_name("volume id", &req.id)?;
     super::valid_name("tenant", &req.tenant)?;
     if req.size == 0 {

@@ -11,6 +11,7 @@
 //! unmount) and [`info`] (status and listing).
 
 mod attach;
+mod clone;
 mod create;
 mod info;
 mod resize;
@@ -57,6 +58,12 @@ pub(crate) const FAULT_STEPS: &[&str] = &[
     "kek:rewrapped",
     "resize:recorded",
     "resize:grown",
+    "clone:provisioned",
+    "clone:snapped",
+    "clone:cloned",
+    "clone:key-protected",
+    "clone:slot-added",
+    "clone:rekeyed",
     "shred:marked",
     "shred:key-destroyed",
     "shred:wiped",
@@ -71,7 +78,7 @@ pub(crate) const FAULT_STEPS: &[&str] = &[
     "unmount:dm-closed",
 ];
 
-fn fault(step: &str) {
+pub(crate) fn fault(step: &str) {
     if std::env::var(FAULT_ENV).is_ok_and(|v| v == step) {
         eprintln!("fault injection: aborting at {step}");
         std::process::abort();
@@ -271,8 +278,12 @@ impl Manager {
     /// A store that keeps the metadata (RBD) is its authority: another node may have moved
     /// the volume on (rotation, resize, shred) since this node's copy was written.
     fn newer_from_store(dir: &Path, local: VolumeMeta) -> Result<VolumeMeta> {
-        let Some(bytes) = store::from_spec(&local.store).get_meta()? else {
-            return Ok(local);
+        let bytes = match store::from_spec(&local.store).get_meta() {
+            Ok(Some(b)) => b,
+            // No record in the store, or no credential for it in this process (an RBD key
+            // comes with requests): this node's copy is what is known.
+            Ok(None) | Err(Error::Unauthenticated(_)) => return Ok(local),
+            Err(e) => return Err(e),
         };
         let shared = VolumeMeta::decode(&bytes)?;
         if shared.id != local.id || shared.generation <= local.generation {
@@ -290,7 +301,7 @@ impl Manager {
             .get_meta()?
             .ok_or_else(|| Error::NotFound(format!("no Strongroom volume in {spec:?}")))?;
         let m = VolumeMeta::decode(&bytes)?;
-        if m.id != id || &m.store != spec {
+        if m.id != id || !m.store.same_location(spec) {
             return Err(Error::InvalidArgument(format!(
                 "the store holds volume {}, not {id}",
                 m.id

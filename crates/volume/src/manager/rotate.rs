@@ -221,7 +221,7 @@ impl Manager {
 
 /// The slot `new` opens: found, or added (unlocked with `cur`) and verified from a fresh read
 /// of the header before anything depends on it.
-fn add_verified_slot(st: &dyn BackingStore, cur: &[u8], new: &[u8]) -> Result<u32> {
+pub(super) fn add_verified_slot(st: &dyn BackingStore, cur: &[u8], new: &[u8]) -> Result<u32> {
     match unlock(st, new, false) {
         Ok((_, u)) => return Ok(u.slot),
         Err(Error::Luks(strongroom_luks::Error::WrongKey)) => {}

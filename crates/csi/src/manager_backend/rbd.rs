@@ -1,0 +1,182 @@
+//! RBD-backed volumes: the controller makes the image (`csi-vol-<uuid>` in the StorageClass's
+//! pool and RADOS namespace) and keeps the CSI record in the image's metadata beside the
+//! volume manager's; NodeStage on any node adopts the volume from the image named by the
+//! volume context. A node keeps only its attach state: an adopted volume's local copy is
+//! dropped at NodeUnstage (Ceph has the truth).
+
+use super::{csi, write_json, CsiRecord, ManagerBackend, NodeState, CSI_RECORD};
+use crate::backend::{CreateSpec, RbdLocation};
+use crate::controller::context;
+use crate::errors::{CsiError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use strongroom_volume::{new_image_name, CephRef, ImageLayout, RbdStore, StoreSpec};
+
+/// The image metadata key holding the [`CsiRecord`] (JSON).
+pub const CSI_ATTR: &str = "strongroom.csi";
+
+/// Where an RBD-backed volume is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RbdRecord {
+    /// The cluster map entry (nodes look the monitors up in their own map).
+    pub cluster_id: String,
+    pub store: StoreSpec,
+}
+
+impl RbdRecord {
+    pub fn location(&self) -> Option<RbdLocation> {
+        match &self.store {
+            StoreSpec::Rbd {
+                pool,
+                namespace,
+                image,
+                ..
+            } => Some(RbdLocation {
+                cluster_id: self.cluster_id.clone(),
+                pool: pool.clone(),
+                namespace: namespace.clone(),
+                image: image.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn store_spec(
+    pool: &str,
+    namespace: &str,
+    image: &str,
+    user: &str,
+    monitors: &str,
+    layout: ImageLayout,
+) -> StoreSpec {
+    StoreSpec::Rbd {
+        pool: pool.to_owned(),
+        namespace: namespace.to_owned(),
+        image: image.to_owned(),
+        ceph: CephRef {
+            conf: None,
+            user: user.to_owned(),
+            monitors: Some(monitors.to_owned()),
+        },
+        layout,
+    }
+}
+
+/// The new volume's image (a fresh `csi-vol-<uuid>` name), for a CreateVolume with RBD
+/// parameters; `None` for a file-backed one.
+pub fn record_for(spec: &CreateSpec) -> Result<Option<RbdRecord>> {
+    let Some(p) = &spec.params.rbd else {
+        return Ok(None);
+    };
+    let user = spec.ceph_user.as_deref().ok_or_else(|| {
+        CsiError::Unauthenticated("an RBD volume needs userID and userKey in the secret".into())
+    })?;
+    Ok(Some(RbdRecord {
+        cluster_id: p.cluster_id.clone(),
+        store: store_spec(
+            &p.pool,
+            &p.namespace,
+            &new_image_name(),
+            user,
+            &p.monitors,
+            p.layout.clone(),
+        ),
+    }))
+}
+
+fn rbd_store(spec: &StoreSpec) -> Result<RbdStore> {
+    RbdStore::of(spec).ok_or_else(|| CsiError::Internal("not an RBD store".into()))
+}
+
+/// Keep the CSI record in the image, for the nodes that adopt it (idempotent).
+pub fn publish_record(rec: &CsiRecord) -> Result<()> {
+    let Some(r) = &rec.rbd else {
+        return Ok(());
+    };
+    let json = serde_json::to_string(rec).map_err(|e| CsiError::Internal(e.to_string()))?;
+    rbd_store(&r.store)?.put_attr(CSI_ATTR, &json).map_err(csi)
+}
+
+/// The image a volume context names (ceph-csi's keys), if it names one.
+fn location(ctx: &HashMap<String, String>) -> Result<Option<RbdLocation>> {
+    let Some(image) = ctx.get(context::IMAGE_NAME) else {
+        return Ok(None);
+    };
+    let need = |k: &str| {
+        ctx.get(k).cloned().ok_or_else(|| {
+            CsiError::Invalid(format!("volume_context: {k:?} is required with imageName"))
+        })
+    };
+    Ok(Some(RbdLocation {
+        cluster_id: need(context::CLUSTER_ID)?,
+        pool: need(context::POOL)?,
+        namespace: ctx
+            .get(context::RADOS_NAMESPACE)
+            .cloned()
+            .unwrap_or_default(),
+        image: image.clone(),
+    }))
+}
+
+impl ManagerBackend {
+    /// See [`crate::VolumeBackend::adopt`].
+    pub(super) fn adopt_rbd(
+        &self,
+        id: &str,
+        ctx: &HashMap<String, String>,
+        user: Option<&str>,
+    ) -> Result<bool> {
+        if self.record(id)?.is_some() || !super::valid_id(id) {
+            return Ok(false);
+        }
+        let Some(loc) = location(ctx)? else {
+            return Ok(false);
+        };
+        let cluster = self.cfg.ceph_clusters.get(&loc.cluster_id).ok_or_else(|| {
+            CsiError::FailedPrecondition(format!(
+                "clusterID {:?} is not in this node's Ceph cluster map",
+                loc.cluster_id
+            ))
+        })?;
+        let user = user.ok_or_else(|| {
+            CsiError::Unauthenticated(
+                "NodeStage of an RBD volume needs userID and userKey in the node-stage secret"
+                    .into(),
+            )
+        })?;
+        let probe = store_spec(
+            &loc.pool,
+            &loc.namespace,
+            &loc.image,
+            user,
+            &cluster.monitors,
+            ImageLayout::default(),
+        );
+        let text = rbd_store(&probe)?
+            .get_attr(CSI_ATTR)
+            .map_err(csi)?
+            .ok_or_else(|| {
+                CsiError::NotFound(format!("image {} holds no Strongroom volume", loc.image))
+            })?;
+        let rec: CsiRecord = serde_json::from_str(&text)
+            .map_err(|e| CsiError::Internal(format!("the image's CSI record is corrupt: {e}")))?;
+        let mgr = self.manager(&rec.kms)?;
+        mgr.import(id, &probe).map_err(csi)?;
+        let st = NodeState {
+            adopted: true,
+            ..NodeState::default()
+        };
+        self.save_node_state(id, &st)?;
+        // Last: the record is what makes the volume known here.
+        write_json(&self.dir(id).join(CSI_RECORD), &rec)?;
+        tracing::info!(volume = %id, image = %loc.image, "adopted an RBD volume from Ceph");
+        Ok(true)
+    }
+
+    /// After NodeUnstage: forget an adopted volume's local copy (Ceph keeps the truth).
+    pub(super) fn forget_adopted(&self, id: &str) -> Result<()> {
+        std::fs::remove_dir_all(self.dir(id))
+            .map_err(|e| CsiError::Internal(format!("forget volume {id}: {e}")))
+    }
+}

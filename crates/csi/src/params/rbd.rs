@@ -1,0 +1,179 @@
+//! ceph-csi's RBD StorageClass parameters and its cluster map.
+//!
+//! * [`ClusterMap`]: ceph-csi's `config.json` (`ceph-csi-config` ConfigMap), a list of
+//!   `{"clusterID": ..., "monitors": [...], "rbd": {"radosNamespace": ...}}`; other keys of an
+//!   entry (`cephFS`, `nfs`, `readAffinity`...) belong to other drivers and are ignored.
+//! * [`RbdParams`]: `clusterID` (→ the monitors), `pool`, `dataPool`, `imageFeatures`,
+//!   `radosNamespace` (may use `${pvc.namespace}`: one RADOS namespace per tenant). The Ceph
+//!   user and key come with each request's secrets (`userID`/`userKey`), never from here.
+
+use super::{get, invalid, Params, PvcMeta, Template};
+use crate::errors::CsiError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use strongroom_volume::{ImageFeatures, ImageLayout};
+
+pub const CLUSTER_ID: &str = "clusterID";
+pub const POOL: &str = "pool";
+pub const DATA_POOL: &str = "dataPool";
+pub const IMAGE_FEATURES: &str = "imageFeatures";
+pub const RADOS_NAMESPACE: &str = "radosNamespace";
+pub const KEYS: &[&str] = &[CLUSTER_ID, POOL, DATA_POOL, IMAGE_FEATURES, RADOS_NAMESPACE];
+
+/// One cluster of the map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CephCluster {
+    /// `host:port,...` as librados' `mon_host` takes it.
+    pub monitors: String,
+    /// The cluster's default RADOS namespace for RBD images ("" = none).
+    pub rados_namespace: String,
+}
+
+/// ceph-csi's `config.json`: clusterID → monitors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMap {
+    clusters: BTreeMap<String, CephCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    #[serde(rename = "clusterID")]
+    cluster_id: String,
+    monitors: Vec<String>,
+    #[serde(default)]
+    rbd: Option<RbdEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RbdEntry {
+    #[serde(default)]
+    rados_namespace: String,
+}
+
+impl ClusterMap {
+    pub fn parse(json: &[u8]) -> Result<Self, String> {
+        let entries: Vec<Entry> =
+            serde_json::from_slice(json).map_err(|e| format!("not a ceph-csi config.json: {e}"))?;
+        let mut clusters = BTreeMap::new();
+        for e in entries {
+            let ok_addr = |m: &str| !m.is_empty() && m.chars().all(|c| c.is_ascii_graphic());
+            if e.cluster_id.is_empty()
+                || e.monitors.is_empty()
+                || !e.monitors.iter().all(|m| ok_addr(m))
+            {
+                return Err(format!(
+                    "cluster {:?}: a clusterID and at least one monitor address are required",
+                    e.cluster_id
+                ));
+            }
+            let c = CephCluster {
+                monitors: e.monitors.join(","),
+                rados_namespace: e.rbd.unwrap_or_default().rados_namespace,
+            };
+            if clusters.insert(e.cluster_id.clone(), c).is_some() {
+                return Err(format!("clusterID {:?} appears twice", e.cluster_id));
+            }
+        }
+        Ok(ClusterMap { clusters })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let b = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        Self::parse(&b).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&CephCluster> {
+        self.clusters.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.clusters.keys().map(String::as_str)
+    }
+}
+
+/// Where and how an RBD-backed volume's image is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdParams {
+    pub cluster_id: String,
+    pub monitors: String,
+    pub pool: String,
+    pub namespace: String,
+    pub layout: ImageLayout,
+}
+
+/// A pool or RADOS namespace name (what `rbd` accepts, without '/' or '@').
+fn check_name(key: &str, v: &str) -> Result<(), CsiError> {
+    let ok = v.len() <= 128
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok && !v.starts_with('.') {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{v:?} is not a pool or namespace name"),
+        ))
+    }
+}
+
+/// The RBD parameters, if the StorageClass names a `pool` (else the volume is a file on the
+/// controller's node, and no RBD key may be set).
+pub fn parse(
+    params: &Params,
+    clusters: &ClusterMap,
+    pvc: &PvcMeta,
+) -> Result<Option<RbdParams>, CsiError> {
+    let Some(pool) = get(params, POOL) else {
+        return match KEYS.iter().find(|k| params.contains_key(**k)) {
+            Some(k) => Err(invalid(
+                k,
+                format!("only applies with {POOL:?} (an RBD volume)"),
+            )),
+            None => Ok(None),
+        };
+    };
+    check_name(POOL, pool)?;
+    let cluster_id =
+        get(params, CLUSTER_ID).ok_or_else(|| invalid(CLUSTER_ID, "required with \"pool\""))?;
+    let cluster = clusters.get(cluster_id).ok_or_else(|| {
+        invalid(
+            CLUSTER_ID,
+            format!(
+                "{cluster_id:?} is not in the Ceph cluster map (known: {})",
+                clusters.ids().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let namespace = match get(params, RADOS_NAMESPACE) {
+        Some(t) => Template::parse(RADOS_NAMESPACE, t)?.render(pvc)?,
+        None => cluster.rados_namespace.clone(),
+    };
+    if !namespace.is_empty() {
+        check_name(RADOS_NAMESPACE, &namespace)?;
+    }
+    let data_pool = get(params, DATA_POOL)
+        .map(|p| check_name(DATA_POOL, p).map(|()| p.to_owned()))
+        .transpose()?;
+    let features = get(params, IMAGE_FEATURES)
+        .map(|f| ImageFeatures::parse(f).map_err(|e| invalid(IMAGE_FEATURES, e)))
+        .transpose()?;
+    if features.is_some_and(|f| !f.has_layering()) {
+        return Err(invalid(
+            IMAGE_FEATURES,
+            "must include \"layering\" (snapshots and clones need it)",
+        ));
+    }
+    Ok(Some(RbdParams {
+        cluster_id: cluster_id.to_owned(),
+        monitors: cluster.monitors.clone(),
+        pool: pool.to_owned(),
+        namespace,
+        layout: ImageLayout {
+            features,
+            data_pool,
+        },
+    }))
+}

@@ -1,0 +1,401 @@
+//! The CSI driver on Ceph RBD (issue 12), against a real Ceph cluster
+//! (scripts/ceph/dev-cluster.sh), a real key manager and real mounts: one controller and two
+//! node processes (`strongroom csi --mode node`, separate state directories) that share
+//! nothing but Ceph and the KMS. Ceph credentials come with every request's secrets
+//! (`userID`/`userKey`), monitors from a ceph-csi cluster map (`--ceph-cluster-map`).
+//! Without Ceph: skips with a message, or fails when STRONGROOM_CEPH_REQUIRED=1.
+
+mod common;
+mod csi_common;
+mod volume_common;
+
+use csi_common::*;
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use strongroom_csi::pb::node_client::NodeClient;
+use strongroom_csi::pb::*;
+use strongroom_rbd::dev::DevCluster;
+use tonic::transport::Channel;
+
+const CLUSTER: &str = "test-ceph";
+
+/// A node plugin process of its own (`--mode node`, own root, socket and log).
+struct Node {
+    child: Child,
+    ch: Channel,
+    root: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Rig {
+    /// The nodes first: they are stopped before the controller's temp dir goes.
+    a: Node,
+    b: Node,
+    c: Csi,
+    ceph: &'static DevCluster,
+    key: String,
+}
+
+fn rig() -> Option<Rig> {
+    let ceph = DevCluster::for_tests()?;
+    if !volume_common::can_mount() {
+        return None;
+    }
+    let map = ceph.dir().join("csi-cluster-map.json");
+    let mons = ceph.monitors().unwrap();
+    let conf = serde_json::json!([{"clusterID": CLUSTER, "monitors": [mons]}]);
+    std::fs::write(&map, conf.to_string()).unwrap();
+    let map = map.to_string_lossy().into_owned();
+    let c = Csi::start_as("controller", &["--ceph-cluster-map", &map], &[]);
+    let node = |id: &str| {
+        let dir = c.dir.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (sock, root, log) = (dir.join("csi.sock"), dir.join("volumes"), dir.join("log"));
+        let mut child = c.command(&sock, "node", id, &root, &log).spawn().unwrap();
+        let ch = connect(&c.rt, &sock, &mut child, &log);
+        Node {
+            child,
+            ch,
+            root,
+            log,
+        }
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    let key = ceph.admin_key().unwrap();
+    Some(Rig { a, b, c, ceph, key })
+}
+
+impl Rig {
+    /// Tenant `i`'s KMS token and the Ceph user, as one Secret would hold them.
+    fn secrets(&self, i: usize) -> HashMap<String, String> {
+        let mut s = secrets(&self.c.token(i));
+        s.insert("userID".into(), "admin".into());
+        s.insert("userKey".into(), self.key.clone());
+        s
+    }
+
+    fn params(&self, i: usize, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut p = vec![("clusterID", CLUSTER), ("pool", self.ceph.pool())];
+        p.extend_from_slice(extra);
+        sc_params(&self.c.env.tenants[i].0, &p)
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        i: usize,
+        src: Option<VolumeContentSource>,
+    ) -> Result<Volume, tonic::Status> {
+        self.c.create(CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: range(64 * MIB),
+            volume_capabilities: vec![snw()],
+            parameters: self.params(i, &[("protection", "kv")]),
+            secrets: self.secrets(i),
+            volume_content_source: src,
+            ..Default::default()
+        })
+    }
+
+    fn delete(&self, id: &str) {
+        self.c
+            .run(self.c.ctrl().delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                secrets: self.secrets(0),
+            }))
+            .unwrap_or_else(|e| panic!("delete {id}: {e:?}\n{}", self.c.tail()));
+    }
+
+    fn stage(&self, n: &Node, v: &Volume, staging: &Path) -> Result<(), tonic::Status> {
+        let req = NodeStageVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            publish_context: HashMap::new(),
+            staging_target_path: staging.to_string_lossy().into_owned(),
+            volume_capability: Some(snw()),
+            secrets: self.secrets(0),
+            volume_context: v.volume_context.clone(),
+        };
+        self.c
+            .run(NodeClient::new(n.ch.clone()).node_stage_volume(req))
+            .map(|_| ())
+    }
+
+    fn unstage(&self, n: &Node, id: &str, staging: &Path) {
+        let req = NodeUnstageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.to_string_lossy().into_owned(),
+        };
+        self.c
+            .run(NodeClient::new(n.ch.clone()).node_unstage_volume(req))
+            .unwrap_or_else(|e| panic!("unstage {id}: {e:?}\n{}", log(n)));
+    }
+
+    fn rbd(&self, args: &[&str]) -> String {
+        String::from_utf8(self.ceph.tool("rbd", args).unwrap()).unwrap()
+    }
+
+    /// Images and trash entries of the pool among `names`.
+    fn left_in_ceph(&self, names: &[String]) -> Vec<String> {
+        let ls = self.rbd(&["ls", self.ceph.pool()]);
+        let trash = self.rbd(&["trash", "ls", self.ceph.pool()]);
+        ls.lines()
+            .chain(trash.lines())
+            .filter(|l| names.iter().any(|n| l.contains(n.as_str())))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether the KMS still has the KV entry of volume `id` of tenant `i`.
+    fn kv_entry_left(&self, i: usize, id: &str) -> bool {
+        let path = format!("strongroom/{}/{id}", self.c.env.tenants[i].0);
+        let r = self
+            .c
+            .env
+            .server
+            .client()
+            .kv2_read_metadata("secret", &path);
+        match r {
+            Ok(m) => m.is_some(),
+            Err(e) if e.is_not_found() => false,
+            Err(e) => panic!("read KV metadata of {id}: {e:?}"),
+        }
+    }
+}
+
+fn log(n: &Node) -> String {
+    std::fs::read_to_string(&n.log).unwrap_or_default()
+}
+
+fn staging(r: &Rig, tag: &str) -> PathBuf {
+    r.c.paths(tag).0
+}
+
+fn image_of(v: &Volume) -> String {
+    v.volume_context["imageName"].clone()
+}
+
+/// sha256 of every file under `dir` (relative name → hex).
+fn hashes(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_file() {
+            let h = sha2::Sha256::digest(std::fs::read(&p).unwrap());
+            out.insert(e.file_name().to_string_lossy().into_owned(), hex(&h));
+        }
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn write_files(dir: &Path, tag: &str, n: usize) {
+    for i in 0..n {
+        let data: Vec<u8> = (0..(300_000 + i * 7919))
+            .map(|k| (k * 31 + i * 7 + tag.len()) as u8)
+            .collect();
+        std::fs::write(dir.join(format!("{tag}-{i}.bin")), data).unwrap();
+    }
+    std::process::Command::new("sync").status().unwrap();
+}
+
+#[test]
+fn an_rbd_volume_moves_between_nodes_and_a_second_writer_is_refused() {
+    let Some(r) = rig() else { return };
+    let v = r
+        .create("pvc-rbd-move", 0, None)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", r.c.tail()));
+    let image = image_of(&v);
+    assert!(image.starts_with("csi-vol-"), "{:?}", v.volume_context);
+    assert_eq!(v.volume_context["clusterID"], CLUSTER);
+    let meta = r.rbd(&["image-meta", "list", &format!("{}/{image}", r.ceph.pool())]);
+    assert!(meta.contains("strongroom.meta") && meta.contains("strongroom.csi"));
+    assert!(
+        !meta.contains(&r.key) && !meta.contains(&r.c.token(0)),
+        "{meta}"
+    );
+
+    let (sa, sb) = (staging(&r, "a"), staging(&r, "b"));
+    r.stage(&r.a, &v, &sa)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&r.a)));
+    write_files(&sa, "a", 4);
+    let written = hashes(&sa);
+    // B cannot attach it read-write while A has it
+    let busy = r.stage(&r.b, &v, &sb);
+    assert_eq!(code(busy), tonic::Code::FailedPrecondition, "{}", log(&r.b));
+    r.unstage(&r.a, &v.volume_id, &sa);
+    assert!(
+        !r.a.root.join(&v.volume_id).exists(),
+        "node A keeps nothing of the volume once unstaged"
+    );
+    r.stage(&r.b, &v, &sb)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&r.b)));
+    let read = hashes(&sb);
+    assert_eq!(read.len(), 4);
+    assert_eq!(read, written, "every file's hash is equal on node B");
+    let busy = r.stage(&r.a, &v, &sa);
+    assert_eq!(code(busy), tonic::Code::FailedPrecondition);
+    r.unstage(&r.b, &v.volume_id, &sb);
+
+    r.delete(&v.volume_id);
+    assert_eq!(r.left_in_ceph(&[image]), Vec::<String>::new());
+    assert!(!r.kv_entry_left(0, &v.volume_id), "the key is destroyed");
+    assert!(leftovers(&r.a.root).is_empty() && leftovers(&r.b.root).is_empty());
+}
+
+impl Rig {
+    fn snapshot(&self, name: &str, source: &str) -> Result<Snapshot, tonic::Status> {
+        self.c
+            .run(self.c.ctrl().create_snapshot(CreateSnapshotRequest {
+                source_volume_id: source.into(),
+                name: name.into(),
+                secrets: self.secrets(0),
+                parameters: HashMap::new(),
+            }))
+            .map(|r| r.into_inner().snapshot.unwrap())
+    }
+
+    fn delete_snapshot(&self, id: &str) {
+        self.c
+            .run(self.c.ctrl().delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: id.into(),
+                secrets: self.secrets(0),
+            }))
+            .unwrap_or_else(|e| panic!("delete snapshot {id}: {e:?}\n{}", self.c.tail()));
+    }
+
+    /// The image names of every volume or snapshot id given (from the controller's records).
+    fn images(&self, ids: &[&str]) -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| {
+                let rec = std::fs::read(self.c.root().join(id).join("csi.json")).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&rec).ok()?;
+                v["rbd"]["store"]["image"].as_str().map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Stage on node `n`, read the files, unstage.
+    fn read_on(&self, n: &Node, v: &Volume, tag: &str) -> BTreeMap<String, String> {
+        let s = staging(self, tag);
+        self.stage(n, v, &s)
+            .unwrap_or_else(|e| panic!("stage {}: {e:?}\n{}", v.volume_id, log(n)));
+        let h = hashes(&s);
+        self.unstage(n, &v.volume_id, &s);
+        h
+    }
+}
+
+fn from_snapshot(id: &str) -> Option<VolumeContentSource> {
+    Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: id.into(),
+            },
+        )),
+    })
+}
+
+fn from_volume(id: &str) -> Option<VolumeContentSource> {
+    Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: id.into(),
+            },
+        )),
+    })
+}
+
+/// Snapshot, write more, restore: the restore has the snapshot's data; a clone has the
+/// volume's; each copy has its own keyslot secret (shred the parent, the copies still read;
+/// shred a copy, the parent reads); copies into another tenant are refused; after every
+/// delete nothing is left in Ceph or the KMS.
+#[test]
+fn snapshots_restores_and_clones_have_their_own_keys() {
+    let Some(r) = rig() else { return };
+    let ok =
+        |x: Result<Volume, tonic::Status>| x.unwrap_or_else(|e| panic!("{e:?}\n{}", r.c.tail()));
+    let v = ok(r.create("pvc-snap-parent", 0, None));
+    let sa = staging(&r, "parent");
+    r.stage(&r.a, &v, &sa)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&r.a)));
+    write_files(&sa, "before", 2);
+    let at_snapshot = hashes(&sa);
+    // taken while node A has the volume attached (librbd asks the lock owner)
+    let s = r
+        .snapshot("snapshot-1", &v.volume_id)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", r.c.tail()));
+    assert_eq!(s.source_volume_id, v.volume_id);
+    assert!(s.ready_to_use && s.size_bytes >= 64 * MIB);
+    let again = r.snapshot("snapshot-1", &v.volume_id).unwrap();
+    assert_eq!(again.snapshot_id, s.snapshot_id, "idempotent");
+    write_files(&sa, "after", 2);
+    let at_clone = hashes(&sa);
+    r.unstage(&r.a, &v.volume_id, &sa);
+
+    let restored = ok(r.create("pvc-restored", 0, from_snapshot(&s.snapshot_id)));
+    assert_eq!(restored.content_source, from_snapshot(&s.snapshot_id));
+    let clone = ok(r.create("pvc-clone", 0, from_volume(&v.volume_id)));
+    // another tenant's namespace: refused, and nothing made
+    for (name, src) in [
+        ("pvc-x-restore", from_snapshot(&s.snapshot_id)),
+        ("pvc-x-clone", from_volume(&v.volume_id)),
+    ] {
+        let mut sec = r.secrets(1);
+        sec.insert("userKey".into(), r.key.clone());
+        let x = r.c.create(CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: range(64 * MIB),
+            volume_capabilities: vec![snw()],
+            parameters: r.params(1, &[("protection", "kv")]),
+            secrets: sec,
+            volume_content_source: src,
+            ..Default::default()
+        });
+        assert_eq!(code(x), tonic::Code::PermissionDenied, "{name}");
+        assert!(!r.c.root().join(name).exists(), "{name} left a record");
+    }
+    let listed =
+        r.c.run(r.c.ctrl().list_snapshots(ListSnapshotsRequest {
+            source_volume_id: v.volume_id.clone(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+
+    // shred the parent: both copies still read, on the other node
+    let all = [
+        v.volume_id.as_str(),
+        s.snapshot_id.as_str(),
+        restored.volume_id.as_str(),
+        clone.volume_id.as_str(),
+    ];
+    let images = r.images(&all);
+    assert_eq!(images.len(), 4, "{images:?}");
+    r.delete(&v.volume_id);
+    assert!(!r.kv_entry_left(0, &v.volume_id));
+    assert_eq!(r.read_on(&r.b, &restored, "restored"), at_snapshot);
+    assert_eq!(r.read_on(&r.b, &clone, "clone"), at_clone);
+    // shred the snapshot: the restore still reads
+    r.delete_snapshot(&s.snapshot_id);
+    assert_eq!(r.read_on(&r.a, &restored, "restored-a"), at_snapshot);
+    r.delete(&restored.volume_id);
+    assert_eq!(r.read_on(&r.a, &clone, "clone-a"), at_clone);
+    r.delete(&clone.volume_id);
+    for id in all {
+        assert!(!r.kv_entry_left(0, id), "KV entry of {id} left");
+    }
+    assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
+}
