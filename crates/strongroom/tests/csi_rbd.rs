@@ -399,3 +399,110 @@ fn snapshots_restores_and_clones_have_their_own_keys() {
     }
     assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
 }
+
+/// The operations kill -9 is tried under.
+#[derive(Debug, Clone, Copy)]
+enum Op<'a> {
+    Create(&'a str),
+    Snapshot(&'a str),
+    Clone(&'a str),
+    Restore(&'a str),
+    Delete(&'a str),
+    DeleteSnapshot(&'a str),
+}
+
+impl Rig {
+    fn run_op(&self, op: Op, base: &str, snap: &str) -> Result<String, tonic::Status> {
+        match op {
+            Op::Create(n) => self.create(n, 0, None).map(|v| v.volume_id),
+            Op::Snapshot(n) => self.snapshot(n, base).map(|s| s.snapshot_id),
+            Op::Clone(n) => self.create(n, 0, from_volume(base)).map(|v| v.volume_id),
+            Op::Restore(n) => self.create(n, 0, from_snapshot(snap)).map(|v| v.volume_id),
+            Op::Delete(id) => self
+                .c
+                .run(self.c.ctrl().delete_volume(DeleteVolumeRequest {
+                    volume_id: id.into(),
+                    secrets: self.secrets(0),
+                }))
+                .map(|_| id.to_owned()),
+            Op::DeleteSnapshot(id) => self
+                .c
+                .run(self.c.ctrl().delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: id.into(),
+                    secrets: self.secrets(0),
+                }))
+                .map(|_| id.to_owned()),
+        }
+    }
+}
+
+/// The controller aborts (as kill -9) at a fault point inside create, snapshot, clone,
+/// restore and delete; the CO's retry against the restarted controller finishes the job,
+/// the copies read what they should, and after the deletes nothing is left.
+#[test]
+fn kill_9_in_create_snapshot_clone_and_delete_leaves_everything_rerunnable() {
+    let Some(mut r) = rig() else { return };
+    let base = r.create("pvc-fault-base", 0, None).unwrap();
+    let s = staging(&r, "fault-base");
+    r.stage(&r.a, &base, &s).unwrap();
+    write_files(&s, "base", 2);
+    let want = hashes(&s);
+    r.unstage(&r.a, &base.volume_id, &s);
+    let snap = r.snapshot("snapshot-fault-0", &base.volume_id).unwrap();
+    let (b, sn) = (base.volume_id.clone(), snap.snapshot_id.clone());
+    let cases = [
+        ("create:provisioned", Op::Create("pvc-fault-1")),
+        ("create:store-ready", Op::Create("pvc-fault-2")),
+        ("clone:snapped", Op::Snapshot("snapshot-fault-1")),
+        ("clone:cloned", Op::Snapshot("snapshot-fault-2")),
+        ("clone:slot-added", Op::Clone("pvc-fault-clone-1")),
+        ("clone:key-protected", Op::Clone("pvc-fault-clone-2")),
+        ("clone:rekeyed", Op::Restore("pvc-fault-restore-1")),
+        ("shred:key-destroyed", Op::Delete("pvc-fault-1")),
+        ("shred:wiped", Op::DeleteSnapshot("snapshot-fault-1")),
+    ];
+    let mut made = vec![b.clone(), sn.clone()];
+    for (step, op) in cases {
+        r.c.kill();
+        r.c.spawn(&[("STRONGROOM_FAULT", step)]);
+        let first = r.run_op(op, &b, &sn);
+        assert!(first.is_err(), "{step}: {op:?} finished despite the fault");
+        assert!(
+            r.c.wait_exit(std::time::Duration::from_secs(20)).is_some(),
+            "{step}: the driver did not abort"
+        );
+        r.c.spawn(&[]);
+        let id = r
+            .run_op(op, &b, &sn)
+            .unwrap_or_else(|e| panic!("{step}: re-run of {op:?}: {e:?}\n{}", r.c.tail()));
+        made.push(id);
+    }
+    let images = r.images(&made.iter().map(String::as_str).collect::<Vec<_>>());
+    for name in ["pvc-fault-clone-1", "pvc-fault-clone-2", "pvc-fault-restore-1"] {
+        let v = Volume {
+            volume_id: name.into(),
+            volume_context: HashMap::from([
+                ("clusterID".to_owned(), CLUSTER.to_owned()),
+                ("pool".to_owned(), r.ceph.pool().to_owned()),
+                ("imageName".to_owned(), r.images(&[name])[0].clone()),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(r.read_on(&r.b, &v, name), want, "{name}");
+    }
+    for id in &made {
+        r.delete(id);
+        r.delete_snapshot(id);
+    }
+    for id in &made {
+        assert!(!r.kv_entry_left(0, id), "KV entry of {id} left");
+    }
+    assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
+    let rest: Vec<_> = std::fs::read_dir(r.c.root())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(rest.is_empty(), "controller records left: {rest:?}");
+}
