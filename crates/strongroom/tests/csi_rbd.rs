@@ -478,7 +478,11 @@ fn kill_9_in_create_snapshot_clone_and_delete_leaves_everything_rerunnable() {
         made.push(id);
     }
     let images = r.images(&made.iter().map(String::as_str).collect::<Vec<_>>());
-    for name in ["pvc-fault-clone-1", "pvc-fault-clone-2", "pvc-fault-restore-1"] {
+    for name in [
+        "pvc-fault-clone-1",
+        "pvc-fault-clone-2",
+        "pvc-fault-restore-1",
+    ] {
         let v = Volume {
             volume_id: name.into(),
             volume_context: HashMap::from([
@@ -505,4 +509,164 @@ fn kill_9_in_create_snapshot_clone_and_delete_leaves_everything_rerunnable() {
         .map(|e| e.file_name())
         .collect();
     assert!(rest.is_empty(), "controller records left: {rest:?}");
+}
+
+/// csi-sanity's snapshot and clone cases (kubernetes-csi/csi-test `pkg/sanity`
+/// controller.go: CreateSnapshot, DeleteSnapshot, ListSnapshots, volumes from snapshots and
+/// volumes) against the controller on RBD, which advertises the capabilities.
+#[test]
+fn csi_sanity_snapshot_and_clone_cases_on_rbd() {
+    use controller_service_capability::rpc::Type as Cap;
+    let Some(r) = rig() else { return };
+    let caps =
+        r.c.run(
+            r.c.ctrl()
+                .controller_get_capabilities(ControllerGetCapabilitiesRequest {}),
+        )
+        .unwrap()
+        .into_inner()
+        .capabilities;
+    let has = |t: Cap| {
+        caps.iter().any(|c| {
+            matches!(&c.r#type, Some(controller_service_capability::Type::Rpc(x)) if x.r#type == t as i32)
+        })
+    };
+    for t in [
+        Cap::CreateDeleteSnapshot,
+        Cap::ListSnapshots,
+        Cap::CloneVolume,
+    ] {
+        assert!(has(t), "{t:?} advertised");
+    }
+    let v1 = r.create("pvc-sanity-1", 0, None).unwrap();
+    let v2 = r.create("pvc-sanity-2", 0, None).unwrap();
+    let snap = |name: &str, src: &str| code(r.snapshot(name, src));
+    assert_eq!(snap("", &v1.volume_id), tonic::Code::InvalidArgument);
+    assert_eq!(snap("snapshot-s1", ""), tonic::Code::InvalidArgument);
+    assert_eq!(snap("snapshot-s1", "pvc-absent"), tonic::Code::NotFound);
+    let s1 = r.snapshot("snapshot-s1", &v1.volume_id).unwrap();
+    let s2 = r.snapshot("snapshot-s2", &v1.volume_id).unwrap();
+    let s3 = r.snapshot("snapshot-s3", &v2.volume_id).unwrap();
+    assert_eq!(
+        snap("snapshot-s1", &v2.volume_id),
+        tonic::Code::AlreadyExists
+    );
+    let list = |req: ListSnapshotsRequest| {
+        r.c.run(r.c.ctrl().list_snapshots(req))
+            .map(|x| x.into_inner())
+    };
+    let ids = |resp: &ListSnapshotsResponse| -> Vec<String> {
+        let e = resp.entries.iter();
+        e.map(|e| e.snapshot.as_ref().unwrap().snapshot_id.clone())
+            .collect()
+    };
+    let all = list(ListSnapshotsRequest::default()).unwrap();
+    for s in [&s1, &s2, &s3] {
+        assert!(ids(&all).contains(&s.snapshot_id));
+    }
+    let of_v1 = list(ListSnapshotsRequest {
+        source_volume_id: v1.volume_id.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        ids(&of_v1),
+        vec![s1.snapshot_id.clone(), s2.snapshot_id.clone()]
+    );
+    let one = list(ListSnapshotsRequest {
+        snapshot_id: s3.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ids(&one), vec![s3.snapshot_id.clone()]);
+    let none = list(ListSnapshotsRequest {
+        snapshot_id: "snapshot-absent".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(none.entries.is_empty());
+    let page1 = list(ListSnapshotsRequest {
+        max_entries: 1,
+        source_volume_id: v1.volume_id.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(page1.entries.len(), 1);
+    let page2 = list(ListSnapshotsRequest {
+        max_entries: 1,
+        source_volume_id: v1.volume_id.clone(),
+        starting_token: page1.next_token.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ids(&page2), vec![s2.snapshot_id.clone()]);
+    assert!(page2.next_token.is_empty());
+    let bad = list(ListSnapshotsRequest {
+        starting_token: "not-ours".into(),
+        ..Default::default()
+    });
+    assert_eq!(code(bad), tonic::Code::Aborted);
+    // volumes from absent sources; a copy smaller than its source
+    assert_eq!(
+        code(r.create("pvc-sanity-x", 0, from_snapshot("snapshot-absent"))),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        code(r.create("pvc-sanity-y", 0, from_volume("pvc-absent"))),
+        tonic::Code::NotFound
+    );
+    let small = r.c.create(CreateVolumeRequest {
+        name: "pvc-sanity-small".into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: MIB,
+            limit_bytes: MIB,
+        }),
+        volume_capabilities: vec![snw()],
+        parameters: r.params(0, &[("protection", "kv")]),
+        secrets: r.secrets(0),
+        volume_content_source: from_snapshot(&s1.snapshot_id),
+        ..Default::default()
+    });
+    assert_eq!(code(small), tonic::Code::OutOfRange);
+    // a bigger restore is grown; deleting snapshots: missing id, unknown id, then each
+    let big = r.c.create(CreateVolumeRequest {
+        name: "pvc-sanity-big".into(),
+        capacity_range: range(96 * MIB),
+        volume_capabilities: vec![snw()],
+        parameters: r.params(0, &[("protection", "kv")]),
+        secrets: r.secrets(0),
+        volume_content_source: from_snapshot(&s1.snapshot_id),
+        ..Default::default()
+    });
+    let big = big.unwrap_or_else(|e| panic!("{e:?}\n{}", r.c.tail()));
+    assert_eq!(big.capacity_bytes, 96 * MIB);
+    let del = |id: &str| {
+        let req = DeleteSnapshotRequest {
+            snapshot_id: id.into(),
+            secrets: r.secrets(0),
+        };
+        code(r.c.run(r.c.ctrl().delete_snapshot(req)))
+    };
+    assert_eq!(del(""), tonic::Code::InvalidArgument);
+    assert_eq!(del("snapshot-absent"), tonic::Code::Ok);
+    let images = r.images(&[
+        &v1.volume_id,
+        &v2.volume_id,
+        &s1.snapshot_id,
+        &s2.snapshot_id,
+        &s3.snapshot_id,
+        &big.volume_id,
+    ]);
+    for s in [&s1, &s2, &s3] {
+        assert_eq!(del(&s.snapshot_id), tonic::Code::Ok);
+        assert_eq!(del(&s.snapshot_id), tonic::Code::Ok, "idempotent");
+    }
+    assert!(list(ListSnapshotsRequest::default())
+        .unwrap()
+        .entries
+        .is_empty());
+    for v in [&v1, &v2, &big] {
+        r.delete(&v.volume_id);
+    }
+    assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
 }
