@@ -670,3 +670,64 @@ fn csi_sanity_snapshot_and_clone_cases_on_rbd() {
     }
     assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
 }
+
+/// A node dies holding a volume (its plugin and the volume holder SIGKILLed, as a power
+/// loss): once Ceph expires the dead client's watch, NodeStage on another node takes the
+/// exclusive lock: librbd breaks the dead owner's lock and blocklists its address (fencing
+/// it, should it come back), and the data written and synced on the dead node is there.
+#[test]
+fn a_dead_nodes_lock_is_broken_and_its_client_blocklisted() {
+    let Some(mut r) = rig() else { return };
+    // Dead clients' watches expire in 5 s instead of 30 (for new watches of this cluster).
+    r.ceph
+        .tool(
+            "ceph",
+            &["config", "set", "osd", "osd_client_watch_timeout", "5"],
+        )
+        .unwrap();
+    let v = r.create("pvc-dead-node", 0, None).unwrap();
+    let (sa, sb) = (staging(&r, "dead-a"), staging(&r, "dead-b"));
+    r.stage(&r.a, &v, &sa).unwrap();
+    write_files(&sa, "a", 2);
+    let want = hashes(&sa);
+    let rt: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.a.root.join(&v.volume_id).join("runtime.json")).unwrap(),
+    )
+    .unwrap();
+    let holder = rt["pid"].as_u64().expect("a holder serves the volume") as i32;
+    let blocklist = |r: &Rig| {
+        String::from_utf8(r.ceph.tool("ceph", &["osd", "blocklist", "ls"]).unwrap()).unwrap()
+    };
+    let before = blocklist(&r).lines().count();
+    // node A dies: plugin and holder
+    let _ = r.a.child.kill();
+    let _ = r.a.child.wait();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &holder.to_string()])
+        .status();
+    let t0 = std::time::Instant::now();
+    let staged = loop {
+        match r.stage(&r.b, &v, &sb) {
+            Ok(()) => break Ok(()),
+            Err(e)
+                if e.code() == tonic::Code::FailedPrecondition && t0.elapsed().as_secs() < 90 =>
+            {
+                std::thread::sleep(std::time::Duration::from_secs(2))
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    staged.unwrap_or_else(|e| panic!("{e:?}\n{}", log(&r.b)));
+    eprintln!("node B took the lock {:?} after node A died", t0.elapsed());
+    assert_eq!(hashes(&sb), want);
+    assert!(
+        blocklist(&r).lines().count() > before,
+        "the dead owner was blocklisted: {}",
+        blocklist(&r)
+    );
+    r.unstage(&r.b, &v.volume_id, &sb);
+    r.delete(&v.volume_id);
+    let _ = r
+        .ceph
+        .tool("ceph", &["config", "rm", "osd", "osd_client_watch_timeout"]);
+}
