@@ -177,3 +177,101 @@ pub fn parse(
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> ClusterMap {
+        ClusterMap::parse(
+            br#"[{"clusterID": "c1", "monitors": ["10.0.0.1:6789", "10.0.0.2:6789"],
+                  "rbd": {"radosNamespace": "ns1"}, "cephFS": {"subvolumeGroup": "x"}}]"#,
+        )
+        .unwrap()
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn pvc() -> PvcMeta {
+        PvcMeta {
+            namespace: "tenant-a".into(),
+            name: None,
+            pv_name: None,
+        }
+    }
+
+    #[test]
+    fn cluster_maps_as_ceph_csi_writes_them() {
+        let c = map().get("c1").cloned().unwrap();
+        assert_eq!(c.monitors, "10.0.0.1:6789,10.0.0.2:6789");
+        assert_eq!(c.rados_namespace, "ns1");
+        for bad in [
+            &br#"[{"clusterID": "c", "monitors": []}]"#[..],
+            br#"[{"clusterID": "", "monitors": ["m:1"]}]"#,
+            br#"[{"clusterID": "c", "monitors": ["m:1"]}, {"clusterID": "c", "monitors": ["m:2"]}]"#,
+            br#"{"c": {}}"#,
+        ] {
+            assert!(ClusterMap::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn rbd_parameters_are_checked_and_rendered() {
+        let (m, pvc) = (map(), pvc());
+        assert_eq!(parse(&p(&[]), &m, &pvc).unwrap(), None);
+        let r = parse(&p(&[(POOL, "rbd"), (CLUSTER_ID, "c1")]), &m, &pvc)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.pool.as_str(), r.namespace.as_str()), ("rbd", "ns1"));
+        assert_eq!(r.layout, ImageLayout::default());
+        let r = parse(
+            &p(&[
+                (POOL, "rbd"),
+                (CLUSTER_ID, "c1"),
+                (RADOS_NAMESPACE, "t-${pvc.namespace}"),
+                (DATA_POOL, "ec-data"),
+                (IMAGE_FEATURES, "layering,exclusive-lock"),
+            ]),
+            &m,
+            &pvc,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.namespace, "t-tenant-a");
+        assert_eq!(r.layout.data_pool.as_deref(), Some("ec-data"));
+        assert!(r.layout.features.unwrap().has_layering());
+        for (bad, key) in [
+            (p(&[(CLUSTER_ID, "c1")]), CLUSTER_ID),
+            (p(&[(POOL, "rbd")]), CLUSTER_ID),
+            (p(&[(POOL, "rbd"), (CLUSTER_ID, "nope")]), CLUSTER_ID),
+            (p(&[(POOL, "a/b"), (CLUSTER_ID, "c1")]), POOL),
+            (
+                p(&[
+                    (POOL, "rbd"),
+                    (CLUSTER_ID, "c1"),
+                    (IMAGE_FEATURES, "exclusive-lock"),
+                ]),
+                IMAGE_FEATURES,
+            ),
+            (
+                p(&[
+                    (POOL, "rbd"),
+                    (CLUSTER_ID, "c1"),
+                    (IMAGE_FEATURES, "layering,journal"),
+                ]),
+                IMAGE_FEATURES,
+            ),
+        ] {
+            let e = parse(&bad, &m, &pvc).unwrap_err();
+            assert!(
+                matches!(&e, CsiError::Invalid(t) if t.contains(key)),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+}
