@@ -348,19 +348,25 @@ impl RbdStore {
     }
 }
 
-/// Remove from the trash every image of ours (`csi-`) that nothing depends on any more.
+/// Remove from the trash every image of ours (`csi-`) that nothing depends on any more;
+/// again while a pass removed one (removing a clone frees its parent).
 fn purge_trash(io: &IoCtx) -> Result<()> {
-    let entries = io
-        .trash_list()
-        .map_err(|e| ceph_error("list the RBD trash", e))?;
-    for t in entries.iter().filter(|t| t.name.starts_with("csi-")) {
-        match io.trash_remove(&t.id) {
-            Ok(()) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::NotFound) => {}
-            Err(e) => return Err(ceph_error("remove an image from the trash", e)),
+    loop {
+        let entries = io
+            .trash_list()
+            .map_err(|e| ceph_error("list the RBD trash", e))?;
+        let mut removed = false;
+        for t in entries.iter().filter(|t| t.name.starts_with("csi-")) {
+            match io.trash_remove(&t.id) {
+                Ok(()) => removed = true,
+                Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::NotFound) => {}
+                Err(e) => return Err(ceph_error("remove an image from the trash", e)),
+            }
+        }
+        if !removed {
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// An open RBD image as a LUKS2 engine's block device. I/O from several threads at once (the
