@@ -731,3 +731,43 @@ fn a_dead_nodes_lock_is_broken_and_its_client_blocklisted() {
         .ceph
         .tool("ceph", &["config", "rm", "osd", "osd_client_watch_timeout"]);
 }
+
+/// Clones of clones: past ceph-csi's soft depth limit (4) the new image is flattened (no
+/// parent), and it reads its data with every ancestor deleted.
+#[test]
+fn a_deep_clone_chain_is_flattened() {
+    let Some(r) = rig() else { return };
+    let base = r.create("pvc-chain-0", 0, None).unwrap();
+    let s = staging(&r, "chain-0");
+    r.stage(&r.a, &base, &s).unwrap();
+    write_files(&s, "chain", 1);
+    let want = hashes(&s);
+    r.unstage(&r.a, &base.volume_id, &s);
+    let mut chain = vec![base];
+    for i in 1..=5 {
+        let parent = chain.last().unwrap().volume_id.clone();
+        let v = r
+            .create(&format!("pvc-chain-{i}"), 0, from_volume(&parent))
+            .unwrap_or_else(|e| panic!("clone {i}: {e:?}\n{}", r.c.tail()));
+        chain.push(v);
+    }
+    let has_parent = |v: &Volume| {
+        let spec = format!("{}/{}", r.ceph.pool(), image_of(v));
+        r.rbd(&["info", &spec]).contains("parent:")
+    };
+    let parents: Vec<bool> = chain.iter().map(has_parent).collect();
+    assert_eq!(
+        parents,
+        [false, true, true, true, true, false],
+        "depth 5 is flattened"
+    );
+    let ids: Vec<&str> = chain.iter().map(|v| v.volume_id.as_str()).collect();
+    let images = r.images(&ids);
+    let last = chain.pop().unwrap();
+    for v in &chain {
+        r.delete(&v.volume_id);
+    }
+    assert_eq!(r.read_on(&r.b, &last, "chain-5"), want);
+    r.delete(&last.volume_id);
+    assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
+}
