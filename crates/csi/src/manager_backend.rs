@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strongroom_volume::{
-    CreateRequest, Credential, DataPathKind, Error as VError, FsType, HolderCommand, KmsConfig,
+    CreateRequest, Credential, DataPathKind, Error as VError, FsType, HolderLauncher, KmsConfig,
     Manager, ManagerConfig, SecretString, State, VolumeInfo,
 };
 
@@ -181,7 +181,7 @@ pub struct ManagerBackendConfig {
     pub max_volume_size: Option<u64>,
     /// Volume holders serve the userspace data path, so that staged volumes outlive a
     /// restart of this process (`None`: served by threads of this process).
-    pub holder: Option<HolderCommand>,
+    pub holder: Option<HolderLauncher>,
     /// ceph-csi's cluster map: the monitors of the cluster an RBD volume context names.
     pub ceph_clusters: ClusterMap,
 }
@@ -251,7 +251,7 @@ impl ManagerBackend {
         })
         .with_progress(|msg| tracing::info!("{msg}"));
         if let Some(h) = &self.cfg.holder {
-            mgr = mgr.with_holder(h.clone());
+            mgr = mgr.with_holders(h.clone());
         }
         let mgr = Arc::new(mgr);
         m.insert(kms.key(), mgr.clone());

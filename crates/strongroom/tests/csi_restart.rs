@@ -135,15 +135,199 @@ fn the_holder_is_locked_in_memory_and_in_its_own_session() {
         );
     }
     assert!(String::from_utf8_lossy(&argv).contains("hold"));
-    // Nothing of the plugin's leaks into it (e.g. the CSI socket): its one socket is its own.
+    // Nothing of the plugin's leaks into it (e.g. the CSI socket): its sockets are its own,
+    // holder.sock and the link to its keeper (open twice).
     let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-        })
-        .count();
-    assert_eq!(sockets, 1, "the holder's sockets: its own holder.sock only");
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(
+        sockets, 2,
+        "the holder's sockets: holder.sock and its keeper link only"
+    );
+    // The keeper is guarded the same way.
+    let (_, keeper) = wait_holder(&v.volume_id, &[]);
+    let kstatus = std::fs::read_to_string(format!("/proc/{keeper}/status")).unwrap();
+    assert!(
+        kstatus.contains("VmLck:") && !kstatus.contains("VmLck:\t       0 kB"),
+        "{kstatus}"
+    );
+    let kstat = std::fs::read_to_string(format!("/proc/{keeper}/stat")).unwrap();
+    let kfields: Vec<&str> = kstat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        kfields[3],
+        keeper.to_string(),
+        "keeper leads its session: {kstat}"
+    );
     c.unstage(&v.volume_id, &staging).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(process_gone(pid), "the holder outlived NodeUnstage");
+    assert!(process_gone(keeper), "the keeper outlived NodeUnstage");
+}
+
+/// The staged volume's holder itself is SIGKILLed under fio: first its server, then (once
+/// the keeper has started a new one) its keeper, then the plugin too. fio sees no error,
+/// each half was replaced by the other, the restarted plugin re-adopts the holder that runs
+/// now (it proves the recorded nonce; its pids are new), the data verifies, and unstage
+/// leaves nothing behind.
+#[test]
+fn the_holder_itself_sigkilled_while_fio_writes() {
+    if !volume_common::can_mount() || expected_path() != "userspace" {
+        return;
+    }
+    let mut c = Csi::start();
+    let v = c.create_for("pvc-holder", 0, 64 * MIB);
+    let id = v.volume_id.clone();
+    let (staging, mnt) = c.paths("holder");
+    let target = mnt.join("target");
+    c.stage(&v, &staging, snw(), Some(&c.token(0)))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", c.tail()));
+    c.publish(&v, &staging, &target, snw(), false).unwrap();
+    let (server, keeper) = wait_holder(&id, &[]);
+    let file = target.join("fio.dat");
+    let log = c.dir.join("fio-holder.log");
+    let mut w = fio(&file, false)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("fio");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(w.try_wait().unwrap().is_none(), "fio ended before the kill");
+    kill9(server);
+    let (server2, keeper2) = wait_holder(&id, &[server]);
+    assert_eq!(keeper2, keeper, "the keeper started the new server");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    kill9(keeper);
+    let (server3, keeper3) = wait_holder(&id, &[server, keeper]);
+    assert_eq!(server3, server2, "the server started a new keeper");
+    c.kill();
+    c.spawn(&[]);
+    let st = w.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let holder_log = || std::fs::read_to_string(c.root().join(&id).join("holder.log"));
+    assert!(
+        st.success() && text.contains("err= 0"),
+        "fio saw an error:\n{text}\n{:?}",
+        holder_log()
+    );
+    assert_eq!(
+        code(c.stage(&v, &staging, snw(), Some(&c.token(0)))),
+        tonic::Code::Ok
+    );
+    assert_eq!(
+        wait_holder(&id, &[]),
+        (server3, keeper3),
+        "re-adopted, not replaced"
+    );
+    let verify = fio(&file, true).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    c.unpublish(&id, &target).unwrap();
+    c.unstage(&id, &staging).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        process_gone(server3) && process_gone(keeper3),
+        "{:?}",
+        holder_log()
+    );
+    assert!(
+        leftovers(&c.root()).is_empty(),
+        "{:?}",
+        leftovers(&c.root())
+    );
+}
+
+/// A holder host outside the plugin's PID namespace (as its own DaemonSet is): the plugin
+/// runs in `unshare --pid --fork --kill-child` (a PID namespace of its own, as in a container)
+/// and asks the host to start its holders. Killing that whole namespace under fio, as a
+/// container restart does, leaves the holders running: fio sees no I/O error, the restarted
+/// plugin re-adopts the volume (verifying a holder it sees as pid 0, by its proof of the
+/// nonce), the data verifies, and unstage leaves nothing behind.
+#[test]
+fn a_container_restart_of_the_plugin_keeps_hosted_holders() {
+    if !volume_common::can_mount() || expected_path() != "userspace" {
+        return;
+    }
+    const UNSHARE: [&str; 4] = ["unshare", "--pid", "--fork", "--kill-child"];
+    let mut c = Csi::start();
+    let host_sock = c.dir.join("holder-host/host.sock");
+    let host_log = c.dir.join("holder-host.log");
+    let mut host = std::process::Command::new(common::strongroom_bin())
+        .arg("volume")
+        .arg("--root")
+        .arg(c.root())
+        .arg("holder-host")
+        .arg("--socket")
+        .arg(&host_sock)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&host_log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !host_sock.exists() {
+        assert!(t0.elapsed().as_secs() < 20, "no holder host socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sock = host_sock.to_str().unwrap().to_owned();
+    c.kill();
+    c.spawn_in(&UNSHARE, &["--holder-host", &sock], &[]);
+    let v = c.create_for("pvc-hosted", 0, 64 * MIB);
+    let id = v.volume_id.clone();
+    let (staging, mnt) = c.paths("hosted");
+    let target = mnt.join("target");
+    c.stage(&v, &staging, snw(), Some(&c.token(0)))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", c.tail()));
+    c.publish(&v, &staging, &target, snw(), false).unwrap();
+    let holder = wait_holder(&id, &[]);
+    let file = target.join("fio.dat");
+    let log = c.dir.join("fio-hosted.log");
+    let mut w = fio(&file, false)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("fio");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(w.try_wait().unwrap().is_none(), "fio ended before the kill");
+    c.kill();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    c.spawn_in(&UNSHARE, &["--holder-host", &sock], &[]);
+    let st = w.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        st.success() && text.contains("err= 0"),
+        "fio saw an error:\n{text}"
+    );
+    assert_eq!(
+        code(c.stage(&v, &staging, snw(), Some(&c.token(0)))),
+        tonic::Code::Ok,
+        "{}",
+        c.tail()
+    );
+    assert_eq!(wait_holder(&id, &[]), holder, "re-adopted, not replaced");
+    let verify = fio(&file, true).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    c.unpublish(&id, &target).unwrap();
+    c.unstage(&id, &staging).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(process_gone(holder.0) && process_gone(holder.1));
+    assert!(
+        leftovers(&c.root()).is_empty(),
+        "{:?}",
+        leftovers(&c.root())
+    );
+    let _ = host.kill();
+    let _ = host.wait();
 }

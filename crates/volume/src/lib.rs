@@ -28,7 +28,8 @@ mod store_rbd;
 pub mod tenant;
 mod vocab;
 
-pub use datapath::holder::HolderCommand;
+pub use datapath::holder::{HolderCommand, HolderLauncher};
+pub use datapath::keeper::Role as HolderRole;
 pub use datapath::{is_mounted, mount_points, DataPathKind};
 pub use error::{Error, ErrorKind, Result};
 pub use kms::{Credential, KmsConfig};

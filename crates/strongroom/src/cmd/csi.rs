@@ -15,7 +15,7 @@ use strongroom_csi::{
     ClusterMap, DriverConfig, KmsCatalog, ManagerBackend, ManagerBackendConfig, Mode, SecretFiles,
     VolumeBackend,
 };
-use strongroom_volume::SecretString;
+use strongroom_volume::{HolderLauncher, SecretString};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ModeArg {
@@ -83,6 +83,11 @@ pub struct CsiArgs {
     /// Seconds an unwrapped volume key stays cached in memory (zeroized on eviction).
     #[arg(long, default_value_t = 300)]
     key_cache_ttl_secs: u64,
+    /// The socket of a holder host (`strongroom volume holder-host`) that starts the volume
+    /// holders of userspace mounts, so that they survive a restart of this container.
+    /// Without it the holders are this process's children.
+    #[arg(long, env = "STRONGROOM_HOLDER_HOST")]
+    holder_host: Option<PathBuf>,
     /// Largest volume CreateVolume accepts, in bytes (0: no limit but free space).
     #[arg(long, default_value_t = 0)]
     max_volume_bytes: u64,
@@ -164,7 +169,10 @@ fn backend(a: &CsiArgs, cfg: &DriverConfig) -> anyhow::Result<Arc<dyn VolumeBack
         cache_ttl: Duration::from_secs(a.key_cache_ttl_secs),
         kms_timeout: Duration::from_secs(10),
         max_volume_size: (a.max_volume_bytes > 0).then_some(a.max_volume_bytes),
-        holder: Some(super::volume::holder_command(&a.root)?),
+        holder: Some(match &a.holder_host {
+            Some(socket) => HolderLauncher::Host(socket.clone()),
+            None => HolderLauncher::Spawn(super::volume::holder_command(&a.root)?),
+        }),
         ceph_clusters: cfg.ceph_clusters.clone(),
     })?;
     Ok(Arc::new(b))

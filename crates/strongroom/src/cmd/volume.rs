@@ -20,8 +20,8 @@ use strongroom_vault_client::split_addresses;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
     new_image_name, CephRef, CreateRequest, Credential, Error as VolError, ErrorKind, FsType,
-    HolderCommand, KmsConfig, Manager, ManagerConfig, ProtectionMode, ProtectionRequest,
-    RotateKind, SecretString, StoreSpec, VolumeInfo,
+    HolderCommand, HolderRole, KmsConfig, Manager, ManagerConfig, ProtectionMode,
+    ProtectionRequest, RotateKind, SecretString, StoreSpec, VolumeInfo,
 };
 
 #[derive(Args, Clone)]
@@ -232,7 +232,23 @@ enum Sub {
     /// (internal) A volume holder: serve a userspace mount; started by `mount` and the CSI
     /// node plugin, secret on stdin.
     #[command(hide = true)]
-    Hold { id: String },
+    Hold {
+        id: String,
+        /// Which half: `start` (the first server, started by a mount), or a successor
+        /// (`server`, `keeper`) started by the other half with its link on stdin.
+        #[arg(long, value_enum, default_value_t = HoldRole::Start)]
+        role: HoldRole,
+    },
+    /// (node daemon) A holder host: start the volume holders of userspace mounts when the
+    /// CSI node plugin asks on SOCKET, so that they survive a restart of its container.
+    #[command(hide = true)]
+    HolderHost {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    /// Re-execute the volume holder of a userspace mount (its keeper, then its server) from
+    /// the strongroom binary now installed at its path, without an I/O error on the mount.
+    UpgradeHolder { id: String },
     /// (benchmarks) Serve a plain file or RBD image through the same FUSE layer, without
     /// encryption, until unmounted with `fusermount3 -u DIR` (built with `--features bench`).
     #[cfg(feature = "bench")]
@@ -411,7 +427,18 @@ pub fn run(c: VolumeCommand) -> anyhow::Result<i32> {
             manager(&g, true).create(&req, &cred)
         }
         Sub::Mount { id, target, token } => return mount(&g, &id, &target, &token),
-        Sub::Hold { id } => return hold(&g, &id),
+        Sub::Hold { id, role } => return hold(&g, &id, role.into()),
+        Sub::HolderHost { socket } => {
+            let cmd = holder_command(&g.root)?;
+            match manager(&g, false).host_holders(&socket, cmd) {
+                Ok(()) => return Ok(0),
+                Err(e) => return fail(&g, e),
+            }
+        }
+        Sub::UpgradeHolder { id } => {
+            let m = manager(&g, false);
+            m.upgrade_holder(&id).and_then(|_| m.status(&id))
+        }
         Sub::Unmount { id, .. } => {
             let m = manager(&g, true);
             m.unmount(&id).and_then(|_| m.status(&id))
@@ -564,10 +591,35 @@ pub fn write_secret_file(path: &Path, s: &str) -> std::io::Result<()> {
     f.write_all(s.as_bytes())
 }
 
-/// How this binary starts a volume holder: `strongroom volume --root ROOT hold ID`.
+/// The half of a volume holder a `hold` process is.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HoldRole {
+    Start,
+    Server,
+    Keeper,
+}
+
+impl From<HoldRole> for HolderRole {
+    fn from(r: HoldRole) -> Self {
+        match r {
+            HoldRole::Start => HolderRole::Start,
+            HoldRole::Server => HolderRole::Server,
+            HoldRole::Keeper => HolderRole::Keeper,
+        }
+    }
+}
+
+/// How this binary starts a volume holder: `strongroom volume --root ROOT hold ID`. The
+/// program is this binary's path, also once it was replaced by a new one (an upgrade): the
+/// holder's successors then run the new one.
 pub fn holder_command(root: &Path) -> anyhow::Result<HolderCommand> {
+    let exe = std::env::current_exe().context("own executable")?;
+    let exe = match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    };
     Ok(HolderCommand {
-        program: std::env::current_exe().context("own executable")?,
+        program: exe,
         args: vec![
             "volume".into(),
             "--root".into(),
@@ -592,17 +644,19 @@ fn mount(g: &Global, id: &str, target: &Path, t: &TokenArg) -> anyhow::Result<i3
     Ok(0)
 }
 
-/// `volume hold ID` (started by a mount, never by hand): the nonce and the keyslot secret on
-/// stdin (read through its own descriptor, no buffered copy), one answer line on stdout.
-fn hold(g: &Global, id: &str) -> anyhow::Result<i32> {
+/// `volume hold ID` (started by a mount or by the holder's other half, never by hand): for
+/// the first server the nonce and the keyslot secret on stdin (read through its own
+/// descriptor, no buffered copy) and one answer line on stdout; for a successor its link on
+/// stdin.
+fn hold(g: &Global, id: &str, role: HolderRole) -> anyhow::Result<i32> {
     use std::os::fd::AsFd;
-    let fd = std::io::stdin()
+    let input = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
         .context("duplicating stdin")?;
-    let mut input = std::fs::File::from(fd);
     let mut out = std::io::stdout();
-    match manager(g, false).hold(id, &mut input, &mut out) {
+    let cmd = holder_command(&g.root)?;
+    match manager(g, false).hold(id, role, cmd, input, &mut out) {
         Ok(()) => Ok(0),
         Err(e) => {
             eprintln!("Error [{}]: {e}", e.kind());

@@ -146,6 +146,12 @@ impl Csi {
 
     /// Start (or restart) the driver process; its log is appended to `self.log`.
     pub fn spawn(&mut self, env_vars: &[(&str, &str)]) {
+        self.spawn_in(&[], &[], env_vars)
+    }
+
+    /// [`Self::spawn`] under `wrapper` (e.g. `unshare --pid --fork --kill-child`: killing the
+    /// driver then kills its whole PID namespace) with `extra` arguments.
+    pub fn spawn_in(&mut self, wrapper: &[&str], extra: &[&str], env_vars: &[(&str, &str)]) {
         let _ = std::fs::remove_file(&self.sock);
         let (sock, root, log) = (self.sock.clone(), self.root(), self.log.clone());
         let mut cmd = self.command(&sock, self.mode, NODE_ID, &root, &log);
@@ -177,8 +183,16 @@ impl Csi {
             .append(true)
             .open(log)
             .unwrap();
-        let mut cmd = Command::new(strongroom_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(strongroom_bin());
+                c
+            }
+            None => Command::new(strongroom_bin()),
+        };
         cmd.arg("csi")
+            .args(extra)
             .arg("--endpoint")
             .arg(format!("unix://{}", sock.display()))
             .args(["--node-id", node_id, "--mode", mode])
@@ -604,4 +618,51 @@ pub fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// The holder's processes for the volume whose id is `id`: (server, keeper), by their argv.
+pub fn holder_pids(id: &str) -> (Vec<u64>, Vec<u64>) {
+    let (mut servers, mut keepers) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = argv.split(|b| *b == 0).collect();
+        let is = |w: &str| args.contains(&w.as_bytes());
+        if !is("hold") || !is(id) || process_gone(pid) {
+            continue;
+        }
+        if is("keeper") {
+            keepers.push(pid)
+        } else {
+            servers.push(pid)
+        }
+    }
+    (servers, keepers)
+}
+
+/// Wait until exactly one server and one keeper run, other than `not` (replaced ones).
+pub fn wait_holder(id: &str, not: &[u64]) -> (u64, u64) {
+    let t0 = Instant::now();
+    loop {
+        let (s, k) = holder_pids(id);
+        let fresh = |v: &[u64]| v.iter().all(|p| !not.contains(p));
+        if s.len() == 1 && k.len() == 1 && fresh(&s) && fresh(&k) {
+            return (s[0], k[0]);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "holder of {id}: servers {s:?}, keepers {k:?} (not {not:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn kill9(pid: u64) {
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -9 {pid}");
 }

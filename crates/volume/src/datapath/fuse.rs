@@ -185,6 +185,11 @@ impl CryptIo {
         })
     }
 
+    /// A copy of the volume key (for a holder's keeper, `datapath::keeper`).
+    pub(crate) fn volume_key(&self) -> Zeroizing<Vec<u8>> {
+        self.vk.clone()
+    }
+
     fn inner(&self) -> std::io::Result<std::sync::RwLockReadGuard<'_, CryptDevice<SharedDev>>> {
         self.inner.read().map_err(|_| std::io::Error::other("lock"))
     }
@@ -374,18 +379,28 @@ impl<I: BlockIo> VolumeFs<I> {
 }
 
 fn errno(e: &std::io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+    Errno::from_i32(errno_of(e))
+}
+
+/// The errno an I/O error is answered with.
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The connection's settings asked of the kernel at INIT (each may be refused by an older
+/// kernel: then its default applies).
+fn configure(config: &mut KernelConfig) {
+    let _ = config.set_max_write(MAX_IO);
+    let _ = config.set_max_readahead(MAX_IO);
+    let _ = config.set_max_background(MAX_BACKGROUND);
+    let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
 }
 
 impl<I: BlockIo> Filesystem for VolumeFs<I> {
     fn init(&mut self, req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         self.uid = req.uid();
         self.gid = req.gid();
-        // Each may be refused by an older kernel: then its default applies.
-        let _ = config.set_max_write(MAX_IO);
-        let _ = config.set_max_readahead(MAX_IO);
-        let _ = config.set_max_background(MAX_BACKGROUND);
-        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        configure(config);
         Ok(())
     }
 
@@ -602,6 +617,8 @@ pub fn serve_until_unmounted(session: fuser::BackgroundSession, dir: &Path) {
     }
     drop(session);
 }
+
+pub mod lowlevel;
 
 #[cfg(test)]
 pub(crate) mod tests;

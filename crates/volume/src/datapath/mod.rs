@@ -11,6 +11,8 @@
 pub mod dmcrypt;
 pub mod fuse;
 pub mod holder;
+pub mod holder_host;
+pub mod keeper;
 pub mod loopdev;
 pub mod mapping;
 

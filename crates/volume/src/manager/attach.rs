@@ -4,16 +4,21 @@
 //! set up is recorded in the [`Runtime`] record first, so teardown also works after a crash.
 
 use super::{fault, lock, process_alive, unlock, Manager, VolumeInfo};
+use crate::datapath::holder::{HolderCommand, HolderLauncher};
+use crate::datapath::holder_host;
+use crate::datapath::keeper::Role;
 use crate::datapath::{self, fuse, holder, loopdev, DataPathKind, Runtime};
 use crate::error::{Error, Result};
 use crate::kms::Credential;
 use crate::meta::{StoreSpec, VolumeMeta};
 use crate::store;
 use crate::vocab::FsType;
-use std::io::{Read, Write};
+use rustix::fd::OwnedFd;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 impl Manager {
     /// Mount the volume's filesystem at `target` (mkfs once, by state). Idempotent.
@@ -89,17 +94,16 @@ impl Manager {
         if rt.datapath != Some(DataPathKind::Userspace) {
             return true;
         }
-        match rt.pid {
-            Some(p) if p == std::process::id() => self
+        match (rt.pid, &rt.holder_nonce) {
+            (Some(p), _) if p == std::process::id() => self
                 .sessions
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(id),
-            Some(p) => match &rt.holder_nonce {
-                Some(n) => holder::verify(&self.volume_dir(id), id, p, n),
-                None => process_alive(p),
-            },
-            None => false,
+            // A holder proves itself (its pid may be in another PID namespace).
+            (_, Some(n)) => holder::verify(&self.volume_dir(id), id, n).is_some(),
+            (Some(p), None) => process_alive(p),
+            (None, None) => false,
         }
     }
 
@@ -113,7 +117,7 @@ impl Manager {
             ..Default::default()
         };
         match &self.holder {
-            Some(cmd) => {
+            Some(HolderLauncher::Spawn(cmd)) => {
                 let nonce = holder::new_nonce();
                 rt.holder_nonce = Some(nonce.clone());
                 let child = holder::start(cmd, dir, &m.id)?;
@@ -121,6 +125,16 @@ impl Manager {
                 rt.save(dir)?;
                 let ceph = crate::store_rbd::given_key(&m.store);
                 holder::handshake(child, dir, &m.id, &nonce, ceph.as_ref(), secret)?;
+            }
+            Some(HolderLauncher::Host(socket)) => {
+                let nonce = holder::new_nonce();
+                rt.holder_nonce = Some(nonce.clone());
+                // Recorded before the secret leaves: teardown finds whatever gets mounted.
+                rt.save(dir)?;
+                let ceph = crate::store_rbd::given_key(&m.store);
+                let pid = holder_host::start_hosted(socket, &m.id, &nonce, ceph.as_ref(), secret)?;
+                rt.pid = Some(pid);
+                rt.save(dir)?;
             }
             None => {
                 let io = crypt_io(m, secret)?;
@@ -278,14 +292,18 @@ impl Manager {
             // Served by another (or a dead) process: unmount it from here.
             datapath::fuse_unmount(fd)?;
         }
-        // A CLI mount daemon exits when its FUSE session ends; wait for it briefly.
-        if let Some(pid) = rt.pid.filter(|p| *p != std::process::id()) {
-            for _ in 0..100 {
-                if !process_alive(pid) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        // A holder exits when its FUSE session ends (its server removes its socket then; its
+        // pid may be in a holder host's PID namespace); wait for it briefly.
+        let gone = || match (&rt.holder_nonce, rt.pid) {
+            (Some(_), _) => !dir.join(holder::SOCKET).exists(),
+            (None, Some(pid)) => pid == std::process::id() || !process_alive(pid),
+            (None, None) => true,
+        };
+        for _ in 0..100 {
+            if gone() {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         self.cache.evict(id);
         Runtime::remove(dir);
@@ -299,14 +317,50 @@ impl Manager {
             .remove(id)
     }
 
-    /// The body of a volume holder process (`datapath::holder`): the nonce and the keyslot
-    /// secret from `input`, one answer line to `answer`, then serve the volume's FUSE file
-    /// until it is unmounted. Takes no lock: the process that started it holds the volume's.
-    pub fn hold(&self, id: &str, input: &mut dyn Read, answer: &mut dyn Write) -> Result<()> {
-        holder::run(&self.volume_dir(id), id, input, answer, |secret| {
-            let (_, m) = self.load(id)?;
-            crypt_io(&m, secret)
-        })
+    /// The body of a volume holder process (`datapath::holder`) in `role`. The first server
+    /// (`Start`) gets the nonce and the keyslot secret on `input`, answers one line to
+    /// `answer`, then serves the volume's FUSE file until it is unmounted; a successor server
+    /// or a keeper has its link to the other half on `input` (`datapath::keeper`); `cmd`
+    /// starts successors. Takes no lock: the process that started the holder holds the
+    /// volume's.
+    pub fn hold(
+        &self,
+        id: &str,
+        role: Role,
+        cmd: HolderCommand,
+        input: OwnedFd,
+        answer: &mut dyn Write,
+    ) -> Result<()> {
+        let h = holder::Holder {
+            cmd,
+            dir: self.volume_dir(id),
+            id: id.to_owned(),
+        };
+        match role {
+            Role::Start => {
+                let mut input = std::fs::File::from(input);
+                holder::run_start(h, &mut input, answer, |secret| {
+                    crypt_io(&self.load(id)?.1, secret)
+                })
+            }
+            Role::Server => {
+                holder::run_server(h, input, |key| crypt_io_with_key(&self.load(id)?.1, key))
+            }
+            Role::Keeper => holder::run_keeper(h, input),
+        }
+    }
+
+    /// The body of a holder host (`datapath::holder_host`): start holders with `cmd` when
+    /// asked on `socket`, until killed.
+    pub fn host_holders(&self, socket: &Path, cmd: HolderCommand) -> Result<()> {
+        holder_host::run_host(socket, self.cfg.root.clone(), cmd)
+    }
+
+    /// Have the holder of a userspace mount re-execute its keeper and then its server from
+    /// the binary now at its program's path, without an I/O error on the mount.
+    pub fn upgrade_holder(&self, id: &str) -> Result<()> {
+        let (dir, _) = self.load(id)?;
+        holder::upgrade(&dir)
     }
 
     /// Serve the FUSE session of a userspace mount made by this process until it is
@@ -324,6 +378,15 @@ fn crypt_io(m: &VolumeMeta, secret: &[u8]) -> Result<fuse::CryptIo> {
     let st = store::from_spec(&m.store);
     let (vol, u) = unlock(st.as_ref(), secret, false)?;
     fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, u.volume_key)
+}
+
+/// [`crypt_io`] with the volume key itself (a holder's successor; checked against the
+/// header's digest).
+fn crypt_io_with_key(m: &VolumeMeta, key: Zeroizing<Vec<u8>>) -> Result<fuse::CryptIo> {
+    let st = store::from_spec(&m.store);
+    let vol = strongroom_luks::Volume::open(st.open(false)?)?;
+    vol.verify_volume_key(&key)?;
+    fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, key)
 }
 
 fn wait_for(p: &Path) -> Result<()> {

@@ -144,7 +144,7 @@ pub struct Manager {
     sessions: Mutex<HashMap<String, fuser::BackgroundSession>>,
     progress: Option<Progress>,
     /// Userspace data paths are served by volume holders started so (else in this process).
-    holder: Option<crate::datapath::holder::HolderCommand>,
+    holder: Option<crate::datapath::holder::HolderLauncher>,
 }
 
 fn valid_name(kind: &str, s: &str) -> Result<()> {
@@ -219,7 +219,13 @@ impl Manager {
     /// Serve userspace data paths from a volume holder per volume, started with `cmd`
     /// (`datapath::holder`), so that they outlive this process.
     pub fn with_holder(mut self, cmd: crate::datapath::holder::HolderCommand) -> Self {
-        self.holder = Some(cmd);
+        self.holder = Some(crate::datapath::holder::HolderLauncher::Spawn(cmd));
+        self
+    }
+
+    /// Where holders come from: started by this process or by a holder host.
+    pub fn with_holders(mut self, launcher: crate::datapath::holder::HolderLauncher) -> Self {
+        self.holder = Some(launcher);
         self
     }
 
