@@ -332,6 +332,9 @@ struct Shared {
     done: AtomicBool,
 }
 
+/// The link to a keeper and its pid.
+type KeeperLink = (OwnedFd, u32);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -348,7 +351,7 @@ pub fn run_start(
     answer: &mut dyn Write,
     open: impl FnOnce(&[u8]) -> Result<CryptIo>,
 ) -> Result<()> {
-    let started = (|| -> Result<(CryptIo, Held, Option<(OwnedFd, u32)>)> {
+    let started = (|| -> Result<(CryptIo, Held, Option<KeeperLink>)> {
         guard_process()?;
         let (nonce, ceph, secret) = read_frame(input)?;
         if let Some((user, key)) = &ceph {
@@ -416,7 +419,7 @@ pub fn run_keeper(h: Holder, link: OwnedFd) -> Result<()> {
 }
 
 /// Start a keeper and hand it what is held; returns the link to it and its pid.
-fn start_keeper(h: &Holder, held: &Held) -> Result<(OwnedFd, u32)> {
+fn start_keeper(h: &Holder, held: &Held) -> Result<KeeperLink> {
     let (link, pid) = keeper::spawn(&h.cmd, &h.dir, &h.id, Role::Keeper)?;
     match keeper::receive(link.as_fd())? {
         Received::Msg(Msg::Need) => keeper::hand_over(link.as_fd(), held)?,
@@ -426,7 +429,7 @@ fn start_keeper(h: &Holder, held: &Held) -> Result<(OwnedFd, u32)> {
 }
 
 /// Serve until unmounted, with the keeper at the other end of `keeper`'s link (if any).
-fn serve(h: Holder, io: CryptIo, held: Held, keeper: Option<(OwnedFd, u32)>) -> Result<()> {
+fn serve(h: Holder, io: CryptIo, held: Held, keeper: Option<KeeperLink>) -> Result<()> {
     let fuse = held.fuse.clone();
     let (dir, id, nonce) = (h.dir.clone(), h.id.clone(), held.nonce.clone());
     let (link, copy, pid) = match keeper {
