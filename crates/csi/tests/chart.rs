@@ -223,6 +223,12 @@ fn workload(name: &str) -> Value {
             )
         })
         .map(|l| l.replace("{{- toYaml .Values.node.resources | nindent 12 }}", "{}"))
+        .map(|l| {
+            l.replace(
+                "{{- toYaml .Values.node.holderHost.resources | nindent 12 }}",
+                "{}",
+            )
+        })
         .map(|l| l.replace("{{ include \"strongroom.fullname\" . }}", "rel"))
         .map(|l| l.replace("{{ include \"strongroom.image\" . }}", "strongroom:test"))
         .map(|l| {
@@ -388,6 +394,58 @@ fn kms_server_and_article_example() {
         .map(|vol| scalar(&vol["persistentVolumeClaim"]["claimName"]))
         .collect();
     assert_eq!(claims, ["pvc-cephrbd1", "pvc-cephrbd2"]);
+}
+
+/// The holder host (issue 17): its own DaemonSet that a chart upgrade never restarts
+/// (`OnDelete`), in the node's PID namespace, privileged for FUSE mounts; the node plugin asks
+/// it on the socket it listens on, both see the same volumes root (with Bidirectional
+/// propagation, so the FUSE mounts it makes reach the plugin), and holders get no memory
+/// limit by default (an OOM kill of its container would take every holder down).
+#[test]
+fn holder_host_survives_plugin_upgrades_and_shares_the_volumes_root() {
+    let d = workload("holder-host.yaml");
+    assert_eq!(d["kind"], "DaemonSet");
+    assert_eq!(d["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(d["spec"]["template"]["spec"]["hostPID"], Value::Bool(true));
+    let c = container(&d, "holder-host");
+    assert_eq!(c["securityContext"]["privileged"], Value::Bool(true));
+    let socket = scalar(lookup(&values(), "node.holderHost.socket"));
+    let host_args = args(c);
+    assert!(
+        host_args.contains(&"holder-host".to_owned()),
+        "{host_args:?}"
+    );
+    assert!(
+        host_args.contains(&format!("--socket={socket}")),
+        "{host_args:?}"
+    );
+    let node = workload("node.yaml");
+    let plugin = container(&node, "strongroom-csi");
+    let plugin_args = args(plugin);
+    assert!(plugin_args.contains(&format!("--holder-host={socket}")));
+    let root = |a: &[String]| {
+        a.iter()
+            .find_map(|x| x.strip_prefix("--root="))
+            .map(str::to_owned)
+    };
+    assert_eq!(root(&host_args), root(&plugin_args));
+    let mount = |c: &Value| {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| scalar(&m["name"]) == "volumes-root")
+            .cloned()
+            .expect("volumes-root mounted")
+    };
+    let (hm, pm) = (mount(c), mount(plugin));
+    assert_eq!(hm["mountPath"], pm["mountPath"]);
+    assert_eq!(scalar(&hm["mountPropagation"]), "Bidirectional");
+    assert!(socket.starts_with(&scalar(&hm["mountPath"])), "{socket}");
+    assert_eq!(
+        lookup(&values(), "node.holderHost.resources"),
+        &Value::Mapping(Default::default())
+    );
 }
 
 /// Every `--flag` the chart passes to `strongroom csi` exists in its clap arguments.

@@ -387,9 +387,17 @@ pub fn run_start(
         },
     };
     let text = serde_json::to_string(&reply).map_err(|e| Error::Internal(e.to_string()))?;
-    writeln!(answer, "{text}").map_err(|e| Error::io("holder answer", e))?;
-    answer.flush().map_err(|e| Error::io("holder answer", e))?;
+    let told = writeln!(answer, "{text}").and_then(|()| answer.flush());
     let (io, held, keeper) = started?;
+    if let Err(e) = told {
+        // Its starter died: nobody knows this holder is ready; undo it all (a mount that
+        // nobody records must not stay served).
+        if let Some((link, _)) = &keeper {
+            let _ = keeper::send(link.as_fd(), Msg::Bye);
+        }
+        let _ = super::fuse_unmount(&h.dir.join("fuse"));
+        return Err(Error::io("holder answer", e));
+    }
     serve(h, io, held, keeper)
 }
 
@@ -403,6 +411,11 @@ pub fn run_server(
 ) -> Result<()> {
     guard_process()?;
     let Handover { held, from } = keeper::take_over(link.as_fd())?;
+    if keeper::disconnected(&held.fuse) {
+        // Unmounted meanwhile: nothing to serve (and holder.sock may be another holder's).
+        let _ = keeper::send(link.as_fd(), Msg::Bye);
+        return Ok(());
+    }
     if let Some((user, key)) = &held.ceph {
         crate::store_rbd::provide_ceph_key(user, key.clone());
     }
