@@ -291,6 +291,7 @@ pub fn disconnected(fuse: &OwnedFd) -> bool {
 pub fn keep(cmd: &HolderCommand, dir: &std::path::Path, id: &str, link: OwnedFd) -> Result<()> {
     let held = take_over(link.as_fd())?.held;
     let mut link = link;
+    let mut started = std::time::Instant::now();
     loop {
         reap();
         match receive(link.as_fd())? {
@@ -300,8 +301,14 @@ pub fn keep(cmd: &HolderCommand, dir: &std::path::Path, id: &str, link: OwnedFd)
             Received::Handover(_) => {}
             Received::Closed if disconnected(&held.fuse) => return Ok(()),
             Received::Closed => {
+                // A server that cannot start (e.g. its store still locked by the dead one's
+                // client) is retried twice a second, not in a tight loop.
+                if started.elapsed() < std::time::Duration::from_secs(1) {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
                 eprintln!("holder keeper: the server died: starting another");
                 link = spawn(cmd, dir, id, Role::Server)?.0;
+                started = std::time::Instant::now();
             }
         }
     }
