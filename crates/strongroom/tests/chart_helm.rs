@@ -16,7 +16,8 @@ use strongroom_kms::config::{ServerConfig, StorageConfig};
 const NAMESPACE: &str = "storage";
 
 /// Value sets every render is checked with: defaults, a single member, the article's
-/// example, the soft/OnDelete variants, extra KMS secrets, and the chart without its KMS.
+/// example, the soft/OnDelete variants, extra KMS secrets, the chart without its KMS, and the
+/// node plugin without a holder host.
 const VALUE_SETS: &[&[&str]] = &[
     &[],
     &["kms.replicas=1"],
@@ -28,6 +29,7 @@ const VALUE_SETS: &[&[&str]] = &[
     ],
     &["kmsSecrets[0]=kms-ca", "kmsSecrets[1]=kms-client"],
     &["kms.enabled=false", "storageClass.create=false"],
+    &["node.holderHost.enabled=false"],
 ];
 
 /// Kubernetes versions the objects must be valid for: the oldest we support and the newest

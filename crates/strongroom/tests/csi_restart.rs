@@ -168,9 +168,11 @@ fn the_holder_is_locked_in_memory_and_in_its_own_session() {
         "keeper leads its session: {kstat}"
     );
     c.unstage(&v.volume_id, &staging).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(process_gone(pid), "the holder outlived NodeUnstage");
-    assert!(process_gone(keeper), "the keeper outlived NodeUnstage");
+    assert!(
+        all_gone(&[pid, keeper]),
+        "the holder outlived NodeUnstage: {}",
+        states(&[pid, keeper])
+    );
 }
 
 /// The staged volume's holder itself is SIGKILLed under fio: first its server, then (once
@@ -234,10 +236,10 @@ fn the_holder_itself_sigkilled_while_fio_writes() {
     );
     c.unpublish(&id, &target).unwrap();
     c.unstage(&id, &staging).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
-        process_gone(server3) && process_gone(keeper3),
-        "{:?}",
+        all_gone(&[server3, keeper3]),
+        "{}: {:?}",
+        states(&[server3, keeper3]),
         holder_log()
     );
     assert!(
@@ -321,8 +323,12 @@ fn a_container_restart_of_the_plugin_keeps_hosted_holders() {
     );
     c.unpublish(&id, &target).unwrap();
     c.unstage(&id, &staging).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(process_gone(holder.0) && process_gone(holder.1));
+    assert!(
+        all_gone(&[holder.0, holder.1]),
+        "the holder outlived NodeUnstage: {}\n{}",
+        states(&[holder.0, holder.1]),
+        std::fs::read_to_string(c.root().join(&id).join("holder.log")).unwrap_or_default()
+    );
     assert!(
         leftovers(&c.root()).is_empty(),
         "{:?}",

@@ -10,7 +10,7 @@ mod common;
 mod csi_common;
 mod volume_common;
 
-use csi_common::{fio, kill9, process_gone, wait_holder};
+use csi_common::{all_gone, fio, kill9, states, wait_holder};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ use volume_common::*;
 
 /// A volume mounted by `strongroom volume mount` run from `bin`.
 struct Mounted {
+    /// The volume's id (unique per test: the holder's processes are found by it).
+    id: &'static str,
     e: Env,
     bin: PathBuf,
     target: PathBuf,
@@ -25,11 +27,12 @@ struct Mounted {
 }
 
 impl Mounted {
-    fn new(bin: PathBuf) -> Mounted {
+    fn new(bin: PathBuf, id: &'static str) -> Mounted {
         let e = env(common::ServerKind::Strongroom, &[]);
         let root_file = e.token_file("root", &e.root);
         let token = e.dir.path().join("a.token");
         let m = Mounted {
+            id,
             target: e.dir.path().join("mnt/v1"),
             e,
             bin,
@@ -40,7 +43,7 @@ impl Mounted {
         m.ok(&["setup-tenant", "a", "--token-out", &t, "--token-file", root]);
         m.ok(&[
             "create",
-            "v1",
+            id,
             "--tenant",
             "a",
             "--size",
@@ -49,7 +52,7 @@ impl Mounted {
             &t,
         ]);
         let target = m.target.to_str().unwrap().to_owned();
-        m.ok(&["mount", "v1", &target, "--token-file", &t]);
+        m.ok(&["mount", id, &target, "--token-file", &t]);
         m
     }
 
@@ -76,7 +79,8 @@ impl Mounted {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.e.vol_root().join("v1/holder.log")).unwrap_or_default()
+        std::fs::read_to_string(self.e.vol_root().join(self.id).join("holder.log"))
+            .unwrap_or_default()
     }
 }
 
@@ -146,25 +150,38 @@ fn killing_either_half_of_a_mounts_holder_is_no_io_error() {
     if !can_mount() {
         return;
     }
-    let m = Mounted::new(common::strongroom_bin());
+    let m = Mounted::new(common::strongroom_bin(), "v-kill");
     let _cleanup = Cleanup(m.e.dir.path().to_path_buf());
-    let (server, keeper) = wait_holder("v1", &[]);
+    let (server, keeper) = wait_holder(m.id, &[]);
     let file = m.target.join("fio.dat");
     let log = m.e.dir.path().join("fio.log");
-    let reader = start_busy_reader(&m.target, 5);
+    let reader = start_busy_reader(&m.target, 6);
     let mut w = start_fio(&file, &log);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(w.try_wait().unwrap().is_none(), "fio ended before the kill");
-    kill9(server);
-    let (server2, keeper2) = wait_holder("v1", &[server]);
-    assert_eq!(keeper2, keeper, "the keeper started the new server");
-    std::thread::sleep(Duration::from_millis(1000));
+    // Kill servers until one dies with requests in flight (the kernel resends them to its
+    // successor, which logs it): the reader keeps 32 in flight, so almost always the first.
+    let (mut server, mut replaced) = (server, vec![]);
+    for _ in 0..4 {
+        assert!(w.try_wait().unwrap().is_none(), "fio ended before the kill");
+        kill9(server);
+        replaced.push(server);
+        let (next, k) = wait_holder(m.id, &replaced);
+        assert_eq!(k, keeper, "the keeper started the new server");
+        server = next;
+        if m.log().contains("requests the kernel resent") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let server2 = server;
+    std::thread::sleep(Duration::from_millis(500));
     assert!(
         w.try_wait().unwrap().is_none(),
-        "fio ended before the second kill"
+        "fio ended before the keeper's kill"
     );
     kill9(keeper);
-    let (server3, keeper3) = wait_holder("v1", &[server, keeper]);
+    replaced.push(keeper);
+    let (server3, keeper3) = wait_holder(m.id, &replaced);
     assert_eq!(server3, server2, "the server started a new keeper");
     assert_fio_ok(w, &file, &log, || m.log());
     assert_reader_ok(reader, &m.log());
@@ -174,11 +191,11 @@ fn killing_either_half_of_a_mounts_holder_is_no_io_error() {
         "{}",
         m.log()
     );
-    m.ok(&["unmount", "v1"]);
-    std::thread::sleep(Duration::from_millis(500));
+    m.ok(&["unmount", m.id]);
     assert!(
-        process_gone(server3) && process_gone(keeper3),
-        "the holder outlived unmount: {}",
+        all_gone(&[server3, keeper3]),
+        "the holder outlived unmount: {}\n{}",
+        states(&[server3, keeper3]),
         m.log()
     );
     assert!(
@@ -198,9 +215,9 @@ fn a_holder_upgrades_to_the_new_binary_without_an_io_error() {
     let bin_dir = tempfile::tempdir().unwrap();
     let bin = bin_dir.path().join("strongroom");
     std::fs::copy(common::strongroom_bin(), &bin).unwrap();
-    let m = Mounted::new(bin.clone());
+    let m = Mounted::new(bin.clone(), "v-upgrade");
     let _cleanup = Cleanup(m.e.dir.path().to_path_buf());
-    let (server, keeper) = wait_holder("v1", &[]);
+    let (server, keeper) = wait_holder(m.id, &[]);
     let exe = |pid: u64| std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     // A new binary at the same path (the old one's inode lives on in the running holder).
     let new = bin_dir.path().join("strongroom.new");
@@ -215,7 +232,7 @@ fn a_holder_upgrades_to_the_new_binary_without_an_io_error() {
         w.try_wait().unwrap().is_none(),
         "fio ended before the upgrade"
     );
-    m.ok(&["upgrade-holder", "v1"]);
+    m.ok(&["upgrade-holder", m.id]);
     let t0 = Instant::now();
     while [server, keeper]
         .iter()
@@ -229,13 +246,13 @@ fn a_holder_upgrades_to_the_new_binary_without_an_io_error() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        wait_holder("v1", &[]),
+        wait_holder(m.id, &[]),
         (server, keeper),
         "re-executed in place"
     );
     assert_eq!(exe(server), bin);
     assert_fio_ok(w, &file, &log, || m.log());
-    m.ok(&["unmount", "v1"]);
+    m.ok(&["unmount", m.id]);
     assert!(
         leftovers(m.e.dir.path()).is_empty(),
         "{:?}",

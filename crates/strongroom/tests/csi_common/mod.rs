@@ -666,3 +666,30 @@ pub fn kill9(pid: u64) {
         .unwrap();
     assert!(st.success(), "kill -9 {pid}");
 }
+
+/// Wait (up to 10 s) until every process in `pids` is gone; false if one still runs.
+pub fn all_gone(pids: &[u64]) -> bool {
+    let t0 = Instant::now();
+    while !pids.iter().all(|p| process_gone(*p)) {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// The state line of each process in `pids` (for assertion messages).
+pub fn states(pids: &[u64]) -> String {
+    pids.iter()
+        .map(|p| {
+            let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            let state = st
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or("gone");
+            format!("{p}: {state}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
