@@ -67,7 +67,9 @@ pub struct Runtime {
     pub loop_dev: Option<String>,
     pub dm_name: Option<String>,
     pub target: Option<PathBuf>,
-    /// The process serving FUSE (a volume holder), if not the caller.
+    /// The process serving FUSE, if not the caller: a volume holder's first server (a
+    /// successor has another pid; a holder host's holder has its pid in the host's PID
+    /// namespace). Informational for holders: they are verified by their nonce.
     pub pid: Option<u32>,
     /// The nonce the holder was given ([`holder::verify`] checks it before re-adoption).
     #[serde(default)]
