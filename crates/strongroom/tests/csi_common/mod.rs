@@ -38,6 +38,8 @@ pub struct Csi {
     /// `--mode` and further arguments of the driver (default: all, none).
     mode: &'static str,
     extra_args: Vec<String>,
+    /// A command the driver runs under (e.g. `unshare ...`), set by [`Csi::spawn_in`].
+    wrapper: Vec<String>,
 }
 
 /// A StorageClass's parameters as external-provisioner sends them for a PVC.
@@ -131,6 +133,7 @@ impl Csi {
             ch: None,
             mode,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            wrapper: Vec::new(),
         };
         c.spawn(env_vars);
         c
@@ -154,7 +157,9 @@ impl Csi {
     pub fn spawn_in(&mut self, wrapper: &[&str], extra: &[&str], env_vars: &[(&str, &str)]) {
         let _ = std::fs::remove_file(&self.sock);
         let (sock, root, log) = (self.sock.clone(), self.root(), self.log.clone());
+        self.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
         let mut cmd = self.command(&sock, self.mode, NODE_ID, &root, &log);
+        cmd.args(extra);
         for (k, v) in env_vars {
             cmd.env(k, v);
         }
@@ -183,7 +188,7 @@ impl Csi {
             .append(true)
             .open(log)
             .unwrap();
-        let mut cmd = match wrapper.split_first() {
+        let mut cmd = match self.wrapper.split_first() {
             Some((w, rest)) => {
                 let mut c = Command::new(w);
                 c.args(rest).arg(strongroom_bin());
@@ -192,7 +197,6 @@ impl Csi {
             None => Command::new(strongroom_bin()),
         };
         cmd.arg("csi")
-            .args(extra)
             .arg("--endpoint")
             .arg(format!("unix://{}", sock.display()))
             .args(["--node-id", node_id, "--mode", mode])
