@@ -18,6 +18,7 @@
 
 pub mod autopilot;
 pub mod export;
+mod lease;
 mod log_store;
 mod membership;
 pub mod migrate;
@@ -80,6 +81,7 @@ pub struct RaftStorage {
     me: ClusterNode,
     sm: state_machine::StateMachine,
     shared: Arc<Shared>,
+    lease: lease::Lease,
     transport: Arc<network::Transport>,
     autopilot: autopilot::Tracker,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -144,6 +146,7 @@ impl RaftStorage {
             me,
             sm,
             shared,
+            lease: lease::Lease::new(opts.timing.election_min_ms),
             transport,
             autopilot: Default::default(),
             tasks: parking_lot::Mutex::new(tasks),
@@ -323,16 +326,7 @@ impl Storage for RaftStorage {
     }
 
     fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + '_>> {
-        Box::pin(async move {
-            if !self.is_leader() {
-                return Ok(());
-            }
-            self.raft
-                .ensure_linearizable()
-                .await
-                .map(|_| ())
-                .map_err(|e| StorageError::Io(format!("not confirmed as the active node: {e}")))
-        })
+        Box::pin(self.lease.confirm(&self.raft, self.id))
     }
 
     fn kind(&self) -> &'static str {

@@ -226,3 +226,23 @@ async fn members_talk_mutual_tls_and_strangers_are_refused() {
     // the cluster still works
     put(&nodes[0], "kv/tls2", b"ok").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_quorum_stops_serving_reads_when_its_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(dir.path(), None, fast()).await;
+    let n1 = &nodes[0];
+    n1.read_barrier().await.unwrap();
+    nodes[1].shutdown().await;
+    nodes[2].shutdown().await;
+    // the lease (half the minimum election timeout) runs out; a confirmation needs a quorum
+    tokio::time::sleep(Duration::from_millis(fast().election_min_ms)).await;
+    for _ in 0..3 {
+        let r = tokio::time::timeout(WAIT, n1.read_barrier()).await;
+        let r = r.expect("a read barrier without a quorum hangs");
+        assert!(
+            r.is_err() || !n1.is_leader(),
+            "reads confirmed without a quorum"
+        );
+    }
+}
