@@ -11,6 +11,12 @@ workload:
 
 cpu_ratio = strongroom's requests per CPU-second / OpenBao's (higher is better);
 rss_ratio = strongroom's peak RSS / OpenBao's (lower is better).
+
+Each line names its goal (`goal_cpu_ratio>=…`, from GOALS; BENCH_GOALS=workload=ratio,… overrides)
+and the run exits 1 when a cpu_ratio falls below its goal or strongroom answered an error, so a
+regression cannot land silently; BENCH_REPORT_ONLY=1 only reports. BENCH_HA=1 (the default) adds
+the three-node lines of kms_ha_bench.py. Every figure comes with the machine's load average: the
+ratios are from the same run, the absolute rates depend on what else runs.
 """
 import base64
 import json
@@ -31,6 +37,33 @@ WARMUP = os.environ.get("BENCH_WARMUP", "2s")
 CONNS = os.environ.get("BENCH_CONNS", "32")
 WORKLOADS = os.environ.get("BENCH_WORKLOADS", "kv1_read,kv1_write,token_create").split(",")
 CLK = os.sysconf("SC_CLK_TCK")
+REPORT_ONLY = os.environ.get("BENCH_REPORT_ONLY", "") not in ("", "0")
+HA = os.environ.get("BENCH_HA", "1") not in ("", "0")
+# cpu_ratio goals (strongroom's requests per CPU-second / OpenBao's, same run)
+GOALS = {
+    "kv1_read": 5.0,
+    "kv1_write": 5.0,
+    "token_create": 5.0,
+    "transit_encrypt_4k": 5.0,
+    "transit_decrypt_4k": 5.0,
+    "transit_batch_encrypt": 5.0,
+    # issue 13: three nodes each
+    "ha_kv1_write": 5.0,
+    "ha_token_create": 5.0,
+    "ha_transit_encrypt_4k": 5.0,
+}
+for _kv in filter(None, os.environ.get("BENCH_GOALS", "").split(",")):
+    _k, _v = _kv.split("=")
+    GOALS[_k] = float(_v)
+
+
+def goal(workload):
+    return GOALS.get(workload, 1.0)
+
+
+def load():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def free_port():
@@ -41,13 +74,13 @@ def free_port():
     return p
 
 
-def http(addr, method, path, token=None, body=None):
+def http(addr, method, path, token=None, body=None, timeout=30):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"{addr}/v1/{path}", data=data, method=method)
     if token:
         req.add_header("X-Vault-Token", token)
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             txt = r.read()
             return r.status, (json.loads(txt) if txt else None)
     except urllib.error.HTTPError as e:
@@ -191,8 +224,10 @@ def measure(server, workload, spec):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "strongroom"], cwd=ROOT, check=True)
-    ours_bin = os.path.join(ROOT, "target", "release", "strongroom")
+    ours_bin = os.environ.get("BENCH_STRONGROOM_BIN")  # another build, e.g. for before/after
+    if not ours_bin:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "strongroom"], cwd=ROOT, check=True)
+        ours_bin = os.path.join(ROOT, "target", "release", "strongroom")
     work = tempfile.mkdtemp(prefix="kms-bench-")
     servers = []
     try:
@@ -201,25 +236,43 @@ def main():
         ours = Server("strongroom", ours_bin, work)
         servers.append(ours)
         print(f"# idle RSS: strongroom {ours.rss_kib()/1024:.1f} MiB, openbao {bao.rss_kib()/1024:.1f} MiB", flush=True)
-        lines = []
-        for wl in WORKLOADS:
-            res = {}
-            for s in (bao, ours):
-                res[s.name] = r = measure(s, wl, bodies(work, s)[wl])
-                print(f"# {wl:22} {s.name:10} rps={r['rps']:9.0f} p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms "
-                      f"req/cpu-s={r['per_cpu_s']:9.0f} rss={r['rss_mib']:.1f}MiB errors={r['errors']}", flush=True)
-            o, b = res["strongroom"], res["openbao"]
-            lines.append(
-                f"kms {wl} strongroom_rps={o['rps']:.0f} openbao_rps={b['rps']:.0f} rps_ratio={o['rps']/b['rps']:.2f} "
-                f"cpu_ratio={o['per_cpu_s']/b['per_cpu_s']:.2f} rss_ratio={o['rss_mib']/b['rss_mib']:.2f} "
-                f"strongroom_p99_ms={o['p99_ms']:.2f} openbao_p99_ms={b['p99_ms']:.2f} errors={o['errors']}/{b['errors']}")
-        print()
-        for l in lines:
-            print(l)
+        results = [single(wl, work, bao, ours) for wl in WORKLOADS if wl]
     finally:
         for s in servers:
             s.stop()
+    try:
+        if HA:
+            import kms_ha_bench
+            results += kms_ha_bench.run(ours_bin, work)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
+    report(results)
+
+
+def single(wl, work, bao, ours):
+    """One workload on both single-node servers: (result line, whether it met its goal)."""
+    res = {}
+    for s in (bao, ours):
+        res[s.name] = r = measure(s, wl, bodies(work, s)[wl])
+        print(f"# {wl:22} {s.name:10} rps={r['rps']:9.0f} p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms "
+              f"req/cpu-s={r['per_cpu_s']:9.0f} rss={r['rss_mib']:.1f}MiB errors={r['errors']} load: {load()}", flush=True)
+    o, b = res["strongroom"], res["openbao"]
+    ratio = o["per_cpu_s"] / b["per_cpu_s"]
+    line = (f"kms {wl} strongroom_rps={o['rps']:.0f} openbao_rps={b['rps']:.0f} rps_ratio={o['rps']/b['rps']:.2f} "
+            f"cpu_ratio={ratio:.2f} goal_cpu_ratio>={goal(wl)} rss_ratio={o['rss_mib']/b['rss_mib']:.2f} "
+            f"strongroom_p99_ms={o['p99_ms']:.2f} openbao_p99_ms={b['p99_ms']:.2f} errors={o['errors']}/{b['errors']}")
+    return line, ratio >= goal(wl) and o["errors"] == 0
+
+
+def report(results):
+    print(f"\n# load average at the end: {load()}")
+    for line, ok in results:
+        print(line + ("" if ok else "  BELOW GOAL"))
+    missed = [line.split()[1] for line, ok in results if not ok]
+    if missed:
+        print(f"# below goal: {', '.join(missed)}" + (" (BENCH_REPORT_ONLY: not failing)" if REPORT_ONLY else ""))
+        if not REPORT_ONLY:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
