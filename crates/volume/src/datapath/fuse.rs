@@ -404,6 +404,14 @@ impl<I: BlockIo> Filesystem for VolumeFs<I> {
         Ok(())
     }
 
+    /// The session ends (the mount is gone): what was written reaches the store before the
+    /// I/O is dropped (a writer that never asked for a flush, e.g. raw block-mode I/O).
+    fn destroy(&mut self) {
+        if let Err(e) = self.io.flush() {
+            tracing::error!(error = %e, "flushing the volume at the end of its FUSE session");
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent == ROOT && name == FILE_NAME {
             let size = self.io.refresh();
@@ -608,14 +616,20 @@ pub fn spawn_with<I: BlockIo>(
         .map_err(|e| Error::io(format!("FUSE mount at {}", dir.display()), e))
 }
 
-/// Block until the FUSE mount at `dir` is gone (unmounted by `unmount`/`fusermount3 -u`), then
-/// end the session. (`BackgroundSession::join` would unmount first.)
+/// Block until the FUSE mount at `dir` is gone (unmounted by `unmount`/`fusermount3 -u`) and
+/// the session has ended: its threads stopped when the kernel let go of the connection, and the
+/// filesystem was flushed ([`Filesystem::destroy`]) and dropped with its I/O (for RBD: the image
+/// closed, its exclusive lock released). Only then may the caller's process exit: dropping the
+/// session instead detached the thread doing that, and a process that exited first left the
+/// image unclosed (its lock held by a dead client until the OSD timed its watch out, ~30 s).
 pub fn serve_until_unmounted(session: fuser::BackgroundSession, dir: &Path) {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     while super::mount_points().contains(&dir) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    drop(session);
+    if let Err(e) = session.join() {
+        tracing::warn!(error = %e, "FUSE session ended with an error");
+    }
 }
 
 pub mod lowlevel;

@@ -253,6 +253,11 @@ impl Manager {
     /// Remove everything a mount set up, in reverse order. Idempotent, also after a crash.
     pub(super) fn teardown(&self, dir: &Path, id: &str) -> Result<()> {
         let rt = Runtime::load(dir).unwrap_or_default();
+        // A holder proven live before its FUSE mount goes is waited for below.
+        let live_holder = rt
+            .holder_nonce
+            .as_deref()
+            .is_some_and(|n| holder::verify(dir, id, n).is_some());
         if let Some(t) = &rt.target {
             datapath::umount(t)?;
             fault("unmount:umounted");
@@ -292,19 +297,14 @@ impl Manager {
             // Served by another (or a dead) process: unmount it from here.
             datapath::fuse_unmount(fd)?;
         }
-        // A holder exits when its FUSE session ends (its server removes its socket then; its
-        // pid may be in a holder host's PID namespace); wait for it briefly.
+        // A holder exits when its FUSE session ends, after closing its store (its server
+        // removes its socket then; its pid may be in a holder host's PID namespace).
         let gone = || match (&rt.holder_nonce, rt.pid) {
             (Some(_), _) => !dir.join(holder::SOCKET).exists(),
             (None, Some(pid)) => pid == std::process::id() || !process_alive(pid),
             (None, None) => true,
         };
-        for _ in 0..100 {
-            if gone() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_holder_exit(id, live_holder, gone)?;
         self.cache.evict(id);
         Runtime::remove(dir);
         Ok(())
@@ -387,6 +387,39 @@ fn crypt_io_with_key(m: &VolumeMeta, key: Zeroizing<Vec<u8>>) -> Result<fuse::Cr
     let vol = strongroom_luks::Volume::open(st.open(false)?)?;
     vol.verify_volume_key(&key)?;
     fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, key)
+}
+
+/// How long teardown waits for a holder that served until the unmount to finish (flush and
+/// close its store, e.g. release an RBD image's exclusive lock, and exit).
+const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(30);
+/// ...and for one that was not verified live (a stale socket or pid after a crash).
+const UNVERIFIED_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Wait until `gone` says the holder of volume `id` has finished. Until then its store is
+/// not free for another node (an RBD image stays locked), so a holder verified live before
+/// the unmount (`live`) that is still there after [`HOLDER_EXIT_WAIT`] is an error
+/// (UNAVAILABLE: retry the unmount), never reported as done.
+fn wait_for_holder_exit(id: &str, live: bool, gone: impl Fn() -> bool) -> Result<()> {
+    let limit = if live {
+        HOLDER_EXIT_WAIT
+    } else {
+        UNVERIFIED_EXIT_WAIT
+    };
+    let start = std::time::Instant::now();
+    while !gone() {
+        if start.elapsed() >= limit {
+            if !live {
+                return Ok(());
+            }
+            return Err(Error::Unavailable(format!(
+                "the volume holder of {id} has not released the volume after {} s; \
+                 retry the unmount",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn wait_for(p: &Path) -> Result<()> {

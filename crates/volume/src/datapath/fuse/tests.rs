@@ -306,3 +306,79 @@ fn parallel_direct_io_on_the_fuse_file() {
         );
     }
 }
+
+/// Storage that records its end: a slow flush (as librbd's under load), then the drop (for
+/// RBD: the image closed, its exclusive lock released).
+struct SlowToClose {
+    bytes: std::sync::Mutex<Vec<u8>>,
+    events: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl BlockIo for SlowToClose {
+    fn size(&self) -> u64 {
+        self.bytes.lock().unwrap().len() as u64
+    }
+    fn read(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let b = self.bytes.lock().unwrap();
+        buf.copy_from_slice(&b[pos as usize..pos as usize + buf.len()]);
+        Ok(())
+    }
+    fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()> {
+        self.bytes.lock().unwrap()[pos as usize..pos as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::thread::sleep(Duration::from_millis(600));
+        self.events.lock().unwrap().push("flushed");
+        Ok(())
+    }
+}
+
+impl Drop for SlowToClose {
+    fn drop(&mut self) {
+        self.events.lock().unwrap().push("closed");
+    }
+}
+
+/// A holder process exits when `serve_until_unmounted` returns: by then its storage must be
+/// flushed and closed, however slow that is. (It used to return as soon as the mount was gone,
+/// leaving the flush and close to a detached thread that the process exit cut short: an RBD
+/// image stayed locked by a dead client, and unflushed writes could be lost.)
+#[test]
+fn serving_ends_only_after_the_storage_is_flushed_and_closed() {
+    if !can_fuse() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fuse");
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let io = SlowToClose {
+        bytes: std::sync::Mutex::new(vec![0u8; 1 << 20]),
+        events: events.clone(),
+    };
+    let session = spawn_with(Arc::new(io), &mnt, 2).unwrap();
+    let file = mnt.join(FILE_NAME);
+    for _ in 0..100 {
+        if file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all_at(&[7u8; 4096], 0).unwrap();
+    drop(f);
+    let unmounter = {
+        let mnt = mnt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            super::super::fuse_unmount(&mnt).unwrap();
+        })
+    };
+    serve_until_unmounted(session, &mnt);
+    unmounter.join().unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["flushed", "closed"],
+        "flushed, then closed, before serving returned"
+    );
+}
