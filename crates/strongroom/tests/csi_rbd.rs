@@ -699,12 +699,20 @@ fn a_dead_nodes_lock_is_broken_and_its_client_blocklisted() {
         String::from_utf8(r.ceph.tool("ceph", &["osd", "blocklist", "ls"]).unwrap()).unwrap()
     };
     let before = blocklist(&r).lines().count();
-    // node A dies: plugin and holder
+    // node A dies: its plugin and both processes of the volume's holder (server and keeper:
+    // the keeper alone would start a new server, which takes the lock back)
+    let (servers, keepers) = holder_pids(&v.volume_id);
+    assert!(
+        servers.contains(&(holder as u64)),
+        "{holder} serves: {servers:?}"
+    );
     let _ = r.a.child.kill();
     let _ = r.a.child.wait();
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &holder.to_string()])
-        .status();
+    for pid in keepers.iter().chain(&servers) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
     let t0 = std::time::Instant::now();
     let staged = loop {
         match r.stage(&r.b, &v, &sb) {
