@@ -708,11 +708,25 @@ fn a_dead_nodes_lock_is_broken_and_its_client_blocklisted() {
     );
     let _ = r.a.child.kill();
     let _ = r.a.child.wait();
-    for pid in keepers.iter().chain(&servers) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
+    // Each of the pair starts a successor for the other: stop them all, then kill them all,
+    // until none is left (a successor started in between is caught by the next pass).
+    let mut pids: Vec<u64> = keepers.into_iter().chain(servers).collect();
+    for _ in 0..50 {
+        if pids.is_empty() {
+            break;
+        }
+        for sig in ["-STOP", "-KILL"] {
+            for pid in &pids {
+                let _ = std::process::Command::new("kill")
+                    .args([sig, &pid.to_string()])
+                    .status();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (s, k) = holder_pids(&v.volume_id);
+        pids = s.into_iter().chain(k).collect();
     }
+    assert!(pids.is_empty(), "node A's holder still runs: {pids:?}");
     let t0 = std::time::Instant::now();
     let staged = loop {
         match r.stage(&r.b, &v, &sb) {
