@@ -72,6 +72,26 @@ pub enum Answer {
 }
 
 /// A fresh per-volume nonce (hex).
+/// What a holder reads first (from its starter or the holder host): `nonce[ user key]\n`
+/// then the keyslot secret, in one zeroized buffer.
+pub(super) fn secret_frame(
+    nonce: &str,
+    ceph: Option<&(String, SecretString)>,
+    secret: &[u8],
+) -> Zeroizing<Vec<u8>> {
+    let mut frame = Zeroizing::new(Vec::with_capacity(MAX_SECRET + 512));
+    frame.extend_from_slice(nonce.as_bytes());
+    if let Some((user, key)) = ceph {
+        for part in [user.as_str(), key.expose()] {
+            frame.push(b' ');
+            frame.extend_from_slice(part.as_bytes());
+        }
+    }
+    frame.push(b'\n');
+    frame.extend_from_slice(secret);
+    frame
+}
+
 pub fn new_nonce() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -102,18 +122,8 @@ pub fn handshake(
     secret: &[u8],
 ) -> Result<()> {
     if let Some(mut stdin) = child.stdin.take() {
-        let mut frame = Zeroizing::new(Vec::with_capacity(MAX_SECRET + 512));
-        frame.extend_from_slice(nonce.as_bytes());
-        if let Some((user, key)) = ceph {
-            for part in [user.as_str(), key.expose()] {
-                frame.push(b' ');
-                frame.extend_from_slice(part.as_bytes());
-            }
-        }
-        frame.push(b'\n');
-        frame.extend_from_slice(secret);
         // A holder that died early shows in its answer (or its log) below.
-        let _ = stdin.write_all(&frame);
+        let _ = stdin.write_all(&secret_frame(nonce, ceph, secret));
     }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {

@@ -75,21 +75,10 @@ pub fn start_hosted(
         volume: id.to_owned(),
     })
     .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut frame = Zeroizing::new(Vec::with_capacity(
-        head.len() + nonce.len() + secret.len() + 2,
-    ));
-    frame.extend_from_slice(head.as_bytes());
-    frame.push(b'\n');
-    frame.extend_from_slice(nonce.as_bytes());
-    if let Some((user, key)) = ceph {
-        for part in [user.as_str(), key.expose()] {
-            frame.push(b' ');
-            frame.extend_from_slice(part.as_bytes());
-        }
-    }
-    frame.push(b'\n');
-    frame.extend_from_slice(secret);
-    s.write_all(&frame).map_err(unavailable)?;
+    s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(b"\n"))
+        .and_then(|()| s.write_all(&super::holder::secret_frame(nonce, ceph, secret)))
+        .map_err(unavailable)?;
     s.shutdown(std::net::Shutdown::Write).map_err(unavailable)?;
     let mut line = String::new();
     BufReader::new(s.take(64 * 1024))
