@@ -130,25 +130,17 @@ impl Net {
 
     /// Cut node `k` off the other nodes (the test still reaches it).
     pub fn isolate(&self, k: usize) {
-        ip(&[
-            "-n",
-            &self.bridge_ns(),
-            "link",
-            "set",
-            &format!("n{k}"),
-            "down",
-        ]);
+        self.bridge_port(k, "down");
     }
 
     pub fn heal(&self, k: usize) {
-        ip(&[
-            "-n",
-            &self.bridge_ns(),
-            "link",
-            "set",
-            &format!("n{k}"),
-            "up",
-        ]);
+        self.bridge_port(k, "up");
+    }
+
+    /// Node `k`'s port on the bridge, `up` or `down`.
+    fn bridge_port(&self, k: usize, state: &str) {
+        let port = format!("n{k}");
+        ip(&["-n", &self.bridge_ns(), "link", "set", &port, state]);
     }
 }
 
