@@ -57,6 +57,15 @@ pub enum ContentSource {
     Volume(String),
 }
 
+impl ContentSource {
+    /// The snapshot's or volume's id.
+    pub fn id(&self) -> &str {
+        match self {
+            ContentSource::Snapshot(s) | ContentSource::Volume(s) => s,
+        }
+    }
+}
+
 /// A new snapshot, validated.
 #[derive(Debug, Clone)]
 pub struct SnapshotSpec {
@@ -207,6 +216,14 @@ pub trait VolumeBackend: Send + Sync + 'static {
         _ceph_user: Option<&str>,
     ) -> Result<bool> {
         Ok(false)
+    }
+    /// Make a volume or snapshot known here from its store when its id says where it is and
+    /// this process has no record of it (a controller whose state is new or lost), with the
+    /// Ceph user whose key came with the request. `Ok` when it is known already, its id says
+    /// nothing, or nothing is there; `Unauthenticated` when finding it needs a user and the
+    /// request carried none.
+    fn recover(&self, _id: &str, _ceph_user: Option<&str>) -> Result<()> {
+        Ok(())
     }
     fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()>;
     fn unstage(&self, id: &str, staging_path: &std::path::Path) -> Result<()>;

@@ -11,6 +11,7 @@ use crate::errors::{CsiError, Result};
 use crate::params::VolumeParams;
 use crate::pb::controller_service_capability::{self, rpc};
 use crate::pb::*;
+use crate::rbd_id::{RbdId, RbdKind};
 use crate::secrets::{ceph_user, optional_token, require_token};
 use sha2::Digest;
 use std::collections::HashMap;
@@ -59,6 +60,30 @@ pub fn volume_id_for_name(name: &str) -> String {
         let h = sha2::Sha256::digest(name.as_bytes());
         format!("sr-{}", hex::encode(&h[..20]))
     }
+}
+
+/// A new volume's id: an RBD volume's says where its image is ([`RbdId`]), so that any
+/// controller finds it; any other volume's is [`volume_id_for_name`].
+fn new_volume_id(params: &VolumeParams, name: &str) -> Result<String> {
+    let Some(p) = &params.rbd else {
+        return Ok(volume_id_for_name(name));
+    };
+    let id = RbdId::for_name(RbdKind::Volume, &p.cluster_id, &p.pool, &p.namespace, name)
+        .ok_or_else(|| {
+            CsiError::invalid(
+                "clusterID, pool and radosNamespace may hold only letters, digits, '-', '_' \
+                 and '.' (they are part of the volume id)",
+            )
+        })?
+        .encode();
+    if id.len() > MAX_ID_LEN {
+        return Err(CsiError::invalid(format!(
+            "clusterID, pool and radosNamespace are too long together: the volume id would \
+             be {} bytes, more than {MAX_ID_LEN}",
+            id.len()
+        )));
+    }
+    Ok(id)
 }
 
 /// The usable size for a capacity range: `required` rounded up to a sector, else the
@@ -251,6 +276,11 @@ fn create_or_match(
         spec.capacity = crate::snapshots::copy_capacity(range, spec.capacity, size)?;
     }
     let spec = &spec;
+    let user = spec.ceph_user.as_deref();
+    b.recover(&spec.id, user)?;
+    if let Some(src) = &spec.source {
+        b.recover(src.id(), user)?;
+    }
     if let Some(rec) = b.get(&spec.id)? {
         if let Some(why) = incompatibility(&rec, spec, range) {
             return Err(CsiError::AlreadyExists(format!(
@@ -302,7 +332,7 @@ impl ControllerService {
         let spec = CreateSpec {
             source,
             ceph_user,
-            id: volume_id_for_name(name),
+            id: new_volume_id(&params, name)?,
             name: name.to_owned(),
             capacity: capacity_for(req.capacity_range.as_ref(), cfg.default_capacity)?,
             fs_type: fs_type_for(&caps, &params)?,
@@ -330,12 +360,14 @@ impl ControllerService {
     async fn delete(&self, req: DeleteVolumeRequest) -> Result<()> {
         let id = volume_id(&req.volume_id)?;
         let token = optional_token(&req.secrets).ok().flatten();
-        // The Ceph key, if any, for removing an RBD image (deletion never fails on secrets).
-        let _ = ceph_user(&req.secrets);
+        // The Ceph key, if any, for removing an RBD image: needed only to find one this
+        // controller has no record of.
+        let user = ceph_user(&req.secrets).ok().flatten();
         tracing::info!(volume = %id, with_tenant_token = token.is_some(), "DeleteVolume");
         let guard = self.driver.lock(&id).await?;
         self.driver
             .blocking(Some(guard), move |b| {
+                b.recover(&id, user.as_deref())?;
                 let r = match b.delete(&id, token.as_ref()) {
                     Err(CsiError::Unauthenticated(_) | CsiError::PermissionDenied(_))
                         if token.is_some() =>
@@ -370,13 +402,14 @@ impl ControllerService {
             caps::parse(c).map_err(|e| e.into_csi(false))?;
         }
         let token = optional_token(&req.secrets)?;
-        ceph_user(&req.secrets)?;
+        let user = ceph_user(&req.secrets)?;
         let size = capacity_for(Some(&range), 0)?;
         tracing::info!(volume = %id, capacity = size, "ControllerExpandVolume");
         let guard = self.driver.lock(&id).await?;
         let r = self
             .driver
             .blocking(Some(guard), move |b| {
+                b.recover(&id, user.as_deref())?;
                 let rec = b
                     .get(&id)?
                     .ok_or_else(|| CsiError::NotFound(format!("volume {id}")))?;
@@ -416,9 +449,13 @@ impl ControllerService {
         if req.volume_capabilities.is_empty() {
             return Err(CsiError::missing("volume_capabilities"));
         }
+        let user = ceph_user(&req.secrets)?;
         let rec = self
             .driver
-            .blocking(None, move |b| b.get(&id))
+            .blocking(None, move |b| {
+                b.recover(&id, user.as_deref())?;
+                b.get(&id)
+            })
             .await?
             .ok_or_else(|| CsiError::NotFound(format!("volume {}", req.volume_id)))?;
         let verdict =

@@ -23,6 +23,7 @@ mod mounts;
 mod node;
 mod params;
 pub mod pb;
+mod rbd_id;
 mod secrets;
 mod server;
 mod snapshots;

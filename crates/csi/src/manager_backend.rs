@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strongroom_volume::{
-    CreateRequest, Credential, DataPathKind, Error as VError, FsType, HolderLauncher, KmsConfig,
-    Manager, ManagerConfig, SecretString, State, VolumeInfo,
+    CreateRequest, Credential, DataPathKind, Error as VError, ErrorKind, FsType, HolderLauncher,
+    KmsConfig, Manager, ManagerConfig, SecretString, State, VolumeInfo,
 };
 
 mod rbd;
@@ -200,7 +200,12 @@ fn csi(e: VError) -> CsiError {
         VError::NotFound(m) => CsiError::NotFound(m),
         VError::InvalidArgument(m) => CsiError::Invalid(m),
         VError::FailedPrecondition(m) => CsiError::FailedPrecondition(m),
-        other => CsiError::Internal(other.to_string()),
+        // I/O errors class by their cause (a store locked by another client, a timeout)
+        other => match other.kind() {
+            ErrorKind::FailedPrecondition => CsiError::FailedPrecondition(other.to_string()),
+            ErrorKind::Unavailable => CsiError::Unavailable(other.to_string()),
+            _ => CsiError::Internal(other.to_string()),
+        },
     }
 }
 
@@ -402,7 +407,7 @@ impl ManagerBackend {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
@@ -633,6 +638,9 @@ impl VolumeBackend for ManagerBackend {
         ceph_user: Option<&str>,
     ) -> Result<bool> {
         self.adopt_rbd(id, context, ceph_user)
+    }
+    fn recover(&self, id: &str, ceph_user: Option<&str>) -> Result<()> {
+        self.recover_rbd(id, ceph_user)
     }
 
     fn stage(&self, spec: &StageSpec, token: &SecretString) -> Result<()> {

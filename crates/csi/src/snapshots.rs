@@ -8,6 +8,7 @@ use crate::driver::{required, Driver};
 use crate::errors::{CsiError, Result};
 use crate::pb::volume_content_source::{SnapshotSource, Type, VolumeSource};
 use crate::pb::*;
+use crate::rbd_id::RbdId;
 use crate::secrets::{ceph_user, optional_token, require_token};
 
 pub fn to_pb_source(c: &ContentSource) -> VolumeContentSource {
@@ -87,9 +88,12 @@ pub async fn create(d: &Driver, req: CreateSnapshotRequest) -> Result<CreateSnap
     let source = crate::driver::volume_id(&req.source_volume_id)
         .map_err(|_| CsiError::missing("source_volume_id"))?;
     let token = require_token(&req.secrets, "CreateSnapshot")?;
-    ceph_user(&req.secrets)?;
+    let user = ceph_user(&req.secrets)?;
     let spec = SnapshotSpec {
-        id: volume_id_for_name(name),
+        // A snapshot of an RBD volume whose id says where it is says so too.
+        id: RbdId::parse(&source)
+            .and_then(|v| v.snapshot_named(name))
+            .map_or_else(|| volume_id_for_name(name), |s| s.encode()),
         name: name.to_owned(),
         source,
     };
@@ -99,6 +103,8 @@ pub async fn create(d: &Driver, req: CreateSnapshotRequest) -> Result<CreateSnap
     let rec = d
         .blocking(Some(guard), move |b| {
             let _src = src_guard;
+            b.recover(&spec.source, user.as_deref())?;
+            b.recover(&spec.id, user.as_deref())?;
             b.create_snapshot(&spec, &token)
         })
         .await?;
@@ -112,10 +118,11 @@ pub async fn create(d: &Driver, req: CreateSnapshotRequest) -> Result<CreateSnap
 pub async fn delete(d: &Driver, req: DeleteSnapshotRequest) -> Result<()> {
     let id = required("snapshot_id", &req.snapshot_id)?.to_owned();
     let token = optional_token(&req.secrets).ok().flatten();
-    let _ = ceph_user(&req.secrets);
+    let user = ceph_user(&req.secrets).ok().flatten();
     tracing::info!(snapshot = %id, "DeleteSnapshot");
     let guard = d.lock(&id).await?;
     d.blocking(Some(guard), move |b| {
+        b.recover(&id, user.as_deref())?;
         match b.delete_snapshot(&id, token.as_ref()) {
             Err(CsiError::Unauthenticated(_) | CsiError::PermissionDenied(_))
                 if token.is_some() =>

@@ -793,3 +793,161 @@ fn a_deep_clone_chain_is_flattened() {
     r.delete(&last.volume_id);
     assert_eq!(r.left_in_ceph(&images), Vec::<String>::new());
 }
+
+impl Rig {
+    /// A second controller process with a state directory of its own, empty: what a new
+    /// controller pod has (the first one's node died, or its directory was lost).
+    fn fresh_controller(&self) -> Node {
+        self.fresh_controller_named("controller-2")
+    }
+    fn fresh_controller_named(&self, name: &str) -> Node {
+        let dir = self.c.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (sock, root, log) = (dir.join("csi.sock"), dir.join("volumes"), dir.join("log"));
+        let mut child = self
+            .c
+            .command(&sock, "controller", name, &root, &log)
+            .spawn()
+            .unwrap();
+        let ch = connect(&self.c.rt, &sock, &mut child, &log);
+        Node {
+            child,
+            ch,
+            root,
+            log,
+        }
+    }
+}
+
+/// The controller keeps no state Ceph does not have: a volume's and a snapshot's ids say
+/// where their images are, so a second controller that never saw them (empty state
+/// directory) answers a retried CreateVolume with the same volume, validates, expands,
+/// restores from the snapshot, and deletes everything — and a delete it cannot do without
+/// the Ceph user is refused rather than leaving the image behind unseen.
+#[test]
+fn a_controller_with_no_state_finds_volumes_and_snapshots_from_their_ids() {
+    use strongroom_csi::pb::controller_client::ControllerClient;
+    let Some(r) = rig() else { return };
+    let v = r
+        .create("pvc-stateless", 0, None)
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", r.c.tail()));
+    assert!(v.volume_id.starts_with("sr1-v-"), "{}", v.volume_id);
+    assert!(v.volume_id.len() <= 128);
+    let written = {
+        let s = staging(&r, "stateless");
+        r.stage(&r.a, &v, &s).unwrap();
+        write_files(&s, "s", 3);
+        let h = hashes(&s);
+        r.unstage(&r.a, &v.volume_id, &s);
+        h
+    };
+    let snap = r.snapshot("snap-stateless", &v.volume_id).unwrap();
+    assert!(
+        snap.snapshot_id.starts_with("sr1-s-"),
+        "{}",
+        snap.snapshot_id
+    );
+    let images = r.images(&[&v.volume_id, &snap.snapshot_id]);
+    assert_eq!(images.len(), 2);
+
+    let c2 = r.fresh_controller();
+    let ctl = || ControllerClient::new(c2.ch.clone());
+    let again =
+        r.c.run(ctl().create_volume(CreateVolumeRequest {
+            name: "pvc-stateless".into(),
+            capacity_range: range(64 * MIB),
+            volume_capabilities: vec![snw()],
+            parameters: r.params(0, &[("protection", "kv")]),
+            secrets: r.secrets(0),
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&c2)))
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        again.volume_id, v.volume_id,
+        "a retried create names the same volume"
+    );
+    assert_eq!(image_of(&again), images[0], "and the same image");
+    let valid =
+        r.c.run(
+            ctl().validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+                volume_id: v.volume_id.clone(),
+                volume_capabilities: vec![snw()],
+                secrets: r.secrets(0),
+                ..Default::default()
+            }),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&c2)));
+    assert!(valid.into_inner().confirmed.is_some());
+    let grown =
+        r.c.run(
+            ctl().controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                capacity_range: range(96 * MIB),
+                secrets: r.secrets(0),
+                ..Default::default()
+            }),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&c2)));
+    assert!(grown.into_inner().capacity_bytes >= (96 * MIB) as i64);
+
+    // restore from the snapshot through the new controller: the snapshot's data
+    let restored =
+        r.c.run(ctl().create_volume(CreateVolumeRequest {
+            name: "pvc-stateless-restore".into(),
+            capacity_range: range(64 * MIB),
+            volume_capabilities: vec![snw()],
+            parameters: r.params(0, &[("protection", "kv")]),
+            secrets: r.secrets(0),
+            volume_content_source: from_snapshot(&snap.snapshot_id),
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&c2)))
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(r.read_on(&r.b, &restored, "restored"), written);
+
+    // without the Ceph user the new controller cannot find the volume: refused, not "done"
+    let mut no_ceph = r.secrets(0);
+    no_ceph.remove("userID");
+    no_ceph.remove("userKey");
+    let c3 = r.fresh_controller_named("controller-3");
+    let refused = r.c.run(ControllerClient::new(c3.ch.clone()).delete_volume(
+        DeleteVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            secrets: no_ceph,
+        },
+    ));
+    assert_eq!(code(refused), tonic::Code::Unauthenticated, "{}", log(&c3));
+    assert_eq!(
+        r.left_in_ceph(&images[..1]).len(),
+        1,
+        "the image is still there"
+    );
+
+    let delete = |id: &str| {
+        r.c.run(ctl().delete_volume(DeleteVolumeRequest {
+            volume_id: id.into(),
+            secrets: r.secrets(0),
+        }))
+        .unwrap_or_else(|e| panic!("delete {id}: {e:?}\n{}", log(&c2)));
+    };
+    delete(&restored.volume_id);
+    r.c.run(ctl().delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        secrets: r.secrets(0),
+    }))
+    .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&c2)));
+    delete(&v.volume_id);
+    // deleting again is still fine (the image is gone: nothing to find)
+    delete(&v.volume_id);
+    let mut all = images.clone();
+    all.push(image_of(&restored));
+    assert_eq!(r.left_in_ceph(&all), Vec::<String>::new());
+    for id in [&v.volume_id, &snap.snapshot_id, &restored.volume_id] {
+        assert!(!r.kv_entry_left(0, id), "the key of {id} is destroyed");
+    }
+}

@@ -97,6 +97,9 @@ impl Error {
         }
     }
 
+    /// The class of this error (an I/O error is classed by its `io::ErrorKind`: a store that
+    /// refuses writes because another client holds its lock — RBD's exclusive lock answers
+    /// EROFS or EBUSY — is a failed precondition, not an internal error).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Unavailable(_) => ErrorKind::Unavailable,
@@ -105,7 +108,9 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            Error::Corrupt(_) | Error::Io { .. } | Error::Luks(_) => ErrorKind::Internal,
+            Error::Io { source, .. } => io_kind(source),
+            Error::Luks(strongroom_luks::Error::Io { source, .. }) => io_kind(source),
+            Error::Corrupt(_) | Error::Luks(_) => ErrorKind::Internal,
             Error::Command(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -117,5 +122,41 @@ impl Error {
 
     pub fn is_retryable(&self) -> bool {
         self.kind() == ErrorKind::Unavailable
+    }
+}
+
+/// How an I/O error from a store classes.
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ReadOnlyFilesystem | K::ResourceBusy => ErrorKind::FailedPrecondition,
+        K::TimedOut => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod io_kind_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_refusing_writes_for_another_clients_lock_is_a_failed_precondition() {
+        // librbd answers EROFS (lock lost) or EBUSY (lock held elsewhere)
+        for errno in [30, 16] {
+            let io = || std::io::Error::from_raw_os_error(errno);
+            assert_eq!(
+                Error::io("write", io()).kind(),
+                ErrorKind::FailedPrecondition
+            );
+            let luks = strongroom_luks::Error::Io {
+                context: "write sectors".into(),
+                source: io(),
+            };
+            assert_eq!(Error::Luks(luks).kind(), ErrorKind::FailedPrecondition);
+        }
+        let other = Error::io("read", std::io::Error::from_raw_os_error(5));
+        assert_eq!(other.kind(), ErrorKind::Internal);
+        let slow = Error::io("read", std::io::ErrorKind::TimedOut.into());
+        assert_eq!(slow.kind(), ErrorKind::Unavailable);
     }
 }

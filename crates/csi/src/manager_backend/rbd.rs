@@ -8,6 +8,7 @@ use super::{csi, write_json, CsiRecord, ManagerBackend, NodeState, CSI_RECORD};
 use crate::backend::{CreateSpec, RbdLocation};
 use crate::controller::context;
 use crate::errors::{CsiError, Result};
+use crate::rbd_id::RbdId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use strongroom_volume::{new_image_name, CephRef, ImageLayout, RbdStore, StoreSpec};
@@ -77,12 +78,18 @@ pub fn record_for(spec: &CreateSpec) -> Result<Option<RbdRecord>> {
         store: store_spec(
             &p.pool,
             &p.namespace,
-            &new_image_name(),
+            &image_for(&spec.id, new_image_name),
             user,
             &p.monitors,
             p.layout.clone(),
         ),
     }))
+}
+
+/// The image an id names (see [`RbdId`]), else `fallback()` (ids made before ids said
+/// where their image is).
+pub fn image_for(id: &str, fallback: impl FnOnce() -> String) -> String {
+    RbdId::parse(id).map_or_else(fallback, |r| r.image_name())
 }
 
 fn rbd_store(spec: &StoreSpec) -> Result<RbdStore> {
@@ -120,7 +127,8 @@ fn location(ctx: &HashMap<String, String>) -> Result<Option<RbdLocation>> {
 }
 
 impl ManagerBackend {
-    /// See [`crate::VolumeBackend::adopt`].
+    /// See [`crate::VolumeBackend::adopt`]; a context naming no image falls back to the
+    /// location the id carries.
     pub(super) fn adopt_rbd(
         &self,
         id: &str,
@@ -130,20 +138,62 @@ impl ManagerBackend {
         if self.record(id)?.is_some() || !super::valid_id(id) {
             return Ok(false);
         }
-        let Some(loc) = location(ctx)? else {
+        let Some(loc) = location(ctx)?.or_else(|| RbdId::parse(id).map(|r| r.location())) else {
             return Ok(false);
         };
-        let cluster = self.cfg.ceph_clusters.get(&loc.cluster_id).ok_or_else(|| {
-            CsiError::FailedPrecondition(format!(
-                "clusterID {:?} is not in this node's Ceph cluster map",
-                loc.cluster_id
-            ))
-        })?;
         let user = user.ok_or_else(|| {
             CsiError::Unauthenticated(
                 "NodeStage of an RBD volume needs userID and userKey in the node-stage secret"
                     .into(),
             )
+        })?;
+        let rec = self.import_rbd(id, &loc, user)?;
+        let st = NodeState {
+            adopted: true,
+            ..NodeState::default()
+        };
+        self.save_node_state(id, &st)?;
+        // Last: the record is what makes the volume known here.
+        write_json(&self.dir(id).join(CSI_RECORD), &rec)?;
+        tracing::info!(volume = %id, image = %loc.image, "adopted an RBD volume from Ceph");
+        Ok(true)
+    }
+
+    /// See [`crate::VolumeBackend::recover`].
+    pub(super) fn recover_rbd(&self, id: &str, user: Option<&str>) -> Result<()> {
+        let Some(rid) = RbdId::parse(id) else {
+            return Ok(());
+        };
+        if self.record(id)?.is_some() {
+            return Ok(());
+        }
+        let user = user.ok_or_else(|| {
+            CsiError::Unauthenticated(format!(
+                "{id} is an RBD volume or snapshot this driver has no record of: the request's \
+                 secret must carry userID and userKey to find it in Ceph"
+            ))
+        })?;
+        let loc = rid.location();
+        match self.import_rbd(id, &loc, user) {
+            Ok(rec) => {
+                write_json(&self.dir(id).join(CSI_RECORD), &rec)?;
+                tracing::info!(volume = %id, image = %loc.image, "found a volume in Ceph from its id");
+                Ok(())
+            }
+            // No such image (never made, or removed): the id is simply unknown.
+            Err(CsiError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manager imports the volume whose CSI record the image at `loc` holds; returns that
+    /// record (for the caller to write last).
+    fn import_rbd(&self, id: &str, loc: &RbdLocation, user: &str) -> Result<CsiRecord> {
+        let cluster = self.cfg.ceph_clusters.get(&loc.cluster_id).ok_or_else(|| {
+            CsiError::FailedPrecondition(format!(
+                "clusterID {:?} is not in this driver's Ceph cluster map",
+                loc.cluster_id
+            ))
         })?;
         let probe = store_spec(
             &loc.pool,
@@ -161,17 +211,8 @@ impl ManagerBackend {
             })?;
         let rec: CsiRecord = serde_json::from_str(&text)
             .map_err(|e| CsiError::Internal(format!("the image's CSI record is corrupt: {e}")))?;
-        let mgr = self.manager(&rec.kms)?;
-        mgr.import(id, &probe).map_err(csi)?;
-        let st = NodeState {
-            adopted: true,
-            ..NodeState::default()
-        };
-        self.save_node_state(id, &st)?;
-        // Last: the record is what makes the volume known here.
-        write_json(&self.dir(id).join(CSI_RECORD), &rec)?;
-        tracing::info!(volume = %id, image = %loc.image, "adopted an RBD volume from Ceph");
-        Ok(true)
+        self.manager(&rec.kms)?.import(id, &probe).map_err(csi)?;
+        Ok(rec)
     }
 
     /// After NodeUnstage: forget an adopted volume's local copy (Ceph keeps the truth).

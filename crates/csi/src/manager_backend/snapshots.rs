@@ -42,14 +42,15 @@ impl From<&ContentSource> for SourceRec {
     }
 }
 
-/// A snapshot image's name: `csi-snap-<uuid>`, as ceph-csi names them.
-fn snap_image_name() -> String {
-    new_image_name().replacen("csi-vol-", "csi-snap-", 1)
+/// A snapshot image's name: `csi-snap-<uuid>`, as ceph-csi names them (the one its id
+/// names, for ids that name one).
+fn snap_image_name(id: &str) -> String {
+    rbd::image_for(id, || new_image_name().replacen("csi-vol-", "csi-snap-", 1))
 }
 
-/// The RBD record of a snapshot of a volume recorded as `v`: the volume's pool, namespace,
-/// connection and layout, a new image.
-fn snapshot_rbd(v: &rbd::RbdRecord) -> Result<rbd::RbdRecord> {
+/// The RBD record of snapshot `id` of a volume recorded as `v`: the volume's pool,
+/// namespace, connection and layout, the snapshot's own image.
+fn snapshot_rbd(id: &str, v: &rbd::RbdRecord) -> Result<rbd::RbdRecord> {
     let StoreSpec::Rbd {
         pool,
         namespace,
@@ -67,7 +68,7 @@ fn snapshot_rbd(v: &rbd::RbdRecord) -> Result<rbd::RbdRecord> {
         store: StoreSpec::Rbd {
             pool: pool.clone(),
             namespace: namespace.clone(),
-            image: snap_image_name(),
+            image: snap_image_name(id),
             ceph: ceph.clone(),
             layout: layout.clone(),
         },
@@ -121,7 +122,7 @@ impl ManagerBackend {
         })?;
         let rec = CsiRecord {
             name: spec.name.clone(),
-            rbd: Some(snapshot_rbd(v)?),
+            rbd: Some(snapshot_rbd(&spec.id, v)?),
             snapshot_of: Some(spec.source.clone()),
             source: None,
             ..vrec.clone()

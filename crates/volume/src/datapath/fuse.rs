@@ -624,7 +624,14 @@ pub fn spawn_with<I: BlockIo>(
 /// image unclosed (its lock held by a dead client until the OSD timed its watch out, ~30 s).
 pub fn serve_until_unmounted(session: fuser::BackgroundSession, dir: &Path) {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    while super::mount_points().contains(&dir) {
+    loop {
+        match super::try_mount_points() {
+            Ok(m) if !m.contains(&dir) => break,
+            Ok(_) => {}
+            // Not knowing is not "gone": exiting with the mount still live would leave
+            // its writes unserved. Keep serving and look again.
+            Err(e) => tracing::warn!(error = %e, "cannot read the mount table; still serving"),
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     if let Err(e) = session.join() {

@@ -123,14 +123,20 @@ pub(crate) fn run(bin: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Mount points currently in the mount table (from /proc/self/mountinfo, unescaped).
+/// Mount points currently in the mount table (from /proc/self/mountinfo, unescaped); empty
+/// when the table cannot be read (callers for whom "unknown" must not mean "not mounted" use
+/// [`try_mount_points`]).
 pub fn mount_points() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
+    try_mount_points().unwrap_or_default()
+}
+
+/// Mount points currently in the mount table, or why it could not be read.
+pub fn try_mount_points() -> std::io::Result<Vec<PathBuf>> {
+    Ok(std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|p| PathBuf::from(unescape(p)))
-        .collect()
+        .collect())
 }
 
 fn unescape(s: &str) -> String {

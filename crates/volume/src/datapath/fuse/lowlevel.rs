@@ -166,6 +166,12 @@ pub fn serve<I: BlockIo>(fd: Arc<OwnedFd>, io: Arc<I>, threads: usize) {
     for h in handles {
         let _ = h.join();
     }
+    // The session is over: make what the kernel wrote durable before the caller closes the
+    // store (a file-backed store's close does not sync; a writer that never sent FSYNC,
+    // such as a raw block device user, would otherwise depend on the page cache).
+    if let Err(e) = server.io.flush() {
+        tracing::warn!(error = %e, "final flush of the volume failed");
+    }
 }
 
 struct Server<I: BlockIo> {
