@@ -5,6 +5,8 @@
 //!
 //! Connections are made once per (ceph.conf, user) and shared by every image of a process.
 
+use crate::ceph_conf::{v1_monitors, ClientConf};
+use crate::datapath::krbd::{KrbdCredentials, KrbdImage};
 use crate::error::{Error, Result};
 use crate::meta::{CephRef, ImageLayout, StoreSpec};
 use crate::store::BackingStore;
@@ -290,6 +292,46 @@ impl BackingStore for RbdStore {
             Err(e) => Err(ceph_error("remove RBD image", e)),
         };
         r.and_then(|()| purge_trash(&io))
+    }
+}
+
+impl RbdStore {
+    /// The image as the kernel driver names it, and how the kernel reaches the cluster: the
+    /// monitors' v1 addresses and the user's key (given in memory, or from the ceph.conf's
+    /// keyring).
+    pub(crate) fn kernel_target(&self) -> Result<(KrbdImage, KrbdCredentials)> {
+        let user = self.ceph.user.clone();
+        let (mon_host, key) = match &self.ceph.monitors {
+            Some(m) => {
+                let keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+                let key = keys.as_ref().and_then(|k| k.get(&user)).cloned();
+                let key = key.ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "no key for Ceph user {user:?}: the request's secrets must carry \
+                         userID and userKey"
+                    ))
+                })?;
+                (m.clone(), key)
+            }
+            None => {
+                let c = ClientConf::read(self.ceph.conf.as_deref().map(Path::new), &user)?;
+                (c.mon_host()?.to_owned(), c.key(&user)?)
+            }
+        };
+        let img = KrbdImage {
+            pool: self.pool.clone(),
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+        };
+        let monitors = v1_monitors(&mon_host)?;
+        Ok((
+            img,
+            KrbdCredentials {
+                monitors,
+                user,
+                key,
+            },
+        ))
     }
 }
 

@@ -7,7 +7,7 @@ use super::{fault, lock, process_alive, unlock, Manager, VolumeInfo};
 use crate::datapath::holder::{HolderCommand, HolderLauncher};
 use crate::datapath::holder_host;
 use crate::datapath::keeper::Role;
-use crate::datapath::{self, fuse, holder, loopdev, DataPathKind, Runtime};
+use crate::datapath::{self, fuse, holder, krbd, loopdev, DataPathKind, Runtime};
 use crate::error::{Error, Result};
 use crate::kms::Credential;
 use crate::meta::{StoreSpec, VolumeMeta};
@@ -42,10 +42,10 @@ impl Manager {
         if self.already_open(&dir, &m, target)? {
             return Ok(self.info(&dir, &m));
         }
-        // an RBD image has no local path for dm-crypt (no krbd here): always userspace
-        let kind = match m.store {
-            StoreSpec::Rbd { .. } => DataPathKind::Userspace,
-            _ => self.cfg.datapath.unwrap_or_else(DataPathKind::detect),
+        let kind = match (&m.store, self.cfg.datapath) {
+            (_, Some(k)) => k,
+            (StoreSpec::Rbd { .. }, None) => DataPathKind::detect_rbd(),
+            (_, None) => DataPathKind::detect(),
         };
         let r = (|| {
             let dev = match kind {
@@ -157,27 +157,32 @@ impl Manager {
         Ok(lo)
     }
 
-    /// dm-crypt over the store (through a loop device for files); returns the mapped device.
+    /// dm-crypt over the store (through a loop device for files, the kernel RBD driver for
+    /// RBD images); returns the mapped device.
     fn attach_kernel(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
-        let st = store::from_spec(&m.store);
-        let path = st
-            .local_path()
-            .ok_or_else(|| Error::InvalidArgument("store has no local path for dm-crypt".into()))?
-            .to_path_buf();
         let mut rt = Runtime {
             datapath: Some(DataPathKind::Kernel),
             ..Default::default()
         };
         rt.save(dir)?;
-        let dev = if matches!(m.store, StoreSpec::File { .. }) {
-            let lo = loopdev::attach(&path, false, None)?;
-            fault("mount:kernel-loop-attached");
-            rt.loop_dev = Some(lo.clone());
-            rt.save(dir)?;
-            fault("mount:kernel-loop");
-            PathBuf::from(lo)
-        } else {
-            path
+        let dev = match &m.store {
+            StoreSpec::Rbd { .. } => map_rbd(dir, m, &mut rt)?,
+            _ => {
+                let st = store::from_spec(&m.store);
+                let path = st.local_path().ok_or_else(|| {
+                    Error::InvalidArgument("store has no local path for dm-crypt".into())
+                })?;
+                if matches!(m.store, StoreSpec::File { .. }) {
+                    let lo = loopdev::attach(path, false, None)?;
+                    fault("mount:kernel-loop-attached");
+                    rt.loop_dev = Some(lo.clone());
+                    rt.save(dir)?;
+                    fault("mount:kernel-loop");
+                    PathBuf::from(lo)
+                } else {
+                    path.to_path_buf()
+                }
+            }
         };
         let name = datapath::dmcrypt::mapper_name(&m.id);
         let mapped = datapath::dmcrypt::open(&dev, &name, secret)?;
@@ -284,6 +289,19 @@ impl Manager {
                 }
             }
         }
+        // The kernel RBD mapping: the recorded device, and any other of the recorded image (a
+        // crash between the map and its record).
+        if let Some(img) = &rt.krbd {
+            for dev in rt
+                .rbd_dev
+                .map(krbd::RbdDev)
+                .into_iter()
+                .chain(krbd::find(img))
+            {
+                krbd::unmap(dev)?;
+            }
+            fault("unmount:krbd-unmapped");
+        }
         if let Some(fd) = &rt.fuse_dir {
             // Any loop device still on the FUSE file (e.g. attached just before a crash).
             for lo in loopdev::attached_to(&fd.join(fuse::FILE_NAME)) {
@@ -371,6 +389,23 @@ impl Manager {
             fuse::serve_until_unmounted(s, &self.volume_dir(id).join("fuse"));
         }
     }
+}
+
+/// Map the volume's RBD image with the kernel driver, exclusively (a read-write attach
+/// elsewhere holds the image's lock: FAILED_PRECONDITION). The image is recorded before the
+/// map, so a crash after it leaves a mapping that teardown finds and removes.
+fn map_rbd(dir: &Path, m: &VolumeMeta, rt: &mut Runtime) -> Result<PathBuf> {
+    let st = crate::store_rbd::RbdStore::of(&m.store)
+        .ok_or_else(|| Error::Internal("not an RBD volume".into()))?;
+    let (img, cred) = st.kernel_target()?;
+    rt.krbd = Some(img.clone());
+    rt.save(dir)?;
+    let dev = krbd::map(&img, &cred)?;
+    fault("mount:krbd-mapped");
+    rt.rbd_dev = Some(dev.0);
+    rt.save(dir)?;
+    fault("mount:krbd");
+    Ok(dev.path())
 }
 
 /// The decrypting I/O of the userspace data path, over the volume's store.
