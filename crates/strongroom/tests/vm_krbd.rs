@@ -122,6 +122,12 @@ cat /mnt/i/guest-0.txt >$D/interop-read.txt
 sha256sum /mnt/i/guest.bin | cut -d' ' -f1 >$D/interop-bin.sha256
 umount /mnt/i; cryptsetup close interop; echo $id >/sys/bus/rbd/remove_single_major
 { ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after-interop.txt
+# v2 was never mounted: its filesystem is made here, on the kernel path
+$K import v2 --pool rbd --rados-namespace $NS --image $IMG2 --ceph-conf $D/ceph.conf >/dev/null
+$K --json mount v2 /mnt/v2 --token-file $D/a.token >$D/mount-v2.json
+cp $D/guest-marker.txt /mnt/v2/first.txt; sync
+$K unmount v2
+{ ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after-v2.txt
 "#;
 
 /// Issue 12: an RBD volume on the kernel path (krbd + dm-crypt) in the VM and on the userspace
@@ -169,6 +175,27 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     ]));
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let image = info["store"]["image"].as_str().unwrap().to_owned();
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "v2",
+        "--tenant",
+        "a",
+        "--size",
+        "64M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--rados-namespace",
+        &ns,
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image2 = info["store"]["image"].as_str().unwrap().to_owned();
 
     step(t0, "volume created");
     // Host (userspace node A): write files and keep the volume attached.
@@ -188,7 +215,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
 
     step(t0, "host wrote its files");
     let vars = format!(
-        "CL={CLUSTER}\nNS={ns}\nIMG={image}\nIMG_POOL={pool}\nMON={mon}\n",
+        "CL={CLUSTER}\nNS={ns}\nIMG={image}\nIMG2={image2}\nIMG_POOL={pool}\nMON={mon}\n",
         pool = ceph.pool(),
         mon = v1_monitor(ceph)
     );
@@ -217,7 +244,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     // Guest node B on the kernel path; the host tries its attach while B holds the image.
     let guest_mk = marker("krbd-guest");
     std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
-    let host_attempt = std::thread::scope(|s| {
+    let (host_attempt, host_resize) = std::thread::scope(|s| {
         let guest = s.spawn(|| vm.guest_with(&opts, &format!("{vars}{GUEST_NODE_B}")));
         let t0 = Instant::now();
         while !vm.path("held").exists() && !guest.is_finished() {
@@ -229,13 +256,20 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         }
         let attempt = vm.path("held").exists().then(|| {
             let o = vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]);
+            // librbd cannot change the image while the kernel holds its lock: a typed refusal
+            let r = vm.host_cli(&["resize", "v1", "--size", "128M", "--token-file", &tok]);
             std::fs::write(vm.path("host-tried"), "").unwrap();
-            o
+            (o, r)
         });
         guest.join().unwrap();
         attempt.expect("the guest reached the held point")
     });
     step(t0, "guest node B done");
+    assert!(
+        !host_resize.status.success() && out_text(&host_resize).contains("FAILED_PRECONDITION"),
+        "{}",
+        out_text(&host_resize)
+    );
     assert!(
         !host_attempt.status.success(),
         "userspace attach while the kernel node holds the image"
@@ -304,8 +338,16 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     let read_mk = std::fs::read_to_string(mnt.join("guest-0.txt"));
     let read_bin = std::fs::read(mnt.join("guest.bin"));
     ok(vm.host_cli(&["unmount", "v1"]));
+    // v2, whose filesystem the kernel node made: recorded in the image, so no mkfs here
+    assert_eq!(vm.json("mount-v2.json")["datapath"], "kernel");
+    assert_eq!(vm.read("after-v2.txt").trim(), "No devices found");
+    let mnt2 = vm.p("host-mnt2");
+    ok(vm.host_cli(&["mount", "v2", &mnt2, "--token-file", &tok]));
+    let read_v2 = std::fs::read_to_string(vm.path("host-mnt2").join("first.txt"));
+    ok(vm.host_cli(&["unmount", "v2"]));
     step(t0, "host read the guest's files");
     assert_eq!(read_mk.unwrap(), guest_mk);
+    assert_eq!(read_v2.expect("v2's file on the host"), guest_mk);
     assert_eq!(
         sha256_hex(&read_bin.unwrap()),
         vm.read("guest-bin.sha256").trim()

@@ -48,12 +48,16 @@ impl Manager {
             (_, None) => DataPathKind::detect(),
         };
         let r = (|| {
+            if let (DataPathKind::Kernel, StoreSpec::Rbd { .. }, Some(t)) = (kind, &m.store, target)
+            {
+                self.prepare_fs_unlocked(&dir, &mut m, &secret, t)?;
+            }
             let dev = match kind {
                 DataPathKind::Userspace => self.attach_userspace(&dir, &m, &secret)?,
                 DataPathKind::Kernel => self.attach_kernel(&dir, &m, &secret)?,
             };
             match target {
-                Some(t) => self.mount_fs(&dir, &mut m, &dev, t),
+                Some(t) => self.mount_fs(&dir, &mut m, &dev, t, Record::Now),
                 None => Ok(()),
             }
         })();
@@ -193,26 +197,59 @@ impl Manager {
         Ok(mapped)
     }
 
+    /// The kernel RBD mapping holds the image's exclusive lock, and while it does librbd
+    /// cannot update the image's metadata record (EROFS). So filesystem work that the record
+    /// must show (mkfs, a pending grow) is done first, in a mapping that is removed before the
+    /// record is written: to the image first, so that no node ever makes a filesystem over
+    /// this one. A crash before that leaves a filesystem nobody has written to yet.
+    fn prepare_fs_unlocked(
+        &self,
+        dir: &Path,
+        m: &mut VolumeMeta,
+        secret: &[u8],
+        target: &Path,
+    ) -> Result<()> {
+        if m.filesystem_created && !m.fs_grow_pending {
+            return Ok(());
+        }
+        let dev = self.attach_kernel(dir, m, secret)?;
+        let r = self.mount_fs(dir, m, &dev, target, Record::Later);
+        self.teardown(dir, &m.id)?;
+        r?;
+        m.generation += 1;
+        store::from_spec(&m.store).put_meta(&m.encode()?)?;
+        m.store_local(dir)?;
+        fault("mount:fs-recorded");
+        Ok(())
+    }
+
     /// The filesystem (made once, by state) mounted at `target`.
-    fn mount_fs(&self, dir: &Path, m: &mut VolumeMeta, dev: &str, target: &Path) -> Result<()> {
-        self.make_fs_once(dir, m, dev)?;
+    fn mount_fs(
+        &self,
+        dir: &Path,
+        m: &mut VolumeMeta,
+        dev: &str,
+        target: &Path,
+        rec: Record,
+    ) -> Result<()> {
+        self.make_fs_once(dir, m, dev, rec)?;
         datapath::mount(dev, target, m.fs_type)?;
         let mut rt = Runtime::load(dir).unwrap_or_default();
         rt.target = Some(target.to_path_buf());
         rt.save(dir)?;
         fault("mount:mounted");
-        self.grow_after_mount(dir, m, dev, target)
+        self.grow_after_mount(dir, m, dev, target, rec)
     }
 
     /// mkfs on the first mount only (decided by the recorded state, never by a probe); an
     /// ext4 whose growth is pending grows offline before it is mounted.
-    fn make_fs_once(&self, dir: &Path, m: &mut VolumeMeta, dev: &str) -> Result<()> {
+    fn make_fs_once(&self, dir: &Path, m: &mut VolumeMeta, dev: &str, rec: Record) -> Result<()> {
         if !m.filesystem_created {
             self.say(&format!("making {} filesystem on {}", m.fs_type, m.id));
             datapath::mkfs(m.fs_type, dev)?;
             m.filesystem_created = true;
             m.fs_grow_pending = false;
-            m.store(dir)?;
+            rec.store(dir, m)?;
         } else if m.fs_grow_pending && m.fs_type == FsType::Ext4 {
             self.say(&format!(
                 "growing the ext4 filesystem of {} (offline)",
@@ -220,7 +257,7 @@ impl Manager {
             ));
             datapath::grow_fs_offline(dev)?;
             m.fs_grow_pending = false;
-            m.store(dir)?;
+            rec.store(dir, m)?;
         }
         Ok(())
     }
@@ -232,11 +269,12 @@ impl Manager {
         m: &mut VolumeMeta,
         dev: &str,
         target: &Path,
+        rec: Record,
     ) -> Result<()> {
         if m.fs_grow_pending {
             datapath::grow_fs(m.fs_type, dev, target)?;
             m.fs_grow_pending = false;
-            m.store(dir)?;
+            rec.store(dir, m)?;
         }
         Ok(())
     }
@@ -387,6 +425,24 @@ impl Manager {
     pub fn serve_until_unmounted(&self, id: &str) {
         if let Some(s) = self.take_session(id) {
             fuse::serve_until_unmounted(s, &self.volume_dir(id).join("fuse"));
+        }
+    }
+}
+
+/// When filesystem work is recorded in the volume's metadata.
+#[derive(Clone, Copy)]
+enum Record {
+    /// At once (locally and, for RBD, in the image).
+    Now,
+    /// By the caller, once the image's lock is released ([`Manager::prepare_fs_unlocked`]).
+    Later,
+}
+
+impl Record {
+    fn store(self, dir: &Path, m: &mut VolumeMeta) -> Result<()> {
+        match self {
+            Record::Now => m.store(dir),
+            Record::Later => Ok(()),
         }
     }
 }
