@@ -75,7 +75,8 @@ fn ok(o: std::process::Output) -> std::process::Output {
 /// Guest, node B (its own state directory): an abort (as kill -9) right after the kernel map
 /// and after dm-crypt opened, each retried; then the volume mounted on the kernel path, the
 /// host's files read, files written, a second read-write attach from node C (another state
-/// directory on the same kernel) refused; the host's attempt awaited; unmount; then stock
+/// directory on the same kernel) refused; the host's attempts awaited; an unmount aborted
+/// right after the unmap, then finished; then stock
 /// cryptsetup opens the image mapped by hand. Evidence into `$D`.
 const GUEST_NODE_B: &str = r#"
 K="$B volume --root $D/node-b --address $VAULT_ADDR --cluster-id $CL"
@@ -108,6 +109,9 @@ echo "mapped $(devs) dm $(dmsetup ls | grep -c strongroom-)" >$D/after-node-c.tx
 # the host tries its userspace attach now (the test waits for this file)
 touch $D/held
 i=0; while [ ! -e $D/host-tried ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+if STRONGROOM_FAULT=unmount:krbd-unmapped $K unmount v1 >/dev/null 2>&1; then
+  echo unmount:krbd-unmapped >>$D/not-aborted.txt
+fi
 $K unmount v1
 { ls /sys/bus/rbd/devices; ls /dev | grep '^rbd' || true; dmsetup ls; } >$D/after-unmount.txt
 # interop: the image mapped by hand, opened by stock cryptsetup with the keyslot secret

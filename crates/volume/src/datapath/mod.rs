@@ -89,7 +89,7 @@ pub struct Runtime {
     /// mapping made just before a crash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub krbd: Option<krbd::KrbdImage>,
-    /// Its device once mapped: `/dev/rbd<id>`.
+    /// Its device once mapped: `/dev/rbd<id>` (for people; teardown finds mappings by image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbd_dev: Option<u32>,
 }

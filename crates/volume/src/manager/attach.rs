@@ -327,15 +327,11 @@ impl Manager {
                 }
             }
         }
-        // The kernel RBD mapping: the recorded device, and any other of the recorded image (a
-        // crash between the map and its record).
+        // The kernel RBD mappings of the recorded image: found by what they map, never by the
+        // recorded device number alone (after a reboot that number may be another image's),
+        // so also one made just before a crash, before its number was recorded.
         if let Some(img) = &rt.krbd {
-            for dev in rt
-                .rbd_dev
-                .map(krbd::RbdDev)
-                .into_iter()
-                .chain(krbd::find(img))
-            {
+            for dev in krbd::find(img) {
                 krbd::unmap(dev)?;
             }
             fault("unmount:krbd-unmapped");
