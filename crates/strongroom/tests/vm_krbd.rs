@@ -67,6 +67,19 @@ fn step(t0: Instant, what: &str) {
     eprintln!("vm_krbd: {:>6.1} s {what}", t0.elapsed().as_secs_f64());
 }
 
+/// On the way out, also when a step failed: the host's mounts go while Ceph still runs (the
+/// cluster stops when this process ends; a FUSE server left on it would hang every `sync`).
+struct HostUnmount<'a>(&'a Vm);
+
+impl Drop for HostUnmount<'_> {
+    fn drop(&mut self) {
+        for v in ["v1", "v2"] {
+            let _ = self.0.host_cli(&["unmount", v]);
+        }
+        drop(volume_common::Cleanup(self.0.path("")));
+    }
+}
+
 fn ok(o: std::process::Output) -> std::process::Output {
     assert!(o.status.success(), "{}", out_text(&o));
     o
@@ -150,6 +163,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
         return;
     }
+    let _unmount = HostUnmount(&vm);
     step(t0, "VM runner, key manager and Ceph ready");
     let opts = guest_opts();
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
