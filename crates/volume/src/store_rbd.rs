@@ -483,3 +483,54 @@ impl BlockDevice for RbdDevice {
         Ok(self.img.flush()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(ceph: CephRef) -> RbdStore {
+        RbdStore::new("rbd", "tenant-a", "csi-vol-x", &ceph)
+    }
+
+    #[test]
+    fn kernel_target_from_monitors_and_a_given_key() {
+        let ceph = CephRef {
+            conf: None,
+            user: "krbd-test-given".into(),
+            monitors: Some("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],10.0.0.2".into()),
+        };
+        let e = store(ceph.clone()).kernel_target().err().unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Unauthenticated, "{e}");
+        provide_ceph_key("krbd-test-given", SecretString::new("AQBgiven=="));
+        let (img, cred) = store(ceph).kernel_target().unwrap();
+        assert_eq!(
+            (img.pool.as_str(), img.namespace.as_str()),
+            ("rbd", "tenant-a")
+        );
+        assert_eq!(img.image, "csi-vol-x");
+        assert_eq!(cred.monitors, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(cred.user, "krbd-test-given");
+        assert_eq!(cred.key.expose(), "AQBgiven==");
+    }
+
+    #[test]
+    fn kernel_target_from_a_ceph_conf_and_its_keyring() {
+        let d = tempfile::tempdir().unwrap();
+        let keyring = d.path().join("keyring");
+        std::fs::write(&keyring, "[client.csi]\n\tkey = AQBconf==\n").unwrap();
+        let conf = d.path().join("ceph.conf");
+        let text = format!(
+            "[global]\nmon_host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]\nkeyring = {}\n",
+            keyring.display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let ceph = CephRef {
+            conf: Some(conf.to_string_lossy().into_owned()),
+            user: "csi".into(),
+            monitors: None,
+        };
+        let (_, cred) = store(ceph).kernel_target().unwrap();
+        assert_eq!(cred.monitors, ["127.0.0.1:6789"]);
+        assert_eq!(cred.key.expose(), "AQBconf==");
+    }
+}
