@@ -66,12 +66,21 @@ log "cargo build"
 cargo build --workspace --all-targets
 # VM tier (dm-crypt in a QEMU guest, tests named vm_tier_*) in the background, beside the
 # host tier; required here: a runner that cannot work fails the run instead of skipping.
+# vm_dmcrypt: file-backed volumes; vm_krbd: RBD volumes through the kernel rbd driver against
+# a throwaway Ceph on the host. One after the other: one guest at a time.
 vm_rc=0
 wait "$vm_build_pid" || vm_rc=$?
-vm_test=$(cargo test -p strongroom --test vm_dmcrypt --no-run --message-format=json 2>/dev/null |
-  jq -r 'select(.profile.test == true and .target.name == "vm_dmcrypt") | .executable')
+vm_tests=()
+for t in vm_dmcrypt vm_krbd; do
+  vm_tests+=("$(cargo test -p strongroom --test "$t" --no-run --message-format=json 2>/dev/null |
+    jq -r --arg t "$t" 'select(.profile.test == true and .target.name == $t) | .executable')")
+done
 if [ "$vm_rc" = 0 ]; then
-  STRONGROOM_VM_REQUIRED=1 "$vm_test" --test-threads=1 >"$VM_LOG_DIR/tests.log" 2>&1 &
+  (
+    rc=0
+    for t in "${vm_tests[@]}"; do STRONGROOM_VM_REQUIRED=1 "$t" --test-threads=1 || rc=1; done
+    exit "$rc"
+  ) >"$VM_LOG_DIR/tests.log" 2>&1 &
   vm_pid=$!
 fi
 log "cargo test (host tier)"
@@ -79,7 +88,7 @@ host_rc=0
 cargo test --workspace -- --test-threads=2 --skip vm_tier_ --skip load_tier_ || host_rc=$?
 log "cargo test (the benchmark's unencrypted twin, feature bench)"
 cargo test -p strongroom-volume --features bench --lib bench:: -- --test-threads=2 || host_rc=$?
-log "VM tier (scripts/vm/run-vm.sh, tests/vm_dmcrypt.rs)"
+log "VM tier (scripts/vm/run-vm.sh, tests/vm_dmcrypt.rs, tests/vm_krbd.rs)"
 cat "$VM_LOG_DIR/build.log"
 if [ "$vm_rc" = 0 ]; then
   wait "$vm_pid" || vm_rc=$?

@@ -17,6 +17,9 @@
 #   -f SRC[:DEST] copy a host file into the guest (default DEST /opt/vm/, on PATH) + its libraries
 #   -l BIN        copy only the shared libraries BIN needs (BIN itself runs from the share)
 #   -n            network (slirp): the host's 127.0.0.1:PORT is 10.0.2.2:PORT in the guest
+#   -N            as -n, and the guest's 127.0.0.0/8 is the host's loopback (the guest has none
+#                 of its own): for a Ceph on the host's 127.0.0.1, whose OSD addresses the
+#                 monitors hand out as 127.0.0.1 (the kernel rbd driver needs the mons' v1 port)
 #   -e NAME=VALUE export in the guest command's environment (not on the kernel command line)
 #   -t SECONDS    wall-clock limit (default 600); -m MiB memory (default 1024); -c vCPUs
 # The guest's sh is busybox ash, which runs its own applet before searching PATH: call the
@@ -36,7 +39,7 @@ FILES=() ENVS=() DISKS=() LIBS_FOR=()
 
 say() { printf 'run-vm: %s\n' "$*" >&2; }
 fail() { say "error: $*"; exit 3; }
-usage() { say "usage error: $*"; sed -n '10,25p' "$SELF" >&2; exit 2; }
+usage() { say "usage error: $*"; sed -n '10,28p' "$SELF" >&2; exit 2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
@@ -49,13 +52,14 @@ while [ $# -gt 0 ]; do
         -f) FILES+=("${2:?-f FILE}"); shift 2 ;;
         -l) LIBS_FOR+=("${2:?-l BIN}"); shift 2 ;;
         -n) NET=1; shift ;;
+        -N) NET=hostlo; shift ;;
         -e) case ${2:-} in *=*) ENVS+=("$2") ;; *) usage "-e needs NAME=VALUE" ;; esac; shift 2 ;;
         -t) TIMEOUT=${2:?}; shift 2 ;;
         -m) MEM=${2:?}; shift 2 ;;
         -c) CPUS=${2:?}; shift 2 ;;
         -s) SCRIPT=$(readlink -f "${2:?-s SCRIPT}"); shift 2; break ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,30p' "$SELF"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$SELF"; exit 0 ;;
         *) usage "unknown option $1" ;;
     esac
 done
@@ -174,7 +178,7 @@ prepare_qemu() {
 PROGS_NEEDED="cryptsetup dmsetup mke2fs kmod"
 PROGS_WANTED="losetup blkid e2fsck resize2fs dumpe2fs tune2fs blockdev wipefs mkfs.xfs xfs_growfs mount umount"
 MODULES="virtio_pci virtio_blk virtio_net virtio_rng 9p 9pnet_virtio dm_mod dm_crypt loop ext4 xfs
-    fuse af_alg algif_skcipher"
+    fuse af_alg algif_skcipher rbd"
 BOOT_MODULES="virtio_pci virtio_blk virtio_rng dm_mod dm_crypt loop ext4 af_alg algif_skcipher"
 
 host_prog() { PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$1" || true; }
@@ -215,9 +219,13 @@ if [ -n "$VM_SHARE" ]; then
 else
     cd /root
 fi
-if [ "$VM_NET" = 1 ]; then
+if [ "$VM_NET" != 0 ]; then
     ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
     echo 'nameserver 10.0.2.3' >/etc/resolv.conf
+fi
+if [ "$VM_NET" = hostlo ]; then # 127/8 leaves through eth0; slirp connects to the host's
+    ip addr del 127.0.0.1/8 dev lo && echo 1 >/proc/sys/net/ipv4/conf/eth0/route_localnet &&
+        ip route add 127.0.0.0/8 via 10.0.2.2 dev eth0 onlink || echo "vm-init: host-loopback setup failed"
 fi
 sh /opt/vm/cmd.sh </dev/null
 rc=$?
@@ -322,7 +330,7 @@ for bin in "${LIBS_FOR[@]}"; do
 done
 NONCE=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 mods=$BOOT_MODULES
-[ "$NET" = 1 ] && mods="$mods virtio_net"
+[ "$NET" != 0 ] && mods="$mods virtio_net"
 [ -n "$SHARE" ] && mods="$mods 9pnet_virtio 9p"
 {
     echo "VM_NONCE=$NONCE"
@@ -375,7 +383,7 @@ for size in "${DISKS[@]}"; do
 done
 [ -n "$SHARE" ] && args+=(-fsdev "local,id=fs0,path=$SHARE,security_model=none"
     -device virtio-9p-pci,fsdev=fs0,mount_tag=share)
-[ "$NET" = 1 ] && args+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=)
+[ "$NET" != 0 ] && args+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=)
 
 LOG=${VM_LOG:-$RUN/console}
 T1=$(now)

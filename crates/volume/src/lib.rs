@@ -10,12 +10,14 @@
 //! machine), `protect` (envelope via transit with context, or KV), `kms` (credentials and
 //! error classes), `cache` (TTL key cache, zeroized), `datapath` (FUSE + loop, or dm-crypt)
 //! and `manager` (the operations).
-// `unsafe` only in `datapath::mapping` (mmap and its SIGBUS handler; invariants at its top).
+// `unsafe` only in `datapath::mapping` (mmap and its SIGBUS handler) and `datapath::krbd`
+// (the kernel keyring's add_key/keyctl); invariants at their tops.
 #![deny(unsafe_code)]
 
 #[cfg(feature = "bench")]
 pub mod bench;
 mod cache;
+mod ceph_conf;
 mod datapath;
 mod error;
 mod kms;

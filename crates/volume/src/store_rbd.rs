@@ -5,6 +5,8 @@
 //!
 //! Connections are made once per (ceph.conf, user) and shared by every image of a process.
 
+use crate::ceph_conf::{v1_monitors, ClientConf};
+use crate::datapath::krbd::{KrbdCredentials, KrbdImage};
 use crate::error::{Error, Result};
 use crate::meta::{CephRef, ImageLayout, StoreSpec};
 use crate::store::BackingStore;
@@ -294,6 +296,46 @@ impl BackingStore for RbdStore {
 }
 
 impl RbdStore {
+    /// The image as the kernel driver names it, and how the kernel reaches the cluster: the
+    /// monitors' v1 addresses and the user's key (given in memory, or from the ceph.conf's
+    /// keyring).
+    pub(crate) fn kernel_target(&self) -> Result<(KrbdImage, KrbdCredentials)> {
+        let user = self.ceph.user.clone();
+        let (mon_host, key) = match &self.ceph.monitors {
+            Some(m) => {
+                let keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+                let key = keys.as_ref().and_then(|k| k.get(&user)).cloned();
+                let key = key.ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "no key for Ceph user {user:?}: the request's secrets must carry \
+                         userID and userKey"
+                    ))
+                })?;
+                (m.clone(), key)
+            }
+            None => {
+                let c = ClientConf::read(self.ceph.conf.as_deref().map(Path::new), &user)?;
+                (c.mon_host()?.to_owned(), c.key(&user)?)
+            }
+        };
+        let img = KrbdImage {
+            pool: self.pool.clone(),
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+        };
+        let monitors = v1_monitors(&mon_host)?;
+        Ok((
+            img,
+            KrbdCredentials {
+                monitors,
+                user,
+                key,
+            },
+        ))
+    }
+}
+
+impl RbdStore {
     /// Remove every snapshot of the image (one with clones goes to the snapshot trash, and
     /// away with its last clone).
     fn remove_snapshots(&self) -> Result<()> {
@@ -439,5 +481,56 @@ impl BlockDevice for RbdDevice {
     }
     fn flush(&self) -> std::io::Result<()> {
         Ok(self.img.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(ceph: CephRef) -> RbdStore {
+        RbdStore::new("rbd", "tenant-a", "csi-vol-x", &ceph)
+    }
+
+    #[test]
+    fn kernel_target_from_monitors_and_a_given_key() {
+        let ceph = CephRef {
+            conf: None,
+            user: "krbd-test-given".into(),
+            monitors: Some("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],10.0.0.2".into()),
+        };
+        let e = store(ceph.clone()).kernel_target().err().unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Unauthenticated, "{e}");
+        provide_ceph_key("krbd-test-given", SecretString::new("AQBgiven=="));
+        let (img, cred) = store(ceph).kernel_target().unwrap();
+        assert_eq!(
+            (img.pool.as_str(), img.namespace.as_str()),
+            ("rbd", "tenant-a")
+        );
+        assert_eq!(img.image, "csi-vol-x");
+        assert_eq!(cred.monitors, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(cred.user, "krbd-test-given");
+        assert_eq!(cred.key.expose(), "AQBgiven==");
+    }
+
+    #[test]
+    fn kernel_target_from_a_ceph_conf_and_its_keyring() {
+        let d = tempfile::tempdir().unwrap();
+        let keyring = d.path().join("keyring");
+        std::fs::write(&keyring, "[client.csi]\n\tkey = AQBconf==\n").unwrap();
+        let conf = d.path().join("ceph.conf");
+        let text = format!(
+            "[global]\nmon_host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]\nkeyring = {}\n",
+            keyring.display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let ceph = CephRef {
+            conf: Some(conf.to_string_lossy().into_owned()),
+            user: "csi".into(),
+            monitors: None,
+        };
+        let (_, cred) = store(ceph).kernel_target().unwrap();
+        assert_eq!(cred.monitors, ["127.0.0.1:6789"]);
+        assert_eq!(cred.key.expose(), "AQBconf==");
     }
 }

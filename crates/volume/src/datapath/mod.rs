@@ -1,7 +1,8 @@
 //! Data paths: how a volume becomes a mounted filesystem.
 //!
-//! * [`DataPathKind::Kernel`]: loop (for files) → dm-crypt via cryptsetup → mkfs/mount.
-//!   Chosen automatically when the kernel has device-mapper ([`dmcrypt::available`]).
+//! * [`DataPathKind::Kernel`]: loop (for files) or the kernel RBD driver ([`krbd`], for RBD
+//!   images) → dm-crypt via cryptsetup → mkfs/mount. Chosen automatically when the kernel has
+//!   device-mapper ([`dmcrypt::available`]) and, for RBD images, the rbd driver.
 //! * [`DataPathKind::Userspace`]: a FUSE file exposing the decrypted volume ([`fuse`]) →
 //!   loop device ([`loopdev`]) → mkfs/mount. Used everywhere else.
 //!
@@ -13,6 +14,7 @@ pub mod fuse;
 pub mod holder;
 pub mod holder_host;
 pub mod keeper;
+pub mod krbd;
 pub mod loopdev;
 pub mod mapping;
 
@@ -34,6 +36,15 @@ pub enum DataPathKind {
 impl DataPathKind {
     pub fn detect() -> Self {
         if dmcrypt::available() {
+            DataPathKind::Kernel
+        } else {
+            DataPathKind::Userspace
+        }
+    }
+    /// [`Self::detect`] for an RBD image: the kernel path needs the kernel's rbd driver
+    /// too (loaded here if it is not yet).
+    pub fn detect_rbd() -> Self {
+        if dmcrypt::available() && krbd::missing().is_none() {
             DataPathKind::Kernel
         } else {
             DataPathKind::Userspace
@@ -74,6 +85,13 @@ pub struct Runtime {
     /// The nonce the holder was given ([`holder::verify`] checks it before re-adoption).
     #[serde(default)]
     pub holder_nonce: Option<String>,
+    /// The RBD image the kernel path maps, recorded before the map (teardown then finds a
+    /// mapping made just before a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub krbd: Option<krbd::KrbdImage>,
+    /// Its device once mapped: `/dev/rbd<id>` (for people; teardown finds mappings by image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbd_dev: Option<u32>,
 }
 
 impl Runtime {

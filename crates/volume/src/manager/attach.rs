@@ -7,7 +7,7 @@ use super::{fault, lock, process_alive, unlock, Manager, VolumeInfo};
 use crate::datapath::holder::{HolderCommand, HolderLauncher};
 use crate::datapath::holder_host;
 use crate::datapath::keeper::Role;
-use crate::datapath::{self, fuse, holder, loopdev, DataPathKind, Runtime};
+use crate::datapath::{self, fuse, holder, krbd, loopdev, DataPathKind, Runtime};
 use crate::error::{Error, Result};
 use crate::kms::Credential;
 use crate::meta::{StoreSpec, VolumeMeta};
@@ -42,18 +42,22 @@ impl Manager {
         if self.already_open(&dir, &m, target)? {
             return Ok(self.info(&dir, &m));
         }
-        // an RBD image has no local path for dm-crypt (no krbd here): always userspace
-        let kind = match m.store {
-            StoreSpec::Rbd { .. } => DataPathKind::Userspace,
-            _ => self.cfg.datapath.unwrap_or_else(DataPathKind::detect),
+        let kind = match (&m.store, self.cfg.datapath) {
+            (_, Some(k)) => k,
+            (StoreSpec::Rbd { .. }, None) => DataPathKind::detect_rbd(),
+            (_, None) => DataPathKind::detect(),
         };
         let r = (|| {
+            if let (DataPathKind::Kernel, StoreSpec::Rbd { .. }, Some(t)) = (kind, &m.store, target)
+            {
+                self.prepare_fs_unlocked(&dir, &mut m, &secret, t)?;
+            }
             let dev = match kind {
                 DataPathKind::Userspace => self.attach_userspace(&dir, &m, &secret)?,
                 DataPathKind::Kernel => self.attach_kernel(&dir, &m, &secret)?,
             };
             match target {
-                Some(t) => self.mount_fs(&dir, &mut m, &dev, t),
+                Some(t) => self.mount_fs(&dir, &mut m, &dev, t, Record::Now),
                 None => Ok(()),
             }
         })();
@@ -157,27 +161,32 @@ impl Manager {
         Ok(lo)
     }
 
-    /// dm-crypt over the store (through a loop device for files); returns the mapped device.
+    /// dm-crypt over the store (through a loop device for files, the kernel RBD driver for
+    /// RBD images); returns the mapped device.
     fn attach_kernel(&self, dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<String> {
-        let st = store::from_spec(&m.store);
-        let path = st
-            .local_path()
-            .ok_or_else(|| Error::InvalidArgument("store has no local path for dm-crypt".into()))?
-            .to_path_buf();
         let mut rt = Runtime {
             datapath: Some(DataPathKind::Kernel),
             ..Default::default()
         };
         rt.save(dir)?;
-        let dev = if matches!(m.store, StoreSpec::File { .. }) {
-            let lo = loopdev::attach(&path, false, None)?;
-            fault("mount:kernel-loop-attached");
-            rt.loop_dev = Some(lo.clone());
-            rt.save(dir)?;
-            fault("mount:kernel-loop");
-            PathBuf::from(lo)
-        } else {
-            path
+        let dev = match &m.store {
+            StoreSpec::Rbd { .. } => map_rbd(dir, m, &mut rt)?,
+            _ => {
+                let st = store::from_spec(&m.store);
+                let path = st.local_path().ok_or_else(|| {
+                    Error::InvalidArgument("store has no local path for dm-crypt".into())
+                })?;
+                if matches!(m.store, StoreSpec::File { .. }) {
+                    let lo = loopdev::attach(path, false, None)?;
+                    fault("mount:kernel-loop-attached");
+                    rt.loop_dev = Some(lo.clone());
+                    rt.save(dir)?;
+                    fault("mount:kernel-loop");
+                    PathBuf::from(lo)
+                } else {
+                    path.to_path_buf()
+                }
+            }
         };
         let name = datapath::dmcrypt::mapper_name(&m.id);
         let mapped = datapath::dmcrypt::open(&dev, &name, secret)?;
@@ -188,26 +197,59 @@ impl Manager {
         Ok(mapped)
     }
 
+    /// The kernel RBD mapping holds the image's exclusive lock, and while it does librbd
+    /// cannot update the image's metadata record (EROFS). So filesystem work that the record
+    /// must show (mkfs, a pending grow) is done first, in a mapping that is removed before the
+    /// record is written: to the image first, so that no node ever makes a filesystem over
+    /// this one. A crash before that leaves a filesystem nobody has written to yet.
+    fn prepare_fs_unlocked(
+        &self,
+        dir: &Path,
+        m: &mut VolumeMeta,
+        secret: &[u8],
+        target: &Path,
+    ) -> Result<()> {
+        if m.filesystem_created && !m.fs_grow_pending {
+            return Ok(());
+        }
+        let dev = self.attach_kernel(dir, m, secret)?;
+        let r = self.mount_fs(dir, m, &dev, target, Record::Later);
+        self.teardown(dir, &m.id)?;
+        r?;
+        m.generation += 1;
+        store::from_spec(&m.store).put_meta(&m.encode()?)?;
+        m.store_local(dir)?;
+        fault("mount:fs-recorded");
+        Ok(())
+    }
+
     /// The filesystem (made once, by state) mounted at `target`.
-    fn mount_fs(&self, dir: &Path, m: &mut VolumeMeta, dev: &str, target: &Path) -> Result<()> {
-        self.make_fs_once(dir, m, dev)?;
+    fn mount_fs(
+        &self,
+        dir: &Path,
+        m: &mut VolumeMeta,
+        dev: &str,
+        target: &Path,
+        rec: Record,
+    ) -> Result<()> {
+        self.make_fs_once(dir, m, dev, rec)?;
         datapath::mount(dev, target, m.fs_type)?;
         let mut rt = Runtime::load(dir).unwrap_or_default();
         rt.target = Some(target.to_path_buf());
         rt.save(dir)?;
         fault("mount:mounted");
-        self.grow_after_mount(dir, m, dev, target)
+        self.grow_after_mount(dir, m, dev, target, rec)
     }
 
     /// mkfs on the first mount only (decided by the recorded state, never by a probe); an
     /// ext4 whose growth is pending grows offline before it is mounted.
-    fn make_fs_once(&self, dir: &Path, m: &mut VolumeMeta, dev: &str) -> Result<()> {
+    fn make_fs_once(&self, dir: &Path, m: &mut VolumeMeta, dev: &str, rec: Record) -> Result<()> {
         if !m.filesystem_created {
             self.say(&format!("making {} filesystem on {}", m.fs_type, m.id));
             datapath::mkfs(m.fs_type, dev)?;
             m.filesystem_created = true;
             m.fs_grow_pending = false;
-            m.store(dir)?;
+            rec.store(dir, m)?;
         } else if m.fs_grow_pending && m.fs_type == FsType::Ext4 {
             self.say(&format!(
                 "growing the ext4 filesystem of {} (offline)",
@@ -215,7 +257,7 @@ impl Manager {
             ));
             datapath::grow_fs_offline(dev)?;
             m.fs_grow_pending = false;
-            m.store(dir)?;
+            rec.store(dir, m)?;
         }
         Ok(())
     }
@@ -227,11 +269,12 @@ impl Manager {
         m: &mut VolumeMeta,
         dev: &str,
         target: &Path,
+        rec: Record,
     ) -> Result<()> {
         if m.fs_grow_pending {
             datapath::grow_fs(m.fs_type, dev, target)?;
             m.fs_grow_pending = false;
-            m.store(dir)?;
+            rec.store(dir, m)?;
         }
         Ok(())
     }
@@ -283,6 +326,15 @@ impl Manager {
                     loopdev::detach(&lo)?;
                 }
             }
+        }
+        // The kernel RBD mappings of the recorded image: found by what they map, never by the
+        // recorded device number alone (after a reboot that number may be another image's),
+        // so also one made just before a crash, before its number was recorded.
+        if let Some(img) = &rt.krbd {
+            for dev in krbd::find(img) {
+                krbd::unmap(dev)?;
+            }
+            fault("unmount:krbd-unmapped");
         }
         if let Some(fd) = &rt.fuse_dir {
             // Any loop device still on the FUSE file (e.g. attached just before a crash).
@@ -371,6 +423,41 @@ impl Manager {
             fuse::serve_until_unmounted(s, &self.volume_dir(id).join("fuse"));
         }
     }
+}
+
+/// When filesystem work is recorded in the volume's metadata.
+#[derive(Clone, Copy)]
+enum Record {
+    /// At once (locally and, for RBD, in the image).
+    Now,
+    /// By the caller, once the image's lock is released ([`Manager::prepare_fs_unlocked`]).
+    Later,
+}
+
+impl Record {
+    fn store(self, dir: &Path, m: &mut VolumeMeta) -> Result<()> {
+        match self {
+            Record::Now => m.store(dir),
+            Record::Later => Ok(()),
+        }
+    }
+}
+
+/// Map the volume's RBD image with the kernel driver, exclusively (a read-write attach
+/// elsewhere holds the image's lock: FAILED_PRECONDITION). The image is recorded before the
+/// map, so a crash after it leaves a mapping that teardown finds and removes.
+fn map_rbd(dir: &Path, m: &VolumeMeta, rt: &mut Runtime) -> Result<PathBuf> {
+    let st = crate::store_rbd::RbdStore::of(&m.store)
+        .ok_or_else(|| Error::Internal("not an RBD volume".into()))?;
+    let (img, cred) = st.kernel_target()?;
+    rt.krbd = Some(img.clone());
+    rt.save(dir)?;
+    let dev = krbd::map(&img, &cred)?;
+    fault("mount:krbd-mapped");
+    rt.rbd_dev = Some(dev.0);
+    rt.save(dir)?;
+    fault("mount:krbd");
+    Ok(dev.path())
 }
 
 /// The decrypting I/O of the userspace data path, over the volume's store.

@@ -1,0 +1,381 @@
+//! The kernel data path of RBD volumes (krbd + dm-crypt) for real: a throwaway Ceph
+//! (scripts/ceph/dev-cluster.sh) and the key manager run on the host, the guest of
+//! `scripts/vm/run-vm.sh -N` reaches both on the host's loopback (the kernel rbd driver talks to
+//! the monitors' v1 port and to the OSDs at the 127.0.0.1 addresses the monitors hand out).
+//! The host's kernel has no device-mapper, so the host is the userspace node (FUSE over librbd)
+//! and the guest the kernel node, each with its own state directory; they share only Ceph and
+//! the key manager. Functional only: the VM runs under TCG here, never benchmark it.
+//!
+//! Without Ceph or the VM runner: skips loudly, or fails under scripts/test.sh
+//! (`STRONGROOM_CEPH_REQUIRED=1`, `STRONGROOM_VM_REQUIRED=1`).
+
+mod common;
+mod vm_common;
+mod volume_common;
+
+use std::time::{Duration, Instant};
+use strongroom_rbd::dev::DevCluster;
+use vm_common::{Vm, CLUSTER};
+use volume_common::{can_mount, marker, out_text};
+
+/// The client side of the dev cluster where the guest sees it too (the shared directory):
+/// a ceph.conf naming the monitors and a keyring holding the admin's key.
+fn share_ceph_conf(vm: &Vm, ceph: &DevCluster) -> (String, String) {
+    let key = ceph.admin_key().unwrap();
+    std::fs::write(
+        vm.path("keyring"),
+        format!("[client.admin]\n\tkey = {key}\n"),
+    )
+    .unwrap();
+    let conf = format!(
+        "[global]\nmon host = {}\nkeyring = {}\nauth client required = cephx\n\
+         [client]\nadmin socket =\nlog file =\n",
+        ceph.monitors().unwrap(),
+        vm.p("keyring")
+    );
+    std::fs::write(vm.path("ceph.conf"), conf).unwrap();
+    (vm.p("ceph.conf"), key)
+}
+
+/// The monitor's v1 `ip:port` (for the guest's hand-made map of the interop check).
+fn v1_monitor(ceph: &DevCluster) -> String {
+    let mons = ceph.monitors().unwrap();
+    mons.split(',')
+        .find_map(|a| a.trim_matches(['[', ']']).strip_prefix("v1:"))
+        .unwrap_or_else(|| panic!("no v1 address in {mons}"))
+        .to_owned()
+}
+
+/// Runner options for a guest that runs librados/librbd: the strongroom binary loads them
+/// with dlopen, so `-l` (its linked closure) misses them; `-f` copies them with theirs.
+fn guest_opts() -> Vec<String> {
+    let mut opts = vec!["-N".to_owned()];
+    for lib in ["librados.so.2", "librbd.so.1"] {
+        let path = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(lib))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{lib} not found (apt-get install librbd1 librados2)"));
+        let dir = path.parent().unwrap().display().to_string();
+        opts.extend(["-f".to_owned(), format!("{}:{dir}/", path.display())]);
+    }
+    opts
+}
+
+/// Progress on stderr, to see where a slow run spends its time.
+fn step(t0: Instant, what: &str) {
+    eprintln!("vm_krbd: {:>6.1} s {what}", t0.elapsed().as_secs_f64());
+}
+
+/// On the way out, also when a step failed: the host's mounts go while Ceph still runs (the
+/// cluster stops when this process ends; a FUSE server left on it would hang every `sync`).
+struct HostUnmount<'a>(&'a Vm);
+
+impl Drop for HostUnmount<'_> {
+    fn drop(&mut self) {
+        for v in ["v1", "v2"] {
+            let _ = self.0.host_cli(&["unmount", v]);
+        }
+        drop(volume_common::Cleanup(self.0.path("")));
+    }
+}
+
+fn ok(o: std::process::Output) -> std::process::Output {
+    assert!(o.status.success(), "{}", out_text(&o));
+    o
+}
+
+/// Guest, node B (its own state directory): an abort (as kill -9) right after the kernel map
+/// and after dm-crypt opened, each retried; then the volume mounted on the kernel path, the
+/// host's files read, files written, a second read-write attach from node C (another state
+/// directory on the same kernel) refused; the host's attempts awaited; an unmount aborted
+/// right after the unmap, then finished; then stock
+/// cryptsetup opens the image mapped by hand. Evidence into `$D`.
+const GUEST_NODE_B: &str = r#"
+K="$B volume --root $D/node-b --address $VAULT_ADDR --cluster-id $CL"
+C="$B volume --root $D/node-c --address $VAULT_ADDR --cluster-id $CL"
+IMPORT="import v1 --pool rbd --rados-namespace $NS --image $IMG --ceph-conf $D/ceph.conf"
+$K $IMPORT >/dev/null
+$C $IMPORT >/dev/null
+devs() { ls /sys/bus/rbd/devices 2>/dev/null | wc -l; }
+for step in mount:krbd-mapped mount:krbd mount:dm-opened; do
+  if STRONGROOM_FAULT=$step $K mount v1 /mnt/v1 --token-file $D/a.token >/dev/null 2>&1; then
+    echo "$step" >>$D/not-aborted.txt
+  fi
+  echo "$step $(devs)" >>$D/after-abort.txt
+done
+$K --json mount v1 /mnt/v1 --token-file $D/a.token >$D/mount.json
+$K --json status v1 >$D/status.json
+echo "mapped $(devs) dm $(dmsetup ls | grep -c strongroom-)" >$D/mapped.txt
+dmsetup table >$D/table.txt
+for d in /sys/bus/rbd/devices/*; do cat $d/config_info; done >$D/config-info.txt
+grep -c strongroom-krbd /proc/keys >$D/keys.txt || true
+cat /mnt/v1/host-0.txt >$D/guest-read-host-0.txt
+sha256sum /mnt/v1/host.bin | cut -d' ' -f1 >$D/guest-read-host-bin.sha256
+cp $D/guest-marker.txt /mnt/v1/guest-0.txt
+dd if=/dev/urandom of=/mnt/v1/guest.bin bs=64k count=16 2>/dev/null
+sha256sum /mnt/v1/guest.bin | cut -d' ' -f1 >$D/guest-bin.sha256
+sync
+rc=0; $C mount v1 /mnt/c --token-file $D/a.token >/dev/null 2>$D/node-c.err || rc=$?
+echo $rc >$D/node-c.rc
+echo "mapped $(devs) dm $(dmsetup ls | grep -c strongroom-)" >$D/after-node-c.txt
+# the host tries its userspace attach now (the test waits for this file)
+touch $D/held
+i=0; while [ ! -e $D/host-tried ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+if STRONGROOM_FAULT=unmount:krbd-unmapped $K unmount v1 >/dev/null 2>&1; then
+  echo unmount:krbd-unmapped >>$D/not-aborted.txt
+fi
+$K unmount v1
+{ ls /sys/bus/rbd/devices; ls /dev | grep '^rbd' || true; dmsetup ls; } >$D/after-unmount.txt
+# interop: the image mapped by hand, opened by stock cryptsetup with the keyslot secret
+VAULT_TOKEN=root $B kv get --field=data secret/strongroom/a/v1 | base64 -d >/tmp/slot.key
+key=$(sed -n 's/^[[:space:]]*key = //p' $D/keyring)
+echo "$MON name=admin,secret=$key,_pool_ns=$NS $IMG_POOL $IMG -" >/sys/bus/rbd/add_single_major
+id=$(ls /sys/bus/rbd/devices | head -n 1)
+cryptsetup luksDump /dev/rbd$id >$D/luksdump.txt
+cryptsetup open --type luks2 --key-file /tmp/slot.key /dev/rbd$id interop
+mkdir -p /mnt/i; mount -t ext4 -o ro /dev/mapper/interop /mnt/i
+cat /mnt/i/guest-0.txt >$D/interop-read.txt
+sha256sum /mnt/i/guest.bin | cut -d' ' -f1 >$D/interop-bin.sha256
+umount /mnt/i; cryptsetup close interop; echo $id >/sys/bus/rbd/remove_single_major
+{ ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after-interop.txt
+# v2 was never mounted: its filesystem is made here, on the kernel path
+$K import v2 --pool rbd --rados-namespace $NS --image $IMG2 --ceph-conf $D/ceph.conf >/dev/null
+$K --json mount v2 /mnt/v2 --token-file $D/a.token >$D/mount-v2.json
+cp $D/guest-marker.txt /mnt/v2/first.txt; sync
+$K unmount v2
+{ ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after-v2.txt
+"#;
+
+/// Issue 12: an RBD volume on the kernel path (krbd + dm-crypt) in the VM and on the userspace
+/// path on the host, one image: each reads what the other wrote; a read-write attach is
+/// refused (FAILED_PRECONDITION) while the other path holds the image, both ways and from a
+/// second kernel attach; aborts mid-attach are cleaned up, not duplicated; the key never
+/// reaches the map line; stock cryptsetup opens the image on /dev/rbdN; nothing is left.
+#[test]
+fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
+    let t0 = Instant::now();
+    let Some(vm) = Vm::start() else { return };
+    let Some(ceph) = DevCluster::for_tests() else {
+        return;
+    };
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return;
+    }
+    let _unmount = HostUnmount(&vm);
+    step(t0, "VM runner, key manager and Ceph ready");
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (conf, admin_key) = share_ceph_conf(&vm, ceph);
+    let tok = vm.p("a.token");
+    let ns = format!("vm{}", std::process::id());
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "v1",
+        "--tenant",
+        "a",
+        "--size",
+        "64M",
+        "--protection",
+        "kv",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--rados-namespace",
+        &ns,
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = info["store"]["image"].as_str().unwrap().to_owned();
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "v2",
+        "--tenant",
+        "a",
+        "--size",
+        "64M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--rados-namespace",
+        &ns,
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image2 = info["store"]["image"].as_str().unwrap().to_owned();
+
+    step(t0, "volume created");
+    // Host (userspace node A): write files and keep the volume attached.
+    let mnt = vm.path("host-mnt");
+    let mnt_s = mnt.to_string_lossy().into_owned();
+    let st: serde_json::Value = serde_json::from_slice(
+        &ok(vm.host_cli(&["--json", "mount", "v1", &mnt_s, "--token-file", &tok])).stdout,
+    )
+    .unwrap();
+    assert_eq!(st["datapath"], "userspace", "{st}");
+    let host_mk = marker("krbd-host");
+    std::fs::write(mnt.join("host-0.txt"), &host_mk).unwrap();
+    let host_bin: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i * 7 + i / 4093) as u8)
+        .collect();
+    std::fs::write(mnt.join("host.bin"), &host_bin).unwrap();
+
+    step(t0, "host wrote its files");
+    let vars = format!(
+        "CL={CLUSTER}\nNS={ns}\nIMG={image}\nIMG2={image2}\nIMG_POOL={pool}\nMON={mon}\n",
+        pool = ceph.pool(),
+        mon = v1_monitor(ceph)
+    );
+    // Guest while the host holds the image: the kernel attach is refused, nothing is left.
+    vm.guest_with(
+        &opts,
+        &format!(
+            "{vars}K=\"$B volume --root $D/node-b --address $VAULT_ADDR --cluster-id $CL\"\n\
+             $K import v1 --pool rbd --rados-namespace $NS --image $IMG --ceph-conf $D/ceph.conf\n\
+             rc=0; $K mount v1 /mnt/v1 --token-file $D/a.token 2>$D/refused.err || rc=$?\n\
+             echo $rc >$D/refused.rc\n\
+             {{ ls /sys/bus/rbd/devices; dmsetup ls; }} >$D/after-refused.txt\n"
+        ),
+    );
+    assert_ne!(
+        vm.read("refused.rc").trim(),
+        "0",
+        "kernel attach while the host holds it"
+    );
+    let err = vm.read("refused.err");
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    assert_eq!(vm.read("after-refused.txt").trim(), "No devices found");
+    ok(vm.host_cli(&["unmount", "v1"]));
+    step(t0, "guest refused while the host held the image");
+
+    // Guest node B on the kernel path; the host tries its attach while B holds the image.
+    let guest_mk = marker("krbd-guest");
+    std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
+    let (host_attempt, host_resize) = std::thread::scope(|s| {
+        let guest = s.spawn(|| vm.guest_with(&opts, &format!("{vars}{GUEST_NODE_B}")));
+        let t0 = Instant::now();
+        while !vm.path("held").exists() && !guest.is_finished() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(400),
+                "guest never held the volume"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let attempt = vm.path("held").exists().then(|| {
+            let o = vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]);
+            // librbd cannot change the image while the kernel holds its lock: a typed refusal
+            let r = vm.host_cli(&["resize", "v1", "--size", "128M", "--token-file", &tok]);
+            std::fs::write(vm.path("host-tried"), "").unwrap();
+            (o, r)
+        });
+        guest.join().unwrap();
+        attempt.expect("the guest reached the held point")
+    });
+    step(t0, "guest node B done");
+    assert!(
+        !host_resize.status.success() && out_text(&host_resize).contains("FAILED_PRECONDITION"),
+        "{}",
+        out_text(&host_resize)
+    );
+    assert!(
+        !host_attempt.status.success(),
+        "userspace attach while the kernel node holds the image"
+    );
+    assert!(
+        out_text(&host_attempt).contains("FAILED_PRECONDITION"),
+        "{}",
+        out_text(&host_attempt)
+    );
+
+    // aborted attaches were cleaned up by the retry, never duplicated
+    assert!(
+        !vm.path("not-aborted.txt").exists(),
+        "a fault point was not reached"
+    );
+    assert_eq!(
+        vm.read("after-abort.txt"),
+        "mount:krbd-mapped 1\nmount:krbd 1\nmount:dm-opened 1\n",
+        "each abort leaves its one mapping, which the next attach replaces"
+    );
+    assert_eq!(vm.read("mapped.txt").trim(), "mapped 1 dm 1");
+    let st = vm.json("status.json");
+    assert_eq!(st["datapath"], "kernel", "{st}");
+    assert_eq!(st["device"], "/dev/mapper/strongroom-v1", "{st}");
+    // dm-crypt over /dev/rbdN with librbd's layout: data at 16 MiB, 4096-byte sectors
+    let table = vm.read("table.txt");
+    assert!(
+        table.contains(" crypt aes-xts-plain64 ")
+            && table.contains(" 32768 ")
+            && table.contains("sector_size:4096"),
+        "{table}"
+    );
+    let ci = vm.read("config-info.txt");
+    assert!(
+        ci.contains("key=strongroom-krbd-") && ci.contains(",exclusive"),
+        "{ci}"
+    );
+    assert!(!ci.contains(&admin_key), "the cephx key is in the map line");
+    assert_eq!(vm.read("keys.txt").trim(), "0", "kernel keyring entry left");
+    // the host's data on the kernel path
+    assert_eq!(vm.read("guest-read-host-0.txt"), host_mk);
+    assert_eq!(
+        vm.read("guest-read-host-bin.sha256").trim(),
+        sha256_hex(&host_bin)
+    );
+    // the second kernel attach (node C) was refused and left B's mapping alone
+    assert_ne!(vm.read("node-c.rc").trim(), "0");
+    let err = vm.read("node-c.err");
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    assert_eq!(vm.read("after-node-c.txt").trim(), "mapped 1 dm 1");
+    assert_eq!(vm.read("after-unmount.txt").trim(), "No devices found");
+    // stock cryptsetup on the hand-mapped /dev/rbdN
+    let dump = vm.read("luksdump.txt");
+    assert!(
+        dump.contains("Version:       \t2")
+            && dump.contains("offset: 16777216 [bytes]")
+            && dump.contains("sector: 4096 [bytes]"),
+        "{dump}"
+    );
+    assert_eq!(vm.read("interop-read.txt"), guest_mk);
+    assert_eq!(vm.read("interop-bin.sha256"), vm.read("guest-bin.sha256"));
+    assert_eq!(vm.read("after-interop.txt").trim(), "No devices found");
+
+    // Host again, userspace: the guest's files, byte for byte.
+    ok(vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]));
+    let read_mk = std::fs::read_to_string(mnt.join("guest-0.txt"));
+    let read_bin = std::fs::read(mnt.join("guest.bin"));
+    ok(vm.host_cli(&["unmount", "v1"]));
+    // v2, whose filesystem the kernel node made: recorded in the image, so no mkfs here
+    assert_eq!(vm.json("mount-v2.json")["datapath"], "kernel");
+    assert_eq!(vm.read("after-v2.txt").trim(), "No devices found");
+    let mnt2 = vm.p("host-mnt2");
+    ok(vm.host_cli(&["mount", "v2", &mnt2, "--token-file", &tok]));
+    let read_v2 = std::fs::read_to_string(vm.path("host-mnt2").join("first.txt"));
+    ok(vm.host_cli(&["unmount", "v2"]));
+    step(t0, "host read the guest's files");
+    assert_eq!(read_mk.unwrap(), guest_mk);
+    assert_eq!(read_v2.expect("v2's file on the host"), guest_mk);
+    assert_eq!(
+        sha256_hex(&read_bin.unwrap()),
+        vm.read("guest-bin.sha256").trim()
+    );
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}

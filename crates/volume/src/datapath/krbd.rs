@@ -1,0 +1,388 @@
+//! The kernel RBD driver (krbd) through its sysfs ABI (Documentation/ABI/testing/
+//! sysfs-bus-rbd): an image is mapped by writing
+//! `<mon addrs> <options> <pool> <image> <snap>` to `/sys/bus/rbd/add_single_major` and
+//! unmapped by writing its device id to `remove_single_major`. No Ceph userspace (`rbd` CLI)
+//! is needed.
+//!
+//! The cephx key never appears in the map string: the kernel copies `config_info` (the whole
+//! string) into `/sys/bus/rbd/devices/N/config_info`, so the key goes into the process keyring
+//! as a `ceph` key under a one-off description, the string names it (`key=<description>`), and
+//! the key is invalidated as soon as the write returns (libceph keeps its own copy).
+//!
+//! Exclusive access: a read-write map carries `exclusive`, so the kernel takes the image's
+//! exclusive lock while mapping and never hands it over: a map or a librbd `lock_acquire`
+//! elsewhere gets EROFS while it is held (and ours gets EROFS while another holds it).
+//!
+//! `unsafe` only in [`KernelKey`]: two system calls (`add_key`, `keyctl`) whose pointer
+//! arguments are NUL-terminated strings and a byte slice that outlive the call.
+#![allow(unsafe_code)]
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use strongroom_vault_client::SecretString;
+use zeroize::Zeroizing;
+
+const BUS: &str = "/sys/bus/rbd";
+/// How long a map waits for the image's exclusive lock before it fails (ETIMEDOUT): a
+/// live owner refuses at once; this bounds the wait on an owner that does not answer.
+const LOCK_TIMEOUT_S: u32 = 30;
+
+/// An RBD image as the kernel driver names it (pool, RADOS namespace, image; the head, not a
+/// snapshot). Recorded in a volume's runtime record before it is mapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KrbdImage {
+    pub pool: String,
+    #[serde(default)]
+    pub namespace: String,
+    pub image: String,
+}
+
+/// How to reach the cluster: monitors on the v1 (legacy msgr) port, the cephx user and key.
+pub struct KrbdCredentials {
+    /// `ip:port` of each monitor's v1 address.
+    pub monitors: Vec<String>,
+    pub user: String,
+    pub key: SecretString,
+}
+
+/// A device the kernel driver made: `/dev/rbd<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RbdDev(pub u32);
+
+impl RbdDev {
+    pub fn path(self) -> PathBuf {
+        PathBuf::from(format!("/dev/rbd{}", self.0))
+    }
+}
+
+/// What this node lacks to map RBD images in the kernel, and how to get it; `None` when
+/// nothing. Loads the `rbd` module when it is not loaded yet.
+pub fn missing() -> Option<&'static str> {
+    if control("add").is_some() {
+        return None;
+    }
+    if !Path::new("/sys/module/rbd").exists() {
+        let _ = std::process::Command::new("modprobe")
+            .args(["-q", "rbd"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if control("add").is_some() {
+            return None;
+        }
+    }
+    Some(
+        "the kernel has no rbd driver: load it (`modprobe rbd`), or run on a kernel built with \
+         CONFIG_BLK_DEV_RBD (every distribution kernel is)",
+    )
+}
+
+/// The control file `add` or `remove`: the `_single_major` one when the module has it (the
+/// default since Linux 4.15; writing the plain one is then EINVAL).
+fn control(op: &str) -> Option<PathBuf> {
+    [format!("{BUS}/{op}_single_major"), format!("{BUS}/{op}")]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Map `img` read-write with its exclusive lock held (`exclusive`); returns its device once
+/// the device node exists.
+pub fn map(img: &KrbdImage, cred: &KrbdCredentials) -> Result<RbdDev> {
+    if let Some(why) = missing() {
+        return Err(Error::FailedPrecondition(why.into()));
+    }
+    let add = control("add").ok_or_else(|| Error::Internal("no rbd add control".into()))?;
+    let key = KernelKey::add(&cred.key)?;
+    let spec = map_spec(img, cred, key.description())?;
+    let before = devices();
+    let written = write_control(&add, &spec);
+    drop(key);
+    written.map_err(|e| map_error(img, e))?;
+    let dev = find(img)
+        .into_iter()
+        .find(|d| !before.contains(d))
+        .ok_or_else(|| Error::Internal(format!("{} mapped, but no device shows it", img.image)))?;
+    wait_for_node(dev)?;
+    Ok(dev)
+}
+
+/// The line written to `add`: `<mons> name=<user>,key=<desc>[,_pool_ns=<ns>],exclusive,
+/// lock_timeout=<s> <pool> <image> -`. Names that could smuggle in more options or fields
+/// (whitespace, `,`, `=`) are refused.
+fn map_spec(img: &KrbdImage, cred: &KrbdCredentials, key_desc: &str) -> Result<String> {
+    let fields = [
+        ("pool", img.pool.as_str()),
+        ("image", img.image.as_str()),
+        ("Ceph user", cred.user.as_str()),
+    ];
+    for (what, v) in fields {
+        plain(what, v, false)?;
+    }
+    plain("RADOS namespace", &img.namespace, true)?;
+    if cred.monitors.is_empty() {
+        return Err(Error::InvalidArgument("no monitor addresses".into()));
+    }
+    for m in &cred.monitors {
+        plain("monitor address", m, false)?;
+    }
+    let mut opts = format!("name={},key={key_desc}", cred.user);
+    if !img.namespace.is_empty() {
+        opts.push_str(&format!(",_pool_ns={}", img.namespace));
+    }
+    opts.push_str(&format!(",exclusive,lock_timeout={LOCK_TIMEOUT_S}"));
+    Ok(format!(
+        "{} {opts} {} {} -",
+        cred.monitors.join(","),
+        img.pool,
+        img.image
+    ))
+}
+
+fn plain(what: &str, v: &str, may_be_empty: bool) -> Result<()> {
+    let bad = v.chars().any(|c| c.is_whitespace() || c == ',' || c == '=');
+    if bad || (v.is_empty() && !may_be_empty) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {v:?} cannot be mapped by the kernel rbd driver (empty, or holds \
+             whitespace, ',' or '=')"
+        )));
+    }
+    Ok(())
+}
+
+/// One `write(2)` of the whole line (sysfs takes a store as one write).
+fn write_control(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let n = f.write(line.as_bytes())?;
+    if n != line.len() {
+        return Err(std::io::Error::other(format!(
+            "short write to {}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The kernel's answer to a map as an error class (details are in the kernel log).
+fn map_error(img: &KrbdImage, e: std::io::Error) -> Error {
+    let what = format!(
+        "kernel rbd map of {}/{}{}",
+        img.pool,
+        if img.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", img.namespace)
+        },
+        img.image
+    );
+    match e.raw_os_error() {
+        Some(libc::EROFS) | Some(libc::EBUSY) => Error::FailedPrecondition(format!(
+            "RBD image {} is attached read-write elsewhere (its exclusive lock is held): {what}",
+            img.image
+        )),
+        Some(libc::ENOENT) => Error::NotFound(format!("{what}: no such pool or image")),
+        Some(libc::ENXIO) => Error::FailedPrecondition(format!(
+            "{what}: the image uses features this kernel's rbd driver does not support"
+        )),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EKEYREJECTED) => {
+            Error::PermissionDenied(format!("{what}: refused (cephx or root privileges)"))
+        }
+        Some(libc::ETIMEDOUT) => Error::Unavailable(format!("{what}: timed out")),
+        Some(libc::EINVAL) => Error::InvalidArgument(format!(
+            "{what}: the kernel refused the map request (see the kernel log)"
+        )),
+        _ => Error::io(what, e),
+    }
+}
+
+/// Every mapped device.
+fn devices() -> Vec<RbdDev> {
+    std::fs::read_dir(format!("{BUS}/devices"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .map(RbdDev)
+        .collect()
+}
+
+/// The devices mapping the head of `img` (normally at most one).
+pub fn find(img: &KrbdImage) -> Vec<RbdDev> {
+    let attr = |d: RbdDev, a: &str| {
+        std::fs::read_to_string(format!("{BUS}/devices/{}/{a}", d.0))
+            .map(|s| s.trim_end_matches('\n').to_owned())
+    };
+    devices()
+        .into_iter()
+        .filter(|&d| {
+            attr(d, "pool").is_ok_and(|p| p == img.pool)
+                && attr(d, "name").is_ok_and(|n| n == img.image)
+                // absent before Linux 4.19 (no namespaces then)
+                && attr(d, "pool_ns").unwrap_or_default() == img.namespace
+                && attr(d, "current_snap").is_ok_and(|s| s == "-")
+        })
+        .collect()
+}
+
+/// Remove the mapping (after everything on it is closed). Gone already is fine.
+pub fn unmap(dev: RbdDev) -> Result<()> {
+    let Some(remove) = control("remove") else {
+        return Ok(()); // no driver: nothing mapped
+    };
+    match write_control(&remove, &dev.0.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(Error::FailedPrecondition(format!(
+            "{} is still open; close what uses it first",
+            dev.path().display()
+        ))),
+        Err(e) => Err(Error::io(format!("unmap {}", dev.path().display()), e)),
+    }
+}
+
+/// devtmpfs makes the node when the disk is added; wait for it briefly.
+fn wait_for_node(dev: RbdDev) -> Result<()> {
+    for _ in 0..200 {
+        if dev.path().exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(Error::Command(format!(
+        "{} did not appear",
+        dev.path().display()
+    )))
+}
+
+/// A cephx key in this process's keyring, as libceph's `key=` option looks it up; invalidated
+/// (gone from every keyring) when dropped.
+struct KernelKey {
+    serial: i64,
+    description: String,
+}
+
+impl KernelKey {
+    /// Add the base64 cephx `key` (decoded: the encoded `CryptoKey` libceph parses).
+    fn add(key: &SecretString) -> Result<KernelKey> {
+        use base64::Engine;
+        let payload = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(key.expose().trim())
+                .map_err(|_| Error::InvalidArgument("the Ceph key is not base64".into()))?,
+        );
+        let description = format!("strongroom-krbd-{}", hex::encode(rand::random::<[u8; 8]>()));
+        let ty = CString::new("ceph").expect("no NUL");
+        let desc = CString::new(description.as_str()).expect("hex has no NUL");
+        // SAFETY: `ty` and `desc` are NUL-terminated and `payload` is `payload.len()` readable
+        // bytes, all alive across the call; the kernel copies them and keeps no pointer.
+        let serial = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                ty.as_ptr(),
+                desc.as_ptr(),
+                payload.as_ptr(),
+                payload.len(),
+                libc::KEY_SPEC_PROCESS_KEYRING,
+            )
+        };
+        if serial < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EINVAL) => {
+                    Error::InvalidArgument("the kernel refused the Ceph key's encoding".into())
+                }
+                _ => Error::io("add the Ceph key to the kernel keyring", e),
+            });
+        }
+        Ok(KernelKey {
+            serial,
+            description,
+        })
+    }
+    fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl Drop for KernelKey {
+    fn drop(&mut self) {
+        // SAFETY: integer arguments only.
+        unsafe {
+            libc::syscall(libc::SYS_keyctl, libc::KEYCTL_INVALIDATE, self.serial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred() -> KrbdCredentials {
+        KrbdCredentials {
+            monitors: vec!["10.0.0.1:6789".into(), "10.0.0.2:6789".into()],
+            user: "csi".into(),
+            key: SecretString::new("AQBa"),
+        }
+    }
+    fn img(ns: &str) -> KrbdImage {
+        KrbdImage {
+            pool: "rbd".into(),
+            namespace: ns.into(),
+            image: "csi-vol-1".into(),
+        }
+    }
+
+    #[test]
+    fn map_line_names_the_key_never_holds_it() {
+        let s = map_spec(&img(""), &cred(), "strongroom-krbd-00").unwrap();
+        assert_eq!(
+            s,
+            "10.0.0.1:6789,10.0.0.2:6789 name=csi,key=strongroom-krbd-00,exclusive,\
+             lock_timeout=30 rbd csi-vol-1 -"
+        );
+        assert!(!s.contains("AQBa"));
+        let s = map_spec(&img("tenant-a"), &cred(), "k").unwrap();
+        assert!(s.contains(",_pool_ns=tenant-a,"), "{s}");
+    }
+
+    #[test]
+    fn names_that_would_add_options_or_fields_are_refused() {
+        for (pool, ns, image) in [
+            ("rbd x", "", "i"),
+            ("rbd", "a,exclusive", "i"),
+            ("rbd", "", "i j"),
+            ("rbd", "n=1", "i"),
+            ("", "", "i"),
+        ] {
+            let i = KrbdImage {
+                pool: pool.into(),
+                namespace: ns.into(),
+                image: image.into(),
+            };
+            let e = map_spec(&i, &cred(), "k").unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{e}");
+        }
+        let mut c = cred();
+        c.user = "admin,secret=x".into();
+        assert!(map_spec(&img(""), &c, "k").is_err());
+        c.user = "admin".into();
+        c.monitors.clear();
+        assert!(map_spec(&img(""), &c, "k").is_err());
+    }
+
+    #[test]
+    fn kernel_answers_become_error_classes() {
+        use crate::ErrorKind::*;
+        let e = |errno| map_error(&img("ns"), std::io::Error::from_raw_os_error(errno)).kind();
+        assert_eq!(e(libc::EROFS), FailedPrecondition);
+        assert_eq!(e(libc::EBUSY), FailedPrecondition);
+        assert_eq!(e(libc::ENOENT), NotFound);
+        assert_eq!(e(libc::ETIMEDOUT), Unavailable);
+        assert_eq!(e(libc::EACCES), PermissionDenied);
+        assert_eq!(e(libc::EINVAL), InvalidArgument);
+    }
+}
