@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # csi-sanity.sh — run the real csi-sanity (kubernetes-csi/csi-test) against `strongroom csi`.
 #
-#   scripts/csi-sanity.sh [--rbd] CSI_SANITY_BIN [csi-sanity arguments...]
+#   scripts/csi-sanity.sh [--rbd [--split]] CSI_SANITY_BIN [csi-sanity arguments...]
 #
 # Starts a dev key manager (`strongroom server -dev`) with one tenant and the driver's admin
-# token, then the driver (`--mode all`, one process: csi-sanity's node cases need controller
-# and node on one socket), writes csi-sanity's secrets and parameters files, runs the binary
+# token, then the driver (`--mode all`: a file-backed volume lives on the node that made it),
+# writes csi-sanity's secrets and parameters files, runs the binary
 # and prints the counts: `csi-sanity backend=file passed=N failed=N skipped=N pending=N`.
 # Exit status: csi-sanity's (non-zero on any failure); 2 usage; 3 missing prerequisites.
 #
 # --rbd: the volumes are RBD images on a throwaway Ceph (scripts/ceph/dev-cluster.sh, started
 # and stopped here), Ceph credentials in every secret, monitors from a ceph-csi cluster map.
+# --split (with --rbd): a controller process (`--mode controller`, csi-sanity's
+# --csi.controllerendpoint) and a node plugin (`--mode node`) with separate roots, as deployed.
 #
 # This script builds and downloads nothing of csi-sanity: bring a binary (see the README's
 # testing section). The strongroom binary: $STRONGROOM_BIN, else target/debug/strongroom
@@ -27,12 +29,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf 'csi-sanity.sh: %s\n' "$*" >&2; }
-backend=file
-if [ "${1:-}" = "--rbd" ]; then
-  backend=rbd
+backend=file split=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rbd) backend=rbd ;;
+    --split) split=1 ;;
+    *) break ;;
+  esac
   shift
-fi
-[ $# -ge 1 ] || { say "usage: $0 [--rbd] CSI_SANITY_BIN [csi-sanity args...]"; exit 2; }
+done
+usage="usage: $0 [--rbd [--split]] CSI_SANITY_BIN [csi-sanity args...]"
+[ $# -ge 1 ] || { say "$usage"; exit 2; }
+[ "$split" = 0 ] || [ "$backend" = rbd ] || { say "--split needs --rbd"; say "$usage"; exit 2; }
 sanity=$(realpath "$1")
 shift
 [ -x "$sanity" ] || { say "$sanity is not an executable csi-sanity"; exit 3; }
@@ -104,17 +112,32 @@ start_ceph() {
   ceph_pool=$(cat "$work/ceph/pool")
 }
 
-start_driver() {
-  local extra=()
+# driver NAME MODE: `strongroom csi --mode MODE` on $work/NAME.sock, root $work/NAME, log
+# $work/NAME.log.
+driver() {
+  local name=$1 mode=$2 extra=()
   [ "$backend" = rbd ] && extra=(--ceph-cluster-map "$work/cluster-map.json")
-  "$BIN" csi --endpoint "unix://$work/csi.sock" --node-id sanity-node --mode all \
-    --root "$work/volumes" --kms-config-dir "$work/kms-config" \
+  "$BIN" csi --endpoint "unix://$work/$name.sock" --node-id sanity-node --mode "$mode" \
+    --root "$work/$name" --kms-config-dir "$work/kms-config" \
     --kms-secrets-dir "$work/kms-secrets" --default-kms-id strongroom-kms \
     --cluster-id sanity --admin-token-file "$work/admin.token" "${extra[@]}" \
-    >"$work/driver.log" 2>&1 &
+    >"$work/$name.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 1 200); do [ -S "$work/csi.sock" ] && return 0; sleep 0.1; done
-  say "the driver never opened its socket:"; tail -20 "$work/driver.log" >&2; exit 1
+  for _ in $(seq 1 200); do [ -S "$work/$name.sock" ] && return 0; sleep 0.1; done
+  say "the driver never opened its socket:"; tail -20 "$work/$name.log" >&2; exit 1
+}
+
+# One process serving all (the file backend's volumes live on the node), or with --split a
+# controller and a node plugin that share nothing but Ceph and the KMS.
+start_driver() {
+  endpoints=(--csi.endpoint "unix://$work/node.sock")
+  if [ "$split" = 1 ]; then
+    driver controller controller
+    driver node node
+    endpoints+=(--csi.controllerendpoint "unix://$work/controller.sock")
+  else
+    driver node all
+  fi
 }
 
 # csi-sanity's files: every secret carries the tenant's token (and the Ceph user for RBD);
@@ -149,7 +172,8 @@ write_files() {
 # What csi-sanity's volumes and snapshots left behind, one line each (nothing: empty).
 leftovers() {
   { grep -o " $work/[^ ]*" /proc/self/mounts || true; } | sed 's/^ /mount:/'
-  find "$work/volumes" -mindepth 1 -maxdepth 1 -type d -printf 'volume:%f\n'
+  find "$work"/node "$work"/controller -mindepth 1 -maxdepth 1 -type d -printf 'volume:%f\n' \
+    2>/dev/null || true
   if [ "$backend" = rbd ]; then
     rbd --conf "$work/ceph/ceph.conf" ls "$ceph_pool" | sed 's/^/image:/'
     rbd --conf "$work/ceph/ceph.conf" trash ls "$ceph_pool" | sed 's/^/trash:/'
@@ -163,7 +187,7 @@ start_kms
 start_driver
 write_files
 set +e
-"$sanity" --csi.endpoint "unix://$work/csi.sock" \
+"$sanity" "${endpoints[@]}" \
   --csi.stagingdir "$work/staging" --csi.mountdir "$work/mount" \
   --csi.secrets "$work/secrets.yaml" --csi.testvolumeparameters "$work/params.yaml" \
   --csi.testvolumesize "$size" --ginkgo.no-color --ginkgo.junit-report "$work/junit.xml" \

@@ -91,6 +91,38 @@ pub fn capacity_for(range: Option<&CapacityRange>, default: u64) -> Result<u64> 
     Ok(size)
 }
 
+/// The smallest usable size `mkfs` accepts for a filesystem: xfsprogs (since 5.19) refuses a
+/// data device under 300 MiB ("Filesystem must be larger than 300MB"); mkfs.ext4 refuses one
+/// under 128 KiB with the driver's options and makes no journal under 4 MiB.
+pub fn min_fs_capacity(fs: FsType) -> u64 {
+    match fs {
+        FsType::Xfs => 300 << 20,
+        FsType::Ext4 => 4 << 20,
+    }
+}
+
+/// A mount volume's capacity raised to its filesystem's minimum (the spec lets a volume be
+/// larger than `required_bytes`); OUT_OF_RANGE when `limit_bytes` forbids that. Block-only
+/// volumes get no filesystem and keep their size.
+pub fn fs_capacity(
+    capacity: u64,
+    fs: Option<FsType>,
+    range: Option<&CapacityRange>,
+) -> Result<u64> {
+    let Some(fs) = fs else { return Ok(capacity) };
+    let min = min_fs_capacity(fs);
+    if capacity >= min {
+        return Ok(capacity);
+    }
+    match range.map_or(0, |r| r.limit_bytes) {
+        lim if lim > 0 && (lim as u64) < min => Err(CsiError::OutOfRange(format!(
+            "limit_bytes {lim} is below the smallest {} filesystem ({min} bytes)",
+            fs.as_str()
+        ))),
+        _ => Ok(min),
+    }
+}
+
 fn fits(range: Option<&CapacityRange>, capacity: u64) -> bool {
     let Some(r) = range else { return true };
     let req_ok = r.required_bytes <= 0 || capacity >= r.required_bytes as u64;
@@ -299,19 +331,21 @@ impl ControllerService {
                     .into(),
             ));
         }
+        let fs_type = fs_type_for(&caps, &params)?;
+        let block_only = caps.iter().all(|c| c.access == Access::Block);
+        let range = req.capacity_range;
+        let capacity = capacity_for(range.as_ref(), cfg.default_capacity)?;
         let spec = CreateSpec {
             source,
             ceph_user,
             id: volume_id_for_name(name),
             name: name.to_owned(),
-            capacity: capacity_for(req.capacity_range.as_ref(), cfg.default_capacity)?,
-            fs_type: fs_type_for(&caps, &params)?,
+            capacity: fs_capacity(capacity, (!block_only).then_some(fs_type), range.as_ref())?,
+            fs_type,
             params,
         };
-        let block_only = caps.iter().all(|c| c.access == Access::Block);
         tracing::info!(volume = %spec.id, tenant = %spec.params.tenant, capacity = spec.capacity, protection = %spec.params.protection.mode(), block_only, "CreateVolume");
         let guard = self.driver.lock(&spec.id).await?;
-        let range = req.capacity_range;
         let rec = self
             .driver
             .blocking(Some(guard), move |b| {
@@ -685,6 +719,24 @@ mod tests {
         assert!(fits(Some(&range(G, 0)), G as u64));
         assert!(!fits(Some(&range(2 * G, 0)), G as u64));
         assert!(!fits(Some(&range(0, G - 1)), G as u64));
+    }
+
+    #[test]
+    fn mount_volumes_are_at_least_their_filesystems_minimum() {
+        const M: u64 = 1 << 20;
+        let xfs = Some(FsType::Xfs);
+        assert_eq!(fs_capacity(64 * M, xfs, None).unwrap(), 300 * M);
+        assert_eq!(fs_capacity(400 * M, xfs, None).unwrap(), 400 * M);
+        assert_eq!(
+            fs_capacity(64 * M, xfs, Some(&range(64 << 20, 0))).unwrap(),
+            300 * M
+        );
+        assert!(matches!(
+            fs_capacity(64 * M, xfs, Some(&range(64 << 20, 64 << 20))),
+            Err(CsiError::OutOfRange(_))
+        ));
+        assert_eq!(fs_capacity(4096, Some(FsType::Ext4), None).unwrap(), 4 * M);
+        assert_eq!(fs_capacity(4096, None, None).unwrap(), 4096, "block only");
     }
 
     #[test]
