@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # csi-sanity.sh — run the real csi-sanity (kubernetes-csi/csi-test) against `strongroom csi`.
 #
-#   scripts/csi-sanity.sh [--rbd [--split]] CSI_SANITY_BIN [csi-sanity arguments...]
+#   scripts/csi-sanity.sh [--rbd [--split]] [--holder-host] CSI_SANITY_BIN [csi-sanity args...]
 #
 # Starts a dev key manager (`strongroom server -dev`) with one tenant and the driver's admin
 # token, then the driver (`--mode all`: a file-backed volume lives on the node that made it),
@@ -13,6 +13,8 @@
 # and stopped here), Ceph credentials in every secret, monitors from a ceph-csi cluster map.
 # --split (with --rbd): a controller process (`--mode controller`, csi-sanity's
 # --csi.controllerendpoint) and a node plugin (`--mode node`) with separate roots, as deployed.
+# --holder-host: the node plugin's volume holders are started by a holder host
+# (`strongroom volume holder-host`, as the chart's node DaemonSet runs it).
 #
 # This script builds and downloads nothing of csi-sanity: bring a binary (see the README's
 # testing section). The strongroom binary: $STRONGROOM_BIN, else target/debug/strongroom
@@ -29,16 +31,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf 'csi-sanity.sh: %s\n' "$*" >&2; }
-backend=file split=0
+backend=file split=0 hosted=0
 while [ $# -gt 0 ]; do
   case $1 in
     --rbd) backend=rbd ;;
     --split) split=1 ;;
+    --holder-host) hosted=1 ;;
     *) break ;;
   esac
   shift
 done
-usage="usage: $0 [--rbd [--split]] CSI_SANITY_BIN [csi-sanity args...]"
+usage="usage: $0 [--rbd [--split]] [--holder-host] CSI_SANITY_BIN [csi-sanity args...]"
 [ $# -ge 1 ] || { say "$usage"; exit 2; }
 [ "$split" = 0 ] || [ "$backend" = rbd ] || { say "--split needs --rbd"; say "$usage"; exit 2; }
 sanity=$(realpath "$1")
@@ -117,6 +120,7 @@ start_ceph() {
 driver() {
   local name=$1 mode=$2 extra=()
   [ "$backend" = rbd ] && extra=(--ceph-cluster-map "$work/cluster-map.json")
+  [ "$hosted" = 1 ] && [ "$mode" != controller ] && extra+=(--holder-host "$work/holder-host.sock")
   "$BIN" csi --endpoint "unix://$work/$name.sock" --node-id sanity-node --mode "$mode" \
     --root "$work/$name" --kms-config-dir "$work/kms-config" \
     --kms-secrets-dir "$work/kms-secrets" --default-kms-id strongroom-kms \
@@ -131,6 +135,12 @@ driver() {
 # controller and a node plugin that share nothing but Ceph and the KMS.
 start_driver() {
   endpoints=(--csi.endpoint "unix://$work/node.sock")
+  if [ "$hosted" = 1 ]; then
+    "$BIN" volume --root "$work/node" holder-host --socket "$work/holder-host.sock" \
+      </dev/null 2>"$work/holder-host.log" &
+    pids+=($!)
+    for _ in $(seq 1 200); do [ -S "$work/holder-host.sock" ] && break; sleep 0.1; done
+  fi
   if [ "$split" = 1 ]; then
     driver controller controller
     driver node node
