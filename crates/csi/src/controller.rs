@@ -123,6 +123,21 @@ pub fn fs_capacity(
     }
 }
 
+/// GetCapacity's `minimum_volume_size`: the smallest `limit_bytes` a CreateVolume with these
+/// capabilities and parameters accepts (a block-only volume: one sector).
+fn minimum_volume_size(caps: &[caps::VolumeCap], params: &HashMap<String, String>) -> Result<u64> {
+    if caps.iter().all(|c| c.access == Access::Block) {
+        return Ok(SECTOR);
+    }
+    let key = crate::params::sc::FS_TYPE;
+    let from_params = match params.get(key).filter(|v| !v.is_empty()) {
+        Some(v) => Some(crate::params::fs_type(key, v)?),
+        None => None,
+    };
+    let fs = caps::requested_fs_type(caps)?.or(from_params);
+    Ok(min_fs_capacity(fs.unwrap_or(FsType::Ext4)))
+}
+
 fn fits(range: Option<&CapacityRange>, capacity: u64) -> bool {
     let Some(r) = range else { return true };
     let req_ok = r.required_bytes <= 0 || capacity >= r.required_bytes as u64;
@@ -523,15 +538,21 @@ impl ControllerService {
 
     async fn capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
         // Capabilities we cannot serve have no capacity (the spec's answer is 0, not an error).
-        if !req.volume_capabilities.is_empty() && caps::parse_all(&req.volume_capabilities).is_err()
-        {
-            return Ok(GetCapacityResponse::default());
-        }
+        let parsed = match caps::parse_all(&req.volume_capabilities) {
+            Ok(p) => Some(p),
+            Err(_) if req.volume_capabilities.is_empty() => None,
+            Err(_) => return Ok(GetCapacityResponse::default()),
+        };
+        let minimum = match parsed.map(|p| minimum_volume_size(&p, &req.parameters)) {
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) => return Ok(GetCapacityResponse::default()),
+            None => None,
+        };
         let c = self.driver.blocking(None, |b| b.capacity()).await?;
         Ok(GetCapacityResponse {
             available_capacity: c.available.min(i64::MAX as u64) as i64,
             maximum_volume_size: c.max_volume_size.map(|m| m.min(i64::MAX as u64) as i64),
-            minimum_volume_size: None,
+            minimum_volume_size: minimum.map(|m| m as i64),
         })
     }
 }

@@ -1681,7 +1681,28 @@ fn fs_minimum_sizes(c: &Csi) -> Result<(), String> {
         required_bytes: 64 * MIB,
         limit_bytes: 64 * MIB,
     });
-    want(c.create(r), Code::OutOfRange, "xfs under a 64 MiB limit")
+    want(c.create(r), Code::OutOfRange, "xfs under a 64 MiB limit")?;
+    // GetCapacity names the same minimum (the smallest limit_bytes CreateVolume accepts).
+    for (cap, min) in [
+        (fs_cap("xfs"), 300 * MIB),
+        (snw(), 4 * MIB),
+        (block_cap(PbMode::SingleNodeWriter), 4096),
+    ] {
+        let r = ok(
+            c.run(c.ctrl().get_capacity(GetCapacityRequest {
+                volume_capabilities: vec![cap.clone()],
+                ..Default::default()
+            })),
+            "GetCapacity",
+        )?
+        .into_inner();
+        ensure!(
+            r.minimum_volume_size == Some(min),
+            "GetCapacity for {cap:?}: minimum {:?}, want {min}",
+            r.minimum_volume_size
+        );
+    }
+    Ok(())
 }
 
 fn mount_flags_applied(c: &Csi) -> Result<(), String> {
@@ -1833,7 +1854,7 @@ const CASES: &[Case] = &[
     ("Volume data survives unstage and restage; no plaintext on disk", data_survives_restage),
     ("Volume kv protection (ceph-csi vaulttokens layout) end to end, shredded without secrets", kv_protection),
     ("Volume xfs filesystem from the capability", xfs_lifecycle),
-    ("Volume a mount volume is at least its filesystem's minimum, or OUT_OF_RANGE", fs_minimum_sizes),
+    ("Volume a mount volume is at least its filesystem's minimum (GetCapacity names it), or OUT_OF_RANGE", fs_minimum_sizes),
     ("Volume mount flags from the capability are applied", mount_flags_applied),
     ("Secrets no token appears in the driver or audit logs", tokens_never_logged),
     ("Teardown nothing is left mounted or attached", nothing_left_behind),
