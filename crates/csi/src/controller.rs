@@ -116,6 +116,53 @@ pub fn capacity_for(range: Option<&CapacityRange>, default: u64) -> Result<u64> 
     Ok(size)
 }
 
+/// The smallest usable size `mkfs` accepts for a filesystem: xfsprogs (since 5.19) refuses a
+/// data device under 300 MiB ("Filesystem must be larger than 300MB"); mkfs.ext4 refuses one
+/// under 128 KiB with the driver's options and makes no journal under 4 MiB.
+pub fn min_fs_capacity(fs: FsType) -> u64 {
+    match fs {
+        FsType::Xfs => 300 << 20,
+        FsType::Ext4 => 4 << 20,
+    }
+}
+
+/// A mount volume's capacity raised to its filesystem's minimum (the spec lets a volume be
+/// larger than `required_bytes`); OUT_OF_RANGE when `limit_bytes` forbids that. Block-only
+/// volumes get no filesystem and keep their size.
+pub fn fs_capacity(
+    capacity: u64,
+    fs: Option<FsType>,
+    range: Option<&CapacityRange>,
+) -> Result<u64> {
+    let Some(fs) = fs else { return Ok(capacity) };
+    let min = min_fs_capacity(fs);
+    if capacity >= min {
+        return Ok(capacity);
+    }
+    match range.map_or(0, |r| r.limit_bytes) {
+        lim if lim > 0 && (lim as u64) < min => Err(CsiError::OutOfRange(format!(
+            "limit_bytes {lim} is below the smallest {} filesystem ({min} bytes)",
+            fs.as_str()
+        ))),
+        _ => Ok(min),
+    }
+}
+
+/// GetCapacity's `minimum_volume_size`: the smallest `limit_bytes` a CreateVolume with these
+/// capabilities and parameters accepts (a block-only volume: one sector).
+fn minimum_volume_size(caps: &[caps::VolumeCap], params: &HashMap<String, String>) -> Result<u64> {
+    if caps.iter().all(|c| c.access == Access::Block) {
+        return Ok(SECTOR);
+    }
+    let key = crate::params::sc::FS_TYPE;
+    let from_params = match params.get(key).filter(|v| !v.is_empty()) {
+        Some(v) => Some(crate::params::fs_type(key, v)?),
+        None => None,
+    };
+    let fs = caps::requested_fs_type(caps)?.or(from_params);
+    Ok(min_fs_capacity(fs.unwrap_or(FsType::Ext4)))
+}
+
 fn fits(range: Option<&CapacityRange>, capacity: u64) -> bool {
     let Some(r) = range else { return true };
     let req_ok = r.required_bytes <= 0 || capacity >= r.required_bytes as u64;
@@ -329,19 +376,21 @@ impl ControllerService {
                     .into(),
             ));
         }
+        let fs_type = fs_type_for(&caps, &params)?;
+        let block_only = caps.iter().all(|c| c.access == Access::Block);
+        let range = req.capacity_range;
+        let capacity = capacity_for(range.as_ref(), cfg.default_capacity)?;
         let spec = CreateSpec {
             source,
             ceph_user,
             id: new_volume_id(&params, name)?,
             name: name.to_owned(),
-            capacity: capacity_for(req.capacity_range.as_ref(), cfg.default_capacity)?,
-            fs_type: fs_type_for(&caps, &params)?,
+            capacity: fs_capacity(capacity, (!block_only).then_some(fs_type), range.as_ref())?,
+            fs_type,
             params,
         };
-        let block_only = caps.iter().all(|c| c.access == Access::Block);
         tracing::info!(volume = %spec.id, tenant = %spec.params.tenant, capacity = spec.capacity, protection = %spec.params.protection.mode(), block_only, "CreateVolume");
         let guard = self.driver.lock(&spec.id).await?;
-        let range = req.capacity_range;
         let rec = self
             .driver
             .blocking(Some(guard), move |b| {
@@ -526,15 +575,21 @@ impl ControllerService {
 
     async fn capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
         // Capabilities we cannot serve have no capacity (the spec's answer is 0, not an error).
-        if !req.volume_capabilities.is_empty() && caps::parse_all(&req.volume_capabilities).is_err()
-        {
-            return Ok(GetCapacityResponse::default());
-        }
+        let parsed = match caps::parse_all(&req.volume_capabilities) {
+            Ok(p) => Some(p),
+            Err(_) if req.volume_capabilities.is_empty() => None,
+            Err(_) => return Ok(GetCapacityResponse::default()),
+        };
+        let minimum = match parsed.map(|p| minimum_volume_size(&p, &req.parameters)) {
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) => return Ok(GetCapacityResponse::default()),
+            None => None,
+        };
         let c = self.driver.blocking(None, |b| b.capacity()).await?;
         Ok(GetCapacityResponse {
             available_capacity: c.available.min(i64::MAX as u64) as i64,
             maximum_volume_size: c.max_volume_size.map(|m| m.min(i64::MAX as u64) as i64),
-            minimum_volume_size: None,
+            minimum_volume_size: minimum.map(|m| m as i64),
         })
     }
 }
@@ -722,6 +777,24 @@ mod tests {
         assert!(fits(Some(&range(G, 0)), G as u64));
         assert!(!fits(Some(&range(2 * G, 0)), G as u64));
         assert!(!fits(Some(&range(0, G - 1)), G as u64));
+    }
+
+    #[test]
+    fn mount_volumes_are_at_least_their_filesystems_minimum() {
+        const M: u64 = 1 << 20;
+        let xfs = Some(FsType::Xfs);
+        assert_eq!(fs_capacity(64 * M, xfs, None).unwrap(), 300 * M);
+        assert_eq!(fs_capacity(400 * M, xfs, None).unwrap(), 400 * M);
+        assert_eq!(
+            fs_capacity(64 * M, xfs, Some(&range(64 << 20, 0))).unwrap(),
+            300 * M
+        );
+        assert!(matches!(
+            fs_capacity(64 * M, xfs, Some(&range(64 << 20, 64 << 20))),
+            Err(CsiError::OutOfRange(_))
+        ));
+        assert_eq!(fs_capacity(4096, Some(FsType::Ext4), None).unwrap(), 4 * M);
+        assert_eq!(fs_capacity(4096, None, None).unwrap(), 4096, "block only");
     }
 
     #[test]

@@ -1649,6 +1649,62 @@ fn xfs_lifecycle(c: &Csi) -> Result<(), String> {
     teardown(c, &v, &staging, &[&target])
 }
 
+/// Found by the real csi-sanity with `fsType: xfs` at its 64 MiB test size: CreateVolume
+/// made the volume, NodeStage failed INTERNAL (mkfs.xfs refuses under 300 MiB). A mount
+/// volume is made at least as large as its filesystem needs, or OUT_OF_RANGE when
+/// limit_bytes forbids it.
+fn fs_minimum_sizes(c: &Csi) -> Result<(), String> {
+    for (fs, asked, min) in [("xfs", 64 * MIB, 300 * MIB), ("ext4", 4096, 4 * MIB)] {
+        let mut r = c.create_req(
+            &format!("sanity-min-{fs}"),
+            "tenant-b",
+            Some(&c.token(1)),
+            asked,
+        );
+        r.volume_capabilities = vec![fs_cap(fs)];
+        let v = ok(c.create(r), &format!("CreateVolume {fs} of {asked} bytes"))?;
+        ensure!(
+            v.capacity_bytes == min,
+            "{fs}: capacity {} for {asked} asked, want {min}",
+            v.capacity_bytes
+        );
+        let (staging, _) = c.paths(&format!("min-{fs}"));
+        ok(
+            c.stage(&v, &staging, fs_cap(fs), Some(&c.token(1))),
+            &format!("NodeStage {fs} of {asked} bytes asked"),
+        )?;
+        teardown(c, &v, &staging, &[])?;
+    }
+    let mut r = c.create_req("sanity-min-limit", "tenant-b", Some(&c.token(1)), 64 * MIB);
+    r.volume_capabilities = vec![fs_cap("xfs")];
+    r.capacity_range = Some(CapacityRange {
+        required_bytes: 64 * MIB,
+        limit_bytes: 64 * MIB,
+    });
+    want(c.create(r), Code::OutOfRange, "xfs under a 64 MiB limit")?;
+    // GetCapacity names the same minimum (the smallest limit_bytes CreateVolume accepts).
+    for (cap, min) in [
+        (fs_cap("xfs"), 300 * MIB),
+        (snw(), 4 * MIB),
+        (block_cap(PbMode::SingleNodeWriter), 4096),
+    ] {
+        let r = ok(
+            c.run(c.ctrl().get_capacity(GetCapacityRequest {
+                volume_capabilities: vec![cap.clone()],
+                ..Default::default()
+            })),
+            "GetCapacity",
+        )?
+        .into_inner();
+        ensure!(
+            r.minimum_volume_size == Some(min),
+            "GetCapacity for {cap:?}: minimum {:?}, want {min}",
+            r.minimum_volume_size
+        );
+    }
+    Ok(())
+}
+
 fn mount_flags_applied(c: &Csi) -> Result<(), String> {
     let (v, staging, mount) = fresh(c, "flags", 0)?;
     let cap = VolumeCapability {
@@ -1798,6 +1854,7 @@ const CASES: &[Case] = &[
     ("Volume data survives unstage and restage; no plaintext on disk", data_survives_restage),
     ("Volume kv protection (ceph-csi vaulttokens layout) end to end, shredded without secrets", kv_protection),
     ("Volume xfs filesystem from the capability", xfs_lifecycle),
+    ("Volume a mount volume is at least its filesystem's minimum (GetCapacity names it), or OUT_OF_RANGE", fs_minimum_sizes),
     ("Volume mount flags from the capability are applied", mount_flags_applied),
     ("Secrets no token appears in the driver or audit logs", tokens_never_logged),
     ("Teardown nothing is left mounted or attached", nothing_left_behind),
