@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod autopilot;
+mod codec;
 pub mod export;
 mod lease;
 mod log_store;
