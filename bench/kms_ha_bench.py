@@ -23,7 +23,8 @@ import urllib.error
 
 import kms_bench as kb
 
-HA_WORKLOADS = os.environ.get("BENCH_HA_WORKLOADS", "kv1_write,token_create,transit_encrypt_4k").split(",")
+# empty: the failover rounds only
+HA_WORKLOADS = [w for w in os.environ.get("BENCH_HA_WORKLOADS", "kv1_write,token_create,transit_encrypt_4k").split(",") if w]
 ROUNDS = int(os.environ.get("BENCH_FAILOVER_ROUNDS", "3"))
 # the first pause of our client's documented retry (crates/vault-client `retry`)
 RETRY_BACKOFF_S = 0.2
@@ -138,6 +139,28 @@ class Cluster:
                 return n
         return None
 
+    def settled_active(self):
+        """The active node once every node names it and it stayed active for a second: a
+        node just restarted may still force an election (it stood for election while it was
+        sealed and could not hear the leader), and killing a node that is about to lose its
+        leadership anyway would time that election, not a failover."""
+        def agreed():
+            a = self.active()
+            if a is None:
+                return None
+            for n in self.nodes:
+                st, r = kb.http(n.addr, "GET", "sys/leader")
+                if st != 200 or r.get("leader_address") != a.addr:
+                    return None
+            return a
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            a = agreed()
+            time.sleep(1)
+            if a is not None and agreed() is a:
+                return a
+        raise SystemExit(f"{self.label}: no settled active node within 60 s")
+
     def cpu_seconds(self):
         return sum(n.cpu_seconds() for n in self.nodes if n.proc)
 
@@ -163,7 +186,7 @@ class Cluster:
         400 ms, ... (capped at 30 s), each attempt on the next survivor (the killed node
         refuses its connection, so a multi-address client moves on at once), with the
         client's default request timeout (60 s)."""
-        leader = self.active()
+        leader = self.settled_active()
         survivors = [n for n in self.nodes if n is not leader]
         leader.kill9()
         t0 = time.monotonic()
