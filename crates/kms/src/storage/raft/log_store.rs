@@ -2,7 +2,11 @@
 //!
 //! Every append is one durable redb transaction; openraft is told the entries are flushed
 //! only after it committed, so a node never votes or acknowledges on a log it could lose.
+//! Entries are stored in the binary encoding of [`super::codec`] (JSON entries written by
+//! earlier versions still read). The committed index is kept in memory and written by the
+//! next append's transaction: no transaction of its own per commit.
 
+use super::codec;
 use super::types::{io_err, Entry, LogId, RaftError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
@@ -22,6 +26,8 @@ const PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The latest committed index openraft reported, not yet written (`None`: nothing new).
+    committed: Arc<parking_lot::Mutex<Option<Option<LogId>>>>,
 }
 
 fn rd(e: impl std::fmt::Display) -> RaftError {
@@ -46,7 +52,10 @@ impl LogStore {
         tx.open_table(LOG).map_err(|e| err(&e))?;
         tx.open_table(META).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            committed: Default::default(),
+        })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RaftError> {
@@ -80,7 +89,7 @@ impl LogStore {
         let last = t.last().map_err(rd)?;
         match last {
             Some((_, v)) => {
-                let e: Entry = serde_json::from_slice(v.value()).map_err(rd)?;
+                let e = codec::decode_entry(v.value()).map_err(rd)?;
                 Ok(Some(e.log_id))
             }
             None => Ok(None),
@@ -97,12 +106,18 @@ impl LogStore {
         tx.commit().map_err(wr)
     }
 
+    /// Write `entries` and the committed index reported since the last write, durably.
     fn write_entries(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), RaftError> {
         let tx = self.db.begin_write().map_err(wr)?;
         {
             let mut t = tx.open_table(LOG).map_err(wr)?;
             for (i, bytes) in &entries {
                 t.insert(*i, bytes.as_slice()).map_err(wr)?;
+            }
+            if let Some(c) = *self.committed.lock() {
+                let bytes = serde_json::to_vec(&c).map_err(wr)?;
+                let mut m = tx.open_table(META).map_err(wr)?;
+                m.insert(COMMITTED, bytes.as_slice()).map_err(wr)?;
             }
         }
         tx.commit().map_err(wr)
@@ -121,7 +136,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in t.range(bounds).map_err(rd)? {
             let (_, v) = item.map_err(rd)?;
-            out.push(serde_json::from_slice(v.value()).map_err(rd)?);
+            out.push(codec::decode_entry(v.value()).map_err(rd)?);
         }
         Ok(out)
     }
@@ -153,15 +168,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(StorageIOError::read_vote, e))
     }
 
-    /// Not fsynced: the committed index is a hint (openraft re-applies up to it at start-up)
-    /// and the next append's durable transaction carries it to disk. Losing it loses
-    /// nothing: the entries themselves are durable on a quorum. An fsync here doubled the
-    /// cost of every proposal.
+    /// Kept in memory: the committed index is a hint (openraft re-applies up to it at
+    /// start-up) and the next append's durable transaction carries it to disk. Losing it
+    /// loses nothing: the entries themselves are durable on a quorum. An fsync here doubled
+    /// the cost of every proposal, and a transaction of its own cost one more per commit.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftError> {
-        self.put_meta(COMMITTED, &committed, Durability::None)
+        *self.committed.lock() = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftError> {
+        if let Some(c) = *self.committed.lock() {
+            return Ok(c);
+        }
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
@@ -176,7 +195,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for e in entries {
-            rows.push((e.log_id.index, serde_json::to_vec(&e).map_err(wr)?));
+            rows.push((e.log_id.index, codec::encode_entry(&e).map_err(wr)?));
         }
         let me = self.clone();
         // the fsync runs off the async workers

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod autopilot;
+mod codec;
 pub mod export;
 mod lease;
 mod log_store;
@@ -40,7 +41,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use types::{raft_id, NodeId, Raft};
 
-/// Timers: failover in about a second (OpenBao's defaults take 5-15 s).
+/// Timers: failover well under a second (OpenBao's defaults take 5-15 s).
+///
+/// In openraft 0.9 a follower that has seen a leader stands for election only after
+/// `election_max_ms` (the leader lease it granted) plus its own election timeout (drawn once
+/// from `election_min_ms..election_max_ms`) without hearing from the leader, checked every
+/// 1.5 heartbeats: 600-800 ms of silence with these values, twelve missed heartbeats at
+/// least. The first of the two survivors to time out wins, so a new leader is elected about
+/// 0.7 s after a leader dies. (Before: heartbeat 150 ms and election 750-1500 ms, 2.25-3 s
+/// of silence and 2.5 s failovers.)
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub heartbeat_ms: u64,
@@ -53,9 +62,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 150,
-            election_min_ms: 750,
-            election_max_ms: 1500,
+            heartbeat_ms: 50,
+            election_min_ms: 200,
+            election_max_ms: 400,
             snapshot_every: 10_000,
         }
     }

@@ -1,7 +1,9 @@
 //! The cluster transport: raft RPCs between members on `cluster_addr`, one length-prefixed
-//! JSON frame per request and per reply, over mutual TLS when the cluster has its keyring
+//! frame per request and per reply (append-entries, the hot path, in the binary encoding of
+//! [`codec`]; the rest JSON), over mutual TLS when the cluster has its keyring
 //! (plain TCP only in tests that say so).
 
+use super::codec;
 use super::tls::ClusterTls;
 use super::types::{ClusterNode, NodeId, Raft, TypeConfig};
 use openraft::error::{
@@ -68,8 +70,13 @@ pub(super) async fn write_frame<T: Serialize>(
     v: &T,
 ) -> std::io::Result<()> {
     let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    write_raw(s, body).await
+}
+
+/// One frame: its length, then `body`, in one write (one TLS record when it fits).
+async fn write_raw(s: &mut (impl Stream + ?Sized), mut body: Vec<u8>) -> std::io::Result<()> {
     let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
-    s.write_all(&len.to_be_bytes()).await?;
+    body.splice(0..0, len.to_be_bytes());
     s.write_all(&body).await?;
     s.flush().await
 }
@@ -77,6 +84,11 @@ pub(super) async fn write_frame<T: Serialize>(
 pub(super) async fn read_frame<T: for<'a> Deserialize<'a>>(
     s: &mut (impl Stream + ?Sized),
 ) -> std::io::Result<T> {
+    let body = read_raw(s).await?;
+    serde_json::from_slice(&body).map_err(std::io::Error::other)
+}
+
+async fn read_raw(s: &mut (impl Stream + ?Sized)) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -87,7 +99,7 @@ pub(super) async fn read_frame<T: for<'a> Deserialize<'a>>(
     }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).await?;
-    serde_json::from_slice(&body).map_err(std::io::Error::other)
+    Ok(body)
 }
 
 /// How members reach each other: mutual TLS once the node has the cluster's keyring (after
@@ -125,7 +137,7 @@ impl Transport {
 
     /// Send a client request to the member at `addr` and return its response.
     pub async fn forward(&self, addr: &str, req: Forwarded) -> std::io::Result<Forwarded> {
-        let pooled = self.pool.lock().get_mut(addr).and_then(|v| v.pop());
+        let pooled = self.idle_conn(addr);
         let mut conn = match pooled {
             Some(c) => c,
             None => self.dial(addr).await?,
@@ -151,6 +163,21 @@ impl Transport {
             idle.push(conn);
         }
         Ok(resp)
+    }
+
+    /// An idle pooled connection to `addr` that is still open. A connection whose peer
+    /// closed it (the active node died or restarted) is dropped here, before a request is
+    /// sent on it: a write sent on it would fail with an unknown outcome, and the request
+    /// would be answered with an error instead of waiting for the next active node.
+    fn idle_conn(&self, addr: &str) -> Option<Box<dyn Stream>> {
+        let mut pool = self.pool.lock();
+        let idle = pool.get_mut(addr)?;
+        while let Some(mut c) = idle.pop() {
+            if still_open(&mut c) {
+                return Some(c);
+            }
+        }
+        None
     }
 
     pub fn set_tls(&self, tls: Arc<ClusterTls>) {
@@ -193,6 +220,17 @@ impl Transport {
     }
 }
 
+/// Whether an idle connection is still open: nothing is ready to read on it (a closed one
+/// reads end-of-file or an error; an idle one has nothing, as its peer only answers).
+fn still_open(c: &mut Box<dyn Stream>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    std::pin::Pin::new(&mut **c)
+        .poll_read(&mut cx, &mut buf)
+        .is_pending()
+}
+
 /// Makes one [`Peer`] per target; openraft keeps it for the replication stream.
 pub struct Network {
     pub transport: Arc<Transport>,
@@ -223,13 +261,24 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, ClusterNode, Raf
 impl Peer {
     /// One request/reply on the kept connection (dialled when missing); any I/O error drops it.
     async fn call(&mut self, rpc: &Rpc, ttl: std::time::Duration) -> Result<Reply, std::io::Error> {
+        let body = serde_json::to_vec(rpc).map_err(std::io::Error::other)?;
+        let reply = self.call_raw(body, ttl).await?;
+        serde_json::from_slice(&reply).map_err(std::io::Error::other)
+    }
+
+    /// [`Self::call`] with an encoded request; the reply as it came.
+    async fn call_raw(
+        &mut self,
+        body: Vec<u8>,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<u8>, std::io::Error> {
         let fut = async {
             if self.conn.is_none() {
                 self.conn = Some(self.transport.dial(&self.addr).await?);
             }
             let conn = self.conn.as_mut().expect("dialled above");
-            write_frame(conn, rpc).await?;
-            read_frame::<Reply>(conn).await
+            write_raw(conn, body).await?;
+            read_raw(conn).await
         };
         let r = match tokio::time::timeout(ttl, fut).await {
             Ok(r) => r,
@@ -273,15 +322,26 @@ fn mismatch<E: std::error::Error>() -> RpcErr<E> {
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    /// In the binary encoding ([`codec`]): a success comes back binary, an error as JSON.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        match self.call(&Rpc::Append(rpc), option.hard_ttl()).await {
+        let body =
+            codec::encode_append(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = match self.call_raw(body, option.hard_ttl()).await {
+            Ok(r) => r,
+            Err(e) => return Err(Self::unreachable(e)),
+        };
+        if codec::is_binary(&reply) {
+            return codec::decode_append_response(&reply)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)));
+        }
+        match serde_json::from_slice(&reply) {
             Ok(Reply::Append(r)) => self.remote(r),
             Ok(_) => Err(mismatch()),
-            Err(e) => Err(Self::unreachable(e)),
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
 
@@ -343,11 +403,23 @@ pub async fn serve(listener: TcpListener, raft: Raft, transport: Arc<Transport>)
 
 async fn serve_conn(mut s: Box<dyn Stream>, raft: Raft, t: &Transport) -> std::io::Result<()> {
     loop {
-        let rpc: Rpc = match read_frame(&mut s).await {
-            Ok(r) => r,
+        let body = match read_raw(&mut s).await {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
+        if codec::is_binary(&body) {
+            let req = codec::decode_append(&body).map_err(std::io::Error::other)?;
+            let out = match raft.append_entries(req).await {
+                Ok(resp) => codec::encode_append_response(&resp),
+                Err(e) => {
+                    serde_json::to_vec(&Reply::Append(Err(e))).map_err(std::io::Error::other)?
+                }
+            };
+            write_raw(&mut s, out).await?;
+            continue;
+        }
+        let rpc: Rpc = serde_json::from_slice(&body).map_err(std::io::Error::other)?;
         let reply = match rpc {
             Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
             Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
