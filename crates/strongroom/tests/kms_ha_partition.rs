@@ -7,7 +7,7 @@
 //! - single-key histories (write, read, check-and-set through all nodes) stay linearizable
 //!   through randomized partitions, kills and restarts;
 //! - and through one-way partitions of the leader (it sends but does not receive, and the
-//!   reverse) and lossy, narrow links (20 % loss on every cluster link, alone and with the
+//!   reverse) and lossy, narrow links (10 % loss on every cluster link, alone and with the
 //!   leader cut off): the majority elects and serves, the nodes end with one history.
 
 mod kms_ha_common;
@@ -230,23 +230,22 @@ fn single_key_histories_are_linearizable_through_partitions_kills_and_restarts()
     );
 }
 
-/// After healing the nodes converge on one history: the same leader, the same applied
-/// raft index, and the same `lin/key` (value and version) through each of them.
+/// After healing the nodes converge on one history: the same leader and the same applied
+/// raft index on every node at once (a healed node's higher term may force one more
+/// election first), and the same `lin/key` (value and version) through each of them.
 fn assert_one_history(c: &Cluster) {
-    let leader = c.wait_leader();
-    let applied = |i: usize| {
+    let seen = |i: usize| {
         let cl = client_timeout(&c.nodes[i].addr(), None, Duration::from_secs(2));
         let v = cl.leader().ok()?;
-        v.get("raft_applied_index")
-            .and_then(serde_json::Value::as_u64)
+        let applied = v
+            .get("raft_applied_index")
+            .and_then(serde_json::Value::as_u64)?;
+        Some((c.leader_seen_by(i)?, applied))
     };
-    wait_for("every node to apply the same log", 30, || {
-        let idx: Vec<_> = (0..3).map(applied).collect();
-        idx[0].is_some() && idx.iter().all(|i| *i == idx[0])
+    wait_for("one leader and one applied log on every node", 30, || {
+        let s: Vec<_> = (0..3).map(seen).collect();
+        s[0].is_some() && s.iter().all(|x| *x == s[0])
     });
-    for i in 0..3 {
-        assert_eq!(c.leader_seen_by(i), Some(leader), "node {i}'s leader");
-    }
     let views: Vec<_> = c
         .addrs()
         .iter()

@@ -5,8 +5,9 @@
 //! - `bao operator seal` on the active node: it gives up the raft leadership, another node
 //!   is active within the election time and serves; the sealed node answers `sys/health`
 //!   503 (sealed, standby), `sys/leader` and `sys/ha-status` 503, stays a voter and is not
-//!   elected again while sealed; unsealed, it rejoins as a standby (429). No acknowledged
-//!   write is lost.
+//!   elected again while sealed (not even when the node that took over dies: the third
+//!   node is elected with the sealed node's vote); unsealed, it rejoins as a standby (429).
+//!   No acknowledged write is lost.
 //! - `bao operator seal` on a standby seals that standby, not the active node.
 
 mod common;
@@ -131,12 +132,13 @@ fn check_acknowledged(c: &Cluster, log: &[Write]) {
 #[test]
 fn the_sealed_active_node_steps_down_another_serves_and_it_rejoins_as_standby_when_unsealed() {
     let t0 = Instant::now();
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let old = c.wait_leader();
     c.admin().mount_enable("p", &kv2_mount()).unwrap();
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let (stop, log) = (AtomicBool::new(false), Mutex::new(Vec::new()));
-    let (mut sealed_at, mut seal_returned, mut active_at, mut unsealed_at) = (t0, t0, t0, t0);
+    let (mut sealed_at, mut seal_returned, mut active_at) = (t0, t0, t0);
+    let (mut unseal_sent, mut unsealed_at) = (t0, t0);
     let mut new = old;
     std::thread::scope(|s| {
         writers(s, &c, &stop, &log);
@@ -172,6 +174,7 @@ fn the_sealed_active_node_steps_down_another_serves_and_it_rejoins_as_standby_wh
                 l.iter().filter(ok).count() >= 3
             })
         });
+        unseal_sent = Instant::now();
         c.unseal(old);
         unsealed_at = Instant::now();
         let cl = client_timeout(&c.nodes[old].addr(), None, Duration::from_secs(2));
@@ -187,9 +190,10 @@ fn the_sealed_active_node_steps_down_another_serves_and_it_rejoins_as_standby_wh
         });
         stop.store(true, Ordering::SeqCst);
     });
+    sealed_node_is_never_elected(&mut c);
     let log = log.into_inner().unwrap();
     let while_sealed =
-        |w: &&Write| w.node == old && w.start > seal_returned && w.start < unsealed_at;
+        |w: &&Write| w.node == old && w.start > seal_returned && w.start < unseal_sent;
     let sealed_acked = log
         .iter()
         .filter(while_sealed)
@@ -220,6 +224,30 @@ fn the_sealed_active_node_steps_down_another_serves_and_it_rejoins_as_standby_wh
         log.iter().filter(|w| w.acked.is_some()).count(),
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// Seal the active node, then kill the one that took over: the third node must be elected
+/// (with the sealed node's vote), never the sealed one. Then everything back.
+fn sealed_node_is_never_elected(c: &mut Cluster) {
+    let sealed = c.wait_leader();
+    bao_seal(c, sealed);
+    let others: Vec<usize> = (0..3).filter(|&i| i != sealed).collect();
+    let took_over = c.wait_leader_among(&others);
+    let third = others.into_iter().find(|&i| i != took_over).unwrap();
+    c.nodes[took_over].kill();
+    assert_eq!(c.wait_leader_among(&[third]), third);
+    assert_sealed_answers(c, sealed);
+    c.nodes[took_over].start();
+    c.unseal(took_over);
+    c.unseal(sealed);
+    wait_for("three unsealed nodes, one active", 30, || {
+        let healthy = (0..3).filter(|&i| {
+            client_timeout(&c.nodes[i].addr(), None, Duration::from_secs(2))
+                .health()
+                .is_ok_and(|h| !h.sealed && (h.status == 200 || h.status == 429))
+        });
+        healthy.count() == 3
+    });
 }
 
 #[test]
