@@ -17,7 +17,7 @@ log() { printf '\n== %s\n' "$*"; }
 if [ -z "${SKIP_INSTALL:-}" ]; then
   log "installing test dependencies"
   need_apt=()
-  for p in cryptsetup-bin dmsetup jq curl fio e2fsprogs xfsprogs fuse3 kmod util-linux xz-utils chromium iproute2; do
+  for p in cryptsetup-bin dmsetup jq curl fio e2fsprogs xfsprogs fuse3 kmod util-linux xz-utils chromium iproute2 nftables; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
   done
   # The RBD tier: Ceph's daemons and CLI, librbd/librados (-dev: crates/rbd links them) and

@@ -136,7 +136,11 @@ static ROUTES: &[Route<Ctx>] = &[
     }),
     rt("metrics", READ, |c, r, _| metrics(c, r)),
     rt("seal", W, |c, _, _| {
+        let leading = c.sys.raft.as_ref().filter(|r| r.is_leader());
         c.sys.seal_now();
+        if let Some(r) = leading {
+            crate::ha::endpoints::await_handover(r)?;
+        }
         Ok(Response::no_content())
     })
     .sudo(),

@@ -131,8 +131,13 @@ impl Core {
     }
 
     /// Before a request: make this node's reads linearizable (on a raft active node, confirm
-    /// the leadership with a quorum; see [`crate::storage::Storage::read_barrier`]).
+    /// the leadership with a quorum; see [`crate::storage::Storage::read_barrier`]). Not on a
+    /// sealed node: it serves no data, and its confirmations would renew the followers'
+    /// leader lease, keeping a sealed leader in place (see [`crate::ha::endpoints::sealed`]).
     pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        if self.barrier.is_sealed() {
+            return Ok(());
+        }
         self.barrier.storage().read_barrier().await.map_err(|e| {
             tracing::warn!("request refused: {e}");
             ApiError::new(

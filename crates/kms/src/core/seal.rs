@@ -278,13 +278,20 @@ impl Core {
             self.pre_seal();
             return Err(e);
         }
+        if let Some(r) = &self.options.raft {
+            crate::ha::endpoints::unsealed(r);
+        }
         tracing::info!("vault is unsealed");
         self.seal_status()
     }
 
+    /// Seal; a raft node also gives up the leadership (see [`crate::ha::endpoints::sealed`]).
     pub fn seal_now(&self) {
         self.seal.lock().reset();
         self.pre_seal();
+        if let Some(r) = &self.options.raft {
+            crate::ha::endpoints::sealed(r);
+        }
         tracing::info!("vault is sealed");
     }
 

@@ -91,6 +91,50 @@ pub fn remove_peer(r: &RaftStorage, server_id: &str) -> Result<(), ApiError> {
     block_on(r.remove_member(server_id))?.map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
+/// How long `sys/seal` on the active node waits for another node to take over.
+const HANDOVER: Duration = Duration::from_secs(5);
+
+/// This node is sealed: it serves nothing, so it must not lead. It stands for no election
+/// while sealed and, if it leads, stops its heartbeats: the others' leader lease runs out
+/// and they elect one of them (openraft 0.9 has no leadership transfer). It still
+/// replicates and votes. Returns at once (see [`await_handover`]).
+///
+/// OpenBao 2.7 (three `bao server` raft nodes, `bao operator seal` on the active one):
+/// the seal call returns after 1.7-2 s, when another node is active; the sealed node
+/// answers `sys/health` 503 (`sealed`, `standby`), `sys/leader`, `sys/ha-status` and
+/// `sys/step-down` 503 "Vault is sealed"; it stays a voter in `list-peers` (autopilot:
+/// unhealthy); unsealed, it is a standby at once. `sys/seal` on a standby seals that
+/// standby.
+pub fn sealed(r: &RaftStorage) {
+    let rc = r.raft().runtime_config();
+    rc.elect(false);
+    rc.heartbeat(false);
+}
+
+/// This node is unsealed: it takes part in elections again (and heartbeats if it leads,
+/// which it can only do if nobody took over while it was sealed).
+pub fn unsealed(r: &RaftStorage) {
+    let rc = r.raft().runtime_config();
+    rc.heartbeat(true);
+    rc.elect(true);
+}
+
+/// After sealing the leader: wait until another node leads, or [`HANDOVER`] passed (no
+/// other node could be elected: the others are down or sealed), so that `sys/seal` answers
+/// once there is a new active node, as OpenBao's does.
+pub fn await_handover(r: &RaftStorage) -> Result<(), ApiError> {
+    let (raft, me) = (r.raft().clone(), r.node_id());
+    block_on(async move {
+        let _ = raft
+            .wait(Some(HANDOVER))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another leader",
+            )
+            .await;
+    })
+}
+
 /// `sys/step-down`: stop sending heartbeats and stand for no election until another member
 /// leads (or 5 s pass), then take part again.
 pub fn step_down(r: &RaftStorage) -> Result<(), ApiError> {

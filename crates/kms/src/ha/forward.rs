@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 /// Marks a forwarded request: the active node never forwards it again.
 const FORWARDED: &str = "x-strongroom-forwarded";
 
-/// Paths a node answers itself whatever its role.
+/// Paths a node answers itself whatever its role (`sys/seal` on a standby seals that
+/// standby, as OpenBao's: it is not forwarded to seal the active node).
 fn local_path(path: &str) -> bool {
     matches!(
         path.trim_end_matches('/'),
         "sys/health"
+            | "sys/seal"
             | "sys/seal-status"
             | "sys/init"
             | "sys/unseal"

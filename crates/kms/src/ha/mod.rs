@@ -103,6 +103,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Arc<RaftStorage>, ServerError> 
     if pre_raft {
         r.migrate_pre_raft().await?;
     }
+    // a node starts sealed: it stands for no election until unsealed (a sealed leader
+    // could serve nothing); `sys/init` on a new node still elects it (raft initialize)
+    endpoints::sealed(&r);
     Ok(r)
 }
 

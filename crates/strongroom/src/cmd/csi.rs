@@ -49,7 +49,9 @@ pub struct CsiArgs {
     #[arg(long, default_value = "0660", value_parser = parse_mode)]
     socket_mode: u32,
     /// Directory of the mounted KMS connection ConfigMap: `config.json` ({kmsID: {...}}) or
-    /// one file per kmsID (ceph-csi's csi-kms-connection-details).
+    /// one file per kmsID (ceph-csi's csi-kms-connection-details). Its VAULT_ADDR (and a
+    /// StorageClass's kmsAddress) may list the nodes of a key-manager cluster,
+    /// comma-separated: the driver moves to the next one when a node fails.
     #[arg(long, value_name = "DIR")]
     kms_config_dir: Option<PathBuf>,
     /// Where Secrets named by the KMS config (VAULT_CACERT, VAULT_CLIENT_CERT/KEY) are

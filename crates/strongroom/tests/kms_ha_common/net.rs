@@ -6,10 +6,46 @@
 //!   `10.A.B.128+4K`), which is how the test's clients reach it: never over the bridge.
 //!
 //! [`Net::isolate`] takes a node's bridge port down: it can still be reached by the test but
-//! no longer by the other nodes; [`Net::heal`] brings it back. Nothing outside these
-//! namespaces and the test's veth ends is touched; dropping the `Net` deletes them all.
+//! no longer by the other nodes; [`Net::heal`] brings it back. [`Net::one_way`] and
+//! [`Net::lossy`] degrade the cluster links with nftables rules and a tbf qdisc in the node
+//! namespaces (`nft` from the nftables package; this kernel has no netem, so a slow link is
+//! a narrow one, not a fixed delay); [`Net::clear_faults`] removes them. Nothing outside
+//! these namespaces and the test's veth ends is touched; dropping the `Net` deletes them all.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// Which way a node's cluster link still carries packets in [`Net::one_way`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The node sends to the others but receives nothing from them.
+    SendOnly,
+    /// The node receives from the others but sends them nothing.
+    ReceiveOnly,
+}
+
+/// The nftables table the faults live in (one per node namespace).
+const FAULT_TABLE: &str = "strongroom_fault";
+
+/// Load an nftables script in namespace `ns`.
+fn nft(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running nft in {ns}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(script.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft in {ns}: {} (the nftables package is needed: scripts/test.sh installs it)\n{script}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
 
 pub struct Net {
     /// Prefix of every namespace and of the veth ends in the test's namespace.
@@ -135,6 +171,69 @@ impl Net {
 
     pub fn heal(&self, k: usize) {
         self.bridge_port(k, "up");
+    }
+
+    /// Node `k`'s cluster link carries packets only `way` (its link to the test is kept).
+    pub fn one_way(&self, k: usize, way: Way) {
+        let chain = match way {
+            Way::SendOnly => {
+                "chain input { type filter hook input priority 0; iifname \"cl\" drop; }"
+            }
+            Way::ReceiveOnly => {
+                "chain output { type filter hook output priority 0; oifname \"cl\" drop; }"
+            }
+        };
+        nft(
+            &self.node_ns(k),
+            &format!("table inet {FAULT_TABLE} {{\n{chain}\n}}\n"),
+        );
+    }
+
+    /// Every cluster link loses `loss_pct` % of the packets each node receives, and carries
+    /// at most `kbit` kbit/s out of each node.
+    pub fn lossy(&self, loss_pct: u8, kbit: u32) {
+        for k in 0..self.nodes {
+            let ns = self.node_ns(k);
+            nft(
+                &ns,
+                &format!(
+                    "table inet {FAULT_TABLE} {{\nchain input {{ type filter hook input \
+                     priority 0; iifname \"cl\" numgen random mod 100 < {loss_pct} drop; }}\n}}\n"
+                ),
+            );
+            let rate = format!("{kbit}kbit");
+            let out = Command::new("tc")
+                .args(["-n", &ns, "qdisc", "replace", "dev", "cl", "root", "tbf"])
+                .args(["rate", &rate, "burst", "8kb", "latency", "300ms"])
+                .output()
+                .expect("running tc (iproute2)");
+            assert!(
+                out.status.success(),
+                "tc tbf in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+
+    /// Undo [`Self::one_way`] and [`Self::lossy`] on every node.
+    pub fn clear_faults(&self) {
+        for k in 0..self.nodes {
+            let ns = self.node_ns(k);
+            let quiet = |c: &mut Command| {
+                let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            };
+            quiet(Command::new("ip").args([
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                FAULT_TABLE,
+            ]));
+            quiet(Command::new("tc").args(["-n", &ns, "qdisc", "del", "dev", "cl", "root"]));
+        }
     }
 
     /// Node `k`'s port on the bridge, `up` or `down`.

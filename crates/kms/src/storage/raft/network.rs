@@ -245,6 +245,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.cluster_addr.clone(),
             transport: self.transport.clone(),
             conn: None,
+            dialing: None,
         }
     }
 }
@@ -254,12 +255,29 @@ pub struct Peer {
     addr: String,
     transport: Arc<Transport>,
     conn: Option<Box<dyn Stream>>,
+    /// A dial in progress: it outlives the RPC that started it (see [`Peer::connection`]).
+    dialing: Option<tokio::task::JoinHandle<std::io::Result<Box<dyn Stream>>>>,
 }
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dialing {
+            d.abort();
+        }
+    }
+}
+
+/// How long a background dial (TCP and TLS handshakes) may take: a lost SYN is resent
+/// after 1 s; a dial into a partition must end so that a new one starts once it heals.
+const DIAL_LIMIT: std::time::Duration = std::time::Duration::from_millis(2500);
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, ClusterNode, RaftError<NodeId, E>>;
 
 impl Peer {
-    /// One request/reply on the kept connection (dialled when missing); any I/O error drops it.
+    /// One request/reply on the kept connection (dialled when missing). The connection is
+    /// taken out for the exchange and kept only after a whole reply: an error, the timeout,
+    /// or openraft dropping this future (its own timeout) closes it, so a late reply can
+    /// never be read as the answer to a later request.
     async fn call(&mut self, rpc: &Rpc, ttl: std::time::Duration) -> Result<Reply, std::io::Error> {
         let body = serde_json::to_vec(rpc).map_err(std::io::Error::other)?;
         let reply = self.call_raw(body, ttl).await?;
@@ -273,28 +291,49 @@ impl Peer {
         ttl: std::time::Duration,
     ) -> Result<Vec<u8>, std::io::Error> {
         let fut = async {
-            if self.conn.is_none() {
-                self.conn = Some(self.transport.dial(&self.addr).await?);
-            }
-            let conn = self.conn.as_mut().expect("dialled above");
-            write_raw(conn, body).await?;
-            read_raw(conn).await
+            let mut conn = self.connection().await?;
+            write_raw(&mut conn, body).await?;
+            let reply = read_raw(&mut conn).await?;
+            Ok::<_, std::io::Error>((reply, conn))
         };
-        let r = match tokio::time::timeout(ttl, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "cluster RPC timed out",
-            )),
-        };
-        match &r {
-            Ok(_) => {
-                let now = std::time::Instant::now();
-                self.transport.contact.lock().insert(self.target, now);
+        let (reply, conn) = match tokio::time::timeout(ttl, fut).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "cluster RPC timed out",
+                ))
             }
-            Err(_) => self.conn = None,
+        };
+        self.conn = Some(conn);
+        let now = std::time::Instant::now();
+        self.transport.contact.lock().insert(self.target, now);
+        Ok(reply)
+    }
+
+    /// The kept connection, or the result of a dial. The dial runs as its own task and
+    /// survives the RPC's timeout (openraft's is one heartbeat interval, shorter than the
+    /// handshakes on a lossy link): the next RPC waits for the same dial instead of
+    /// starting over.
+    async fn connection(&mut self) -> std::io::Result<Box<dyn Stream>> {
+        if let Some(c) = self.conn.take() {
+            return Ok(c);
         }
-        r
+        let dial = self.dialing.get_or_insert_with(|| {
+            let (t, addr) = (self.transport.clone(), self.addr.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(DIAL_LIMIT, t.dial(&addr)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "cluster dial timed out",
+                    )),
+                }
+            })
+        });
+        let r = dial.await;
+        self.dialing = None;
+        r.map_err(std::io::Error::other)?
     }
 
     fn unreachable<E: std::error::Error>(e: std::io::Error) -> RpcErr<E> {
