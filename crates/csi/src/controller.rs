@@ -317,17 +317,17 @@ fn create_or_match(
     range: Option<&CapacityRange>,
     token: &strongroom_volume::SecretString,
 ) -> Result<VolumeRecord> {
+    let user = spec.ceph_user.as_deref();
+    b.recover(&spec.id, user)?;
+    if let Some(src) = &spec.source {
+        b.recover(src.id(), user)?;
+    }
     let mut spec = spec.clone();
     if let Some(src) = &spec.source {
         let size = crate::snapshots::source_size(b, src)?;
         spec.capacity = crate::snapshots::copy_capacity(range, spec.capacity, size)?;
     }
     let spec = &spec;
-    let user = spec.ceph_user.as_deref();
-    b.recover(&spec.id, user)?;
-    if let Some(src) = &spec.source {
-        b.recover(src.id(), user)?;
-    }
     if let Some(rec) = b.get(&spec.id)? {
         if let Some(why) = incompatibility(&rec, spec, range) {
             return Err(CsiError::AlreadyExists(format!(

@@ -462,7 +462,18 @@ fn kill_9_in_create_snapshot_clone_and_delete_leaves_everything_rerunnable() {
         ("shred:wiped", Op::DeleteSnapshot("snapshot-fault-1")),
     ];
     let mut made = vec![b.clone(), sn.clone()];
+    // CO names → ids (an RBD id is not its name: it says where the image is)
+    let mut ids: HashMap<String, String> = HashMap::new();
     for (step, op) in cases {
+        let target = match op {
+            Op::Delete(n) | Op::DeleteSnapshot(n) => Some(ids[n].clone()),
+            _ => None,
+        };
+        let op = match (op, target.as_deref()) {
+            (Op::Delete(_), Some(t)) => Op::Delete(t),
+            (Op::DeleteSnapshot(_), Some(t)) => Op::DeleteSnapshot(t),
+            (other, _) => other,
+        };
         r.c.kill();
         r.c.spawn(&[("STRONGROOM_FAULT", step)]);
         let first = r.run_op(op, &b, &sn);
@@ -475,6 +486,9 @@ fn kill_9_in_create_snapshot_clone_and_delete_leaves_everything_rerunnable() {
         let id = r
             .run_op(op, &b, &sn)
             .unwrap_or_else(|e| panic!("{step}: re-run of {op:?}: {e:?}\n{}", r.c.tail()));
+        if let Op::Create(n) | Op::Snapshot(n) | Op::Clone(n) | Op::Restore(n) = op {
+            ids.insert(n.to_owned(), id.clone());
+        }
         made.push(id);
     }
     let images = r.images(&made.iter().map(String::as_str).collect::<Vec<_>>());
@@ -483,13 +497,14 @@ fn kill_9_in_create_snapshot_clone_and_delete_leaves_everything_rerunnable() {
         "pvc-fault-clone-2",
         "pvc-fault-restore-1",
     ] {
+        let id = ids[name].clone();
         let v = Volume {
-            volume_id: name.into(),
             volume_context: HashMap::from([
                 ("clusterID".to_owned(), CLUSTER.to_owned()),
                 ("pool".to_owned(), r.ceph.pool().to_owned()),
-                ("imageName".to_owned(), r.images(&[name])[0].clone()),
+                ("imageName".to_owned(), r.images(&[&id])[0].clone()),
             ]),
+            volume_id: id,
             ..Default::default()
         };
         assert_eq!(r.read_on(&r.b, &v, name), want, "{name}");

@@ -41,6 +41,24 @@ use strongroom_vault_client::SecretString;
 use zeroize::{Zeroize, Zeroizing};
 
 pub const SOCKET: &str = "holder.sock";
+
+/// The longest path a unix socket address holds (`sun_path`, with its terminating NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// Where the holder of the volume in `dir` answers: `<dir>/holder.sock`, or, when that path
+/// is too long for a socket address (an RBD volume's id carries its location and is long),
+/// `<root>/.holders/<hash of the id>.sock` beside the volumes.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    let p = dir.join(SOCKET);
+    if p.as_os_str().len() <= SUN_PATH_MAX {
+        return p;
+    }
+    let root = dir.parent().unwrap_or(dir);
+    let id = dir.file_name().unwrap_or_default();
+    let h = <Sha256 as sha2::Digest>::digest(id.as_encoded_bytes());
+    root.join(".holders")
+        .join(format!("{}.sock", hex::encode(&h[..12])))
+}
 pub const LOG: &str = "holder.log";
 /// The longest secret a holder reads (keyslot secrets are 32-64 bytes).
 const MAX_SECRET: usize = 4096;
@@ -195,7 +213,7 @@ fn mac(nonce: &str, id: &str, challenge: &[u8]) -> Option<Hmac<Sha256>> {
 fn ask(dir: &Path, req: &Request) -> Option<(Response, u32, i32)> {
     let mut s = None;
     for attempt in 0..50 {
-        match UnixStream::connect(dir.join(SOCKET)) {
+        match UnixStream::connect(socket_path(dir)) {
             Ok(c) => {
                 s = Some(c);
                 break;
@@ -489,7 +507,7 @@ fn serve(h: Holder, io: CryptIo, held: Held, keeper: Option<KeeperLink>) -> Resu
         let _ = keeper::send(l.as_fd(), Msg::Bye);
     }
     lock(&s.held).key.zeroize();
-    let _ = std::fs::remove_file(dir.join(SOCKET));
+    let _ = std::fs::remove_file(socket_path(&dir));
     Ok(())
 }
 
@@ -542,7 +560,19 @@ fn listen(
     keeper: Arc<AtomicU32>,
     upgrade: impl Fn() -> bool + Send + 'static,
 ) -> Result<()> {
-    let path = dir.join(SOCKET);
+    let path = socket_path(dir);
+    if let Some(parent) = path.parent().filter(|p| *p != dir) {
+        std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| Error::io("make the holders' socket directory", e))?;
+    }
+    if path.as_os_str().len() > SUN_PATH_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "the volumes root {} is too long for a holder's socket address ({} bytes > {SUN_PATH_MAX})",
+            dir.parent().unwrap_or(dir).display(),
+            path.as_os_str().len()
+        )));
+    }
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).map_err(|e| Error::io("bind the holder socket", e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
@@ -584,6 +614,20 @@ fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_volume_dir_gets_its_socket_beside_the_volumes() {
+        let short = Path::new("/var/lib/strongroom/volumes/pvc-1");
+        assert_eq!(socket_path(short), short.join(SOCKET));
+        let id = format!("sr1-v-0009-test-ceph-0003-rbd-0000--{}", "a".repeat(32));
+        let long = Path::new("/var/lib/kubelet/plugins/strongroom/volumes").join(&id);
+        let p = socket_path(&long);
+        assert!(p.as_os_str().len() <= SUN_PATH_MAX, "{}", p.display());
+        assert_eq!(p.parent().unwrap(), long.parent().unwrap().join(".holders"));
+        // one socket per volume
+        let other = long.with_file_name(id.replace('a', "b"));
+        assert_ne!(socket_path(&other), p);
+    }
 
     #[test]
     fn frames_are_checked() {
