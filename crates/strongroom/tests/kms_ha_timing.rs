@@ -1,5 +1,5 @@
-//! Key-manager HA timers: the default raft timers (heartbeat 50 ms, election 200-400 ms,
-//! chosen for sub-second failover) cause no spurious election on a busy machine.
+//! Key-manager HA timers: the default raft timers (heartbeat 100 ms, election 300-600 ms,
+//! chosen for failover in about a second) cause no spurious election on a busy machine.
 //!
 //! Three `strongroom server` nodes as processes on loopback take mixed load (KV writes, token
 //! creates, transit encrypts through all three nodes) for 20 s while this process also keeps
@@ -7,7 +7,7 @@
 //! request may fail.
 //!
 //! Measured on the 2-core development machine, load average 12 (other builds running): with
-//! the defaults, ~900 each of KV writes, token creates and transit encrypts in 20.5 s, term 1
+//! heartbeat 50 ms and election 200-400 ms, ~900 each of KV writes, token creates and transit encrypts in 20.5 s, term 1
 //! throughout, nothing failed. With election 100-150 ms instead (250-300 ms of silence before
 //! a follower stands) the same run saw the term go from 1 to 9, the leader move and 13
 //! requests fail: this test catches timers that are too short for a loaded node.
