@@ -906,7 +906,7 @@ fn a_controller_with_no_state_finds_volumes_and_snapshots_from_their_ids() {
             }),
         )
         .unwrap_or_else(|e| panic!("{e:?}\n{}", log(&c2)));
-    assert!(grown.into_inner().capacity_bytes >= (96 * MIB) as i64);
+    assert!(grown.into_inner().capacity_bytes >= 96 * MIB);
 
     // restore from the snapshot through the new controller: the snapshot's data
     let restored =

@@ -352,7 +352,7 @@ impl Manager {
         // A holder exits when its FUSE session ends, after closing its store (its server
         // removes its socket then; its pid may be in a holder host's PID namespace).
         let gone = || match (&rt.holder_nonce, rt.pid) {
-            (Some(_), _) => !holder::socket_path(&dir).exists(),
+            (Some(_), _) => !holder::socket_path(dir).exists(),
             (None, Some(pid)) => pid == std::process::id() || !process_alive(pid),
             (None, None) => true,
         };
