@@ -48,6 +48,9 @@ struct Acked {
     kv: Mutex<Vec<(String, String)>>,
     tokens: Mutex<Vec<SecretString>>,
     rotations: Mutex<u64>,
+    /// Unix second each acknowledged rotation was answered in (for the diagnosis of a
+    /// missing version: transit records each version's creation second).
+    rotated_at: Mutex<Vec<u64>>,
     volumes: Mutex<Vec<String>>,
     /// The first acknowledgement of a request sent after the kill.
     first_after_kill: Mutex<Option<Instant>>,
@@ -114,6 +117,7 @@ impl Load<'_> {
             self.acked.note(sent, r.is_ok());
             if r.is_ok() {
                 *self.acked.rotations.lock().unwrap() += 1;
+                self.acked.rotated_at.lock().unwrap().push(unix_now());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -157,6 +161,36 @@ fn manager(c: &Cluster, root: &std::path::Path) -> Manager {
     })
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Per second: rotations acknowledged vs key versions created (where they differ is where a
+/// version went missing, or a rotation ran twice).
+fn rotation_seconds(acked: &[u64], key: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut per: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    for s in acked {
+        per.entry(*s).or_default().0 += 1;
+    }
+    for v in key
+        .get("keys")
+        .and_then(|k| k.as_object())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = v.1.as_u64() {
+            per.entry(t).or_default().1 += 1;
+        }
+    }
+    per.iter()
+        .filter(|(_, (a, v))| a != v)
+        .map(|(s, (a, v))| format!("second {s}: {a} acknowledged, {v} versions created"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Every acknowledged change is readable (tolerating the refusals right after an election).
 fn check_acked(c: &Cluster, acked: &Acked, tenant_token: &SecretString, root: &std::path::Path) {
     let l = c.wait_leader();
@@ -180,7 +214,8 @@ fn check_acked(c: &Cluster, acked: &Acked, tenant_token: &SecretString, root: &s
     let rotations = *acked.rotations.lock().unwrap();
     assert!(
         latest > rotations,
-        "{rotations} acknowledged rotations, latest version {latest}"
+        "{rotations} acknowledged rotations, latest version {latest}\n{}",
+        rotation_seconds(&acked.rotated_at.lock().unwrap(), &key)
     );
     let m = manager(c, root);
     let cred = Credential::Tenant(tenant_token.clone());
