@@ -576,6 +576,21 @@ fn requests_right_after_the_leader_dies_wait_for_the_new_one() {
     wait_for("kv/a readable through node2", 30, || {
         kv_get(&nodes[1], &token, "kv/a").as_deref() == Some("1")
     });
+    // a client's copy of the cluster's forwarding marker does not make a standby serve
+    // from its own copy (which may lag): the write is forwarded and acknowledged
+    let spoofed = common::http_with(
+        &nodes[1].addr(),
+        "PUT",
+        "kv/spoofed",
+        Some(&token),
+        Some(r#"{"v":"3"}"#),
+        &[("x-strongroom-forwarded", "1")],
+    );
+    assert_eq!(spoofed.as_ref().map(|r| r.0), Some(204), "{spoofed:?}");
+    assert_eq!(
+        kv_get(&nodes[0], &token, "kv/spoofed").as_deref(),
+        Some("3")
+    );
     nodes[0].kill();
     // at once, before the survivors noticed: every request is held, then served
     let started = Instant::now();

@@ -10,8 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Marks a forwarded request: the active node never forwards it again.
-const FORWARDED: &str = "x-strongroom-forwarded";
+/// Marks a request that came over the cluster transport: the node it reached never
+/// forwards it again. A request extension, not a header, so no client can set it.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedMark;
+
+/// On a forwarded request's answer: the receiving node was not the active node (its view
+/// of the leader was ahead of the sender's, or behind); the request did not run there.
+const NOT_ACTIVE_HEADER: &str = "x-strongroom-not-active";
 
 /// Paths a node answers itself whatever its role (`sys/seal` on a standby seals that
 /// standby, as OpenBao's: it is not forwarded to seal the active node).
@@ -29,12 +35,12 @@ fn local_path(path: &str) -> bool {
 }
 
 /// Whether this request must go to the active node.
-pub fn must_forward(core: &Core, path: &str, headers: &axum::http::HeaderMap) -> bool {
+pub fn must_forward(core: &Core, path: &str, ext: &axum::http::Extensions) -> bool {
     let Some(r) = &core.options.raft else {
         return false;
     };
     !local_path(path)
-        && !headers.contains_key(FORWARDED)
+        && ext.get::<ForwardedMark>().is_none()
         && !core.barrier.is_sealed()
         && !r.is_leader()
 }
@@ -113,6 +119,15 @@ pub async fn forward(
         }
         let leader = r.leader().map(|(id, _)| id);
         let failed = match r.forward_to_leader(req.clone()).await {
+            Some(Ok(resp)) if not_active(&resp) => {
+                // it did not run there: ask again once the views settle
+                tracing::debug!("the node taken for the active one is not: sending again");
+                if Instant::now() >= deadline {
+                    return Ok(error(500, NOT_ACTIVE));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            }
             Some(Ok(resp)) => return Ok(to_response(resp)),
             Some(Err(e)) if may_resend(&req.method, &e) => {
                 tracing::debug!("forwarding to the active node failed, waiting for another: {e}");
@@ -132,6 +147,10 @@ pub async fn forward(
 }
 
 const NOT_ACTIVE: &str = "local node not active but active cluster node not found";
+
+fn not_active(f: &Forwarded) -> bool {
+    f.headers.iter().any(|(k, _)| k == NOT_ACTIVE_HEADER)
+}
 
 fn to_response(f: Forwarded) -> Response<Body> {
     let mut r = Response::new(Body::from(f.body));
@@ -154,13 +173,15 @@ pub fn handler(core: Arc<Core>) -> crate::storage::raft::network::ForwardHandler
 
 async fn serve(core: Arc<Core>, f: Forwarded) -> Forwarded {
     use http_body_util::BodyExt;
+    if let Err(refused) = can_serve(&core).await {
+        return refused;
+    }
     let mut b = Request::builder()
         .method(f.method.as_str())
         .uri(f.uri.as_str());
     for (k, v) in &f.headers {
         b = b.header(k.as_str(), v.as_str());
     }
-    b = b.header(FORWARDED, "1");
     let Ok(mut req) = b.body(Body::from(f.body)) else {
         return Forwarded {
             status: 400,
@@ -168,6 +189,7 @@ async fn serve(core: Arc<Core>, f: Forwarded) -> Forwarded {
             ..Default::default()
         };
     };
+    req.extensions_mut().insert(ForwardedMark);
     if let Ok(ip) = f.remote.parse::<std::net::IpAddr>() {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(SocketAddr::new(ip, 0)));
@@ -188,5 +210,33 @@ async fn serve(core: Arc<Core>, f: Forwarded) -> Forwarded {
             .collect(),
         body,
         ..Default::default()
+    }
+}
+
+/// A forwarded request runs only on the active node: one that reached a node that is not
+/// (the sender's view of the leader is stale, or this node's own is not yet current) is
+/// answered unrun, marked so that the sender sends it again. Served from this node's own
+/// copy it could read a value older than an acknowledged change, or base a write on one.
+async fn can_serve(core: &Core) -> Result<(), Forwarded> {
+    if core.barrier.is_sealed() {
+        return Ok(()); // answered "sealed" by the pipeline
+    }
+    let refused = |headers: Vec<(String, String)>| Forwarded {
+        status: 500,
+        headers,
+        body: serde_json::json!({ "errors": [NOT_ACTIVE] })
+            .to_string()
+            .into_bytes(),
+        ..Default::default()
+    };
+    match core.barrier.storage().read_barrier().await {
+        Ok(()) => Ok(()),
+        Err(crate::storage::StorageError::NotActive) => {
+            Err(refused(vec![(NOT_ACTIVE_HEADER.into(), "1".into())]))
+        }
+        Err(e) => {
+            tracing::warn!("forwarded request refused: {e}");
+            Err(refused(Vec::new()))
+        }
     }
 }

@@ -251,7 +251,7 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     // Held until the answer: the body, its decoded form and what the handler derives.
     let mut mem = budget::Reservation::new(&path);
     let body = request_body(core, &parts, body, &mut mem).await?;
-    let body = if crate::ha::forward::must_forward(core, &path, &parts.headers) {
+    let body = if crate::ha::forward::must_forward(core, &path, &parts.extensions) {
         match crate::ha::forward::forward(core, &parts, body, &remote).await {
             Ok(resp) => return Ok(resp),
             Err(body) => body,

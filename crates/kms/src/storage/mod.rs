@@ -26,6 +26,10 @@ pub enum StorageError {
     Io(String),
     #[error("storage is corrupt: {0}")]
     Corrupt(String),
+    /// A replicated store on a node that is not the active one: it must not serve from its
+    /// own copy (which may lag behind acknowledged changes). Nothing was read or written.
+    #[error("this node is not the active node")]
+    NotActive,
 }
 
 pub trait Storage: Send + Sync + 'static {

@@ -512,6 +512,18 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
+    http_with(addr, method, path, token, body, &[])
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     use std::io::Read;
     let hostport = addr.strip_prefix("http://")?;
     let mut s = std::net::TcpStream::connect(hostport).ok()?;
@@ -520,6 +532,9 @@ pub fn http(
     let mut req = format!("{method} /v1/{} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n", path.trim_start_matches('/'), body.len());
     if let Some(t) = token {
         req.push_str(&format!("X-Vault-Token: {t}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     req.push_str(body);

@@ -60,11 +60,32 @@ impl Lease {
         matches!(*self.held.lock(), Some((s, until)) if s == stamp && Instant::now() < until)
     }
 
-    /// Resolves once reads on this node are linearizable (see the module doc). A node that
-    /// does not lead returns at once: its requests are forwarded to the active node.
+    /// Whether this node belongs to no cluster yet (it forms its own at its first write,
+    /// see `proposer::bootstrap`): its own copy is the only one.
+    fn alone(raft: &Raft) -> bool {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let none = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_none();
+        none
+    }
+
+    /// Resolves once reads on this node are linearizable (see the module doc). A member
+    /// that does not lead gets [`StorageError::NotActive`]: its copy may lag behind changes
+    /// the active node acknowledged, so it serves nothing from it (requests that reach it
+    /// are forwarded; one forwarded to it by a node with a stale view is refused, unrun,
+    /// and sent again by that node). A node in no cluster yet serves its own copy.
     pub async fn confirm(&self, raft: &Raft, id: NodeId) -> Result<(), StorageError> {
         let Some(stamp) = Self::leading(raft, id) else {
-            return Ok(());
+            return if Self::alone(raft) {
+                Ok(())
+            } else {
+                Err(StorageError::NotActive)
+            };
         };
         if self.valid(stamp) {
             return Ok(());
