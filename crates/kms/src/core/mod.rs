@@ -125,7 +125,7 @@ impl Core {
     /// change without a storage read — every commit accepted before it finished. The
     /// async worker is never parked on the disk; one fsync serves many requests.
     pub async fn handle_durable(&self, inc: Incoming) -> Result<Response, ApiError> {
-        self.read_barrier().await?;
+        self.read_barrier(false).await?;
         let (result, ticket) = crate::storage::durability::scope(|| self.handle(inc));
         self.answer_when_durable(result, ticket).await
     }
@@ -134,18 +134,24 @@ impl Core {
     /// the leadership with a quorum; see [`crate::storage::Storage::read_barrier`]). Not on a
     /// sealed node: it serves no data, and its confirmations would renew the followers'
     /// leader lease, keeping a sealed leader in place (see [`crate::ha::endpoints::sealed`]).
-    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+    ///
+    /// `node_local`: a request every node answers for itself (`sys/seal` on a standby seals
+    /// that standby): a standby runs it on its own copy.
+    pub async fn read_barrier(&self, node_local: bool) -> Result<(), ApiError> {
         if self.barrier.is_sealed() {
             return Ok(());
         }
-        self.barrier.storage().read_barrier().await.map_err(|e| {
-            tracing::warn!("request refused: {e}");
-            ApiError::new(
-                500,
-                "local node not active but active cluster node not found",
-            )
-        })?;
-        self.refresh_if_newly_active().await
+        match self.barrier.storage().read_barrier().await {
+            Ok(()) => self.refresh_if_newly_active().await,
+            Err(crate::storage::StorageError::NotActive) if node_local => Ok(()),
+            Err(e) => {
+                tracing::warn!("request refused: {e}");
+                Err(ApiError::new(
+                    500,
+                    "local node not active but active cluster node not found",
+                ))
+            }
+        }
     }
 
     /// A raft node that became the active node (a new term) rebuilds its unsealed state from

@@ -21,7 +21,7 @@ const NOT_ACTIVE_HEADER: &str = "x-strongroom-not-active";
 
 /// Paths a node answers itself whatever its role (`sys/seal` on a standby seals that
 /// standby, as OpenBao's: it is not forwarded to seal the active node).
-fn local_path(path: &str) -> bool {
+pub(crate) fn local_path(path: &str) -> bool {
     matches!(
         path.trim_end_matches('/'),
         "sys/health"

@@ -477,7 +477,8 @@ async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
         return core.handle_durable(inc).await;
     }
     let c = core.clone();
-    core.read_barrier().await?;
+    core.read_barrier(crate::ha::forward::local_path(&inc.path))
+        .await?;
     match tokio::task::spawn_blocking(move || crate::storage::durability::scope(|| c.handle(inc)))
         .await
     {
