@@ -11,6 +11,8 @@
 # Every line names its goal; the run exits 1 when one is missed (a cpu_ratio below its goal,
 # an error answered, failover slower than half of OpenBao's). BENCH_REPORT_ONLY=1: report only;
 # BENCH_GOALS=kv1_write=4,... overrides goals. BENCH_STRONGROOM_BIN=path: that build, not a fresh one.
+# BENCH_STRONGROOM_STORAGE=file: strongroom single-node on the redb store without a raft log (before/after
+# comparisons of changes other than raft, storage held constant); default raft, as OpenBao.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk"; exit 1; }

@@ -39,6 +39,10 @@ WORKLOADS = os.environ.get("BENCH_WORKLOADS", "kv1_read,kv1_write,token_create")
 CLK = os.sysconf("SC_CLK_TCK")
 REPORT_ONLY = os.environ.get("BENCH_REPORT_ONLY", "") not in ("", "0")
 HA = os.environ.get("BENCH_HA", "1") not in ("", "0")
+# Strongroom's single-node storage: "raft" (as OpenBao's, the default) or "file" (the redb
+# store without a raft log: how single-node raft storage worked before issue 13, for
+# before/after comparisons of other changes with the storage held constant)
+OURS_STORAGE = os.environ.get("BENCH_STRONGROOM_STORAGE", "raft")
 # cpu_ratio goals (strongroom's requests per CPU-second / OpenBao's, same run)
 GOALS = {
     "kv1_read": 5.0,
@@ -107,11 +111,14 @@ class Server:
         d = os.path.join(work, name)
         os.makedirs(os.path.join(d, "data"))
         cfg = os.path.join(d, "server.hcl")
-        with open(cfg, "w") as f:
-            f.write(f'''storage "raft" {{
+        storage = f'''storage "raft" {{
   path    = "{d}/data"
   node_id = "bench1"
-}}
+}}'''
+        if name == "strongroom" and OURS_STORAGE == "file":
+            storage = f'storage "file" {{\n  path = "{d}/data"\n}}'
+        with open(cfg, "w") as f:
+            f.write(f'''{storage}
 listener "tcp" {{
   address     = "127.0.0.1:{self.port}"
   tls_disable = true
