@@ -51,16 +51,20 @@ fn go_type(v: &Value) -> &'static str {
     }
 }
 
+/// Whether [`decode`] reads `body` as a form. Like OpenBao: a form content type counts only
+/// when the body does not look like JSON (curl and urllib send JSON bodies with the form
+/// type by default).
+pub fn is_form(body: &[u8], content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+        && !matches!(body.trim_ascii().first(), Some(b'{' | b'[') | None)
+}
+
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Map<String, Value>, ApiError> {
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
         return Ok(Map::new());
     }
-    // Like OpenBao: a form content type counts only when the body does not look like JSON
-    // (curl and urllib send JSON bodies with the form type by default).
-    if content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
-        && !matches!(trimmed[0], b'{' | b'[')
-    {
+    if is_form(body, content_type) {
         let s = std::str::from_utf8(trimmed)
             .map_err(|_| ApiError::bad_request("failed to parse form body"))?;
         return Ok(form_pairs(s)

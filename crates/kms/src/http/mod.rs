@@ -205,7 +205,11 @@ async fn read_body(
         }
         buf.extend_from_slice(&data);
     }
-    mem.decoding(buf.capacity() + budget::decode_cost(&buf))
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let form = body::is_form(&buf, content_type);
+    mem.decoding(buf.capacity() + budget::decode_cost(&buf, form))
         .await?;
     Ok(buf)
 }
