@@ -230,8 +230,12 @@ mod tests {
         assert!(serial != plain);
         let mut one = plain[4096..8192].to_vec();
         c.crypt_sectors_serial(4 * 4096, &mut one, true).unwrap();
-        assert!(one[..] == serial[4096..8192], "each sector keeps its own IV");
-        c.crypt_sectors_serial(3 * 4096, &mut serial, false).unwrap();
+        assert!(
+            one[..] == serial[4096..8192],
+            "each sector keeps its own IV"
+        );
+        c.crypt_sectors_serial(3 * 4096, &mut serial, false)
+            .unwrap();
         assert!(serial == plain);
     }
 
