@@ -16,7 +16,8 @@
 # Ends with lines:
 #   rbd lib_<workload> strongroom_mbps=... librbd_luks2_mbps=... plain_mbps=...
 #       ratio_vs_librbd=... strongroom_extra_cpu_s_per_gb=... librbd_extra_cpu_s_per_gb=...
-#   (extra = CPU-s per GB encrypted minus the same per GB of the plain run)
+#   (extra = CPU-s per GB encrypted minus the same per GB of the plain run of the same round;
+#   the median over rounds)
 #   rbd mounted_<workload> encrypted_mbps=... unencrypted_same_stack_mbps=... ratio=...
 #       encrypted_cpu_s_per_gb=... unencrypted_cpu_s_per_gb=... extra_cpu_s_per_gb=...
 #       cipher_cpu_s_per_gb=... extra_vs_cipher=... goal_extra_vs_cipher=1.3 meets_goal=yes|no
@@ -73,7 +74,7 @@ for wl in seq-write1m seq-read1m rand-write4k rand-read4k; do
   for ((r = 0; r < ROUNDS; r++)); do
     for ((k = 0; k < 3; k++)); do
       imp=${impls[$(( (r + k) % 3 ))]}
-      b --mode run --image bench --imp "$imp" --workload "$wl" --seconds "$SECS" >>"$W/runs"
+      echo "round=$r $(b --mode run --image bench --imp "$imp" --workload "$wl" --seconds "$SECS")" >>"$W/runs"
     done
   done
 done
@@ -83,10 +84,15 @@ median_of() {
   grep "imp=$1 workload=$2 " "$W/runs" | sed -n "s/.*$3=\([0-9.]*\).*/\1/p" | sort -g |
     awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
-# CPU-s per GB of each run, then its median
-cpu_per_gb() {
-  grep "imp=$1 workload=$2 " "$W/runs" |
-    awk '{for(i=1;i<=NF;i++){split($i,kv,"="); f[kv[1]]=kv[2]} print f["cpu_s"]/(f["bytes"]/1e9)}' | sort -g |
+# extra_cpu IMP WORKLOAD: the median over rounds of (CPU-s per GB of IMP's run minus that of the
+# plain run of the same round). Runs of one round are back to back, so their difference cancels
+# most of the machine's drift (neighbours come and go; at 4 KiB a run's CPU-s/GB moves by tens
+# of percent with them, more than encryption adds); the median ignores an outlier round.
+extra_cpu() {
+  grep "workload=$2 " "$W/runs" |
+    awk -v imp="$1" '{for(i=1;i<=NF;i++){split($i,kv,"="); f[kv[1]]=kv[2]}
+      c=f["cpu_s"]/(f["bytes"]/1e9); if (f["imp"]==imp) e[f["round"]]=c; if (f["imp"]=="Plain") p[f["round"]]=c}
+      END {for (r in e) if (r in p) print e[r]-p[r]}' | sort -g |
     awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
 
@@ -94,10 +100,10 @@ for wl in SeqWrite1m SeqRead1m RandWrite4k RandRead4k; do
   case $wl in SeqWrite1m) name=seq_write_1m;; SeqRead1m) name=seq_read_1m;;
     RandWrite4k) name=rand_write_4k;; RandRead4k) name=rand_read_4k;; esac
   s=$(median_of Strongroom "$wl" mbps); l=$(median_of LibrbdLuks2 "$wl" mbps); p=$(median_of Plain "$wl" mbps)
-  sc=$(cpu_per_gb Strongroom "$wl"); lc=$(cpu_per_gb LibrbdLuks2 "$wl"); pc=$(cpu_per_gb Plain "$wl")
-  awk -v n="$name" -v s="$s" -v l="$l" -v p="$p" -v sc="$sc" -v lc="$lc" -v pc="$pc" 'BEGIN {
+  sx=$(extra_cpu Strongroom "$wl"); lx=$(extra_cpu LibrbdLuks2 "$wl")
+  awk -v n="$name" -v s="$s" -v l="$l" -v p="$p" -v sx="$sx" -v lx="$lx" 'BEGIN {
     printf "rbd lib_%s strongroom_mbps=%.1f librbd_luks2_mbps=%.1f plain_mbps=%.1f ratio_vs_librbd=%.2f strongroom_extra_cpu_s_per_gb=%.3f librbd_extra_cpu_s_per_gb=%.3f\n",
-      n, s, l, p, (l > 0 ? s / l : 0), sc - pc, lc - pc }'
+      n, s, l, p, (l > 0 ? s / l : 0), sx, lx }'
 done
 
 # The mounted stack: an encrypted RBD volume through the volume manager (a dev key manager on

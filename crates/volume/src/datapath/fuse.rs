@@ -75,6 +75,13 @@ pub trait BlockIo: Send + Sync + 'static {
     fn write_staged(&self, pos: u64, staged: &[u8]) -> std::io::Result<()> {
         self.write(pos, staged)
     }
+    /// Store `data` at `pos`, `data` being the request's own buffer, which the server no
+    /// longer needs: an implementation may overwrite it. The encrypted volume encrypts whole
+    /// sectors in place there and stores them from there: one pass, no second buffer to fill
+    /// and then copy out of. The default stores it as [`write`](Self::write) does.
+    fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
+        self.write(pos, data)
+    }
     fn flush(&self) -> std::io::Result<()>;
     /// Re-read the backing size (online resize). Returns the new size.
     fn refresh(&self) -> u64 {
@@ -114,22 +121,17 @@ fn whole_sectors(c: &CryptDevice<SharedDev>, pos: u64, len: usize) -> bool {
             .is_some_and(|end| end <= c.size())
 }
 
-/// Encrypt or decrypt in pieces below the luks crate's threshold for splitting across its
-/// thread pool: the FUSE session threads already process requests in parallel, and handing each
-/// request to the pool as well cost more CPU per byte (seq-read bench with 1 MiB requests:
-/// daemon CPU 0.53 vs 0.42 s/GB) for no throughput gain on a busy machine.
-const CRYPT_CHUNK: usize = 128 * 1024;
-
-fn crypt_chunked(
+/// Encrypt or decrypt on this thread, never on the luks crate's thread pool: the FUSE session
+/// threads already process requests in parallel, and handing each request to the pool as well
+/// cost more CPU per byte (seq-read bench with 1 MiB requests: daemon CPU 0.53 vs 0.42 s/GB)
+/// for no throughput gain on a busy machine.
+fn crypt_serial(
     c: &CryptDevice<SharedDev>,
     pos: u64,
     buf: &mut [u8],
     encrypt: bool,
-) -> strongroom_luks::Result<()> {
-    for (i, piece) in buf.chunks_mut(CRYPT_CHUNK).enumerate() {
-        c.crypt_sectors(pos + (i * CRYPT_CHUNK) as u64, piece, encrypt)?;
-    }
-    Ok(())
+) -> std::io::Result<()> {
+    c.crypt_sectors_serial(pos, buf, encrypt).map_err(luks_io)
 }
 
 /// A read-only mapping of the whole backing file, if it can be mapped (a regular file or block
@@ -234,7 +236,7 @@ impl BlockIo for CryptIo {
             }
         }
         self.dev.read_at(buf, at)?;
-        crypt_chunked(&c, pos, buf, false).map_err(luks_io)
+        crypt_serial(&c, pos, buf, false)
     }
     fn write(&self, pos: u64, data: &[u8]) -> std::io::Result<()> {
         let c = self.inner()?;
@@ -267,6 +269,17 @@ impl BlockIo for CryptIo {
     fn write_staged(&self, pos: u64, staged: &[u8]) -> std::io::Result<()> {
         let _rmw = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
         self.dev.write_at(staged, self.seg.offset + pos)
+    }
+    fn write_in_place(&self, pos: u64, data: &mut [u8]) -> std::io::Result<()> {
+        let c = self.inner()?;
+        if !whole_sectors(&c, pos, data.len()) {
+            drop(c);
+            return self.write(pos, data); // a partial sector's read-modify-write
+        }
+        // As a staged write: no disk read, and only the RMW lock's shared side.
+        crypt_serial(&c, pos, data, true)?;
+        let _rmw = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
+        self.dev.write_at(data, self.seg.offset + pos)
     }
     fn flush(&self) -> std::io::Result<()> {
         self.dev.flush()

@@ -19,7 +19,7 @@
 //! 4. read() fails with ENODEV once the filesystem is unmounted or the connection aborted.
 //! 5. A write of a whole answer is one syscall: the kernel sees all of it or none of it.
 
-use super::{errno_of, write_scratch, BlockIo, FILE_NAME, MAX_IO};
+use super::{errno_of, BlockIo, FILE_NAME, MAX_IO};
 use crate::error::{Error, Result};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
@@ -184,12 +184,13 @@ struct Server<I: BlockIo> {
     resent: AtomicBool,
 }
 
-/// The fields of a request header this server uses.
+/// The fields of a request header this server uses, and the request's body: in the server
+/// thread's own buffer, which a write may use in place (its bytes are not needed after).
 struct In<'a> {
     opcode: u32,
     unique: u64,
     node: u64,
-    body: &'a [u8],
+    body: &'a mut [u8],
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -200,13 +201,13 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-fn parse(b: &[u8]) -> Option<In<'_>> {
+fn parse(b: &mut [u8]) -> Option<In<'_>> {
     let len = u32_at(b, 0)? as usize;
     Some(In {
         opcode: u32_at(b, 4)?,
         unique: u64_at(b, 8)?,
         node: u64_at(b, 16)?,
-        body: b.get(IN_HEADER..len)?,
+        body: b.get_mut(IN_HEADER..len)?,
     })
 }
 
@@ -229,11 +230,10 @@ impl<I: BlockIo> Server<I> {
     fn run(&self) {
         let mut buf = Zeroizing::new(vec![0u8; BUF_SIZE]);
         let mut reads = Zeroizing::new(Vec::new());
-        let mut writes = Zeroizing::new(Vec::new());
         loop {
             match rustix::io::read(self.fd.as_fd(), &mut buf[..]) {
-                Ok(n) => match buf.get(..n).and_then(parse) {
-                    Some(req) => self.dispatch(&req, &mut reads, &mut writes),
+                Ok(n) => match buf.get_mut(..n).and_then(parse) {
+                    Some(mut req) => self.dispatch(&mut req, &mut reads),
                     None => eprintln!("holder: a malformed FUSE request ({n} bytes) ignored"),
                 },
                 Err(Errno::NOENT | Errno::INTR | Errno::AGAIN) => {}
@@ -278,7 +278,7 @@ impl<I: BlockIo> Server<I> {
         o.u32(self.uid).u32(self.gid).u32(0).u32(4096).u32(0)
     }
 
-    fn dispatch(&self, r: &In, reads: &mut Zeroizing<Vec<u8>>, writes: &mut Zeroizing<Vec<u8>>) {
+    fn dispatch(&self, r: &mut In, reads: &mut Zeroizing<Vec<u8>>) {
         let u = r.unique;
         if u & UNIQUE_RESEND != 0 && !self.resent.swap(true, Ordering::Relaxed) {
             eprintln!("holder: answering requests the kernel resent");
@@ -292,7 +292,7 @@ impl<I: BlockIo> Server<I> {
             op::OPENDIR if r.node == ROOT => self.opened(u),
             op::OPENDIR => self.error(u, libc::ENOTDIR),
             op::READ => self.read(r, reads),
-            op::WRITE => self.write(r, writes),
+            op::WRITE => self.write(r),
             op::READDIR => self.readdir(r),
             op::STATFS => {
                 let o = Out::default().u64(0).u64(0).u64(0).u64(0).u64(0);
@@ -359,11 +359,13 @@ impl<I: BlockIo> Server<I> {
             });
     }
 
-    fn write(&self, r: &In, scratch: &mut Zeroizing<Vec<u8>>) {
+    /// A write, stored from the request's own buffer (encrypted there, for an encrypted
+    /// volume: no second buffer, no copy).
+    fn write(&self, r: &mut In) {
         let (Some(offset), Some(size)) = (u64_at(r.body, 8), u32_at(r.body, 16)) else {
             return self.error(r.unique, libc::EINVAL);
         };
-        let Some(data) = r.body.get(40..40 + size as usize) else {
+        let Some(data) = r.body.get_mut(40..40 + size as usize) else {
             return self.error(r.unique, libc::EINVAL);
         };
         if r.node != FILE {
@@ -372,13 +374,7 @@ impl<I: BlockIo> Server<I> {
         if offset.saturating_add(data.len() as u64) > self.io.size() {
             return self.error(r.unique, libc::ENOSPC);
         }
-        let buf = write_scratch(scratch, data.len());
-        let res = if self.io.stage_write(offset, data, buf) {
-            self.io.write_staged(offset, &buf[..data.len()])
-        } else {
-            self.io.write(offset, data)
-        };
-        match res {
+        match self.io.write_in_place(offset, data) {
             Ok(()) => self.answer(r.unique, 0, &[&Out::default().u32(size).u32(0).0]),
             Err(e) => self.error(r.unique, errno_of(&e)),
         }
