@@ -81,16 +81,21 @@ impl<D: BlockDevice> CryptDevice<D> {
         self.cipher.xts_backend()
     }
 
+    /// The IV of the first sector of an I/O of `len` bytes at `pos`, both sector-aligned.
+    fn first_iv(&self, pos: u64, len: usize) -> Result<u64> {
+        let ss = self.sector_size;
+        if !pos.is_multiple_of(ss as u64) || !len.is_multiple_of(ss) {
+            return Err(Error::InvalidArgument("unaligned sector I/O".into()));
+        }
+        Ok(self.iv_tweak.wrapping_add(pos / 512))
+    }
+
     /// Encrypt (or decrypt) whole sectors in place; `pos` is segment-relative and aligned.
     pub fn crypt_sectors(&self, pos: u64, buf: &mut [u8], encrypt: bool) -> Result<()> {
         if buf.len() < PAR_THRESHOLD {
             return self.crypt_sectors_serial(pos, buf, encrypt);
         }
-        let ss = self.sector_size;
-        if !pos.is_multiple_of(ss as u64) || !buf.len().is_multiple_of(ss) {
-            return Err(Error::InvalidArgument("unaligned sector I/O".into()));
-        }
-        let iv0 = self.iv_tweak.wrapping_add(pos / 512);
+        let (ss, iv0) = (self.sector_size, self.first_iv(pos, buf.len())?);
         let chunk = PAR_CHUNK.max(ss);
         buf.par_chunks_mut(chunk)
             .enumerate()
@@ -102,15 +107,11 @@ impl<D: BlockDevice> CryptDevice<D> {
 
     /// As [`crypt_sectors`](Self::crypt_sectors), always on the calling thread, whatever the
     /// length: for callers that are already one of several threads doing this (FUSE session
-    /// threads) or that must not wait for others (librbd's completion thread), where handing
+    /// threads, a thread waiting for its own read), where handing
     /// pieces to the pool costs hand-offs, wake-ups and the pool's spinning for no gain. One
     /// call for the whole buffer: within a call the cipher prefetches each next sector.
     pub fn crypt_sectors_serial(&self, pos: u64, buf: &mut [u8], encrypt: bool) -> Result<()> {
-        let ss = self.sector_size;
-        if !pos.is_multiple_of(ss as u64) || !buf.len().is_multiple_of(ss) {
-            return Err(Error::InvalidArgument("unaligned sector I/O".into()));
-        }
-        let iv0 = self.iv_tweak.wrapping_add(pos / 512);
+        let (ss, iv0) = (self.sector_size, self.first_iv(pos, buf.len())?);
         self.cipher.process(buf, ss, iv0, encrypt)
     }
 
@@ -124,11 +125,7 @@ impl<D: BlockDevice> CryptDevice<D> {
         dst: &mut [u8],
         encrypt: bool,
     ) -> Result<()> {
-        let ss = self.sector_size;
-        if !pos.is_multiple_of(ss as u64) || !src.len().is_multiple_of(ss) {
-            return Err(Error::InvalidArgument("unaligned sector I/O".into()));
-        }
-        let iv0 = self.iv_tweak.wrapping_add(pos / 512);
+        let (ss, iv0) = (self.sector_size, self.first_iv(pos, src.len())?);
         self.cipher.process_from(src, dst, ss, iv0, encrypt)
     }
 

@@ -278,8 +278,7 @@ impl BlockIo for CryptIo {
         }
         // As a staged write: no disk read, and only the RMW lock's shared side.
         crypt_serial(&c, pos, data, true)?;
-        let _rmw = self.rmw.read().map_err(|_| std::io::Error::other("lock"))?;
-        self.dev.write_at(data, self.seg.offset + pos)
+        self.write_staged(pos, data)
     }
     fn flush(&self) -> std::io::Result<()> {
         self.dev.flush()
