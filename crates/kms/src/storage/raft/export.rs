@@ -1,10 +1,8 @@
 //! The whole replicated state at once: read out for `sys/storage/raft/snapshot`, and
 //! replaced through the log by a restore (so every member applies the same replacement).
 
-use super::state_machine::ENTRIES;
 use super::RaftStorage;
 use crate::storage::{Storage, StorageError, TxOp};
-use redb::ReadableTable;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A member as a snapshot records it.
@@ -24,21 +22,11 @@ pub struct Export {
     pub servers: Vec<SnapshotServer>,
 }
 
-fn io(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(e.to_string())
-}
-
 impl RaftStorage {
     /// Read every applied entry in one read transaction.
     pub fn export(&self) -> Result<Export, StorageError> {
         let m = self.raft.metrics().borrow().clone();
-        let tx = self.sm.inner.db.begin_read().map_err(io)?;
-        let t = tx.open_table(ENTRIES).map_err(io)?;
-        let mut entries = BTreeMap::new();
-        for item in t.iter().map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            entries.insert(k.value().to_string(), v.value().to_vec());
-        }
+        let entries = self.sm.entries()?;
         let mem = m.membership_config.membership();
         let voters: BTreeSet<_> = mem.voter_ids().collect();
         let servers = mem
@@ -61,14 +49,7 @@ impl RaftStorage {
     /// Replace every entry with `entries` in one replicated change; blocks until it is
     /// committed and applied here.
     pub fn replace_all(&self, entries: BTreeMap<String, Vec<u8>>) -> Result<(), StorageError> {
-        let mut current = BTreeSet::new();
-        {
-            let tx = self.sm.inner.db.begin_read().map_err(io)?;
-            let t = tx.open_table(ENTRIES).map_err(io)?;
-            for item in t.iter().map_err(io)? {
-                current.insert(item.map_err(io)?.0.value().to_string());
-            }
-        }
+        let mut current = self.sm.keys("")?;
         self.shared.overlay_fold("", &mut current);
         let mut ops: Vec<TxOp> = current
             .into_iter()

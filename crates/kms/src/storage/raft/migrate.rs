@@ -4,10 +4,8 @@
 //! forms its one-node cluster at once, snapshots the adopted state and purges the log
 //! behind it: a joiner then starts from the snapshot, which holds everything.
 
-use super::state_machine::ENTRIES;
 use super::RaftStorage;
 use crate::storage::StorageError;
-use redb::ReadableTableMetadata;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -26,8 +24,7 @@ fn io(e: impl std::fmt::Display) -> StorageError {
 
 impl RaftStorage {
     fn entry_count(&self) -> Result<u64, StorageError> {
-        let tx = self.sm.inner.db.begin_read().map_err(io)?;
-        tx.open_table(ENTRIES).map_err(io)?.len().map_err(io)
+        self.sm.len().map_err(io)
     }
 
     /// Form the one-node cluster over the adopted entries and leave them in a snapshot with

@@ -28,13 +28,13 @@ mod proposer;
 mod state_machine;
 pub mod tls;
 pub mod types;
+mod unflushed;
 
 pub use membership::Peer;
 pub use types::{ClusterNode, Command, Op};
 
 use super::{fold_listing, Storage, StorageError, TxOp};
 use proposer::Shared;
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -251,12 +251,6 @@ impl RaftStorage {
             let _ = t.await;
         }
     }
-
-    fn read_db(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let tx = self.sm.inner.db.begin_read().map_err(io)?;
-        let t = tx.open_table(state_machine::ENTRIES).map_err(io)?;
-        Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
-    }
 }
 
 impl std::fmt::Debug for RaftStorage {
@@ -287,23 +281,11 @@ impl Storage for RaftStorage {
         }
         // Not pending: the state machine holds the latest value this node knows (a change
         // leaves the overlay only once applied here).
-        self.read_db(key)
+        self.sm.get(key)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let mut keys = BTreeSet::new();
-        {
-            let tx = self.sm.inner.db.begin_read().map_err(io)?;
-            let t = tx.open_table(state_machine::ENTRIES).map_err(io)?;
-            for item in t.range(prefix..).map_err(io)? {
-                let (k, _) = item.map_err(io)?;
-                let k = k.value();
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                keys.insert(k.to_string());
-            }
-        }
+        let mut keys = self.sm.keys(prefix)?;
         self.shared.overlay_fold(prefix, &mut keys);
         Ok(fold_listing(prefix, keys.iter().map(|s| s.as_str())))
     }

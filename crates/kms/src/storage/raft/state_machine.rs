@@ -2,23 +2,26 @@
 //! single-node store used, so its data is adopted), with the last applied log id and the
 //! membership beside them, written in the same transaction as the entries they describe.
 //!
-//! Applies are not fsynced (the log is durable on a quorum; after a crash openraft re-applies
-//! from the durable applied point). A snapshot first makes the state machine durable, so the
-//! log it lets openraft purge is never needed again.
+//! Applies land in memory ([`super::unflushed`]) and a flusher thread writes them to the
+//! database in batches, never fsynced (the log is durable on a quorum; after a crash openraft
+//! re-applies from the applied point the database holds). A snapshot first makes the state
+//! machine durable, so the log it lets openraft purge is never needed again.
 
 use super::types::{
     b64, io_err, Entry, LogId, RaftError, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
+use super::unflushed::{Batch, Unflushed, FLUSH_EVERY};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
-use parking_lot::Mutex;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use parking_lot::{Condvar, Mutex};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-pub(crate) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_sm");
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
@@ -44,11 +47,24 @@ struct SnapshotFile {
 type Current = (SnapshotMeta, Arc<Vec<u8>>);
 
 pub struct SmInner {
-    pub(crate) db: Database,
+    db: Database,
     dir: PathBuf,
     current: Mutex<Option<Current>>,
+    /// Applied and not yet in `db`. Lock order: `writer`, then `unflushed`.
+    unflushed: Mutex<Unflushed>,
+    /// Held by whatever writes `db` (flush, seed, restore), so flushes never interleave.
+    writer: Mutex<()>,
+    /// Wakes the flusher early (a large backlog) or for good (the state machine is gone).
+    flusher: Arc<Wake>,
     /// Highest log index applied (for waiters outside openraft).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
+}
+
+/// The flusher's alarm clock: `true` once the state machine is dropped.
+#[derive(Default)]
+struct Wake {
+    stop: Mutex<bool>,
+    bell: Condvar,
 }
 
 #[derive(Clone)]
@@ -61,6 +77,9 @@ fn rd(e: impl std::fmt::Display) -> RaftError {
 }
 fn wr(e: impl std::fmt::Display) -> RaftError {
     io_err(StorageIOError::write_state_machine, e)
+}
+fn io(e: impl std::fmt::Display) -> crate::storage::StorageError {
+    crate::storage::StorageError::Io(e.to_string())
 }
 
 impl StateMachine {
@@ -79,84 +98,127 @@ impl StateMachine {
         tx.open_table(SM_META).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
         let current = load_snapshot(&dir.join("snapshot.json"))?;
-        let sm = Self {
-            inner: Arc::new(SmInner {
-                db,
-                dir: dir.to_path_buf(),
-                current: Mutex::new(current),
-                applied: tokio::sync::watch::Sender::new(0),
-            }),
-        };
-        let (applied, _) = sm.read_applied().map_err(|e| err(&e))?;
-        sm.inner
-            .applied
-            .send_replace(applied.map_or(0, |l| l.index));
-        Ok(sm)
+        let inner = Arc::new(SmInner {
+            db,
+            dir: dir.to_path_buf(),
+            current: Mutex::new(current),
+            unflushed: Mutex::default(),
+            writer: Mutex::default(),
+            flusher: Arc::default(),
+            applied: tokio::sync::watch::Sender::new(0),
+        });
+        let (applied, _) = inner.read_applied().map_err(|e| err(&e))?;
+        inner.unflushed.lock().reset(applied);
+        inner.applied.send_replace(applied.map_or(0, |l| l.index));
+        spawn_flusher(&inner).map_err(|e| err(&e))?;
+        Ok(Self { inner })
     }
 
-    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), RaftError> {
-        let tx = self.inner.db.begin_read().map_err(rd)?;
-        let t = tx.open_table(SM_META).map_err(rd)?;
-        let get = |k: &str| -> Result<Option<Vec<u8>>, RaftError> {
-            Ok(t.get(k).map_err(rd)?.map(|v| v.value().to_vec()))
-        };
-        let applied = match get(APPLIED)? {
-            Some(v) => serde_json::from_slice(&v).map_err(rd)?,
-            None => None,
-        };
-        let membership = match get(MEMBERSHIP)? {
-            Some(v) => serde_json::from_slice(&v).map_err(rd)?,
-            None => StoredMembership::default(),
-        };
-        Ok((applied, membership))
+    /// The latest value of `key` applied here.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::storage::StorageError> {
+        if let Some(v) = self.inner.unflushed.lock().get(key) {
+            return Ok(v.map(<[u8]>::to_vec));
+        }
+        // Not waiting: the database holds the latest (a change leaves `unflushed` only
+        // after the transaction that wrote it committed).
+        let tx = self.inner.db.begin_read().map_err(io)?;
+        let t = tx.open_table(ENTRIES).map_err(io)?;
+        Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
-    /// Apply `entries` in one transaction (not fsynced; see the module doc).
+    /// Every key under `prefix` applied here.
+    pub fn keys(&self, prefix: &str) -> Result<BTreeSet<String>, crate::storage::StorageError> {
+        // The read transaction starts under the lock, so it and the copy of what waits
+        // describe the same moment (a flush cannot drop a change in between).
+        let (tx, waiting) = {
+            let u = self.inner.unflushed.lock();
+            (self.inner.db.begin_read().map_err(io)?, u.under(prefix))
+        };
+        let t = tx.open_table(ENTRIES).map_err(io)?;
+        let mut keys = BTreeSet::new();
+        for item in t.range(prefix..).map_err(io)? {
+            let (k, _) = item.map_err(io)?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            keys.insert(k.to_string());
+        }
+        for (k, v) in waiting {
+            match v {
+                Some(_) => keys.insert(k),
+                None => keys.remove(&k),
+            };
+        }
+        Ok(keys)
+    }
+
+    /// Every entry applied here, values included.
+    pub fn entries(&self) -> Result<BTreeMap<String, Vec<u8>>, crate::storage::StorageError> {
+        let (tx, waiting) = {
+            let u = self.inner.unflushed.lock();
+            (self.inner.db.begin_read().map_err(io)?, u.under(""))
+        };
+        let t = tx.open_table(ENTRIES).map_err(io)?;
+        let mut entries = BTreeMap::new();
+        for item in t.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            entries.insert(k.value().to_string(), v.value().to_vec());
+        }
+        for (k, v) in waiting {
+            match v {
+                Some(v) => entries.insert(k, v.to_vec()),
+                None => entries.remove(&k),
+            };
+        }
+        Ok(entries)
+    }
+
+    /// How many entries are applied here.
+    pub fn len(&self) -> Result<u64, crate::storage::StorageError> {
+        self.inner.flush().map_err(io)?;
+        let tx = self.inner.db.begin_read().map_err(io)?;
+        tx.open_table(ENTRIES).map_err(io)?.len().map_err(io)
+    }
+
+    /// Apply `entries` in memory; the flusher writes them (see the module doc).
     fn apply_all(&self, entries: Vec<Entry>) -> Result<usize, RaftError> {
         let Some(last) = entries.last().map(|e| e.log_id) else {
             return Ok(0);
         };
-        let mut tx = self.inner.db.begin_write().map_err(wr)?;
-        tx.set_durability(Durability::None);
-        let mut membership = None;
-        {
-            let mut t = tx.open_table(ENTRIES).map_err(wr)?;
-            for e in &entries {
-                match &e.payload {
-                    EntryPayload::Blank => {}
-                    EntryPayload::Normal(cmd) => {
-                        for op in &cmd.ops {
-                            match op {
-                                super::Op::Put(k, v) => {
-                                    t.insert(k.as_str(), v.as_slice()).map_err(wr)?;
-                                }
-                                super::Op::Delete(k) => {
-                                    t.remove(k.as_str()).map_err(wr)?;
-                                }
-                            }
+        let n = entries.len();
+        let mut u = self.inner.unflushed.lock();
+        for e in entries {
+            let index = e.log_id.index;
+            match e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(cmd) => {
+                    for op in cmd.ops {
+                        match op {
+                            super::Op::Put(k, v) => u.set(k, Some(Arc::from(v)), index),
+                            super::Op::Delete(k) => u.set(k, None, index),
                         }
                     }
-                    EntryPayload::Membership(m) => {
-                        membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
-                    }
+                }
+                EntryPayload::Membership(m) => {
+                    u.set_membership(StoredMembership::new(Some(e.log_id), m));
                 }
             }
-            let mut m = tx.open_table(SM_META).map_err(wr)?;
-            let applied = serde_json::to_vec(&Some(last)).map_err(wr)?;
-            m.insert(APPLIED, applied.as_slice()).map_err(wr)?;
-            if let Some(mem) = &membership {
-                let v = serde_json::to_vec(mem).map_err(wr)?;
-                m.insert(MEMBERSHIP, v.as_slice()).map_err(wr)?;
-            }
         }
-        tx.commit().map_err(wr)?;
+        u.applied_to(last);
+        let large = u.is_large();
+        drop(u);
         self.inner.applied.send_replace(last.index);
-        Ok(entries.len())
+        if large {
+            self.inner.flusher.bell.notify_one();
+        }
+        Ok(n)
     }
 
     /// Write `entries` into the local state only (not replicated): what a joining node needs
     /// to be unsealed before it is a member; replication later writes the same values.
     pub fn seed(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), RaftError> {
+        let _w = self.inner.writer.lock();
         let tx = self.inner.db.begin_write().map_err(wr)?;
         {
             let mut t = tx.open_table(ENTRIES).map_err(wr)?;
@@ -167,8 +229,10 @@ impl StateMachine {
         tx.commit().map_err(wr)
     }
 
-    /// Make everything applied so far durable (an empty fsynced transaction).
+    /// Make everything applied so far durable (a flush, then an empty fsynced transaction).
     fn sync(&self) -> Result<(), RaftError> {
+        self.inner.flush()?;
+        let _w = self.inner.writer.lock();
         let mut tx = self.inner.db.begin_write().map_err(wr)?;
         tx.set_durability(Durability::Immediate);
         tx.commit().map_err(wr)
@@ -176,8 +240,11 @@ impl StateMachine {
 
     fn dump(&self) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), RaftError> {
         self.sync()?;
+        // No flush while reading: the entries and the applied point stand at the same index
+        // (applies go on meanwhile, in memory).
+        let _w = self.inner.writer.lock();
         let tx = self.inner.db.begin_read().map_err(rd)?;
-        let (applied, membership) = self.read_applied()?;
+        let (applied, membership) = self.inner.read_applied()?;
         let t = tx.open_table(ENTRIES).map_err(rd)?;
         let mut entries = Vec::new();
         for item in t.iter().map_err(rd)? {
@@ -188,9 +255,12 @@ impl StateMachine {
         Ok((applied, membership, data))
     }
 
-    /// Replace the whole state with a snapshot's, durably.
+    /// Replace the whole state with a snapshot's, durably. Readers wait meanwhile: they see
+    /// the state before or after, never a mix.
     fn restore(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), RaftError> {
         let snap: SnapshotData = serde_json::from_slice(data).map_err(wr)?;
+        let _w = self.inner.writer.lock();
+        let mut u = self.inner.unflushed.lock();
         let mut tx = self.inner.db.begin_write().map_err(wr)?;
         tx.set_durability(Durability::Immediate);
         {
@@ -200,12 +270,12 @@ impl StateMachine {
                 t.insert(k.as_str(), v.as_slice()).map_err(wr)?;
             }
             let mut m = tx.open_table(SM_META).map_err(wr)?;
-            let applied = serde_json::to_vec(&meta.last_log_id).map_err(wr)?;
-            m.insert(APPLIED, applied.as_slice()).map_err(wr)?;
-            let mem = serde_json::to_vec(&meta.last_membership).map_err(wr)?;
-            m.insert(MEMBERSHIP, mem.as_slice()).map_err(wr)?;
+            put_json(&mut m, APPLIED, &meta.last_log_id)?;
+            put_json(&mut m, MEMBERSHIP, &meta.last_membership)?;
         }
         tx.commit().map_err(wr)?;
+        u.reset(meta.last_log_id);
+        drop(u);
         self.inner
             .applied
             .send_replace(meta.last_log_id.map_or(0, |l| l.index));
@@ -230,6 +300,104 @@ impl StateMachine {
         *self.inner.current.lock() = Some((file.meta, Arc::new(file.data)));
         Ok(())
     }
+}
+
+impl SmInner {
+    /// The applied point and membership the database holds.
+    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), RaftError> {
+        let tx = self.db.begin_read().map_err(rd)?;
+        let t = tx.open_table(SM_META).map_err(rd)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>, RaftError> {
+            Ok(t.get(k).map_err(rd)?.map(|v| v.value().to_vec()))
+        };
+        let applied = match get(APPLIED)? {
+            Some(v) => serde_json::from_slice(&v).map_err(rd)?,
+            None => None,
+        };
+        let membership = match get(MEMBERSHIP)? {
+            Some(v) => serde_json::from_slice(&v).map_err(rd)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Write everything applied and waiting into one (not fsynced) transaction.
+    fn flush(&self) -> Result<(), RaftError> {
+        let _w = self.writer.lock();
+        let Some(batch) = self.unflushed.lock().batch() else {
+            return Ok(());
+        };
+        self.write(&batch)?;
+        self.unflushed.lock().written(&batch);
+        Ok(())
+    }
+
+    fn write(&self, batch: &Batch) -> Result<(), RaftError> {
+        let mut tx = self.db.begin_write().map_err(wr)?;
+        tx.set_durability(Durability::None);
+        {
+            let mut t = tx.open_table(ENTRIES).map_err(wr)?;
+            for (k, v) in &batch.changes {
+                match v {
+                    Some(v) => t.insert(k.as_str(), &v[..]).map(drop),
+                    None => t.remove(k.as_str()).map(drop),
+                }
+                .map_err(wr)?;
+            }
+            let mut m = tx.open_table(SM_META).map_err(wr)?;
+            put_json(&mut m, APPLIED, &Some(batch.applied))?;
+            if let Some(mem) = &batch.membership {
+                put_json(&mut m, MEMBERSHIP, mem)?;
+            }
+        }
+        tx.commit().map_err(wr)
+    }
+}
+
+impl Drop for SmInner {
+    fn drop(&mut self) {
+        *self.flusher.stop.lock() = true;
+        self.flusher.bell.notify_one();
+        // A clean stop leaves the database current (a crash is covered by the log).
+        if let Err(e) = self.flush() {
+            tracing::warn!("writing the state machine at shutdown: {e}");
+        }
+    }
+}
+
+/// The flusher thread: every `FLUSH_EVERY` (or when woken), write what waits. It holds the
+/// state machine only while flushing, so dropping the state machine stops it.
+fn spawn_flusher(inner: &Arc<SmInner>) -> std::io::Result<()> {
+    let wake = inner.flusher.clone();
+    let sm: Weak<SmInner> = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("raft-sm-flush".into())
+        .spawn(move || loop {
+            {
+                let mut stop = wake.stop.lock();
+                if !*stop {
+                    wake.bell.wait_for(&mut stop, FLUSH_EVERY);
+                }
+                if *stop {
+                    return;
+                }
+            }
+            let Some(sm) = sm.upgrade() else { return };
+            if let Err(e) = sm.flush() {
+                // The applies stay in memory and the next flush retries them.
+                tracing::error!("writing the raft state machine: {e}");
+            }
+        })
+        .map(drop)
+}
+
+fn put_json<T: Serialize>(
+    t: &mut redb::Table<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), RaftError> {
+    let v = serde_json::to_vec(value).map_err(wr)?;
+    t.insert(key, v.as_slice()).map(drop).map_err(wr)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -288,7 +456,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftError> {
-        self.read_applied()
+        let _w = self.inner.writer.lock(); // no flush between the two reads
+        let (stored, membership) = self.inner.read_applied()?;
+        let u = self.inner.unflushed.lock();
+        Ok((
+            u.applied().or(stored),
+            u.membership().cloned().unwrap_or(membership),
+        ))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, RaftError>
@@ -296,9 +470,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // Right here, not on the blocking pool: an apply is not fsynced, so it is CPU work
-        // (a few tens of microseconds per batch) with nothing to wait for, and the hop to
-        // another thread and back cost more than the work.
+        // Right here, not on the blocking pool: an apply is a few map inserts in memory.
         let n = self.apply_all(entries.into_iter().collect())?;
         Ok(vec![(); n])
     }
