@@ -3,9 +3,11 @@
 //! membership beside them, written in the same transaction as the entries they describe.
 //!
 //! Applies land in memory ([`super::unflushed`]) and a flusher thread writes them to the
-//! database in batches, never fsynced (the log is durable on a quorum; after a crash openraft
-//! re-applies from the applied point the database holds). A snapshot first makes the state
-//! machine durable, so the log it lets openraft purge is never needed again.
+//! database in batches, one fsynced transaction per flush (redb frees the pages a commit
+//! replaces only at a durable commit: unsynced commits made the file grow, every page a
+//! newly allocated one). Nothing waits for a flush: the log is durable on a quorum, and
+//! after a crash openraft re-applies from the applied point the database holds. A snapshot
+//! first flushes, so the log it lets openraft purge is never needed again.
 
 use super::types::{
     b64, io_err, Entry, LogId, RaftError, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_sm");
@@ -55,7 +57,7 @@ pub struct SmInner {
     /// Held by whatever writes `db` (flush, seed, restore), so flushes never interleave.
     writer: Mutex<()>,
     /// Wakes the flusher early (a large backlog) or for good (the state machine is gone).
-    flusher: Arc<Wake>,
+    wake: Arc<Wake>,
     /// Highest log index applied (for waiters outside openraft).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
@@ -69,7 +71,27 @@ struct Wake {
 
 #[derive(Clone)]
 pub struct StateMachine {
+    /// Declared first, so dropped first: the last handle stops and joins the flusher (which
+    /// holds `inner` too) before `inner` goes, and the database is closed when the last
+    /// handle's drop returns.
+    _flusher: Arc<Flusher>,
     pub(crate) inner: Arc<SmInner>,
+}
+
+/// The flusher thread, stopped and joined when dropped.
+struct Flusher {
+    wake: Arc<Wake>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        *self.wake.stop.lock() = true;
+        self.wake.bell.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn rd(e: impl std::fmt::Display) -> RaftError {
@@ -89,8 +111,11 @@ impl StateMachine {
             crate::storage::StorageError::Io(format!("opening {}: {e}", file.display()))
         };
         super::super::redb_store::private_file(&file)?;
+        // Token hashes are random keys: a flush touches leaves all over the tree, and with
+        // the single-node store's 4 MiB cache most of them were read back from the file
+        // first (half the flusher's kernel time under a token-create load).
         let db = redb::Builder::new()
-            .set_cache_size(4 << 20)
+            .set_cache_size(64 << 20)
             .create(&file)
             .map_err(|e| err(&e))?;
         let tx = db.begin_write().map_err(|e| err(&e))?;
@@ -104,14 +129,17 @@ impl StateMachine {
             current: Mutex::new(current),
             unflushed: Mutex::default(),
             writer: Mutex::default(),
-            flusher: Arc::default(),
+            wake: Arc::default(),
             applied: tokio::sync::watch::Sender::new(0),
         });
         let (applied, _) = inner.read_applied().map_err(|e| err(&e))?;
         inner.unflushed.lock().reset(applied);
         inner.applied.send_replace(applied.map_or(0, |l| l.index));
-        spawn_flusher(&inner).map_err(|e| err(&e))?;
-        Ok(Self { inner })
+        let flusher = spawn_flusher(inner.clone()).map_err(|e| err(&e))?;
+        Ok(Self {
+            _flusher: Arc::new(flusher),
+            inner,
+        })
     }
 
     /// The latest value of `key` applied here.
@@ -210,7 +238,7 @@ impl StateMachine {
         drop(u);
         self.inner.applied.send_replace(last.index);
         if large {
-            self.inner.flusher.bell.notify_one();
+            self.inner.wake.bell.notify_one();
         }
         Ok(n)
     }
@@ -229,19 +257,10 @@ impl StateMachine {
         tx.commit().map_err(wr)
     }
 
-    /// Make everything applied so far durable (a flush, then an empty fsynced transaction).
-    fn sync(&self) -> Result<(), RaftError> {
-        self.inner.flush()?;
-        let _w = self.inner.writer.lock();
-        let mut tx = self.inner.db.begin_write().map_err(wr)?;
-        tx.set_durability(Durability::Immediate);
-        tx.commit().map_err(wr)
-    }
-
     fn dump(&self) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), RaftError> {
-        self.sync()?;
-        // No flush while reading: the entries and the applied point stand at the same index
-        // (applies go on meanwhile, in memory).
+        self.inner.flush()?; // durable: everything applied so far
+                             // No flush while reading: the entries and the applied point stand at the same index
+                             // (applies go on meanwhile, in memory).
         let _w = self.inner.writer.lock();
         let tx = self.inner.db.begin_read().map_err(rd)?;
         let (applied, membership) = self.inner.read_applied()?;
@@ -321,7 +340,7 @@ impl SmInner {
         Ok((applied, membership))
     }
 
-    /// Write everything applied and waiting into one (not fsynced) transaction.
+    /// Write everything applied and waiting into one transaction.
     fn flush(&self) -> Result<(), RaftError> {
         let _w = self.writer.lock();
         let Some(batch) = self.unflushed.lock().batch() else {
@@ -334,7 +353,7 @@ impl SmInner {
 
     fn write(&self, batch: &Batch) -> Result<(), RaftError> {
         let mut tx = self.db.begin_write().map_err(wr)?;
-        tx.set_durability(Durability::None);
+        tx.set_durability(Durability::Immediate);
         {
             let mut t = tx.open_table(ENTRIES).map_err(wr)?;
             for (k, v) in &batch.changes {
@@ -356,8 +375,6 @@ impl SmInner {
 
 impl Drop for SmInner {
     fn drop(&mut self) {
-        *self.flusher.stop.lock() = true;
-        self.flusher.bell.notify_one();
         // A clean stop leaves the database current (a crash is covered by the log).
         if let Err(e) = self.flush() {
             tracing::warn!("writing the state machine at shutdown: {e}");
@@ -365,30 +382,31 @@ impl Drop for SmInner {
     }
 }
 
-/// The flusher thread: every `FLUSH_EVERY` (or when woken), write what waits. It holds the
-/// state machine only while flushing, so dropping the state machine stops it.
-fn spawn_flusher(inner: &Arc<SmInner>) -> std::io::Result<()> {
-    let wake = inner.flusher.clone();
-    let sm: Weak<SmInner> = Arc::downgrade(inner);
-    std::thread::Builder::new()
+/// The flusher thread: every `FLUSH_EVERY` (or when woken), write what waits; stops when
+/// its [`Flusher`] is dropped.
+fn spawn_flusher(sm: Arc<SmInner>) -> std::io::Result<Flusher> {
+    let wake = sm.wake.clone();
+    let thread = std::thread::Builder::new()
         .name("raft-sm-flush".into())
         .spawn(move || loop {
             {
-                let mut stop = wake.stop.lock();
+                let mut stop = sm.wake.stop.lock();
                 if !*stop {
-                    wake.bell.wait_for(&mut stop, FLUSH_EVERY);
+                    sm.wake.bell.wait_for(&mut stop, FLUSH_EVERY);
                 }
                 if *stop {
                     return;
                 }
             }
-            let Some(sm) = sm.upgrade() else { return };
             if let Err(e) = sm.flush() {
                 // The applies stay in memory and the next flush retries them.
                 tracing::error!("writing the raft state machine: {e}");
             }
-        })
-        .map(drop)
+        })?;
+    Ok(Flusher {
+        wake,
+        thread: Some(thread),
+    })
 }
 
 fn put_json<T: Serialize>(
@@ -508,5 +526,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 meta: meta.clone(),
                 snapshot: Box::new(Cursor::new(data.to_vec())),
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::raft::{Command, Op};
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64, ops: Vec<Op>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command { ops }),
+        }
+    }
+
+    fn stored(sm: &StateMachine, key: &str) -> Option<Vec<u8>> {
+        let tx = sm.inner.db.begin_read().unwrap();
+        let t = tx.open_table(ENTRIES).unwrap();
+        t.get(key).unwrap().map(|v| v.value().to_vec())
+    }
+
+    #[test]
+    fn applies_are_read_at_once_and_reach_the_database_within_a_flush_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::open(dir.path()).unwrap();
+        sm.apply_all(vec![
+            entry(1, vec![Op::Put("a/1".into(), b"one".to_vec())]),
+            entry(2, vec![Op::Put("a/2".into(), b"two".to_vec())]),
+            entry(3, vec![Op::Delete("a/1".into())]),
+        ])
+        .unwrap();
+        assert_eq!(sm.get("a/2").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(sm.get("a/1").unwrap(), None);
+        assert_eq!(
+            sm.keys("a/").unwrap().into_iter().collect::<Vec<_>>(),
+            ["a/2"]
+        );
+        assert_eq!(*sm.inner.applied.borrow(), 3);
+
+        let deadline = std::time::Instant::now() + FLUSH_EVERY * 20;
+        while stored(&sm, "a/2").is_none() {
+            assert!(std::time::Instant::now() < deadline, "never flushed");
+            std::thread::sleep(FLUSH_EVERY / 4);
+        }
+        assert_eq!(stored(&sm, "a/1"), None);
+        let (applied, _) = sm.inner.read_applied().unwrap();
+        assert_eq!(
+            applied.map(|l| l.index),
+            Some(3),
+            "the applied point moves with them"
+        );
+        assert_eq!(sm.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_reopened_state_machine_holds_what_was_applied_before_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::open(dir.path()).unwrap();
+        sm.apply_all(vec![entry(7, vec![Op::Put("k".into(), b"v".to_vec())])])
+            .unwrap();
+        drop(sm); // at once: well inside the flush period
+        let sm = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(stored(&sm, "k").as_deref(), Some(&b"v"[..]));
+        assert_eq!(*sm.inner.applied.borrow(), 7);
     }
 }

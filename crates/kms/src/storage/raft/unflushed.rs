@@ -7,7 +7,7 @@
 //! touched page once for a hundred milliseconds of applies.
 //!
 //! Nothing here is durable, and nothing needs to be: the raft log is, on a quorum, and the
-//! database records the log index its entries stand at. After a crash openraft re-applies the
+//! database records the log index its entries stand at, in the transaction that writes them. After a crash openraft re-applies the
 //! log from that index (the log is purged only behind a snapshot, and a snapshot flushes
 //! first).
 
