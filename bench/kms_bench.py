@@ -104,7 +104,8 @@ def bao_bin():
 
 
 class Server:
-    def __init__(self, name, argv0, work):
+    def __init__(self, name, argv0, work, storage=None):
+        """storage: "raft" or "file" for this server; None: strongroom's is OURS_STORAGE, others raft."""
         self.name = name
         self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
@@ -115,7 +116,11 @@ class Server:
   path    = "{d}/data"
   node_id = "bench1"
 }}'''
-        if name == "strongroom" and OURS_STORAGE == "file":
+        if storage is None:
+            storage_kind = OURS_STORAGE if name == "strongroom" else "raft"
+        else:
+            storage_kind = storage
+        if storage_kind == "file":
             storage = f'storage "file" {{\n  path = "{d}/data"\n}}'
         with open(cfg, "w") as f:
             f.write(f'''{storage}
