@@ -112,7 +112,7 @@ class Server:
         d = os.path.join(work, name)
         os.makedirs(os.path.join(d, "data"))
         cfg = os.path.join(d, "server.hcl")
-        storage = f'''storage "raft" {{
+        stanza = f'''storage "raft" {{
   path    = "{d}/data"
   node_id = "bench1"
 }}'''
@@ -121,9 +121,9 @@ class Server:
         else:
             storage_kind = storage
         if storage_kind == "file":
-            storage = f'storage "file" {{\n  path = "{d}/data"\n}}'
+            stanza = f'storage "file" {{\n  path = "{d}/data"\n}}'
         with open(cfg, "w") as f:
-            f.write(f'''{storage}
+            f.write(f'''{stanza}
 listener "tcp" {{
   address     = "127.0.0.1:{self.port}"
   tls_disable = true
