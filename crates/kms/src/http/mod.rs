@@ -242,8 +242,10 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
         .unwrap_or_default();
     let (parts, body) = req.into_parts();
     let path = api_path(parts.uri.path())?;
-    if let Some(clean) = crate::paths::redirect_target(&format!("/v1/{path}")) {
-        return Err(Box::new(redirect(&clean, parts.uri.query())));
+    if !crate::paths::clean_rel(&path) {
+        if let Some(clean) = crate::paths::redirect_target(&format!("/v1/{path}")) {
+            return Err(Box::new(redirect(&clean, parts.uri.query())));
+        }
     }
     let query = query_map(parts.uri.query());
     refuse_namespace(&parts.headers)?;
