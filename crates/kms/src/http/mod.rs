@@ -11,7 +11,7 @@ use crate::core::{Core, Incoming};
 use crate::request::{ApiError, Operation, Response as LResponse, Shape};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -46,6 +46,11 @@ async fn ui_page(method: Method, uri: axum::http::Uri) -> Response {
         None => crate::ui::redirect(),
     }
 }
+
+// Vault's request headers, named once (a `&str` key is parsed on every lookup).
+static X_VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+static X_VAULT_WRAP_TTL: HeaderName = HeaderName::from_static("x-vault-wrap-ttl");
+static X_VAULT_NAMESPACE: HeaderName = HeaderName::from_static("x-vault-namespace");
 
 fn base_headers(h: &mut HeaderMap) {
     h.insert(
@@ -144,7 +149,7 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
 
 /// `X-Vault-Wrap-TTL`: a Go duration or a number of seconds.
 fn wrap_ttl_of(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = h.get("x-vault-wrap-ttl") else {
+    let Some(v) = h.get(&X_VAULT_WRAP_TTL) else {
         return Ok(None);
     };
     let text = v.to_str().unwrap_or("\u{fffd}");
@@ -154,7 +159,7 @@ fn wrap_ttl_of(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 fn token_of(h: &HeaderMap) -> Option<Zeroizing<String>> {
-    if let Some(t) = h.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+    if let Some(t) = h.get(&X_VAULT_TOKEN).and_then(|v| v.to_str().ok()) {
         return Some(Zeroizing::new(t.trim().to_string()));
     }
     let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -393,7 +398,7 @@ fn api_path(raw_path: &str) -> Result<String, Early> {
 /// Only the root namespace exists: any other `X-Vault-Namespace` is not found.
 fn refuse_namespace(headers: &HeaderMap) -> Result<(), Early> {
     let Some(ns) = headers
-        .get("x-vault-namespace")
+        .get(&X_VAULT_NAMESPACE)
         .and_then(|v| v.to_str().ok())
     else {
         return Ok(());
@@ -404,7 +409,7 @@ fn refuse_namespace(headers: &HeaderMap) -> Result<(), Early> {
     }
     let mut r = error_response(&ApiError::new(404, "namespace not found"));
     if let Ok(v) = HeaderValue::from_str(ns) {
-        r.headers_mut().insert("x-vault-namespace", v);
+        r.headers_mut().insert(X_VAULT_NAMESPACE.clone(), v);
     }
     Err(Box::new(r))
 }
