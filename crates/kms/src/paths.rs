@@ -17,7 +17,9 @@ pub fn clean_rel(rel: &str) -> bool {
         return true;
     }
     let body = rel.strip_suffix('/').unwrap_or(rel);
-    body.split('/').all(|s| !matches!(s, "" | "." | ".."))
+    body.as_bytes()
+        .split(|&b| b == b'/')
+        .all(|s| !matches!(s, b"" | b"." | b".."))
 }
 
 /// Go's `path.Clean` of a URL path as OpenBao's mux applies it: `None` when `path` is clean,

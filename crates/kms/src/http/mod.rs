@@ -174,12 +174,13 @@ fn too_large() -> ApiError {
 }
 
 /// The body, at most `limit` bytes, with its memory (and what decoding it will take)
-/// reserved in `mem` before it is allocated.
+/// reserved in `mem` before it is allocated (a refusal names `path`).
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     mem: &mut budget::Reservation,
+    path: &str,
 ) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let declared = headers
@@ -205,7 +206,7 @@ async fn read_body(
             let cap = declared
                 .filter(|&n| n >= need)
                 .unwrap_or(need.max(buf.capacity() * 2).min(limit));
-            mem.body(cap).await?;
+            mem.body(cap, path).await?;
             buf.reserve_exact(cap - buf.len());
         }
         buf.extend_from_slice(&data);
@@ -214,7 +215,7 @@ async fn read_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let form = body::is_form(&buf, content_type);
-    mem.decoding(buf.capacity() + budget::decode_cost(&buf, form))
+    mem.decoding(buf.capacity() + budget::decode_cost(&buf, form), path)
         .await?;
     Ok(buf)
 }
@@ -260,8 +261,8 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
         .and_then(|v| v.to_str().ok())
         .map(|s| s.to_string());
     // Held until the answer: the body, its decoded form and what the handler derives.
-    let mut mem = budget::Reservation::new(&path);
-    let body = request_body(core, &parts, body, &mut mem).await?;
+    let mut mem = budget::Reservation::new();
+    let body = request_body(core, &parts, body, &mut mem, &path).await?;
     let body = if crate::ha::forward::must_forward(core, &path, &parts.extensions) {
         match crate::ha::forward::forward(core, &parts, body, &remote).await {
             Ok(resp) => return Ok(resp),
@@ -421,10 +422,11 @@ async fn request_body(
     parts: &axum::http::request::Parts,
     body: Body,
     mem: &mut budget::Reservation,
+    path: &str,
 ) -> Result<Vec<u8>, Early> {
     let limit = core.options.max_request_size.max(1024);
     let conn = parts.extensions.get::<conn::ConnHandle>();
-    let read = read_body(&parts.headers, body, limit, mem);
+    let read = read_body(&parts.headers, body, limit, mem, path);
     let body = match conn {
         Some(c) => tokio::select! {
             r = read => r,
