@@ -34,23 +34,26 @@ static BUDGET: LazyLock<Arc<Semaphore>> =
 /// Memory reserved for one request; returned when dropped. A refusal (429) names the
 /// request's `path`, as OpenBao's rate limit answer does: the methods that may refuse take it
 /// (a request that reserves nothing copies nothing).
-pub struct Reservation {
-    budget: Arc<Semaphore>,
+pub struct Reservation<'b> {
+    /// Borrowed: the shared count is touched only by a request that reserves.
+    budget: &'b Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
 }
 
-impl Default for Reservation {
+impl Default for Reservation<'static> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Reservation {
+impl Reservation<'static> {
     pub fn new() -> Self {
-        Self::with_budget(BUDGET.clone())
+        Self::with_budget(&BUDGET)
     }
+}
 
-    fn with_budget(budget: Arc<Semaphore>) -> Self {
+impl<'b> Reservation<'b> {
+    fn with_budget(budget: &'b Arc<Semaphore>) -> Self {
         Self { budget, held: None }
     }
 
@@ -225,7 +228,7 @@ mod tests {
     async fn large_requests_share_the_budget_and_wait_or_are_refused() {
         let budget = Arc::new(Semaphore::new(REQUEST_MEMORY / UNIT));
         let free = || budget.available_permits() * UNIT;
-        let mut small = Reservation::with_budget(budget.clone());
+        let mut small = Reservation::with_budget(&budget);
         small.body(SMALL_REQUEST / 2, "p").await.unwrap();
         small.decoding(SMALL_REQUEST, "p").await.unwrap();
         assert_eq!(free(), REQUEST_MEMORY);
@@ -233,13 +236,13 @@ mod tests {
         // A body of a quarter of the budget takes half of it (the body and its decoded
         // copy); decoding within that needs nothing more.
         let quarter = REQUEST_MEMORY / 4;
-        let mut big = Reservation::with_budget(budget.clone());
+        let mut big = Reservation::with_budget(&budget);
         big.body(quarter, "p").await.unwrap();
         big.decoding(2 * quarter, "p").await.unwrap();
         assert_eq!(free(), REQUEST_MEMORY / 2 - SMALL_REQUEST);
 
         // Someone holding nothing waits, then is refused with OpenBao's rate-limit answer.
-        let mut late = Reservation::with_budget(budget.clone());
+        let mut late = Reservation::with_budget(&budget);
         let t0 = std::time::Instant::now();
         let err = late
             .body(quarter + SMALL_REQUEST, "sys/x")
@@ -253,7 +256,7 @@ mod tests {
         assert!(t0.elapsed() >= BUDGET_WAIT);
 
         // Someone holding a share does not wait for more: refused at once when short.
-        let mut other = Reservation::with_budget(budget.clone());
+        let mut other = Reservation::with_budget(&budget);
         other.body(REQUEST_MEMORY / 8, "p").await.unwrap();
         let t0 = std::time::Instant::now();
         assert_eq!(
@@ -273,7 +276,7 @@ mod tests {
         assert_eq!(free(), REQUEST_MEMORY);
         late.body(quarter, "sys/x").await.unwrap();
         // Value-heavy JSON in a small body still pays for its decoding.
-        let mut dense = Reservation::with_budget(budget.clone());
+        let mut dense = Reservation::with_budget(&budget);
         dense.body(SMALL_REQUEST / 4, "p").await.unwrap();
         dense.decoding(4 * SMALL_REQUEST, "p").await.unwrap();
         assert_eq!(

@@ -179,7 +179,7 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    mem: &mut budget::Reservation,
+    mem: &mut budget::Reservation<'_>,
     path: &str,
 ) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
@@ -421,14 +421,16 @@ async fn request_body(
     core: &Core,
     parts: &axum::http::request::Parts,
     body: Body,
-    mem: &mut budget::Reservation,
+    mem: &mut budget::Reservation<'_>,
     path: &str,
 ) -> Result<Vec<u8>, Early> {
     let limit = core.options.max_request_size.max(1024);
     let conn = parts.extensions.get::<conn::ConnHandle>();
     let read = read_body(&parts.headers, body, limit, mem, path);
     let body = match conn {
+        // the read first: a body that has arrived needs no wait for the close set up
         Some(c) => tokio::select! {
+            biased;
             r = read => r,
             () = c.closed() => Err(ApiError::bad_request("connection closed by the server")),
         },
