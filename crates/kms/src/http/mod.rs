@@ -264,7 +264,7 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     let mut mem = budget::Reservation::new();
     let body = request_body(core, &parts, body, &mut mem, &path).await?;
     let body = if crate::ha::forward::must_forward(core, &path, &parts.extensions) {
-        match crate::ha::forward::forward(core, &parts, body, &remote).await {
+        match Box::pin(crate::ha::forward::forward(core, &parts, body, &remote)).await {
             Ok(resp) => return Ok(resp),
             Err(body) => body,
         }
@@ -274,8 +274,9 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     if query.contains_key("help") {
         return Err(Box::new(help(&path)));
     }
+    // rare branches boxed: their state would enlarge every request's future
     if let Some(force) = snapshot_request(&path, &parts.method) {
-        return Ok(snapshot(core, &parts, path, body, remote, force).await);
+        return Ok(Box::pin(snapshot(core, &parts, path, body, remote, force)).await);
     }
     // status endpoints: no token, answer while sealed, raw bodies
     let status_path = path.trim_end_matches('/');
@@ -292,7 +293,8 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
             return Err(early(&ApiError::permission_denied()));
         }
         let data = body::decode(&body, content_type.as_deref()).map_err(|e| early(&e))?;
-        return Ok(status_endpoint(core, status_path, &parts.method, &query, data).await);
+        let status = status_endpoint(core, status_path, &parts.method, &query, data);
+        return Ok(Box::pin(status).await);
     }
     let op = operation(&parts.method, &query).map_err(|e| early(&e))?;
     let inc = Incoming {
@@ -486,11 +488,18 @@ fn request_data(
 /// `Core::handle_durable`). Logins (a deliberately slow password KDF) and sys/
 /// administration go to the blocking pool so they cannot stall other requests
 /// (durability is awaited the same way).
+///
+/// The blocking-pool branch is boxed: its state would otherwise enlarge every request's
+/// future (copied whole when the handler's future is boxed).
 async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
     let heavy = inc.path.contains("/login/") || inc.path.starts_with("sys/");
     if !heavy {
         return core.handle_durable(inc).await;
     }
+    Box::pin(run_blocking(core, inc)).await
+}
+
+async fn run_blocking(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
     let c = core.clone();
     core.read_barrier(crate::ha::forward::local_path(&inc.path))
         .await?;
