@@ -13,7 +13,8 @@ and the instructions the whole process executed meanwhile, divided by N, are pri
 
 The defaults (kv1_write on `storage "raft"`, as the bench's) keep the original measurement;
 `--storage file` holds the storage constant for comparisons with builds from before raft.
-Each workload's dump stays on disk for `callgrind_annotate --inclusive=yes <profile>`.
+Each workload's dump stays on disk for `callgrind_annotate --inclusive=yes <profile>` and
+`bench/callgrind_diff.py OLD NEW OPS` (per-function difference of two builds).
 """
 import argparse
 import glob
