@@ -104,21 +104,26 @@ def bao_bin():
 
 
 class Server:
-    def __init__(self, name, argv0, work):
+    def __init__(self, name, argv0, work, storage=None):
+        """storage: "raft" or "file" for this server; None: strongroom's is OURS_STORAGE, others raft."""
         self.name = name
         self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
         d = os.path.join(work, name)
         os.makedirs(os.path.join(d, "data"))
         cfg = os.path.join(d, "server.hcl")
-        storage = f'''storage "raft" {{
+        stanza = f'''storage "raft" {{
   path    = "{d}/data"
   node_id = "bench1"
 }}'''
-        if name == "strongroom" and OURS_STORAGE == "file":
-            storage = f'storage "file" {{\n  path = "{d}/data"\n}}'
+        if storage is None:
+            storage_kind = OURS_STORAGE if name == "strongroom" else "raft"
+        else:
+            storage_kind = storage
+        if storage_kind == "file":
+            stanza = f'storage "file" {{\n  path = "{d}/data"\n}}'
         with open(cfg, "w") as f:
-            f.write(f'''{storage}
+            f.write(f'''{stanza}
 listener "tcp" {{
   address     = "127.0.0.1:{self.port}"
   tls_disable = true

@@ -10,9 +10,24 @@
 
 use crate::request::{ApiError, Operation};
 
+/// Whether the segments of `rel` (a path after a `/`) are clean: none empty (a trailing `/`
+/// aside), none `.` or `..`. `/` followed by such a path is its own `path.Clean`.
+pub fn clean_rel(rel: &str) -> bool {
+    if rel.is_empty() {
+        return true;
+    }
+    let body = rel.strip_suffix('/').unwrap_or(rel);
+    body.as_bytes()
+        .split(|&b| b == b'/')
+        .all(|s| !matches!(s, b"" | b"." | b".."))
+}
+
 /// Go's `path.Clean` of a URL path as OpenBao's mux applies it: `None` when `path` is clean,
 /// else the path to redirect to (a trailing `/` is kept, as the mux keeps it).
 pub fn redirect_target(path: &str) -> Option<String> {
+    if path.strip_prefix('/').is_some_and(clean_rel) {
+        return None;
+    }
     let mut out: Vec<&str> = Vec::new();
     for seg in path.split('/') {
         match seg {
@@ -36,7 +51,7 @@ pub fn canonical(path: &str, op: Operation) -> Result<String, ApiError> {
     if path.is_empty() {
         return Ok(String::new());
     }
-    if redirect_target(&format!("/{path}")).is_some() {
+    if !clean_rel(path) {
         return Err(ApiError::bad_request("invalid request path"));
     }
     let dir = path.ends_with('/');
@@ -97,6 +112,48 @@ mod tests {
             Some("/v1/sys/mounts/secret")
         );
         assert_eq!(redirect_target("/v1/../..").as_deref(), Some("/"));
+    }
+
+    /// The full `path.Clean` computation, without the clean-path shortcut.
+    fn cleaned(path: &str) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        for seg in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if seg == ".." {
+                out.pop();
+            } else {
+                out.push(seg);
+            }
+        }
+        let mut clean = format!("/{}", out.join("/"));
+        if path.ends_with('/') && clean != "/" {
+            clean.push('/');
+        }
+        clean
+    }
+
+    #[test]
+    fn the_clean_shortcut_agrees_with_path_clean_on_every_short_path() {
+        // every path of up to 7 characters over the characters that matter
+        let alphabet = ['/', '.', 'a'];
+        let mut paths = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..7 {
+            let next: Vec<String> = frontier
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            paths.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for p in &paths {
+            let full = cleaned(p);
+            let expect = (full != *p).then_some(full);
+            assert_eq!(redirect_target(p), expect, "{p:?}");
+            let rel_clean = cleaned(&format!("/{p}")) == format!("/{p}");
+            assert_eq!(clean_rel(p), rel_clean, "{p:?}");
+            let api = redirect_target(&format!("/v1/{p}"));
+            assert_eq!(clean_rel(p), api.is_none(), "{p:?}");
+        }
     }
 
     #[test]

@@ -140,8 +140,7 @@ pub fn is_name(s: &str) -> bool {
 fn matches<'a>(pattern: &'static str, rel: &'a str) -> Option<Captures<'a>> {
     let mut caps = Captures::default();
     let mut rest = rel;
-    let segs: Vec<&'static str> = pattern.split('/').collect();
-    for (i, seg) in segs.iter().enumerate() {
+    for (i, seg) in pattern.split('/').enumerate() {
         if let Some(name) = seg.strip_prefix("**") {
             // everything after the `/` (or the whole path for a pattern that is only this)
             let tail = if i == 0 {
@@ -178,7 +177,7 @@ fn matches<'a>(pattern: &'static str, rel: &'a str) -> Option<Captures<'a>> {
         match seg.strip_prefix(':') {
             Some(name) if is_name(head) => caps.pairs.push((name, head)),
             Some(_) => return None,
-            None if head == *seg => {}
+            None if head == seg => {}
             None => return None,
         }
         rest = tail;

@@ -77,12 +77,26 @@ pub struct Incoming {
     pub wrap_ttl: Option<u64>,
 }
 
-/// What the router decided, for metrics.
+/// What the router decided, for metrics (no copies of the request's strings: a transit key
+/// is copied only for a key operation).
 #[derive(Default)]
 struct Routed {
-    mount_type: String,
-    rel: String,
-    handler: Option<Arc<dyn Backend>>,
+    mount: Option<Arc<Mount>>,
+    /// No mount serves the path.
+    unrouted: bool,
+    /// The key and operation the request names (see [`Backend::key_operation`]).
+    key_op: Option<(String, &'static str)>,
+}
+
+impl Routed {
+    /// The metrics label: the mount's type, "unrouted", or "" (refused before routing).
+    fn mount_type(&self) -> &str {
+        match (&self.mount, self.unrouted) {
+            (Some(m), _) => &m.entry.kind,
+            (None, true) => "unrouted",
+            (None, false) => "",
+        }
+    }
 }
 
 fn op_caps(op: Operation) -> Caps {
@@ -127,7 +141,9 @@ impl Core {
     pub async fn handle_durable(&self, inc: Incoming) -> Result<Response, ApiError> {
         self.read_barrier(false).await?;
         let (result, ticket) = crate::storage::durability::scope(|| self.handle(inc));
-        self.answer_when_durable(result, ticket).await
+        // the wait holds no copy of the result (a smaller future per request)
+        self.durable(ticket).await?;
+        result
     }
 
     /// Before a request: make this node's reads linearizable (on a raft active node, confirm
@@ -190,13 +206,19 @@ impl Core {
         result: Result<Response, ApiError>,
         ticket: u64,
     ) -> Result<Response, ApiError> {
+        self.durable(ticket).await?;
+        result
+    }
+
+    /// Resolves once `ticket` and every commit accepted so far are durable.
+    async fn durable(&self, ticket: u64) -> Result<(), ApiError> {
         let storage = self.barrier.storage();
         let ticket = ticket.max(storage.watermark());
         if let Err(e) = storage.wait_durable(ticket).await {
             tracing::error!("request not answered: {e}");
             return Err(ApiError::internal("storage I/O error"));
         }
-        result
+        Ok(())
     }
 
     /// After the barrier opens: load tables, build the router, token and policy stores.
@@ -299,11 +321,9 @@ impl Core {
             Err(e) => e.status,
         };
         self.metrics
-            .record(&routed.mount_type, op.as_str(), status, start.elapsed());
-        if let (Some(b), true) = (&routed.handler, status < 400) {
-            if let Some((key, kind)) = b.key_operation(&routed.rel) {
-                self.metrics.transit_op(key, kind);
-            }
+            .record(routed.mount_type(), op.as_str(), status, start.elapsed());
+        if let (Some((key, kind)), true) = (&routed.key_op, status < 400) {
+            self.metrics.transit_op(key, kind);
         }
         result
     }
@@ -325,7 +345,7 @@ impl Core {
             self.authorize(&u, &mut req, &token, mount.as_deref(), &inc.remote_addr)?;
         }
         let Some(mount) = mount else {
-            routed.mount_type = "unrouted".into();
+            routed.unrouted = true;
             return Err(ApiError::new(
                 404,
                 format!(
@@ -334,9 +354,8 @@ impl Core {
                 ),
             ));
         };
-        routed.mount_type = mount.entry.kind.clone();
-        routed.rel = req.rel.clone();
-        routed.handler = Some(mount.handler.clone());
+        routed.key_op = (mount.handler.key_operation(&req.rel)).map(|(k, op)| (k.to_string(), op));
+        routed.mount = Some(mount.clone());
         let kind = &mount.entry.kind;
         u.audit.log_request(&req, kind, &inc.remote_addr)?;
         let result = self

@@ -31,25 +31,30 @@ const UNIT: usize = 1 << 10;
 static BUDGET: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(REQUEST_MEMORY / UNIT)));
 
-/// Memory reserved for one request; returned when dropped.
-pub struct Reservation {
-    budget: Arc<Semaphore>,
+/// Memory reserved for one request; returned when dropped. A refusal (429) names the
+/// request's `path`, as OpenBao's rate limit answer does: the methods that may refuse take it
+/// (a request that reserves nothing copies nothing).
+pub struct Reservation<'b> {
+    /// Borrowed: the shared count is touched only by a request that reserves.
+    budget: &'b Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
-    /// A 429 names the request's path, as OpenBao's rate limit answer does.
-    path: String,
 }
 
-impl Reservation {
-    pub fn new(path: &str) -> Self {
-        Self::with_budget(BUDGET.clone(), path)
+impl Default for Reservation<'static> {
+    fn default() -> Self {
+        Self::new()
     }
+}
 
-    fn with_budget(budget: Arc<Semaphore>, path: &str) -> Self {
-        Self {
-            budget,
-            held: None,
-            path: path.to_string(),
-        }
+impl Reservation<'static> {
+    pub fn new() -> Self {
+        Self::with_budget(&BUDGET)
+    }
+}
+
+impl<'b> Reservation<'b> {
+    fn with_budget(budget: &'b Arc<Semaphore>) -> Self {
+        Self { budget, held: None }
     }
 
     fn held_bytes(&self) -> usize {
@@ -59,26 +64,26 @@ impl Reservation {
     /// Reserve for a body buffer of `cap` bytes: the buffer, and as much again plus
     /// [`SMALL_REQUEST`] for its decoded form (strings are copied out of it), so that
     /// decoding an ordinary body needs nothing more. Nothing for a small body.
-    pub async fn body(&mut self, cap: usize) -> Result<(), ApiError> {
+    pub async fn body(&mut self, cap: usize, path: &str) -> Result<(), ApiError> {
         if self.held.is_none() && cap <= SMALL_REQUEST / 2 {
             return Ok(());
         }
-        self.cover(2 * cap + SMALL_REQUEST).await
+        self.cover(2 * cap + SMALL_REQUEST, path).await
     }
 
     /// Make sure `total` bytes are reserved for the body and its decoding ([`decode_cost`]).
     /// Nothing for a small request.
-    pub async fn decoding(&mut self, total: usize) -> Result<(), ApiError> {
+    pub async fn decoding(&mut self, total: usize, path: &str) -> Result<(), ApiError> {
         if self.held.is_none() && total <= SMALL_REQUEST {
             return Ok(());
         }
-        self.cover(total).await
+        self.cover(total, path).await
     }
 
     /// Reserve `bytes` in all. A request holding nothing waits up to [`BUDGET_WAIT`]; one
     /// already holding a share takes more only if it is free at once, so that requests
     /// never hold memory while waiting for each other's.
-    async fn cover(&mut self, bytes: usize) -> Result<(), ApiError> {
+    async fn cover(&mut self, bytes: usize, path: &str) -> Result<(), ApiError> {
         if bytes <= self.held_bytes() {
             return Ok(());
         }
@@ -104,7 +109,7 @@ impl Reservation {
         let got = got.ok_or_else(|| {
             ApiError::new(
                 429,
-                format!("request path {:?}: rate limit quota exceeded", self.path),
+                format!("request path {path:?}: rate limit quota exceeded"),
             )
         })?;
         match &mut self.held {
@@ -223,23 +228,26 @@ mod tests {
     async fn large_requests_share_the_budget_and_wait_or_are_refused() {
         let budget = Arc::new(Semaphore::new(REQUEST_MEMORY / UNIT));
         let free = || budget.available_permits() * UNIT;
-        let mut small = Reservation::with_budget(budget.clone(), "p");
-        small.body(SMALL_REQUEST / 2).await.unwrap();
-        small.decoding(SMALL_REQUEST).await.unwrap();
+        let mut small = Reservation::with_budget(&budget);
+        small.body(SMALL_REQUEST / 2, "p").await.unwrap();
+        small.decoding(SMALL_REQUEST, "p").await.unwrap();
         assert_eq!(free(), REQUEST_MEMORY);
 
         // A body of a quarter of the budget takes half of it (the body and its decoded
         // copy); decoding within that needs nothing more.
         let quarter = REQUEST_MEMORY / 4;
-        let mut big = Reservation::with_budget(budget.clone(), "p");
-        big.body(quarter).await.unwrap();
-        big.decoding(2 * quarter).await.unwrap();
+        let mut big = Reservation::with_budget(&budget);
+        big.body(quarter, "p").await.unwrap();
+        big.decoding(2 * quarter, "p").await.unwrap();
         assert_eq!(free(), REQUEST_MEMORY / 2 - SMALL_REQUEST);
 
         // Someone holding nothing waits, then is refused with OpenBao's rate-limit answer.
-        let mut late = Reservation::with_budget(budget.clone(), "sys/x");
+        let mut late = Reservation::with_budget(&budget);
         let t0 = std::time::Instant::now();
-        let err = late.body(quarter + SMALL_REQUEST).await.unwrap_err();
+        let err = late
+            .body(quarter + SMALL_REQUEST, "sys/x")
+            .await
+            .unwrap_err();
         assert_eq!(err.status, 429);
         assert_eq!(
             err.errors,
@@ -248,23 +256,29 @@ mod tests {
         assert!(t0.elapsed() >= BUDGET_WAIT);
 
         // Someone holding a share does not wait for more: refused at once when short.
-        let mut other = Reservation::with_budget(budget.clone(), "p");
-        other.body(REQUEST_MEMORY / 8).await.unwrap();
+        let mut other = Reservation::with_budget(&budget);
+        other.body(REQUEST_MEMORY / 8, "p").await.unwrap();
         let t0 = std::time::Instant::now();
-        assert_eq!(big.decoding(REQUEST_MEMORY).await.unwrap_err().status, 429);
+        assert_eq!(
+            big.decoding(REQUEST_MEMORY, "p").await.unwrap_err().status,
+            429
+        );
         assert!(t0.elapsed() < BUDGET_WAIT);
         // More than the whole budget can never fit: 413.
         assert_eq!(
-            big.decoding(REQUEST_MEMORY + 1).await.unwrap_err().status,
+            big.decoding(REQUEST_MEMORY + 1, "p")
+                .await
+                .unwrap_err()
+                .status,
             413
         );
         drop((big, other));
         assert_eq!(free(), REQUEST_MEMORY);
-        late.body(quarter).await.unwrap();
+        late.body(quarter, "sys/x").await.unwrap();
         // Value-heavy JSON in a small body still pays for its decoding.
-        let mut dense = Reservation::with_budget(budget.clone(), "p");
-        dense.body(SMALL_REQUEST / 4).await.unwrap();
-        dense.decoding(4 * SMALL_REQUEST).await.unwrap();
+        let mut dense = Reservation::with_budget(&budget);
+        dense.body(SMALL_REQUEST / 4, "p").await.unwrap();
+        dense.decoding(4 * SMALL_REQUEST, "p").await.unwrap();
         assert_eq!(
             free(),
             REQUEST_MEMORY / 2 - SMALL_REQUEST - 4 * SMALL_REQUEST

@@ -11,7 +11,7 @@ use crate::core::{Core, Incoming};
 use crate::request::{ApiError, Operation, Response as LResponse, Shape};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -46,6 +46,11 @@ async fn ui_page(method: Method, uri: axum::http::Uri) -> Response {
         None => crate::ui::redirect(),
     }
 }
+
+// Vault's request headers, named once (a `&str` key is parsed on every lookup).
+static X_VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+static X_VAULT_WRAP_TTL: HeaderName = HeaderName::from_static("x-vault-wrap-ttl");
+static X_VAULT_NAMESPACE: HeaderName = HeaderName::from_static("x-vault-namespace");
 
 fn base_headers(h: &mut HeaderMap) {
     h.insert(
@@ -144,7 +149,7 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
 
 /// `X-Vault-Wrap-TTL`: a Go duration or a number of seconds.
 fn wrap_ttl_of(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = h.get("x-vault-wrap-ttl") else {
+    let Some(v) = h.get(&X_VAULT_WRAP_TTL) else {
         return Ok(None);
     };
     let text = v.to_str().unwrap_or("\u{fffd}");
@@ -154,7 +159,7 @@ fn wrap_ttl_of(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 fn token_of(h: &HeaderMap) -> Option<Zeroizing<String>> {
-    if let Some(t) = h.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+    if let Some(t) = h.get(&X_VAULT_TOKEN).and_then(|v| v.to_str().ok()) {
         return Some(Zeroizing::new(t.trim().to_string()));
     }
     let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -169,12 +174,13 @@ fn too_large() -> ApiError {
 }
 
 /// The body, at most `limit` bytes, with its memory (and what decoding it will take)
-/// reserved in `mem` before it is allocated.
+/// reserved in `mem` before it is allocated (a refusal names `path`).
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    mem: &mut budget::Reservation,
+    mem: &mut budget::Reservation<'_>,
+    path: &str,
 ) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let declared = headers
@@ -200,7 +206,7 @@ async fn read_body(
             let cap = declared
                 .filter(|&n| n >= need)
                 .unwrap_or(need.max(buf.capacity() * 2).min(limit));
-            mem.body(cap).await?;
+            mem.body(cap, path).await?;
             buf.reserve_exact(cap - buf.len());
         }
         buf.extend_from_slice(&data);
@@ -209,7 +215,7 @@ async fn read_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let form = body::is_form(&buf, content_type);
-    mem.decoding(buf.capacity() + budget::decode_cost(&buf, form))
+    mem.decoding(buf.capacity() + budget::decode_cost(&buf, form), path)
         .await?;
     Ok(buf)
 }
@@ -242,8 +248,10 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
         .unwrap_or_default();
     let (parts, body) = req.into_parts();
     let path = api_path(parts.uri.path())?;
-    if let Some(clean) = crate::paths::redirect_target(&format!("/v1/{path}")) {
-        return Err(Box::new(redirect(&clean, parts.uri.query())));
+    if !crate::paths::clean_rel(&path) {
+        if let Some(clean) = crate::paths::redirect_target(&format!("/v1/{path}")) {
+            return Err(Box::new(redirect(&clean, parts.uri.query())));
+        }
     }
     let query = query_map(parts.uri.query());
     refuse_namespace(&parts.headers)?;
@@ -253,10 +261,10 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
         .and_then(|v| v.to_str().ok())
         .map(|s| s.to_string());
     // Held until the answer: the body, its decoded form and what the handler derives.
-    let mut mem = budget::Reservation::new(&path);
-    let body = request_body(core, &parts, body, &mut mem).await?;
+    let mut mem = budget::Reservation::new();
+    let body = request_body(core, &parts, body, &mut mem, &path).await?;
     let body = if crate::ha::forward::must_forward(core, &path, &parts.extensions) {
-        match crate::ha::forward::forward(core, &parts, body, &remote).await {
+        match Box::pin(crate::ha::forward::forward(core, &parts, body, &remote)).await {
             Ok(resp) => return Ok(resp),
             Err(body) => body,
         }
@@ -266,8 +274,9 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
     if query.contains_key("help") {
         return Err(Box::new(help(&path)));
     }
+    // rare branches boxed: their state would enlarge every request's future
     if let Some(force) = snapshot_request(&path, &parts.method) {
-        return Ok(snapshot(core, &parts, path, body, remote, force).await);
+        return Ok(Box::pin(snapshot(core, &parts, path, body, remote, force)).await);
     }
     // status endpoints: no token, answer while sealed, raw bodies
     let status_path = path.trim_end_matches('/');
@@ -284,7 +293,8 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
             return Err(early(&ApiError::permission_denied()));
         }
         let data = body::decode(&body, content_type.as_deref()).map_err(|e| early(&e))?;
-        return Ok(status_endpoint(core, status_path, &parts.method, &query, data).await);
+        let status = status_endpoint(core, status_path, &parts.method, &query, data);
+        return Ok(Box::pin(status).await);
     }
     let op = operation(&parts.method, &query).map_err(|e| early(&e))?;
     let inc = Incoming {
@@ -391,7 +401,7 @@ fn api_path(raw_path: &str) -> Result<String, Early> {
 /// Only the root namespace exists: any other `X-Vault-Namespace` is not found.
 fn refuse_namespace(headers: &HeaderMap) -> Result<(), Early> {
     let Some(ns) = headers
-        .get("x-vault-namespace")
+        .get(&X_VAULT_NAMESPACE)
         .and_then(|v| v.to_str().ok())
     else {
         return Ok(());
@@ -402,7 +412,7 @@ fn refuse_namespace(headers: &HeaderMap) -> Result<(), Early> {
     }
     let mut r = error_response(&ApiError::new(404, "namespace not found"));
     if let Ok(v) = HeaderValue::from_str(ns) {
-        r.headers_mut().insert("x-vault-namespace", v);
+        r.headers_mut().insert(X_VAULT_NAMESPACE.clone(), v);
     }
     Err(Box::new(r))
 }
@@ -413,13 +423,16 @@ async fn request_body(
     core: &Core,
     parts: &axum::http::request::Parts,
     body: Body,
-    mem: &mut budget::Reservation,
+    mem: &mut budget::Reservation<'_>,
+    path: &str,
 ) -> Result<Vec<u8>, Early> {
     let limit = core.options.max_request_size.max(1024);
     let conn = parts.extensions.get::<conn::ConnHandle>();
-    let read = read_body(&parts.headers, body, limit, mem);
+    let read = read_body(&parts.headers, body, limit, mem, path);
     let body = match conn {
+        // the read first: a body that has arrived needs no wait for the close set up
         Some(c) => tokio::select! {
+            biased;
             r = read => r,
             () = c.closed() => Err(ApiError::bad_request("connection closed by the server")),
         },
@@ -475,11 +488,18 @@ fn request_data(
 /// `Core::handle_durable`). Logins (a deliberately slow password KDF) and sys/
 /// administration go to the blocking pool so they cannot stall other requests
 /// (durability is awaited the same way).
+///
+/// The blocking-pool branch is boxed: its state would otherwise enlarge every request's
+/// future (copied whole when the handler's future is boxed).
 async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
     let heavy = inc.path.contains("/login/") || inc.path.starts_with("sys/");
     if !heavy {
         return core.handle_durable(inc).await;
     }
+    Box::pin(run_blocking(core, inc)).await
+}
+
+async fn run_blocking(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
     let c = core.clone();
     core.read_barrier(crate::ha::forward::local_path(&inc.path))
         .await?;

@@ -32,6 +32,21 @@ pub enum StorageError {
     NotActive,
 }
 
+/// A wait that is over: zero-sized, so boxing it (as [`Storage::wait_durable`] and
+/// [`Storage::read_barrier`] answer) allocates nothing — the common case of every request.
+pub(crate) struct ReadyOk;
+
+impl std::future::Future for ReadyOk {
+    type Output = Result<(), StorageError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Keys directly below `prefix` (which ends in `/` or is empty), sorted; deeper keys are
@@ -55,7 +70,7 @@ pub trait Storage: Send + Sync + 'static {
         _ticket: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
     {
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(ReadyOk)
     }
     /// Resolves once reads on this node are linearizable: on a replicated store's active
     /// node, once it has confirmed with a quorum that it still leads and has applied
@@ -64,7 +79,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
     {
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(ReadyOk)
     }
     /// A short name for `sys/seal-status` (`storage_type`).
     fn kind(&self) -> &'static str;

@@ -315,10 +315,10 @@ impl Storage for RedbStorage {
         &self,
         ticket: u64,
     ) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + '_>> {
+        if ticket == 0 || self.inner.watch.borrow().0 >= ticket {
+            return Box::pin(super::ReadyOk);
+        }
         Box::pin(async move {
-            if ticket == 0 || self.inner.watch.borrow().0 >= ticket {
-                return Ok(());
-            }
             let mut rx = self.inner.watch.subscribe();
             let (durable, failed) = *rx
                 .wait_for(|(d, f)| *f || *d >= ticket)

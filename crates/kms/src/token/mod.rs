@@ -404,16 +404,21 @@ impl TokenStore {
                 self.revoke_tree(&cur.id_hash)?;
                 return Ok(None);
             }
-            if cur.num_uses == USES_EXHAUSTED || !seen.insert(cur.id_hash.clone()) {
+            if cur.num_uses == USES_EXHAUSTED {
                 return Ok(None);
             }
-            let Some(p) = cur.parent_hash.clone() else {
+            let Some(p) = cur.parent_hash.as_deref() else {
                 return Ok(Some(first));
             };
-            match self.by_hash(&p)? {
-                Some(parent) => cur = parent,
-                None => return Ok(None),
+            // only a token with a parent can be on a cycle: a root token allocates nothing
+            if !seen.insert(cur.id_hash.clone()) {
+                return Ok(None);
             }
+            let parent = match self.by_hash(p)? {
+                Some(parent) => parent,
+                None => return Ok(None),
+            };
+            cur = parent;
         }
     }
 
