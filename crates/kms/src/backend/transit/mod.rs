@@ -300,9 +300,33 @@ impl Transit {
         }))
     }
 
-    /// A private copy of a key document, to change and [`Transit::store`].
+    /// A private copy of a key document, to change and [`Transit::store`] (callers hold
+    /// `write_lock`). Read from storage, not the cache: a read-modify-write based on a copy
+    /// older than the stored one would drop what was stored in between (a rotation, an
+    /// acknowledged version). A cache that disagrees is replaced, and said so: it should
+    /// not happen (the cache of a failed, uncommitted change is the one known way).
     fn load_owned(&self, name: &str) -> Result<Option<KeyPolicy>, ApiError> {
-        Ok(self.load(name)?.map(Arc::unwrap_or_clone))
+        let stored: Option<KeyPolicy> = self.view.get_json(&format!("{POLICY_PREFIX}{name}"))?;
+        let mut cache = self.cache.write();
+        match &stored {
+            Some(p) => {
+                if let Some(c) = cache.get(name) {
+                    if c.latest_version != p.latest_version {
+                        tracing::warn!(
+                            key = name,
+                            cached = c.latest_version,
+                            stored = p.latest_version,
+                            "transit key cache disagreed with storage; storage wins"
+                        );
+                    }
+                }
+                cache.insert(name.to_string(), Arc::new(p.clone()));
+            }
+            None => {
+                cache.remove(name);
+            }
+        }
+        Ok(stored)
     }
 
     /// Load a key for use (encrypt, rewrap, datakey, hmac, read): if its

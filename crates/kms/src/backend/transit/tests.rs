@@ -1731,3 +1731,30 @@ fn json_answers_are_the_serialized_values() {
     assert_eq!(items[0]["plaintext"], "aGk=");
     assert_eq!(keys(1), ["plaintext", "error", "reference"]);
 }
+
+/// Two instances over one store (the key manager's state before and after a node became
+/// the active one): a rotation through the instance whose cache is older than the stored
+/// key builds on the stored key, so no version another instance made is overwritten.
+#[test]
+fn a_rotation_builds_on_the_stored_key_not_an_older_cached_copy() {
+    let st: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+    let b = Arc::new(Barrier::new(st));
+    let key = crate::crypto::random_bytes::<32>();
+    b.initialize(&key[..], vec![]).unwrap();
+    b.unseal(&key[..]).unwrap();
+    let a = Transit::new(View::new(b.clone(), "logical/test/"));
+    write(&a, "keys/k1", json!({}));
+    let info = ok(&a, Operation::Read, "keys/k1", json!(null));
+    assert_eq!(info["latest_version"], 1, "instance a caches version 1");
+    let b = Transit::new(View::new(b, "logical/test/"));
+    assert_eq!(write(&b, "keys/k1/rotate", json!({}))["latest_version"], 2);
+    let after = write(&a, "keys/k1/rotate", json!({}));
+    assert_eq!(after["latest_version"], 3, "version 2 from b is kept");
+    let keys = after["keys"].as_object().unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let read = ok(&a, Operation::Read, "keys/k1", json!(null));
+    assert_eq!(
+        read["latest_version"], 3,
+        "the cache follows the stored key"
+    );
+}
