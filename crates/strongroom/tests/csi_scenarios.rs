@@ -208,6 +208,9 @@ fn driver_killed_in_node_stage_at_fuse_and_loop_steps() {
     }
     kill_at_step("mount:fuse");
     kill_at_step("mount:loop");
+    // right after the filesystem is mounted on the loop device: teardown must unmount it,
+    // or the loop device keeps the FUSE file (and its holder) busy
+    kill_at_step("mount:mounted");
 }
 
 /// SIGKILL at moments spread over NodeStage (unlock, FUSE, loop, mkfs, mount).

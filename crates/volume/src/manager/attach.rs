@@ -233,10 +233,13 @@ impl Manager {
         rec: Record,
     ) -> Result<()> {
         self.make_fs_once(dir, m, dev, rec)?;
-        datapath::mount(dev, target, m.fs_type)?;
+        // Recorded before the mount (teardown unmounts only what is mounted): a crash right
+        // after the mount left an unrecorded filesystem holding the loop device, so the FUSE
+        // file stayed open and teardown waited for its holder in vain.
         let mut rt = Runtime::load(dir).unwrap_or_default();
         rt.target = Some(target.to_path_buf());
         rt.save(dir)?;
+        datapath::mount(dev, target, m.fs_type)?;
         fault("mount:mounted");
         self.grow_after_mount(dir, m, dev, target, rec)
     }
