@@ -103,6 +103,25 @@ impl RedbStorage {
     }
 }
 
+/// Every key under `prefix` in the entries table as of `tx` (this store's, and the raft
+/// state machine's, which is the same table).
+pub(crate) fn keys_under(
+    tx: &redb::ReadTransaction,
+    prefix: &str,
+) -> Result<BTreeSet<String>, StorageError> {
+    let t = tx.open_table(TABLE).map_err(io)?;
+    let mut keys = BTreeSet::new();
+    for item in t.range(prefix..).map_err(io)? {
+        let (k, _) = item.map_err(io)?;
+        let k = k.value();
+        if !k.starts_with(prefix) {
+            break;
+        }
+        keys.insert(k.to_string());
+    }
+    Ok(keys)
+}
+
 /// Create `dir` (and missing parents) as 0700. An existing directory is left as it is (it
 /// may be shared, like `/var/lib`), with a warning when others can enter it.
 pub(crate) fn private_dir(dir: &Path) -> Result<(), StorageError> {
@@ -242,19 +261,7 @@ impl Storage for RedbStorage {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         // Read the database first, then the overlay: a change that became durable in
         // between is in both, and the overlay (newer or equal) wins.
-        let mut keys = BTreeSet::new();
-        {
-            let tx = self.inner.db.begin_read().map_err(io)?;
-            let t = tx.open_table(TABLE).map_err(io)?;
-            for item in t.range(prefix..).map_err(io)? {
-                let (k, _) = item.map_err(io)?;
-                let k = k.value();
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                keys.insert(k.to_string());
-            }
-        }
+        let mut keys = keys_under(&self.inner.db.begin_read().map_err(io)?, prefix)?;
         {
             let st = self.inner.state.lock();
             for (k, (seq, v)) in st.overlay.iter().filter(|(k, _)| k.starts_with(prefix)) {

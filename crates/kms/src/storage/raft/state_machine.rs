@@ -162,16 +162,7 @@ impl StateMachine {
             let u = self.inner.unflushed.lock();
             (self.inner.db.begin_read().map_err(io)?, u.under(prefix))
         };
-        let t = tx.open_table(ENTRIES).map_err(io)?;
-        let mut keys = BTreeSet::new();
-        for item in t.range(prefix..).map_err(io)? {
-            let (k, _) = item.map_err(io)?;
-            let k = k.value();
-            if !k.starts_with(prefix) {
-                break;
-            }
-            keys.insert(k.to_string());
-        }
+        let mut keys = super::super::redb_store::keys_under(&tx, prefix)?;
         for (k, v) in waiting {
             match v {
                 Some(_) => keys.insert(k),
