@@ -1,9 +1,11 @@
 # Shared by bench/volume.sh and bench/rbd.sh (sourced): fio over a mounted stack, with the
 # busy CPU time of the whole machine per GB moved, and the engine's own cipher cost.
 
-# Busy CPU time of the whole machine so far, in clock ticks: user, nice, system, irq, softirq
-# (not idle, iowait, or steal: time the hypervisor gave to someone else is not this run's cost).
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+# Busy CPU time of the whole machine so far, in clock ticks: user, system, irq, softirq (not
+# idle, iowait, or steal: time the hypervisor gave to someone else is not this run's cost; not
+# nice: every process of the stack runs at nice 0, and a job someone runs beside the bench at
+# `nice -n 19` — a build — would otherwise be counted as the stack's CPU).
+busy_ticks() { awk '/^cpu /{print $2+$4+$7+$8}' /proc/stat; }
 
 # run_fio DIR RW BS: prints "MB/s CPU-s/GB" of one job: MB/s in 10^6 bytes/s; CPU-s/GB = busy
 # CPU time of the whole machine (every process and the kernel: fio, loop, FUSE, ext4, and for

@@ -391,3 +391,77 @@ fn a_rolling_restart_under_load_fails_no_request_beyond_the_documented_retry() {
         assert_eq!(got.str("v"), Some(val.as_str()));
     }
 }
+
+/// `sys/step-down` five times under read load, every client talking to one node without
+/// retries. A read that reached the active node as it stepped down found at its read
+/// barrier that the node no longer led, and was answered 500 ("local node not active…");
+/// it is now sent on to the new active node, as a standby sends it. Reads change nothing,
+/// so no read may fail, and every one returns the value written before.
+#[test]
+fn reads_through_every_node_across_step_downs_all_succeed() {
+    let t0 = Instant::now();
+    let c = Cluster::start();
+    let admin = c.admin();
+    admin
+        .mount_enable("kv", &MountInput::of_type("kv"))
+        .unwrap();
+    admin.kv1_write("kv", "k", &kv_map("before")).unwrap();
+    let stop = AtomicBool::new(false);
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    let failures: Mutex<Vec<String>> = Mutex::default();
+    let (addrs, token) = (c.addrs(), c.token.clone());
+    let mut rounds = Vec::new();
+    std::thread::scope(|s| {
+        for w in 0..6 {
+            let (stop, reads, failures) = (&stop, &reads, &failures);
+            let cl = kms_ha_common::client_timeout(
+                &addrs[w % 3],
+                Some(token.as_str()),
+                Duration::from_secs(30),
+            );
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match cl.kv1_read("kv", "k") {
+                        Ok(Some(m)) if m.str("v") == Some("before") => {
+                            reads.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(other) => failures.lock().unwrap().push(format!(
+                            "node {}: read {:?}",
+                            w % 3,
+                            other.map(|m| m.len())
+                        )),
+                        Err(e) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("node {}: {e}", w % 3)),
+                    }
+                }
+            });
+        }
+        let _stop_on_panic = kms_ha_common::StopOnDrop(&stop);
+        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..5 {
+            let old = c.wait_leader();
+            let before = reads.load(Ordering::SeqCst);
+            let t = Instant::now();
+            kms_ha_common::client(&c.nodes[old].addr(), Some(c.token.as_str()))
+                .write("sys/step-down", None)
+                .unwrap();
+            wait_for("another active node", 30, || {
+                c.leader().is_some_and(|l| l != old)
+            });
+            rounds.push((t.elapsed().as_millis(), before));
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let failures = failures.into_inner().unwrap();
+    let reads = reads.into_inner();
+    eprintln!(
+        "kms ha step_downs reads={reads} failed={} wall_s={:.1} rounds(ms, reads before)={rounds:?}",
+        failures.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "reads failed: {failures:#?}");
+    assert!(reads > 200, "too little load: {reads}");
+}

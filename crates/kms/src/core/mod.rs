@@ -110,6 +110,15 @@ fn op_caps(op: Operation) -> Caps {
     }
 }
 
+/// Why [`Core::read_barrier`] let a request not run.
+#[derive(Debug)]
+pub enum Barred {
+    /// This node is not the active node: the request goes there, unrun.
+    NotActive,
+    /// The answer to give (e.g. no quorum to confirm the leadership with).
+    Failed(ApiError),
+}
+
 impl Core {
     pub fn new(storage: Arc<dyn Storage>, options: CoreOptions) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
@@ -138,8 +147,9 @@ impl Core {
     /// disk: its own writes, pending values it read, and — because caches can expose a
     /// change without a storage read — every commit accepted before it finished. The
     /// async worker is never parked on the disk; one fsync serves many requests.
+    ///
+    /// The caller has passed [`Self::read_barrier`].
     pub async fn handle_durable(&self, inc: Incoming) -> Result<Response, ApiError> {
-        self.read_barrier(false).await?;
         let (result, ticket) = crate::storage::durability::scope(|| self.handle(inc));
         // the wait holds no copy of the result (a smaller future per request)
         self.durable(ticket).await?;
@@ -153,19 +163,23 @@ impl Core {
     ///
     /// `node_local`: a request every node answers for itself (`sys/seal` on a standby seals
     /// that standby): a standby runs it on its own copy.
-    pub async fn read_barrier(&self, node_local: bool) -> Result<(), ApiError> {
+    ///
+    /// [`Barred::NotActive`]: this node does not lead (it lost the lead since the request
+    /// was routed here): the request did not run, and goes to the active node.
+    pub async fn read_barrier(&self, node_local: bool) -> Result<(), Barred> {
         if self.barrier.is_sealed() {
             return Ok(());
         }
         match self.barrier.storage().read_barrier().await {
-            Ok(()) => self.refresh_if_newly_active().await,
+            Ok(()) => self.refresh_if_newly_active().await.map_err(Barred::Failed),
             Err(crate::storage::StorageError::NotActive) if node_local => Ok(()),
+            Err(crate::storage::StorageError::NotActive) => Err(Barred::NotActive),
             Err(e) => {
                 tracing::warn!("request refused: {e}");
-                Err(ApiError::new(
+                Err(Barred::Failed(ApiError::new(
                     500,
                     "local node not active but active cluster node not found",
-                ))
+                )))
             }
         }
     }

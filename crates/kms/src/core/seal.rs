@@ -374,8 +374,16 @@ mod tests {
             core.init(&body(json!({}))).unwrap_err().errors,
             vec!["Vault is already initialized"]
         );
-        // a wrong (random) 33-byte share is accepted into progress, failure at threshold
-        let bogus = hex::encode([9u8; 33]);
+        // a wrong 33-byte share is accepted into progress, failure at threshold. Its x
+        // coordinate (the last byte) differs from the real shares' it is combined with: a
+        // duplicate one is refused as such (it was [9; 33], a 1-in-128 flake).
+        let tag = |k: &str| hex::decode(k).unwrap()[32];
+        let x = (1..=255u8)
+            .find(|x| *x != tag(&keys[0]) && *x != tag(&keys[1]))
+            .unwrap();
+        let mut bogus = [9u8; 33];
+        bogus[32] = x;
+        let bogus = hex::encode(bogus);
         core.unseal(&body(json!({"key": keys[0]}))).unwrap();
         let s = core.unseal(&body(json!({"key": bogus}))).unwrap();
         assert_eq!(s["progress"], 2);

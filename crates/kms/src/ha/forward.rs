@@ -146,6 +146,31 @@ pub async fn forward(
     }
 }
 
+/// A request this node took as the active node's, that found at its read barrier this node
+/// no longer leads: it did not run. A client's request is sent on to the active node as a
+/// standby's would be (answering it 500 would leave the client unable to tell it from a
+/// failure after the change was made); one forwarded here is answered "not active", so that
+/// its sender sends it again.
+pub async fn elsewhere(
+    core: &Core,
+    parts: &axum::http::request::Parts,
+    body: Vec<u8>,
+    remote: &str,
+) -> Response<Body> {
+    if parts.extensions.get::<ForwardedMark>().is_some() {
+        let mut r = error(500, NOT_ACTIVE);
+        r.headers_mut()
+            .insert(NOT_ACTIVE_HEADER, HeaderValue::from_static("1"));
+        return r;
+    }
+    tracing::debug!("lost the lead before running a request: sending it to the active node");
+    match forward(core, parts, body, remote).await {
+        Ok(resp) => resp,
+        // leading again already: the request was not run; the client's retry runs it
+        Err(_) => error(500, NOT_ACTIVE),
+    }
+}
+
 const NOT_ACTIVE: &str = "local node not active but active cluster node not found";
 
 fn not_active(f: &Forwarded) -> bool {

@@ -7,7 +7,7 @@ pub mod budget;
 pub mod conn;
 mod envelope;
 
-use crate::core::{Core, Incoming};
+use crate::core::{Barred, Core, Incoming};
 use crate::request::{ApiError, Operation, Response as LResponse, Shape};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -306,7 +306,13 @@ async fn serve(core: &Arc<Core>, req: Request<Body>) -> Result<Response, Early> 
         content_type,
         remote_addr: remote,
     };
-    Ok(answer(run(core, inc).await))
+    match run(core, inc).await {
+        Ran::Answered(result) => Ok(answer(result)),
+        Ran::NotActive(inc) => {
+            let elsewhere = crate::ha::forward::elsewhere(core, &parts, body, &inc.remote_addr);
+            Ok(Box::pin(elsewhere).await)
+        }
+    }
 }
 
 /// `GET sys/storage/raft/snapshot` (`None` inside: save) or a restore (`Some(force)`).
@@ -342,8 +348,16 @@ async fn snapshot(
         content_type: None,
         remote_addr: remote,
     };
-    if let Err(e) = run(core, inc).await {
-        return error_response(&e);
+    match run(core, inc).await {
+        Ran::Answered(Ok(_)) => {}
+        Ran::Answered(Err(e)) => return error_response(&e),
+        // the snapshot is of the active node's copy: the client asks again
+        Ran::NotActive(_) => {
+            return error_response(&ApiError::new(
+                500,
+                "local node not active but active cluster node not found",
+            ))
+        }
     }
     let Some(raft) = core.options.raft.clone() else {
         return error_response(&ApiError::bad_request("raft storage is not in use"));
@@ -491,18 +505,35 @@ fn request_data(
 ///
 /// The blocking-pool branch is boxed: its state would otherwise enlarge every request's
 /// future (copied whole when the handler's future is boxed).
-async fn run(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
-    let heavy = inc.path.contains("/login/") || inc.path.starts_with("sys/");
-    if !heavy {
-        return core.handle_durable(inc).await;
+async fn run(core: &Arc<Core>, inc: Incoming) -> Ran {
+    match core
+        .read_barrier(crate::ha::forward::local_path(&inc.path))
+        .await
+    {
+        Ok(()) => {}
+        Err(Barred::NotActive) => return Ran::NotActive(Box::new(inc)),
+        Err(Barred::Failed(e)) => return Ran::Answered(Err(e)),
     }
-    Box::pin(run_blocking(core, inc)).await
+    let heavy = inc.path.contains("/login/") || inc.path.starts_with("sys/");
+    Ran::Answered(if heavy {
+        Box::pin(run_blocking(core, inc)).await
+    } else {
+        core.handle_durable(inc).await
+    })
+}
+
+/// What running a request here came to. (The answer stays inline: it is what `run`
+/// returned before, and boxing it would allocate once per request for a rare variant.)
+#[allow(clippy::large_enum_variant)]
+enum Ran {
+    Answered(Result<LResponse, ApiError>),
+    /// Not run: at its read barrier this node found it is not the active node (it lost the
+    /// lead after the request was routed here). Carries the request back, to be sent on.
+    NotActive(Box<Incoming>),
 }
 
 async fn run_blocking(core: &Arc<Core>, inc: Incoming) -> Result<LResponse, ApiError> {
     let c = core.clone();
-    core.read_barrier(crate::ha::forward::local_path(&inc.path))
-        .await?;
     match tokio::task::spawn_blocking(move || crate::storage::durability::scope(|| c.handle(inc)))
         .await
     {

@@ -259,18 +259,31 @@ impl Storage for RedbStorage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        // Read the database first, then the overlay: a change that became durable in
-        // between is in both, and the overlay (newer or equal) wins.
-        let mut keys = keys_under(&self.inner.db.begin_read().map_err(io)?, prefix)?;
-        {
+        // The database's read transaction and the overlay's entries are taken under one
+        // lock: one moment's view, so a change the committer moves from the overlay to the
+        // database is in exactly one of the two. (A transaction begun before the lock could
+        // predate a commit whose changes then left the overlay before it was read.) The
+        // overlay (newer or equal) wins.
+        let (tx, pending) = {
             let st = self.inner.state.lock();
-            for (k, (seq, v)) in st.overlay.iter().filter(|(k, _)| k.starts_with(prefix)) {
-                durability::depend_on(*seq);
-                if v.is_some() {
-                    keys.insert(k.clone());
-                } else {
-                    keys.remove(k);
-                }
+            let tx = self.inner.db.begin_read().map_err(io)?;
+            let pending: Vec<(String, bool)> = st
+                .overlay
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, (seq, v))| {
+                    durability::depend_on(*seq);
+                    (k.clone(), v.is_some())
+                })
+                .collect();
+            (tx, pending)
+        };
+        let mut keys = keys_under(&tx, prefix)?;
+        for (k, present) in pending {
+            if present {
+                keys.insert(k);
+            } else {
+                keys.remove(&k);
             }
         }
         Ok(fold_listing(prefix, keys.iter().map(|s| s.as_str())))
@@ -377,6 +390,52 @@ mod tests {
             assert_eq!(s.get(&format!("t{t}/last")).unwrap(), Some(vec![49]));
             assert_eq!(s.get(&format!("t{t}/k7")).unwrap(), Some(vec![t, 7]));
         }
+    }
+
+    #[test]
+    fn a_listing_never_misses_a_key_that_was_written_before_it_began() {
+        // A writer adds keys (visible at once, made durable later) while the committer moves
+        // them from the overlay to the database; a listing that starts after a write
+        // returned must hold that key, whichever side of a commit it reads.
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(RedbStorage::open(dir.path(), "raft").unwrap());
+        // many keys already there: each listing's scan of the database takes a while
+        let old: Vec<TxOp> = (0..20_000)
+            .map(|i| TxOp::Put(format!("l/old{i:05}"), vec![0]))
+            .collect();
+        s.commit(old).unwrap();
+        let (written, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let writer = {
+            let (s, written, stop) = (s.clone(), written.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(SeqCst) && i < 5000 {
+                    let (r, _ticket) = durability::scope(|| s.put(&format!("l/{i:07}"), vec![1]));
+                    r.unwrap();
+                    i += 1;
+                    written.store(i, SeqCst);
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            })
+        };
+        let mut listing = 0;
+        while !writer.is_finished() || listing < 20 {
+            listing += 1;
+            let n = written.load(SeqCst);
+            let have = s.list("l/").unwrap().len() - 20_000;
+            assert!(
+                have >= n,
+                "listing {listing} holds {have} new keys, {n} were written before it"
+            );
+        }
+        stop.store(true, SeqCst);
+        writer.join().unwrap();
+        let n = written.load(SeqCst);
+        assert_eq!(s.list("l/").unwrap().len(), n + 20_000);
     }
 
     #[test]

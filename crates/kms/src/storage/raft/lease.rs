@@ -95,9 +95,13 @@ impl Lease {
             return Ok(());
         }
         let t0 = Instant::now();
-        raft.ensure_linearizable()
-            .await
-            .map_err(|e| StorageError::Io(format!("not confirmed as the active node: {e}")))?;
+        raft.ensure_linearizable().await.map_err(|e| match e {
+            // lost the lead while confirming: the request did not run; it goes to the new one
+            openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(_),
+            ) => StorageError::NotActive,
+            e => StorageError::Io(format!("not confirmed as the active node: {e}")),
+        })?;
         // granted only if nothing changed while confirming
         if Self::leading(raft, id) == Some(stamp) {
             *self.held.lock() = Some((stamp, t0 + self.length));
