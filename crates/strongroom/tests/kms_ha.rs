@@ -451,6 +451,11 @@ fn reads_through_every_node_across_step_downs_all_succeed() {
                 c.leader().is_some_and(|l| l != old)
             });
             rounds.push((t.elapsed().as_millis(), before));
+            eprintln!(
+                "step-down {} of node {old}: {:?}",
+                rounds.len(),
+                t.elapsed()
+            );
             std::thread::sleep(Duration::from_millis(700));
         }
         stop.store(true, Ordering::SeqCst);

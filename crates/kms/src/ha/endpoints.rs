@@ -135,15 +135,17 @@ pub fn await_handover(r: &RaftStorage) -> Result<(), ApiError> {
     })
 }
 
-/// `sys/step-down`: stop sending heartbeats and stand for no election until another member
-/// leads (or 5 s pass), then take part again.
+/// `sys/step-down`: stop sending heartbeats, serve nothing as the active node (requests wait
+/// for the next one and go there) and stand for no election until another member leads (or
+/// 5 s pass), then take part again.
 pub fn step_down(r: &RaftStorage) -> Result<(), ApiError> {
     if !r.is_leader() {
         return Ok(());
     }
     let raft = r.raft().clone();
     let me = r.node_id();
-    block_on(async move {
+    r.set_stepping_down(true);
+    let stepped = block_on(async move {
         raft.runtime_config().heartbeat(false);
         raft.runtime_config().elect(false);
         let _ = raft
@@ -155,6 +157,7 @@ pub fn step_down(r: &RaftStorage) -> Result<(), ApiError> {
             .await;
         raft.runtime_config().heartbeat(true);
         raft.runtime_config().elect(true);
-    })?;
-    Ok(())
+    });
+    r.set_stepping_down(false);
+    stepped
 }

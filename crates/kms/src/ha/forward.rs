@@ -74,13 +74,7 @@ async fn await_leader(r: &RaftStorage, not: Option<u64>, deadline: Instant) -> b
     let left = deadline.saturating_duration_since(Instant::now());
     r.raft()
         .wait(Some(left))
-        .metrics(
-            move |m| {
-                let leading = m.state == openraft::ServerState::Leader;
-                leading || (m.current_leader.is_some() && m.current_leader != not)
-            },
-            "an active node",
-        )
+        .metrics(r.active_node_known(not), "an active node")
         .await
         .is_ok()
 }

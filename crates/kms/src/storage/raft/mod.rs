@@ -92,6 +92,10 @@ pub struct RaftStorage {
     sm: state_machine::StateMachine,
     shared: Arc<Shared>,
     lease: lease::Lease,
+    /// Set by `sys/step-down` until another node leads: this node serves nothing as the
+    /// active node and confirms no lease (each confirmation is a heartbeat to a quorum,
+    /// which under load kept the followers from ever electing another leader).
+    stepping_down: Arc<std::sync::atomic::AtomicBool>,
     transport: Arc<network::Transport>,
     autopilot: autopilot::Tracker,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -157,6 +161,7 @@ impl RaftStorage {
             sm,
             shared,
             lease: lease::Lease::new(opts.timing.election_min_ms),
+            stepping_down: Default::default(),
             transport,
             autopilot: Default::default(),
             tasks: parking_lot::Mutex::new(tasks),
@@ -220,6 +225,9 @@ impl RaftStorage {
 
     /// Whether this node is the raft leader right now (as far as it knows).
     pub fn is_leader(&self) -> bool {
+        if self.stepping_down() {
+            return false;
+        }
         let m = self.raft.metrics();
         let m = m.borrow();
         // a restarted node's stored vote may still name it: only the server state says
@@ -229,9 +237,41 @@ impl RaftStorage {
     /// The leader this node knows of, with its addresses.
     pub fn leader(&self) -> Option<(NodeId, ClusterNode)> {
         let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
+        let id = m
+            .current_leader
+            .filter(|&l| l != self.id || !self.stepping_down())?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
+    }
+
+    /// `sys/step-down` begins (`true`) or ends: see `stepping_down`.
+    pub fn set_stepping_down(&self, on: bool) {
+        self.stepping_down
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn stepping_down(&self) -> bool {
+        self.stepping_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether `m` shows an active node this node may send requests to or serve them as:
+    /// another node known to lead (not `not`, the one a request just failed at), or this
+    /// one leading and not stepping down. For waiting on the metrics (a predicate that
+    /// outlives `self`): while this node steps down it still leads in openraft's view, and
+    /// a wait that took that for an active node returned at once, forever.
+    pub fn active_node_known(
+        &self,
+        not: Option<NodeId>,
+    ) -> impl Fn(&openraft::RaftMetrics<NodeId, types::ClusterNode>) -> bool + Send + 'static {
+        let (me, stepping) = (self.id, self.stepping_down.clone());
+        move |m| {
+            let stepping = stepping.load(std::sync::atomic::Ordering::SeqCst);
+            let leading = m.state == openraft::ServerState::Leader && !stepping;
+            let other = m
+                .current_leader
+                .is_some_and(|l| Some(l) != not && (l != me || !stepping));
+            leading || other
+        }
     }
 
     /// The highest log index applied on this node.
@@ -318,6 +358,9 @@ impl Storage for RaftStorage {
     }
 
     fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + '_>> {
+        if self.stepping_down() {
+            return Box::pin(std::future::ready(Err(StorageError::NotActive)));
+        }
         Box::pin(self.lease.confirm(&self.raft, self.id))
     }
 
