@@ -12,6 +12,7 @@
 #
 #   bench/rbd.sh                                 # builds the release binary first
 #   STRONGROOM_BIN=path SECONDS_PER_RUN=8 ROUNDS=3 QD=16 SPAN=512M bench/rbd.sh
+#   LIB_WORKLOADS="rand-write4k" WORKLOADS="seq_write_1m" bench/rbd.sh   # subsets ("" = none)
 #
 # Ends with lines:
 #   rbd lib_<workload> strongroom_mbps=... librbd_luks2_mbps=... plain_mbps=...
@@ -69,7 +70,9 @@ CONF=$W/ceph/ceph.conf
 b() { "$BIN" volume bench-rbd --ceph-conf "$CONF" --key-file "$W/key" --qd "$QD" --span "$SPAN_B" "$@"; }
 b --mode prepare --image bench
 
-for wl in seq-write1m seq-read1m rand-write4k rand-read4k; do
+# LIB_WORKLOADS: a subset of the library-level workloads (default all; "" for none)
+LIB_WORKLOADS=${LIB_WORKLOADS-seq-write1m seq-read1m rand-write4k rand-read4k}
+for wl in $LIB_WORKLOADS; do
   impls=(strongroom librbd-luks2 plain)
   for ((r = 0; r < ROUNDS; r++)); do
     for ((k = 0; k < 3; k++)); do
@@ -97,6 +100,7 @@ extra_cpu() {
 }
 
 for wl in SeqWrite1m SeqRead1m RandWrite4k RandRead4k; do
+  grep -q "workload=$wl " "$W/runs" 2>/dev/null || continue
   case $wl in SeqWrite1m) name=seq_write_1m;; SeqRead1m) name=seq_read_1m;;
     RandWrite4k) name=rand_write_4k;; RandRead4k) name=rand_read_4k;; esac
   s=$(median_of Strongroom "$wl" mbps); l=$(median_of LibrbdLuks2 "$wl" mbps); p=$(median_of Plain "$wl" mbps)
