@@ -73,7 +73,7 @@ struct HostUnmount<'a>(&'a Vm);
 
 impl Drop for HostUnmount<'_> {
     fn drop(&mut self) {
-        for v in ["v1", "v2"] {
+        for v in ["v1", "v2", "m1"] {
             let _ = self.0.host_cli(&["unmount", v]);
         }
         drop(volume_common::Cleanup(self.0.path("")));
@@ -378,4 +378,93 @@ fn sha256_hex(b: &[u8]) -> String {
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect()
+}
+
+/// Guest half of the msgr2-only test: the kernel path maps over the monitor's v2 address,
+/// writes, unmounts, maps again and reads back; evidence into `$D`.
+const GUEST_MSGR2: &str = r#"
+K="$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id $CL"
+$K import m1 --pool rbd --image $IMG --ceph-conf $D/ceph.conf >/dev/null
+$K --json mount m1 /mnt/m1 --token-file $D/a.token >$D/mount.json
+for d in /sys/bus/rbd/devices/*; do cat $d/config_info; done >$D/config-info.txt
+cp $D/guest-marker.txt /mnt/m1/guest.txt
+dd if=/dev/urandom of=/mnt/m1/guest.bin bs=64k count=8 2>/dev/null
+sha256sum /mnt/m1/guest.bin | cut -d' ' -f1 >$D/guest-bin.sha256
+$K unmount m1
+$K mount m1 /mnt/m1 --token-file $D/a.token >/dev/null
+cat /mnt/m1/guest.txt >$D/reread.txt
+sha256sum /mnt/m1/guest.bin | cut -d' ' -f1 >$D/reread-bin.sha256
+$K unmount m1
+{ ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after.txt
+"#;
+
+/// Issue 12, v2-only monitors: a cluster whose daemons bind msgr2 only (`ms bind msgr1 =
+/// false`, as many are set up now) has no v1 monitor address; the kernel path maps the image
+/// over the v2 address with `ms_mode=prefer-crc`, writes, maps again and reads back, and the
+/// userspace node on the host reads what the kernel node wrote.
+#[test]
+fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
+    let t0 = Instant::now();
+    let Some(vm) = Vm::start() else { return };
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return;
+    }
+    let ceph = match DevCluster::start_with(&std::env::temp_dir(), true) {
+        Ok(c) => c,
+        Err(why) if std::env::var(strongroom_rbd::dev::REQUIRED_ENV).as_deref() == Ok("1") => {
+            panic!("Ceph required but unavailable: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping: no Ceph for this test: {why}");
+            return;
+        }
+    };
+    let mons = ceph.monitors().unwrap();
+    assert!(!mons.contains("v1:"), "not msgr2-only: {mons}");
+    let _unmount = HostUnmount(&vm);
+    step(t0, "VM runner, key manager and a msgr2-only Ceph ready");
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (conf, _) = share_ceph_conf(&vm, &ceph);
+    let tok = vm.p("a.token");
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "m1",
+        "--tenant",
+        "a",
+        "--size",
+        "48M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = info["store"]["image"].as_str().unwrap().to_owned();
+    let guest_mk = marker("krbd-msgr2");
+    std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
+    vm.guest_with(&opts, &format!("CL={CLUSTER}\nIMG={image}\n{GUEST_MSGR2}"));
+    step(t0, "guest mapped over msgr2");
+    assert_eq!(vm.json("mount.json")["datapath"], "kernel");
+    let ci = vm.read("config-info.txt");
+    let v2 = mons.trim_matches(['[', ']']).trim_start_matches("v2:");
+    assert!(
+        ci.starts_with(&format!("{v2} ")) && ci.contains(",ms_mode=prefer-crc"),
+        "{ci}"
+    );
+    assert_eq!(vm.read("reread.txt"), guest_mk);
+    assert_eq!(vm.read("reread-bin.sha256"), vm.read("guest-bin.sha256"));
+    assert_eq!(vm.read("after.txt").trim(), "No devices found");
+    // the userspace node (librados over msgr2) reads what the kernel node wrote
+    let mnt = vm.p("host-m1");
+    ok(vm.host_cli(&["mount", "m1", &mnt, "--token-file", &tok]));
+    let read = std::fs::read_to_string(vm.path("host-m1").join("guest.txt"));
+    ok(vm.host_cli(&["unmount", "m1"]));
+    assert_eq!(read.unwrap(), guest_mk);
 }

@@ -5,7 +5,7 @@
 //!
 //! Connections are made once per (ceph.conf, user) and shared by every image of a process.
 
-use crate::ceph_conf::{v1_monitors, ClientConf};
+use crate::ceph_conf::{kernel_monitors, ClientConf};
 use crate::datapath::krbd::{KrbdCredentials, KrbdImage};
 use crate::error::{Error, Result};
 use crate::meta::{CephRef, ImageLayout, StoreSpec};
@@ -297,7 +297,7 @@ impl BackingStore for RbdStore {
 
 impl RbdStore {
     /// The image as the kernel driver names it, and how the kernel reaches the cluster: the
-    /// monitors' v1 addresses and the user's key (given in memory, or from the ceph.conf's
+    /// monitors' addresses and `ms_mode` ([`kernel_monitors`]) and the user's key (given in memory, or from the ceph.conf's
     /// keyring).
     pub(crate) fn kernel_target(&self) -> Result<(KrbdImage, KrbdCredentials)> {
         let user = self.ceph.user.clone();
@@ -323,7 +323,7 @@ impl RbdStore {
             namespace: self.namespace.clone(),
             image: self.image.clone(),
         };
-        let monitors = v1_monitors(&mon_host)?;
+        let monitors = kernel_monitors(&mon_host, self.ceph.ms_mode)?;
         Ok((
             img,
             KrbdCredentials {
@@ -498,6 +498,7 @@ mod tests {
             conf: None,
             user: "krbd-test-given".into(),
             monitors: Some("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],10.0.0.2".into()),
+            ms_mode: None,
         };
         let e = store(ceph.clone()).kernel_target().err().unwrap();
         assert_eq!(e.kind(), crate::ErrorKind::Unauthenticated, "{e}");
@@ -508,9 +509,30 @@ mod tests {
             ("rbd", "tenant-a")
         );
         assert_eq!(img.image, "csi-vol-x");
-        assert_eq!(cred.monitors, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(cred.monitors.addrs, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(cred.monitors.ms_mode, None);
         assert_eq!(cred.user, "krbd-test-given");
         assert_eq!(cred.key.expose(), "AQBgiven==");
+    }
+
+    #[test]
+    fn kernel_target_of_v2_only_monitors_and_an_explicit_mode() {
+        provide_ceph_key("krbd-test-v2", SecretString::new("AQBv2=="));
+        let mut ceph = CephRef {
+            conf: None,
+            user: "krbd-test-v2".into(),
+            monitors: Some("[v2:10.0.0.1:3300] [v2:10.0.0.2:3300]".into()),
+            ms_mode: None,
+        };
+        let (_, cred) = store(ceph.clone()).kernel_target().unwrap();
+        assert_eq!(cred.monitors.addrs, ["10.0.0.1:3300", "10.0.0.2:3300"]);
+        assert_eq!(cred.monitors.ms_mode, Some(crate::MsMode::PreferCrc));
+        ceph.ms_mode = Some(crate::MsMode::Secure);
+        let (_, cred) = store(ceph.clone()).kernel_target().unwrap();
+        assert_eq!(cred.monitors.ms_mode, Some(crate::MsMode::Secure));
+        ceph.ms_mode = Some(crate::MsMode::Legacy);
+        let e = store(ceph).kernel_target().err().unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{e}");
     }
 
     #[test]
@@ -528,9 +550,10 @@ mod tests {
             conf: Some(conf.to_string_lossy().into_owned()),
             user: "csi".into(),
             monitors: None,
+            ms_mode: None,
         };
         let (_, cred) = store(ceph).kernel_target().unwrap();
-        assert_eq!(cred.monitors, ["127.0.0.1:6789"]);
+        assert_eq!(cred.monitors.addrs, ["127.0.0.1:6789"]);
         assert_eq!(cred.key.expose(), "AQBconf==");
     }
 }

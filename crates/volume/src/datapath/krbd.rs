@@ -17,6 +17,7 @@
 //! arguments are NUL-terminated strings and a byte slice that outlive the call.
 #![allow(unsafe_code)]
 
+use crate::ceph_conf::KernelMonitors;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -41,10 +42,10 @@ pub struct KrbdImage {
     pub image: String,
 }
 
-/// How to reach the cluster: monitors on the v1 (legacy msgr) port, the cephx user and key.
+/// How to reach the cluster: the monitors (in the protocol their `ms_mode` selects), the
+/// cephx user and key.
 pub struct KrbdCredentials {
-    /// `ip:port` of each monitor's v1 address.
-    pub monitors: Vec<String>,
+    pub monitors: KernelMonitors,
     pub user: String,
     pub key: SecretString,
 }
@@ -111,8 +112,8 @@ pub fn map(img: &KrbdImage, cred: &KrbdCredentials) -> Result<RbdDev> {
     Ok(dev)
 }
 
-/// The line written to `add`: `<mons> name=<user>,key=<desc>[,_pool_ns=<ns>],exclusive,
-/// lock_timeout=<s> <pool> <image> -`. Names that could smuggle in more options or fields
+/// The line written to `add`: `<mons> name=<user>,key=<desc>[,_pool_ns=<ns>][,ms_mode=<m>],
+/// exclusive,lock_timeout=<s> <pool> <image> -`. Names that could smuggle in more options or fields
 /// (whitespace, `,`, `=`) are refused.
 fn map_spec(img: &KrbdImage, cred: &KrbdCredentials, key_desc: &str) -> Result<String> {
     let fields = [
@@ -124,20 +125,24 @@ fn map_spec(img: &KrbdImage, cred: &KrbdCredentials, key_desc: &str) -> Result<S
         plain(what, v, false)?;
     }
     plain("RADOS namespace", &img.namespace, true)?;
-    if cred.monitors.is_empty() {
+    let mons = &cred.monitors.addrs;
+    if mons.is_empty() {
         return Err(Error::InvalidArgument("no monitor addresses".into()));
     }
-    for m in &cred.monitors {
+    for m in mons {
         plain("monitor address", m, false)?;
     }
     let mut opts = format!("name={},key={key_desc}", cred.user);
     if !img.namespace.is_empty() {
         opts.push_str(&format!(",_pool_ns={}", img.namespace));
     }
+    if let Some(m) = cred.monitors.ms_mode {
+        opts.push_str(&format!(",ms_mode={}", m.as_str()));
+    }
     opts.push_str(&format!(",exclusive,lock_timeout={LOCK_TIMEOUT_S}"));
     Ok(format!(
         "{} {opts} {} {} -",
-        cred.monitors.join(","),
+        mons.join(","),
         img.pool,
         img.image
     ))
@@ -323,7 +328,10 @@ mod tests {
 
     fn cred() -> KrbdCredentials {
         KrbdCredentials {
-            monitors: vec!["10.0.0.1:6789".into(), "10.0.0.2:6789".into()],
+            monitors: KernelMonitors {
+                addrs: vec!["10.0.0.1:6789".into(), "10.0.0.2:6789".into()],
+                ms_mode: None,
+            },
             user: "csi".into(),
             key: SecretString::new("AQBa"),
         }
@@ -350,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn msgr2_monitors_are_mapped_with_their_mode() {
+        let mut c = cred();
+        c.monitors = KernelMonitors {
+            addrs: vec!["10.0.0.1:3300".into()],
+            ms_mode: Some(crate::ceph_conf::MsMode::PreferCrc),
+        };
+        let s = map_spec(&img(""), &c, "k").unwrap();
+        assert!(
+            s.starts_with("10.0.0.1:3300 name=csi,key=k,ms_mode=prefer-crc,"),
+            "{s}"
+        );
+        c.monitors.ms_mode = Some(crate::ceph_conf::MsMode::Secure);
+        let s = map_spec(&img("ns"), &c, "k").unwrap();
+        assert!(s.contains(",_pool_ns=ns,ms_mode=secure,"), "{s}");
+    }
+
+    #[test]
     fn names_that_would_add_options_or_fields_are_refused() {
         for (pool, ns, image) in [
             ("rbd x", "", "i"),
@@ -370,7 +395,9 @@ mod tests {
         c.user = "admin,secret=x".into();
         assert!(map_spec(&img(""), &c, "k").is_err());
         c.user = "admin".into();
-        c.monitors.clear();
+        c.monitors.addrs = vec!["10.0.0.1:6789,10.0.0.2:6789 name=x".into()];
+        assert!(map_spec(&img(""), &c, "k").is_err());
+        c.monitors.addrs.clear();
         assert!(map_spec(&img(""), &c, "k").is_err());
     }
 
