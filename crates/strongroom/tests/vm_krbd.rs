@@ -122,6 +122,18 @@ echo "mapped $(devs) dm $(dmsetup ls | grep -c strongroom-)" >$D/after-node-c.tx
 # the host tries its userspace attach now (the test waits for this file)
 touch $D/held
 i=0; while [ ! -e $D/host-tried ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+# the host grew the image meanwhile: the mapping sees it; the node grows dm-crypt and ext4
+# (as NodeExpandVolume: the same size again), the data is intact
+rbd=$(ls /sys/bus/rbd/devices | head -n 1)
+blockdev --getsize64 /dev/rbd$rbd >$D/grown-rbd.txt
+$K --json resize v1 --size 128M --token-file $D/a.token >$D/grown.json
+blockdev --getsize64 /dev/mapper/strongroom-v1 >$D/grown-dm.txt
+df -Pk /mnt/v1 | tail -n 1 | awk '{print $2}' >$D/grown-fs-kb.txt
+cat /mnt/v1/host-0.txt >$D/grown-read-host-0.txt
+sha256sum /mnt/v1/guest.bin | cut -d' ' -f1 >$D/grown-guest-bin.sha256
+dd if=/dev/urandom of=/mnt/v1/after-grow.bin bs=1M count=8 2>/dev/null
+sha256sum /mnt/v1/after-grow.bin | cut -d' ' -f1 >$D/after-grow.sha256
+sync
 if STRONGROOM_FAULT=unmount:krbd-unmapped $K unmount v1 >/dev/null 2>&1; then
   echo unmount:krbd-unmapped >>$D/not-aborted.txt
 fi
@@ -150,8 +162,10 @@ $K unmount v2
 /// Issue 12: an RBD volume on the kernel path (krbd + dm-crypt) in the VM and on the userspace
 /// path on the host, one image: each reads what the other wrote; a read-write attach is
 /// refused (FAILED_PRECONDITION) while the other path holds the image, both ways and from a
-/// second kernel attach; aborts mid-attach are cleaned up, not duplicated; the key never
-/// reaches the map line; stock cryptsetup opens the image on /dev/rbdN; nothing is left.
+/// second kernel attach; the host (as the controller) grows the image while the kernel node
+/// has it attached, and the kernel node grows dm-crypt and ext4 online, data intact; aborts
+/// mid-attach are cleaned up, not duplicated; the key never reaches the map line; stock
+/// cryptsetup opens the image on /dev/rbdN; nothing is left.
 #[test]
 fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     let t0 = Instant::now();
@@ -274,7 +288,8 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         }
         let attempt = vm.path("held").exists().then(|| {
             let o = vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]);
-            // librbd cannot change the image while the kernel holds its lock: a typed refusal
+            // the controller grows the image while the kernel node has it attached (the kernel
+            // hands librbd's lock over for the resize)
             let r = vm.host_cli(&["resize", "v1", "--size", "128M", "--token-file", &tok]);
             std::fs::write(vm.path("host-tried"), "").unwrap();
             (o, r)
@@ -283,10 +298,26 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         attempt.expect("the guest reached the held point")
     });
     step(t0, "guest node B done");
-    assert!(
-        !host_resize.status.success() && out_text(&host_resize).contains("FAILED_PRECONDITION"),
+    assert!(host_resize.status.success(), "{}", out_text(&host_resize));
+    // the mapping saw the new size; the kernel node grew dm-crypt and the filesystem online
+    let grown = 128u64 << 20;
+    assert_eq!(
+        vm.read("grown-rbd.txt").trim(),
+        (grown + (16 << 20)).to_string()
+    );
+    assert_eq!(vm.read("grown-dm.txt").trim(), grown.to_string());
+    let fs_kb: u64 = vm.read("grown-fs-kb.txt").trim().parse().unwrap();
+    assert!(fs_kb > 100 << 10, "ext4 not grown: {fs_kb} KiB");
+    assert_eq!(
+        vm.json("grown.json")["size"],
+        grown,
         "{}",
-        out_text(&host_resize)
+        vm.read("grown.json")
+    );
+    assert_eq!(vm.read("grown-read-host-0.txt"), host_mk);
+    assert_eq!(
+        vm.read("grown-guest-bin.sha256"),
+        vm.read("guest-bin.sha256")
     );
     assert!(
         !host_attempt.status.success(),
@@ -322,7 +353,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     );
     let ci = vm.read("config-info.txt");
     assert!(
-        ci.contains("key=strongroom-krbd-") && ci.contains(",exclusive"),
+        ci.contains("key=strongroom-krbd-") && ci.contains(",noshare") && !ci.contains("exclusive"),
         "{ci}"
     );
     assert!(!ci.contains(&admin_key), "the cephx key is in the map line");
@@ -355,6 +386,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     ok(vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]));
     let read_mk = std::fs::read_to_string(mnt.join("guest-0.txt"));
     let read_bin = std::fs::read(mnt.join("guest.bin"));
+    let read_grown = std::fs::read(mnt.join("after-grow.bin"));
     ok(vm.host_cli(&["unmount", "v1"]));
     // v2, whose filesystem the kernel node made: recorded in the image, so no mkfs here
     assert_eq!(vm.json("mount-v2.json")["datapath"], "kernel");
@@ -369,6 +401,10 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     assert_eq!(
         sha256_hex(&read_bin.unwrap()),
         vm.read("guest-bin.sha256").trim()
+    );
+    assert_eq!(
+        sha256_hex(&read_grown.unwrap()),
+        vm.read("after-grow.sha256").trim()
     );
 }
 

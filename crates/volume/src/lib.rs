@@ -24,6 +24,7 @@ mod kms;
 mod manager;
 mod meta;
 mod protect;
+mod rbd_claim;
 
 mod state;
 mod store;

@@ -9,6 +9,7 @@ use crate::ceph_conf::{kernel_monitors, ClientConf};
 use crate::datapath::krbd::{KrbdCredentials, KrbdImage};
 use crate::error::{Error, Result};
 use crate::meta::{CephRef, ImageLayout, StoreSpec};
+use crate::rbd_claim::{self, Claimant};
 use crate::store::BackingStore;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,10 +198,31 @@ impl RbdStore {
             .ioctx(&self.pool, &self.namespace, true)
             .map_err(|e| ceph_error("open pool", e))
     }
-    fn image(&self) -> Result<Image> {
+    pub(crate) fn image(&self) -> Result<Image> {
         self.ioctx()?
             .open(&self.image)
             .map_err(|e| ceph_error("open RBD image", e))
+    }
+    pub(crate) fn image_name(&self) -> &str {
+        &self.image
+    }
+    /// The addresses of the clients watching the image's header, but this process's own.
+    pub(crate) fn header_watchers(&self) -> Result<Vec<String>> {
+        let me = connect(&self.ceph)?.instance_id() as i64;
+        let w = self
+            .image()?
+            .watchers()
+            .map_err(|e| ceph_error("list the RBD image's watchers", e))?;
+        Ok(w.into_iter()
+            .filter(|w| w.id != me)
+            .map(|w| w.address)
+            .collect())
+    }
+    /// Blocklist a (dead) client's address for `secs` seconds.
+    pub(crate) fn fence(&self, addr: &str, secs: u32) -> Result<()> {
+        connect(&self.ceph)?
+            .blocklist(addr, secs)
+            .map_err(|e| ceph_error("blocklist a dead client", e))
     }
     /// The image, or `None` if it does not exist.
     fn image_opt(&self) -> Result<Option<Image>> {
@@ -242,21 +264,26 @@ impl BackingStore for RbdStore {
     fn open(&self, _writable: bool) -> Result<Box<dyn BlockDevice>> {
         Ok(Box::new(RbdDevice::new(self.image()?)))
     }
-    fn open_exclusive(&self) -> Result<Box<dyn BlockDevice>> {
+    fn open_exclusive(&self, claim: &str) -> Result<Box<dyn BlockDevice>> {
         let img = self.image()?;
-        // librbd's exclusive lock, taken explicitly: held until this handle closes (or the
-        // process dies and its watch expires); another client's acquire is refused.
-        match img.lock_acquire() {
-            Ok(()) => Ok(Box::new(RbdDevice::new(img))),
+        // Strongroom's attach claim first (the kernel path's mappings hold no lock while
+        // idle), then librbd's exclusive lock, taken explicitly: held until this handle
+        // closes (or the process dies and its watch expires); another client's acquire is
+        // refused, and a kernel mapping's writes get EROFS.
+        rbd_claim::claim(self, claim, Claimant::Librbd)?;
+        let locked = match img.lock_acquire() {
+            Ok(()) => return Ok(Box::new(RbdDevice::new(img))),
             Err(e) if matches!(e.kind(), ErrorKind::ReadOnly | ErrorKind::Busy) => {
                 let owners = img.lock_owners().unwrap_or_default().join(", ");
-                Err(Error::FailedPrecondition(format!(
+                Error::FailedPrecondition(format!(
                     "RBD image {} is attached read-write elsewhere (exclusive lock held by {owners})",
                     self.image
-                )))
+                ))
             }
-            Err(e) => Err(ceph_error("lock RBD image", e)),
-        }
+            Err(e) => ceph_error("lock RBD image", e),
+        };
+        let _ = rbd_claim::release(self, claim);
+        Err(locked)
     }
     fn local_path(&self) -> Option<&Path> {
         None
