@@ -166,4 +166,59 @@ mod tests {
         }
         assert_ne!(new_token(), new_token());
     }
+
+    /// On a real cluster: a claim held for a live watcher refuses another attach; once that
+    /// watch is gone the next attach fences (blocklists) its address and breaks it; a claim
+    /// with this attach's own token is taken over; release leaves no lock.
+    #[test]
+    fn live_claims_refuse_dead_ones_are_fenced_and_broken() {
+        use crate::meta::CephRef;
+        use crate::store::BackingStore;
+        use strongroom_rbd::dev::DevCluster;
+        let Some(dev) = DevCluster::for_tests() else {
+            return;
+        };
+        let ceph = CephRef {
+            conf: Some(dev.conf().to_string_lossy().into_owned()),
+            user: "admin".into(),
+            monitors: None,
+            ms_mode: None,
+        };
+        let st = RbdStore::new(dev.pool(), "claims", "csi-vol-claim", &ceph);
+        st.ensure(8 << 20).unwrap();
+        // another node's client, watching the image (as a kernel mapping does)
+        let mons = dev.monitors().unwrap();
+        let other = strongroom_rbd::Cluster::from_key(&mons, "admin", &dev.admin_key().unwrap());
+        let other = other.unwrap();
+        let img = (other.ioctx(dev.pool(), "claims", false).unwrap())
+            .open("csi-vol-claim")
+            .unwrap();
+        let w = img.watchers().unwrap();
+        let addr = w
+            .iter()
+            .find(|w| w.id as u64 == other.instance_id())
+            .map(|w| w.address.clone())
+            .unwrap();
+        claim(&st, "tok-a", Claimant::Kernel(&addr)).unwrap();
+        claim(&st, "tok-a", Claimant::Kernel(&addr)).unwrap(); // held already: fine
+        let e = claim(&st, "tok-b", Claimant::Librbd).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::FailedPrecondition, "{e}");
+        assert!(e.to_string().contains(&addr), "{e}");
+
+        drop(img); // that node's watch ends
+        claim(&st, "tok-b", Claimant::Librbd).unwrap();
+        let bl = dev.tool("ceph", &["osd", "blocklist", "ls"]).unwrap();
+        assert!(String::from_utf8_lossy(&bl).contains(&addr), "not fenced");
+        // a successor of attach b (another client or process) takes its own claim over
+        claim(&st, "tok-b", Claimant::Kernel("127.0.0.1:0/1")).unwrap();
+        let io = st.ioctx().unwrap();
+        let l = io.lockers(&oid(&st), CLAIM_LOCK).unwrap();
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].cookie, "tok-b kernel 127.0.0.1:0/1");
+        release(&st, "tok-a").unwrap(); // not ours to release: stays
+        assert_eq!(io.lockers(&oid(&st), CLAIM_LOCK).unwrap().len(), 1);
+        release(&st, "tok-b").unwrap();
+        assert_eq!(io.lockers(&oid(&st), CLAIM_LOCK).unwrap(), vec![]);
+        st.remove().unwrap();
+    }
 }
