@@ -16,10 +16,12 @@
 //! `<token> librbd`: a watch on the image's header by the kernel mapping's own client
 //! (`noshare`: one client per mapping) or by the client that took the claim (the userspace
 //! holder, which keeps the image open). A claim whose watcher is gone (a dead node: Ceph
-//! drops its watch after `osd_client_watch_timeout`, 30 s) is broken by the next attach, after
-//! its address is blocklisted (fenced, should it come back), as librbd does with a dead lock
-//! owner. A claim carrying the attach's own token (a restarted holder, a retried mount) is
-//! taken over.
+//! drops its watch after `osd_client_watch_timeout`, 30 s) is broken by the next attach. A
+//! dead kernel mapping's address is blocklisted first (fenced, should it come back: an idle
+//! mapping holds no librbd lock, and a live one of another node would hand it over); a dead
+//! userspace holder is fenced by librbd itself when the next attach takes its exclusive lock
+//! (and its address may be a long-lived process's that serves other volumes). A claim
+//! carrying the attach's own token (a restarted holder, a retried mount) is taken over.
 
 use crate::error::{Error, Result};
 use crate::store_rbd::{ceph_error, RbdStore};
@@ -51,13 +53,14 @@ fn cookie(token: &str, who: Claimant) -> String {
     }
 }
 
-/// The address whose watch keeps a lock holder's claim alive, and the token.
-fn parse_cookie<'a>(cookie: &'a str, locker_addr: &'a str) -> (&'a str, &'a str) {
+/// A lock holder's token, and the address whose watch keeps its claim alive: a kernel
+/// mapping's (`true`), else the locker's own.
+fn parse_cookie<'a>(cookie: &'a str, locker_addr: &'a str) -> (&'a str, &'a str, bool) {
     let mut words = cookie.split(' ');
     let token = words.next().unwrap_or("");
     match (words.next(), words.next()) {
-        (Some("kernel"), Some(addr)) => (token, addr),
-        _ => (token, locker_addr),
+        (Some("kernel"), Some(addr)) => (token, addr, true),
+        _ => (token, locker_addr, false),
     }
 }
 
@@ -100,7 +103,7 @@ fn clear_the_way(st: &RbdStore, oid: &str, token: &str) -> Result<()> {
     let lockers = (io.lockers(oid, CLAIM_LOCK)).map_err(|e| ceph_error("list claims", e))?;
     let watchers = st.header_watchers()?;
     for l in lockers {
-        let (theirs, addr) = parse_cookie(&l.cookie, &l.address);
+        let (theirs, addr, kernel) = parse_cookie(&l.cookie, &l.address);
         if theirs != token {
             if watchers.iter().any(|w| bare(w) == bare(addr)) {
                 return Err(Error::FailedPrecondition(format!(
@@ -110,7 +113,9 @@ fn clear_the_way(st: &RbdStore, oid: &str, token: &str) -> Result<()> {
                     bare(addr)
                 )));
             }
-            st.fence(bare(addr), FENCE_SECS)?;
+            if kernel {
+                st.fence(bare(addr), FENCE_SECS)?;
+            }
         }
         match io.break_lock(oid, CLAIM_LOCK, &l.client, &l.cookie) {
             Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -152,11 +157,17 @@ mod tests {
     fn cookies_name_the_token_and_the_watch_that_proves_them() {
         let k = cookie("t1", Claimant::Kernel("127.0.0.1:0/42"));
         assert_eq!(k, "t1 kernel 127.0.0.1:0/42");
-        assert_eq!(parse_cookie(&k, "10.0.0.9:0/7"), ("t1", "127.0.0.1:0/42"));
+        assert_eq!(
+            parse_cookie(&k, "10.0.0.9:0/7"),
+            ("t1", "127.0.0.1:0/42", true)
+        );
         let u = cookie("t2", Claimant::Librbd);
-        assert_eq!(parse_cookie(&u, "10.0.0.9:0/7"), ("t2", "10.0.0.9:0/7"));
+        assert_eq!(
+            parse_cookie(&u, "10.0.0.9:0/7"),
+            ("t2", "10.0.0.9:0/7", false)
+        );
         // someone else's lock under our name: no token of ours, its locker's watch decides
-        assert_eq!(parse_cookie("auto 123", "a:0/1"), ("auto", "a:0/1"));
+        assert_eq!(parse_cookie("auto 123", "a:0/1"), ("auto", "a:0/1", false));
         for (a, b) in [
             ("v1:127.0.0.1:0/5", "127.0.0.1:0/5"),
             ("any:127.0.0.1:0/5", "127.0.0.1:0/5"),
