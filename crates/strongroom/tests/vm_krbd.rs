@@ -504,3 +504,98 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     ok(vm.host_cli(&["unmount", "m1"]));
     assert_eq!(read.unwrap(), guest_mk);
 }
+
+/// Issue 12, a dead kernel node: the guest attaches on the kernel path, writes, syncs and
+/// powers off without detaching (its mapping dies with it). Once Ceph drops the dead
+/// mapping's watch, the host's attach blocklists that mapping's client address (fencing it)
+/// and breaks its claim, and reads what the dead node wrote.
+#[test]
+fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
+    let Some(vm) = Vm::start() else { return };
+    let Some(ceph) = DevCluster::for_tests() else {
+        return;
+    };
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return;
+    }
+    let _unmount = HostUnmount(&vm);
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (conf, _) = share_ceph_conf(&vm, ceph);
+    let tok = vm.p("a.token");
+    let ns = format!("dead{}", std::process::id());
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "m1",
+        "--tenant",
+        "a",
+        "--size",
+        "32M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--rados-namespace",
+        &ns,
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = info["store"]["image"].as_str().unwrap().to_owned();
+    // dead clients' watches expire in 5 s instead of 30 (watches made from now on)
+    let watch_timeout = |v: Option<&str>| {
+        let args = match v {
+            Some(v) => vec!["config", "set", "osd", "osd_client_watch_timeout", v],
+            None => vec!["config", "rm", "osd", "osd_client_watch_timeout"],
+        };
+        ceph.tool("ceph", &args).unwrap();
+    };
+    watch_timeout(Some("5"));
+    let mk = marker("krbd-dead");
+    std::fs::write(vm.path("guest-marker.txt"), &mk).unwrap();
+    vm.guest_with(
+        &opts,
+        &format!(
+            "K=\"$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id {CLUSTER}\"\n\
+             $K import m1 --pool rbd --rados-namespace {ns} --image {image} --ceph-conf $D/ceph.conf\n\
+             $K mount m1 /mnt/m1 --token-file $D/a.token >/dev/null\n\
+             cat /sys/bus/rbd/devices/*/client_addr >$D/dead-addr.txt\n\
+             cp $D/guest-marker.txt /mnt/m1/dead.txt; sync\n"
+        ),
+    );
+    // the guest is gone, its mapping never undone: the host's attach waits for its watch to
+    // expire (FAILED_PRECONDITION meanwhile), then fences and breaks the claim
+    let dead = vm.read("dead-addr.txt").trim().to_owned();
+    let mnt = vm.p("host-m1");
+    let t0 = Instant::now();
+    let attached = loop {
+        let o = vm.host_cli(&["mount", "m1", &mnt, "--token-file", &tok]);
+        if o.status.success() || t0.elapsed() > Duration::from_secs(90) {
+            break o;
+        }
+        assert!(
+            out_text(&o).contains("FAILED_PRECONDITION"),
+            "{}",
+            out_text(&o)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    watch_timeout(None);
+    ok(attached);
+    eprintln!(
+        "vm_krbd: the dead node's claim broken after {:?}",
+        t0.elapsed()
+    );
+    let read = std::fs::read_to_string(vm.path("host-m1").join("dead.txt"));
+    ok(vm.host_cli(&["unmount", "m1"]));
+    assert_eq!(read.unwrap(), mk);
+    let bl = String::from_utf8(ceph.tool("ceph", &["osd", "blocklist", "ls"]).unwrap()).unwrap();
+    assert!(
+        !dead.is_empty() && bl.contains(&dead),
+        "{dead} not fenced: {bl}"
+    );
+}
