@@ -73,7 +73,7 @@ struct HostUnmount<'a>(&'a Vm);
 
 impl Drop for HostUnmount<'_> {
     fn drop(&mut self) {
-        for v in ["v1", "v2", "m1"] {
+        for v in ["v1", "v2", "m1", "m2"] {
             let _ = self.0.host_cli(&["unmount", v]);
         }
         drop(volume_common::Cleanup(self.0.path("")));
@@ -432,6 +432,12 @@ cat /mnt/m1/guest.txt >$D/reread.txt
 sha256sum /mnt/m1/guest.bin | cut -d' ' -f1 >$D/reread-bin.sha256
 $K unmount m1
 { ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after.txt
+# m2 was created with --krbd-ms-mode secure: mapped in msgr2's secure (encrypted) mode
+$K import m2 --pool rbd --image $IMG2 --ceph-conf $D/ceph.conf >/dev/null
+$K mount m2 /mnt/m2 --token-file $D/a.token >/dev/null
+for d in /sys/bus/rbd/devices/*; do cat $d/config_info; done >$D/config-info-2.txt
+cp $D/guest-marker.txt /mnt/m2/guest.txt
+$K unmount m2
 "#;
 
 /// Issue 12, v2-only monitors: a cluster whose daemons bind msgr2 only (`ms bind msgr1 =
@@ -483,9 +489,50 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     ]));
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let image = info["store"]["image"].as_str().unwrap().to_owned();
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "m2",
+        "--tenant",
+        "a",
+        "--size",
+        "32M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+        "--krbd-ms-mode",
+        "secure",
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image2 = info["store"]["image"].as_str().unwrap().to_owned();
+    let bad = vm.host_cli(&[
+        "create",
+        "m3",
+        "--tenant",
+        "a",
+        "--size",
+        "32M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+        "--krbd-ms-mode",
+        "fast",
+    ]);
+    assert!(!bad.status.success(), "{}", out_text(&bad));
     let guest_mk = marker("krbd-msgr2");
     std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
-    vm.guest_with(&opts, &format!("CL={CLUSTER}\nIMG={image}\n{GUEST_MSGR2}"));
+    let vars = format!("CL={CLUSTER}\nIMG={image}\nIMG2={image2}\n");
+    vm.guest_with(&opts, &format!("{vars}{GUEST_MSGR2}"));
     step(t0, "guest mapped over msgr2");
     assert_eq!(vm.json("mount.json")["datapath"], "kernel");
     let ci = vm.read("config-info.txt");
@@ -497,11 +544,18 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     assert_eq!(vm.read("reread.txt"), guest_mk);
     assert_eq!(vm.read("reread-bin.sha256"), vm.read("guest-bin.sha256"));
     assert_eq!(vm.read("after.txt").trim(), "No devices found");
+    let ci = vm.read("config-info-2.txt");
+    assert!(ci.contains(",ms_mode=secure,"), "{ci}");
     // the userspace node (librados over msgr2) reads what the kernel node wrote
     let mnt = vm.p("host-m1");
     ok(vm.host_cli(&["mount", "m1", &mnt, "--token-file", &tok]));
     let read = std::fs::read_to_string(vm.path("host-m1").join("guest.txt"));
     ok(vm.host_cli(&["unmount", "m1"]));
+    assert_eq!(read.unwrap(), guest_mk);
+    let mnt2 = vm.p("host-m2");
+    ok(vm.host_cli(&["mount", "m2", &mnt2, "--token-file", &tok]));
+    let read = std::fs::read_to_string(vm.path("host-m2").join("guest.txt"));
+    ok(vm.host_cli(&["unmount", "m2"]));
     assert_eq!(read.unwrap(), guest_mk);
 }
 
