@@ -8,7 +8,9 @@
 #   scripts/ceph/dev-cluster.sh env DIR     # print `export CEPH_CONF=DIR/ceph.conf`
 #
 # Environment (read when DIR is created): CEPH_DEV_V2_PORT (3300) and CEPH_DEV_V1_PORT (6789),
-# the monitor's ports — choose others to run clusters side by side; CEPH_DEV_POOL (rbd);
+# the monitor's ports — choose others to run clusters side by side; CEPH_DEV_MSGR2_ONLY=1
+# (daemons bind msgr2 only, `ms bind msgr1 = false`: the monitor has no v1 address, as
+# clusters set up that way; the v1 port is then unused); CEPH_DEV_POOL (rbd);
 # CEPH_DEV_OSD_GB (4, memstore's advertised capacity); CEPH_DEV_TIMEOUT (60 s per wait).
 # Install: apt-get install -y --no-install-recommends ceph-mon ceph-osd ceph-common
 # Exit status: 0 ok, 1 failure, 2 usage, 3 Ceph packages missing.
@@ -38,14 +40,25 @@ poll() {
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# The monitor's address vector: v2 and v1, or v2 alone (CEPH_DEV_MSGR2_ONLY=1).
+mon_addrs() {
+  if [ "${CEPH_DEV_MSGR2_ONLY:-0}" = 1 ]; then
+    echo "[v2:127.0.0.1:$1]"
+  else
+    echo "[v2:127.0.0.1:$1,v1:127.0.0.1:$2]"
+  fi
+}
+
 write_conf() {
-  local fsid=$1 v2=$2 v1=$3 bytes=$(( ${CEPH_DEV_OSD_GB:-4} << 30 ))
+  local fsid=$1 v2=$2 v1=$3 bytes=$(( ${CEPH_DEV_OSD_GB:-4} << 30 )) msgr1=true
+  [ "${CEPH_DEV_MSGR2_ONLY:-0}" = 1 ] && msgr1=false
   cat >"$conf" <<EOF
 # throwaway cluster written by scripts/ceph/dev-cluster.sh
 [global]
 fsid = $fsid
 mon initial members = a
-mon host = [v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]
+mon host = $(mon_addrs "$v2" "$v1")
+ms bind msgr1 = $msgr1
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 public network = 127.0.0.0/8
@@ -122,7 +135,7 @@ create() {
     --cap mon 'allow profile osd' --cap mgr 'allow profile osd' --cap osd 'allow *' >/dev/null
   ceph-authtool "$kr" --import-keyring "$dir/ceph.client.admin.keyring" >/dev/null
   ceph-authtool "$kr" --import-keyring "$dir/osd.0/keyring" >/dev/null
-  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]" "$dir/monmap" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "$(mon_addrs "$v2" "$v1")" "$dir/monmap" >/dev/null
   ceph-mon --conf "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$kr"
   rm -f "$dir/monmap" "$kr"
   ceph-mon --conf "$conf" -i a

@@ -74,6 +74,7 @@ pub mod sc {
         super::rbd::DATA_POOL,
         super::rbd::IMAGE_FEATURES,
         super::rbd::RADOS_NAMESPACE,
+        super::rbd::MAP_OPTIONS,
     ];
     /// The CO's own keys (which Secret to send with which call). external-provisioner
     /// strips them; a CO that passes them on gets them accepted and not used.

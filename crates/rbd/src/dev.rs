@@ -52,6 +52,12 @@ impl DevCluster {
     /// Start a fresh cluster in a new directory under `parent`, stopped and removed when
     /// this process exits.
     pub fn start(parent: &Path) -> Result<DevCluster, String> {
+        Self::start_with(parent, false)
+    }
+
+    /// [`Self::start`]; `msgr2_only`: the daemons bind msgr2 only (`ms bind msgr1 = false`),
+    /// so the monitor has a v2 address and no v1 one.
+    pub fn start_with(parent: &Path, msgr2_only: bool) -> Result<DevCluster, String> {
         Self::available()?;
         let dir = parent.join(format!("ceph-{}-{}", std::process::id(), rand_suffix()));
         let (v2, v1) = (free_port()?, free_port()?);
@@ -60,6 +66,7 @@ impl DevCluster {
             .arg(&dir)
             .env("CEPH_DEV_V2_PORT", v2.to_string())
             .env("CEPH_DEV_V1_PORT", v1.to_string())
+            .env("CEPH_DEV_MSGR2_ONLY", if msgr2_only { "1" } else { "0" })
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()

@@ -31,7 +31,11 @@
 //!    handle, and the first handle ([`Rados::create`]) is made only after `load` succeeded.
 #![allow(unsafe_code)]
 
+mod cls_lock;
+mod list;
+
 use crate::error::{Error, Result};
+use list::{list_retry, Zeroed};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -126,6 +130,15 @@ ceph_api! {
     fn rados_shutdown(c: RadosT);
     fn rados_get_instance_id(c: RadosT) -> u64;
     fn rados_blocklist_add(c: RadosT, addr: *mut c_char, expire: u32) -> c_int;
+    fn rados_lock_exclusive(io: IoctxT, oid: *const c_char, name: *const c_char,
+        cookie: *const c_char, desc: *const c_char, duration: *mut libc::timeval, flags: u8)
+        -> c_int;
+    fn rados_list_lockers(io: IoctxT, oid: *const c_char, name: *const c_char,
+        exclusive: *mut c_int, tag: *mut c_char, tag_len: *mut usize, clients: *mut c_char,
+        clients_len: *mut usize, cookies: *mut c_char, cookies_len: *mut usize,
+        addrs: *mut c_char, addrs_len: *mut usize) -> isize;
+    fn rados_break_lock(io: IoctxT, oid: *const c_char, name: *const c_char,
+        client: *const c_char, cookie: *const c_char) -> c_int;
     fn rados_ioctx_create(c: RadosT, pool: *const c_char, io: *mut IoctxT) -> c_int;
     fn rados_ioctx_destroy(io: IoctxT);
     fn rados_ioctx_set_namespace(io: IoctxT, ns: *const c_char);
@@ -485,78 +498,6 @@ impl Io {
             |b, k| unsafe { rbd_image_spec_list_cleanup(b, k) },
         )
     }
-}
-
-/// Out-array entries start zeroed (null pointers), so an entry the library did not fill is
-/// still a valid value.
-trait Zeroed {
-    fn zeroed() -> Self;
-}
-impl Zeroed for TrashInfo {
-    fn zeroed() -> Self {
-        TrashInfo {
-            id: ptr::null_mut(),
-            name: ptr::null_mut(),
-            source: 0,
-            deletion_time: 0,
-            deferment_end_time: 0,
-        }
-    }
-}
-impl Zeroed for ImageSpec {
-    fn zeroed() -> Self {
-        ImageSpec {
-            id: ptr::null_mut(),
-            name: ptr::null_mut(),
-        }
-    }
-}
-impl Zeroed for Watcher {
-    fn zeroed() -> Self {
-        Watcher {
-            addr: ptr::null_mut(),
-            id: 0,
-            cookie: 0,
-        }
-    }
-}
-impl Zeroed for SnapInfo {
-    fn zeroed() -> Self {
-        SnapInfo {
-            id: 0,
-            size: 0,
-            name: ptr::null(),
-        }
-    }
-}
-
-/// librbd's list protocol: `call(buf, &mut n)` with room for `n` entries answers `-ERANGE`
-/// and the count needed when that is too few; on success `n` is the count filled. The filled
-/// entries are copied out with `copy`, then released with `cleanup` (invariant 3).
-fn list_retry<T: Zeroed, R>(
-    op: &'static str,
-    call: impl Fn(*mut T, &mut usize) -> c_int,
-    copy: impl Fn(&T) -> R,
-    cleanup: impl Fn(*mut T, usize),
-) -> Result<Vec<R>> {
-    let mut room = 16usize;
-    for _ in 0..8 {
-        let mut buf: Vec<T> = (0..room).map(|_| T::zeroed()).collect();
-        let mut n = room;
-        let r = call(buf.as_mut_ptr(), &mut n);
-        if r == -libc::ERANGE && n > room {
-            room = n;
-            continue;
-        }
-        check(r, op, &String::new)?;
-        if n > room {
-            return Err(Error::errno(op, "count beyond the buffer", libc::EIO));
-        }
-        let out = buf[..n].iter().map(&copy).collect();
-        cleanup(buf.as_mut_ptr(), n);
-        return Ok(out);
-    }
-    Err(Error::errno(op, "list kept growing", libc::EAGAIN))
 }
 
 // ---------------------------------------------------------------------------------- images

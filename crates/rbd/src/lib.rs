@@ -7,7 +7,8 @@
 //! - [`Cluster`]: a connection, from a ceph.conf + keyring ([`Cluster::from_conf`], honouring
 //!   `$CEPH_CONF`) or from monitors + user id + key held in memory ([`Cluster::from_key`]: the
 //!   key never goes to argv, environment or a file).
-//! - [`IoCtx`]: a pool and RADOS namespace: create, clone, list, remove and trash images.
+//! - [`IoCtx`]: a pool and RADOS namespace: create, clone, list, remove and trash images;
+//!   advisory object locks ([`Locker`]).
 //! - [`Image`]: an open image: size, I/O (also asynchronous, bounded: [`AioQueue`]), metadata,
 //!   snapshots, flatten, the exclusive lock, watchers, and librbd's own LUKS2 encryption.
 //! - [`Error`] with an [`ErrorKind`] from the errno: callers branch on kinds, never on text.
@@ -20,7 +21,9 @@ pub mod dev;
 mod error;
 mod ffi;
 mod image;
+mod objlock;
 
 pub use cluster::{Cluster, Features, IoCtx, TrashEntry};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{AioQueue, Image, Snapshot, Watcher};
+pub use objlock::Locker;

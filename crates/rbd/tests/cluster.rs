@@ -305,3 +305,43 @@ fn namespaces_separate_images_and_encryption_load_refuses_plain_images() {
     io.remove("same-name").unwrap();
     other.remove("same-name").unwrap();
 }
+
+#[test]
+fn object_locks_are_exclusive_listed_with_their_holder_and_breakable_by_anyone() {
+    let Some((dev, c1, io1)) = pool("objlock") else {
+        return;
+    };
+    let oid = "objlock-probe";
+    assert_eq!(io1.lockers(oid, "app").unwrap(), vec![]);
+    io1.lock_exclusive(oid, "app", "cookie one", "held by one")
+        .unwrap();
+    let e = io1
+        .lock_exclusive(oid, "app", "cookie one", "again")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    // another name on the same object is another lock
+    io1.lock_exclusive(oid, "other", "c", "d").unwrap();
+
+    let c2 =
+        Cluster::from_key(&dev.monitors().unwrap(), "admin", &dev.admin_key().unwrap()).unwrap();
+    let io2 = c2.ioctx(dev.pool(), "objlock", false).unwrap();
+    let e = io2
+        .lock_exclusive(oid, "app", "cookie two", "")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    let l = io2.lockers(oid, "app").unwrap();
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0].client, format!("client.{}", c1.instance_id()));
+    assert_eq!(l[0].cookie, "cookie one");
+    assert!(l[0].address.contains("/"), "{l:?}");
+    // anyone may break it, naming client and cookie; then the lock is free
+    io2.break_lock(oid, "app", &l[0].client, &l[0].cookie)
+        .unwrap();
+    let e = io2
+        .break_lock(oid, "app", &l[0].client, &l[0].cookie)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    io2.lock_exclusive(oid, "app", "cookie two", "").unwrap();
+    assert_eq!(io1.lockers(oid, "app").unwrap()[0].cookie, "cookie two");
+    assert_eq!(io1.lockers(oid, "other").unwrap().len(), 1);
+}

@@ -73,7 +73,7 @@ struct HostUnmount<'a>(&'a Vm);
 
 impl Drop for HostUnmount<'_> {
     fn drop(&mut self) {
-        for v in ["v1", "v2"] {
+        for v in ["v1", "v2", "m1", "m2"] {
             let _ = self.0.host_cli(&["unmount", v]);
         }
         drop(volume_common::Cleanup(self.0.path("")));
@@ -122,6 +122,18 @@ echo "mapped $(devs) dm $(dmsetup ls | grep -c strongroom-)" >$D/after-node-c.tx
 # the host tries its userspace attach now (the test waits for this file)
 touch $D/held
 i=0; while [ ! -e $D/host-tried ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+# the host grew the image meanwhile: the mapping sees it; the node grows dm-crypt and ext4
+# (as NodeExpandVolume: the same size again), the data is intact
+rbd=$(ls /sys/bus/rbd/devices | head -n 1)
+blockdev --getsize64 /dev/rbd$rbd >$D/grown-rbd.txt
+$K --json resize v1 --size 128M --token-file $D/a.token >$D/grown.json
+blockdev --getsize64 /dev/mapper/strongroom-v1 >$D/grown-dm.txt
+df -Pk /mnt/v1 | tail -n 1 | awk '{print $2}' >$D/grown-fs-kb.txt
+cat /mnt/v1/host-0.txt >$D/grown-read-host-0.txt
+sha256sum /mnt/v1/guest.bin | cut -d' ' -f1 >$D/grown-guest-bin.sha256
+dd if=/dev/urandom of=/mnt/v1/after-grow.bin bs=1M count=8 2>/dev/null
+sha256sum /mnt/v1/after-grow.bin | cut -d' ' -f1 >$D/after-grow.sha256
+sync
 if STRONGROOM_FAULT=unmount:krbd-unmapped $K unmount v1 >/dev/null 2>&1; then
   echo unmount:krbd-unmapped >>$D/not-aborted.txt
 fi
@@ -150,8 +162,10 @@ $K unmount v2
 /// Issue 12: an RBD volume on the kernel path (krbd + dm-crypt) in the VM and on the userspace
 /// path on the host, one image: each reads what the other wrote; a read-write attach is
 /// refused (FAILED_PRECONDITION) while the other path holds the image, both ways and from a
-/// second kernel attach; aborts mid-attach are cleaned up, not duplicated; the key never
-/// reaches the map line; stock cryptsetup opens the image on /dev/rbdN; nothing is left.
+/// second kernel attach; the host (as the controller) grows the image while the kernel node
+/// has it attached, and the kernel node grows dm-crypt and ext4 online, data intact; aborts
+/// mid-attach are cleaned up, not duplicated; the key never reaches the map line; stock
+/// cryptsetup opens the image on /dev/rbdN; nothing is left.
 #[test]
 fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     let t0 = Instant::now();
@@ -274,7 +288,8 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         }
         let attempt = vm.path("held").exists().then(|| {
             let o = vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]);
-            // librbd cannot change the image while the kernel holds its lock: a typed refusal
+            // the controller grows the image while the kernel node has it attached (the kernel
+            // hands librbd's lock over for the resize)
             let r = vm.host_cli(&["resize", "v1", "--size", "128M", "--token-file", &tok]);
             std::fs::write(vm.path("host-tried"), "").unwrap();
             (o, r)
@@ -283,10 +298,26 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         attempt.expect("the guest reached the held point")
     });
     step(t0, "guest node B done");
-    assert!(
-        !host_resize.status.success() && out_text(&host_resize).contains("FAILED_PRECONDITION"),
+    assert!(host_resize.status.success(), "{}", out_text(&host_resize));
+    // the mapping saw the new size; the kernel node grew dm-crypt and the filesystem online
+    let grown = 128u64 << 20;
+    assert_eq!(
+        vm.read("grown-rbd.txt").trim(),
+        (grown + (16 << 20)).to_string()
+    );
+    assert_eq!(vm.read("grown-dm.txt").trim(), grown.to_string());
+    let fs_kb: u64 = vm.read("grown-fs-kb.txt").trim().parse().unwrap();
+    assert!(fs_kb > 100 << 10, "ext4 not grown: {fs_kb} KiB");
+    assert_eq!(
+        vm.json("grown.json")["size"],
+        grown,
         "{}",
-        out_text(&host_resize)
+        vm.read("grown.json")
+    );
+    assert_eq!(vm.read("grown-read-host-0.txt"), host_mk);
+    assert_eq!(
+        vm.read("grown-guest-bin.sha256"),
+        vm.read("guest-bin.sha256")
     );
     assert!(
         !host_attempt.status.success(),
@@ -322,7 +353,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     );
     let ci = vm.read("config-info.txt");
     assert!(
-        ci.contains("key=strongroom-krbd-") && ci.contains(",exclusive"),
+        ci.contains("key=strongroom-krbd-") && ci.contains(",noshare") && !ci.contains("exclusive"),
         "{ci}"
     );
     assert!(!ci.contains(&admin_key), "the cephx key is in the map line");
@@ -355,6 +386,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     ok(vm.host_cli(&["mount", "v1", &mnt_s, "--token-file", &tok]));
     let read_mk = std::fs::read_to_string(mnt.join("guest-0.txt"));
     let read_bin = std::fs::read(mnt.join("guest.bin"));
+    let read_grown = std::fs::read(mnt.join("after-grow.bin"));
     ok(vm.host_cli(&["unmount", "v1"]));
     // v2, whose filesystem the kernel node made: recorded in the image, so no mkfs here
     assert_eq!(vm.json("mount-v2.json")["datapath"], "kernel");
@@ -370,6 +402,10 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         sha256_hex(&read_bin.unwrap()),
         vm.read("guest-bin.sha256").trim()
     );
+    assert_eq!(
+        sha256_hex(&read_grown.unwrap()),
+        vm.read("after-grow.sha256").trim()
+    );
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -378,4 +414,242 @@ fn sha256_hex(b: &[u8]) -> String {
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect()
+}
+
+/// Guest half of the msgr2-only test: the kernel path maps over the monitor's v2 address,
+/// writes, unmounts, maps again and reads back; evidence into `$D`.
+const GUEST_MSGR2: &str = r#"
+K="$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id $CL"
+$K import m1 --pool rbd --image $IMG --ceph-conf $D/ceph.conf >/dev/null
+$K --json mount m1 /mnt/m1 --token-file $D/a.token >$D/mount.json
+for d in /sys/bus/rbd/devices/*; do cat $d/config_info; done >$D/config-info.txt
+cp $D/guest-marker.txt /mnt/m1/guest.txt
+dd if=/dev/urandom of=/mnt/m1/guest.bin bs=64k count=8 2>/dev/null
+sha256sum /mnt/m1/guest.bin | cut -d' ' -f1 >$D/guest-bin.sha256
+$K unmount m1
+$K mount m1 /mnt/m1 --token-file $D/a.token >/dev/null
+cat /mnt/m1/guest.txt >$D/reread.txt
+sha256sum /mnt/m1/guest.bin | cut -d' ' -f1 >$D/reread-bin.sha256
+$K unmount m1
+{ ls /sys/bus/rbd/devices; dmsetup ls; } >$D/after.txt
+# m2 was created with --krbd-ms-mode secure: mapped in msgr2's secure (encrypted) mode
+$K import m2 --pool rbd --image $IMG2 --ceph-conf $D/ceph.conf >/dev/null
+$K mount m2 /mnt/m2 --token-file $D/a.token >/dev/null
+for d in /sys/bus/rbd/devices/*; do cat $d/config_info; done >$D/config-info-2.txt
+cp $D/guest-marker.txt /mnt/m2/guest.txt
+$K unmount m2
+"#;
+
+/// Issue 12, v2-only monitors: a cluster whose daemons bind msgr2 only (`ms bind msgr1 =
+/// false`, as many are set up now) has no v1 monitor address; the kernel path maps the image
+/// over the v2 address with `ms_mode=prefer-crc`, writes, maps again and reads back, and the
+/// userspace node on the host reads what the kernel node wrote.
+#[test]
+fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
+    let t0 = Instant::now();
+    let Some(vm) = Vm::start() else { return };
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return;
+    }
+    let ceph = match DevCluster::start_with(&std::env::temp_dir(), true) {
+        Ok(c) => c,
+        Err(why) if std::env::var(strongroom_rbd::dev::REQUIRED_ENV).as_deref() == Ok("1") => {
+            panic!("Ceph required but unavailable: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping: no Ceph for this test: {why}");
+            return;
+        }
+    };
+    let mons = ceph.monitors().unwrap();
+    assert!(!mons.contains("v1:"), "not msgr2-only: {mons}");
+    let _unmount = HostUnmount(&vm);
+    step(t0, "VM runner, key manager and a msgr2-only Ceph ready");
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (conf, _) = share_ceph_conf(&vm, &ceph);
+    let tok = vm.p("a.token");
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "m1",
+        "--tenant",
+        "a",
+        "--size",
+        "48M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = info["store"]["image"].as_str().unwrap().to_owned();
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "m2",
+        "--tenant",
+        "a",
+        "--size",
+        "32M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+        "--krbd-ms-mode",
+        "secure",
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image2 = info["store"]["image"].as_str().unwrap().to_owned();
+    let bad = vm.host_cli(&[
+        "create",
+        "m3",
+        "--tenant",
+        "a",
+        "--size",
+        "32M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+        "--krbd-ms-mode",
+        "fast",
+    ]);
+    assert!(!bad.status.success(), "{}", out_text(&bad));
+    let guest_mk = marker("krbd-msgr2");
+    std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
+    let vars = format!("CL={CLUSTER}\nIMG={image}\nIMG2={image2}\n");
+    vm.guest_with(&opts, &format!("{vars}{GUEST_MSGR2}"));
+    step(t0, "guest mapped over msgr2");
+    assert_eq!(vm.json("mount.json")["datapath"], "kernel");
+    let ci = vm.read("config-info.txt");
+    let v2 = mons.trim_matches(['[', ']']).trim_start_matches("v2:");
+    assert!(
+        ci.starts_with(&format!("{v2} ")) && ci.contains(",ms_mode=prefer-crc"),
+        "{ci}"
+    );
+    assert_eq!(vm.read("reread.txt"), guest_mk);
+    assert_eq!(vm.read("reread-bin.sha256"), vm.read("guest-bin.sha256"));
+    assert_eq!(vm.read("after.txt").trim(), "No devices found");
+    let ci = vm.read("config-info-2.txt");
+    assert!(ci.contains(",ms_mode=secure,"), "{ci}");
+    // the userspace node (librados over msgr2) reads what the kernel node wrote
+    let mnt = vm.p("host-m1");
+    ok(vm.host_cli(&["mount", "m1", &mnt, "--token-file", &tok]));
+    let read = std::fs::read_to_string(vm.path("host-m1").join("guest.txt"));
+    ok(vm.host_cli(&["unmount", "m1"]));
+    assert_eq!(read.unwrap(), guest_mk);
+    let mnt2 = vm.p("host-m2");
+    ok(vm.host_cli(&["mount", "m2", &mnt2, "--token-file", &tok]));
+    let read = std::fs::read_to_string(vm.path("host-m2").join("guest.txt"));
+    ok(vm.host_cli(&["unmount", "m2"]));
+    assert_eq!(read.unwrap(), guest_mk);
+}
+
+/// Issue 12, a dead kernel node: the guest attaches on the kernel path, writes, syncs and
+/// powers off without detaching (its mapping dies with it). Once Ceph drops the dead
+/// mapping's watch, the host's attach blocklists that mapping's client address (fencing it)
+/// and breaks its claim, and reads what the dead node wrote.
+#[test]
+fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
+    let Some(vm) = Vm::start() else { return };
+    let Some(ceph) = DevCluster::for_tests() else {
+        return;
+    };
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return;
+    }
+    let _unmount = HostUnmount(&vm);
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (conf, _) = share_ceph_conf(&vm, ceph);
+    let tok = vm.p("a.token");
+    let ns = format!("dead{}", std::process::id());
+    let o = ok(vm.host_cli(&[
+        "--json",
+        "create",
+        "m1",
+        "--tenant",
+        "a",
+        "--size",
+        "32M",
+        "--backend",
+        "rbd",
+        "--pool",
+        ceph.pool(),
+        "--rados-namespace",
+        &ns,
+        "--ceph-conf",
+        &conf,
+        "--token-file",
+        &tok,
+    ]));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = info["store"]["image"].as_str().unwrap().to_owned();
+    // dead clients' watches expire in 5 s instead of 30 (watches made from now on)
+    let watch_timeout = |v: Option<&str>| {
+        let args = match v {
+            Some(v) => vec!["config", "set", "osd", "osd_client_watch_timeout", v],
+            None => vec!["config", "rm", "osd", "osd_client_watch_timeout"],
+        };
+        ceph.tool("ceph", &args).unwrap();
+    };
+    watch_timeout(Some("5"));
+    let mk = marker("krbd-dead");
+    std::fs::write(vm.path("guest-marker.txt"), &mk).unwrap();
+    vm.guest_with(
+        &opts,
+        &format!(
+            "K=\"$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id {CLUSTER}\"\n\
+             $K import m1 --pool rbd --rados-namespace {ns} --image {image} --ceph-conf $D/ceph.conf\n\
+             $K mount m1 /mnt/m1 --token-file $D/a.token >/dev/null\n\
+             cat /sys/bus/rbd/devices/*/client_addr >$D/dead-addr.txt\n\
+             cp $D/guest-marker.txt /mnt/m1/dead.txt; sync\n"
+        ),
+    );
+    // the guest is gone, its mapping never undone: the host's attach waits for its watch to
+    // expire (FAILED_PRECONDITION meanwhile), then fences and breaks the claim
+    let dead = vm.read("dead-addr.txt").trim().to_owned();
+    let mnt = vm.p("host-m1");
+    let t0 = Instant::now();
+    let attached = loop {
+        let o = vm.host_cli(&["mount", "m1", &mnt, "--token-file", &tok]);
+        if o.status.success() || t0.elapsed() > Duration::from_secs(90) {
+            break o;
+        }
+        assert!(
+            out_text(&o).contains("FAILED_PRECONDITION"),
+            "{}",
+            out_text(&o)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    watch_timeout(None);
+    ok(attached);
+    eprintln!(
+        "vm_krbd: the dead node's claim broken after {:?}",
+        t0.elapsed()
+    );
+    let read = std::fs::read_to_string(vm.path("host-m1").join("dead.txt"));
+    ok(vm.host_cli(&["unmount", "m1"]));
+    assert_eq!(read.unwrap(), mk);
+    let bl = String::from_utf8(ceph.tool("ceph", &["osd", "blocklist", "ls"]).unwrap()).unwrap();
+    assert!(
+        !dead.is_empty() && bl.contains(&dead),
+        "{dead} not fenced: {bl}"
+    );
 }

@@ -1,9 +1,10 @@
 //! What the kernel RBD driver needs from a Ceph client configuration, read without librados:
-//! the monitors' v1 (legacy msgr) addresses from a `mon host` value, and a user's cephx key
-//! from ceph.conf (`key`) or a keyring file. librados resolves these itself; the kernel is
-//! handed them in its map request ([`crate::datapath::krbd`]).
+//! the monitors' addresses from a `mon host` value (v1 or v2, see [`kernel_monitors`]), and a
+//! user's cephx key from ceph.conf (`key`) or a keyring file. librados resolves these itself;
+//! the kernel is handed them in its map request ([`crate::datapath::krbd`]).
 
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use strongroom_vault_client::SecretString;
 
@@ -12,12 +13,79 @@ const V1_DEFAULT_PORT: &str = "6789";
 /// The msgr2 default port: a bare `ip:3300` is a v2 address.
 const V2_DEFAULT_PORT: &str = "3300";
 
-/// The v1 `ip:port` of every monitor in a `mon host` value: `[v2:a:3300,v1:a:6789]` address
-/// vectors, `v1:`/`v2:` prefixed or bare addresses (a bare one without a port is on 6789),
-/// separated by `,`, `;` or whitespace; `/nonce` suffixes are dropped. A monitor with only a
-/// v2 address is left out; none at all is an error (the kernel driver connects on v1).
-pub fn v1_monitors(mon_host: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
+/// The kernel client's wire protocol: libceph's `ms_mode` map option (Linux 5.11+).
+/// `Legacy` is msgr1 (the monitors' v1 addresses); every other mode is msgr2 (their v2
+/// addresses): `crc` integrity only, `secure` encrypted, `prefer-*` that one if the cluster
+/// allows it, else the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MsMode {
+    Legacy,
+    Crc,
+    Secure,
+    PreferCrc,
+    PreferSecure,
+}
+
+impl MsMode {
+    const ALL: [MsMode; 5] = [
+        MsMode::Legacy,
+        MsMode::Crc,
+        MsMode::Secure,
+        MsMode::PreferCrc,
+        MsMode::PreferSecure,
+    ];
+
+    /// One of the kernel's names (`legacy`, `crc`, `secure`, `prefer-crc`, `prefer-secure`);
+    /// anything else is refused with the list.
+    pub fn parse(s: &str) -> Result<MsMode> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|m| m.as_str()).collect();
+                Error::InvalidArgument(format!("ms_mode {s:?} is not one of {}", names.join(", ")))
+            })
+    }
+
+    /// The kernel's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsMode::Legacy => "legacy",
+            MsMode::Crc => "crc",
+            MsMode::Secure => "secure",
+            MsMode::PreferCrc => "prefer-crc",
+            MsMode::PreferSecure => "prefer-secure",
+        }
+    }
+
+    /// Whether the mode speaks msgr2 (to the monitors' v2 addresses).
+    pub fn is_msgr2(self) -> bool {
+        self != MsMode::Legacy
+    }
+}
+
+/// Where and how the kernel client reaches the monitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelMonitors {
+    /// `ip:port` of each monitor, in the protocol `ms_mode` selects.
+    pub addrs: Vec<String>,
+    /// The `ms_mode` option to pass; `None`: none (msgr1, understood by every kernel).
+    pub ms_mode: Option<MsMode>,
+}
+
+/// The monitors of a `mon host` value as the kernel client is to reach them. `mon host` holds
+/// `[v2:a:3300,v1:a:6789]` address vectors, `v1:`/`v2:` prefixed or bare addresses, separated
+/// by `,`, `;` or whitespace (`/nonce` suffixes are dropped). A bare address is a v2 one on
+/// port 3300, a v1 one on any other port, and both (6789 and 3300) without a port, as Ceph
+/// reads them.
+///
+/// `requested` `None`: the v1 addresses with no `ms_mode` when there are any (any kernel),
+/// else the v2 addresses with `prefer-crc` (a cluster with `ms_bind_msgr1 = false`; Linux
+/// 5.11+). An explicit mode gets the addresses of its protocol, or an error when the monitors
+/// have none.
+pub fn kernel_monitors(mon_host: &str, requested: Option<MsMode>) -> Result<KernelMonitors> {
+    let (mut v1, mut v2) = (Vec::new(), Vec::new());
     for item in split_top(mon_host) {
         let item = item.trim();
         let addrs: Vec<&str> = match item.strip_prefix('[') {
@@ -26,15 +94,31 @@ pub fn v1_monitors(mon_host: &str) -> Result<Vec<String>> {
             }
             _ => vec![item],
         };
-        out.extend(addrs.into_iter().filter_map(v1_addr));
+        for a in addrs {
+            let (a1, a2) = classify(a);
+            v1.extend(a1);
+            v2.extend(a2);
+        }
     }
-    if out.is_empty() {
+    let (addrs, ms_mode) = match requested {
+        None if !v1.is_empty() => (v1, None),
+        None => (v2, Some(MsMode::PreferCrc)),
+        Some(m) if m.is_msgr2() => (v2, Some(m)),
+        Some(m) => (v1, Some(m)),
+    };
+    if addrs.is_empty() {
+        let which = match ms_mode {
+            Some(m) if m.is_msgr2() && requested.is_some() => {
+                format!("v2 (msgr2, needed by ms_mode={})", m.as_str())
+            }
+            Some(MsMode::Legacy) => "v1 (needed by ms_mode=legacy)".to_owned(),
+            _ => "v1 or v2".to_owned(),
+        };
         return Err(Error::InvalidArgument(format!(
-            "no v1 monitor address in {mon_host:?}: the kernel rbd driver connects to monitors \
-             on their v1 (legacy) port, 6789 by default"
+            "no {which} monitor address in {mon_host:?}"
         )));
     }
-    Ok(out)
+    Ok(KernelMonitors { addrs, ms_mode })
 }
 
 /// Split at `,` `;` and whitespace outside brackets.
@@ -55,13 +139,15 @@ fn split_top(s: &str) -> Vec<&str> {
     parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
-/// One address as the kernel wants it (`ip:port`, `[ipv6]:port`), if it is a v1 address.
-fn v1_addr(a: &str) -> Option<String> {
+/// One address of `mon host` as the kernel wants it (`ip:port`, `[ipv6]:port`): its v1 form,
+/// its v2 form, or both (a bare address without a port).
+fn classify(a: &str) -> (Option<String>, Option<String>) {
     let a = a.trim();
-    if a.starts_with("v2:") {
-        return None;
-    }
-    let a = a.strip_prefix("v1:").unwrap_or(a);
+    let (proto, a) = match (a.strip_prefix("v1:"), a.strip_prefix("v2:")) {
+        (Some(rest), _) => (Some(1), rest),
+        (_, Some(rest)) => (Some(2), rest),
+        _ => (None, a),
+    };
     let a = a.split('/').next().unwrap_or(a);
     let port = match a.rsplit_once(':') {
         // `[::1]:6789`, `1.2.3.4:6789`, `host:6789`; a bare IPv6 `::1` has more colons
@@ -72,11 +158,27 @@ fn v1_addr(a: &str) -> Option<String> {
         }
         _ => None,
     };
-    match port {
-        Some(V2_DEFAULT_PORT) => None,
-        Some(_) => Some(a.to_owned()),
-        None if a.contains(':') && !a.starts_with('[') => Some(format!("[{a}]:{V1_DEFAULT_PORT}")),
-        None => Some(format!("{a}:{V1_DEFAULT_PORT}")),
+    let with_port = |p: &str| {
+        if a.contains(':') && !a.starts_with('[') {
+            format!("[{a}]:{p}")
+        } else {
+            format!("{a}:{p}")
+        }
+    };
+    if a.is_empty() {
+        return (None, None);
+    }
+    match (proto, port) {
+        (Some(1), Some(_)) => (Some(a.to_owned()), None),
+        (Some(1), None) => (Some(with_port(V1_DEFAULT_PORT)), None),
+        (Some(_), Some(_)) => (None, Some(a.to_owned())),
+        (Some(_), None) => (None, Some(with_port(V2_DEFAULT_PORT))),
+        (None, Some(V2_DEFAULT_PORT)) => (None, Some(a.to_owned())),
+        (None, Some(_)) => (Some(a.to_owned()), None),
+        (None, None) => (
+            Some(with_port(V1_DEFAULT_PORT)),
+            Some(with_port(V2_DEFAULT_PORT)),
+        ),
     }
 }
 
@@ -198,32 +300,82 @@ fn keyring_key(text: &str, entity: &str) -> Option<SecretString> {
 mod tests {
     use super::*;
 
+    fn v1(s: &str) -> Vec<String> {
+        let k = kernel_monitors(s, None).unwrap();
+        assert_eq!(k.ms_mode, None, "{s}");
+        k.addrs
+    }
+
     #[test]
     fn v1_addresses_from_every_mon_host_form() {
-        let m = |s: &str| v1_monitors(s).unwrap();
         assert_eq!(
-            m("[v2:127.0.0.1:3300,v1:127.0.0.1:6789]"),
+            v1("[v2:127.0.0.1:3300,v1:127.0.0.1:6789]"),
             ["127.0.0.1:6789"]
         );
         assert_eq!(
-            m("[v2:10.0.0.1:3300/0,v1:10.0.0.1:6789/0] [v2:10.0.0.2:3300,v1:10.0.0.2:6790]"),
+            v1("[v2:10.0.0.1:3300/0,v1:10.0.0.1:6789/0] [v2:10.0.0.2:3300,v1:10.0.0.2:6790]"),
             ["10.0.0.1:6789", "10.0.0.2:6790"]
         );
         assert_eq!(
-            m("10.0.0.1, 10.0.0.2:6800;mon3"),
+            v1("10.0.0.1, 10.0.0.2:6800;mon3"),
             ["10.0.0.1:6789", "10.0.0.2:6800", "mon3:6789"]
         );
-        assert_eq!(m("v1:10.0.0.1:6789,10.0.0.2:3300"), ["10.0.0.1:6789"]);
-        assert_eq!(m("[::1]:6789"), ["[::1]:6789"]);
-        assert_eq!(m("[v2:[::1]:3300,v1:[::1]:6789]"), ["[::1]:6789"]);
-        for only_v2 in [
-            "v2:10.0.0.1:3300",
-            "[v2:10.0.0.1:3300]",
-            "10.0.0.1:3300",
-            "",
+        assert_eq!(v1("v1:10.0.0.1:6789,10.0.0.2:3300"), ["10.0.0.1:6789"]);
+        assert_eq!(v1("[::1]:6789"), ["[::1]:6789"]);
+        assert_eq!(v1("::1"), ["[::1]:6789"]);
+        assert_eq!(v1("[v2:[::1]:3300,v1:[::1]:6789]"), ["[::1]:6789"]);
+    }
+
+    #[test]
+    fn v2_only_monitors_are_reached_over_msgr2() {
+        for (mon_host, want) in [
+            ("v2:10.0.0.1:3300", vec!["10.0.0.1:3300"]),
+            (
+                "[v2:10.0.0.1:3300/0] [v2:10.0.0.2:3301]",
+                vec!["10.0.0.1:3300", "10.0.0.2:3301"],
+            ),
+            (
+                "10.0.0.1:3300,v2:10.0.0.2",
+                vec!["10.0.0.1:3300", "10.0.0.2:3300"],
+            ),
+            ("[v2:[::1]:3300]", vec!["[::1]:3300"]),
         ] {
-            let e = v1_monitors(only_v2).unwrap_err();
-            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{only_v2}");
+            let k = kernel_monitors(mon_host, None).unwrap();
+            assert_eq!(k.addrs, want, "{mon_host}");
+            assert_eq!(k.ms_mode, Some(MsMode::PreferCrc), "{mon_host}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_mode_takes_the_addresses_of_its_protocol() {
+        let both = "[v2:10.0.0.1:3300,v1:10.0.0.1:6789] 10.0.0.2";
+        let k = kernel_monitors(both, Some(MsMode::Secure)).unwrap();
+        assert_eq!(k.addrs, ["10.0.0.1:3300", "10.0.0.2:3300"]);
+        assert_eq!(k.ms_mode, Some(MsMode::Secure));
+        let k = kernel_monitors(both, Some(MsMode::Legacy)).unwrap();
+        assert_eq!(k.addrs, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(k.ms_mode, Some(MsMode::Legacy));
+        let e = kernel_monitors("v2:10.0.0.1:3300", Some(MsMode::Legacy)).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("ms_mode=legacy"), "{e}");
+        let e = kernel_monitors("10.0.0.1:6789", Some(MsMode::Crc)).unwrap_err();
+        assert!(e.to_string().contains("ms_mode=crc"), "{e}");
+        for nothing in ["", " , ;", "[v2:]"] {
+            let e = kernel_monitors(nothing, None).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{nothing:?}");
+        }
+    }
+
+    #[test]
+    fn modes_by_the_kernels_names_only() {
+        for m in MsMode::ALL {
+            assert_eq!(MsMode::parse(m.as_str()).unwrap(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+        }
+        for bad in ["", "CRC", "crc,exclusive", "prefer_crc", "secure ", "msgr2"] {
+            let e = MsMode::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{bad:?}");
         }
     }
 

@@ -24,12 +24,15 @@ mod kms;
 mod manager;
 mod meta;
 mod protect;
+mod rbd_claim;
+
 mod state;
 mod store;
 mod store_rbd;
 pub mod tenant;
 mod vocab;
 
+pub use ceph_conf::MsMode;
 pub use datapath::holder::{HolderCommand, HolderLauncher};
 pub use datapath::keeper::Role as HolderRole;
 pub use datapath::{is_mounted, mount_points, DataPathKind};

@@ -114,6 +114,11 @@ pub struct CephRef {
     /// is then unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitors: Option<String>,
+    /// The kernel rbd driver's wire protocol (its `ms_mode`; ceph-csi's `mapOptions`
+    /// `krbd:ms_mode=...`). `None`: chosen from the monitors' addresses
+    /// ([`crate::ceph_conf::kernel_monitors`]). librados (the userspace path) negotiates its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_mode: Option<crate::ceph_conf::MsMode>,
 }
 
 /// How the keyslot secret is protected.

@@ -17,9 +17,10 @@ pub trait BackingStore: Send + Sync {
     fn grow(&self, bytes: u64) -> Result<()>;
     /// Positioned I/O on the store.
     fn open(&self, writable: bool) -> Result<Box<dyn BlockDevice>>;
-    /// Open for this node's read-write attach: a store that other nodes can reach (RBD)
-    /// refuses it, [`Error::FailedPrecondition`], while another node has it attached.
-    fn open_exclusive(&self) -> Result<Box<dyn BlockDevice>> {
+    /// Open for this node's read-write attach `claim` (its token, the same for every process
+    /// serving that attach): a store that other nodes can reach (RBD) refuses it,
+    /// [`Error::FailedPrecondition`], while another attach has it.
+    fn open_exclusive(&self, _claim: &str) -> Result<Box<dyn BlockDevice>> {
         self.open(true)
     }
     /// A path the kernel can attach (loop device / dm-crypt), if the store has one.

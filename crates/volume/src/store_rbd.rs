@@ -5,10 +5,11 @@
 //!
 //! Connections are made once per (ceph.conf, user) and shared by every image of a process.
 
-use crate::ceph_conf::{v1_monitors, ClientConf};
+use crate::ceph_conf::{kernel_monitors, ClientConf};
 use crate::datapath::krbd::{KrbdCredentials, KrbdImage};
 use crate::error::{Error, Result};
 use crate::meta::{CephRef, ImageLayout, StoreSpec};
+use crate::rbd_claim::{self, Claimant};
 use crate::store::BackingStore;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,10 +198,31 @@ impl RbdStore {
             .ioctx(&self.pool, &self.namespace, true)
             .map_err(|e| ceph_error("open pool", e))
     }
-    fn image(&self) -> Result<Image> {
+    pub(crate) fn image(&self) -> Result<Image> {
         self.ioctx()?
             .open(&self.image)
             .map_err(|e| ceph_error("open RBD image", e))
+    }
+    pub(crate) fn image_name(&self) -> &str {
+        &self.image
+    }
+    /// The addresses of the clients watching the image's header, but this process's own.
+    pub(crate) fn header_watchers(&self) -> Result<Vec<String>> {
+        let me = connect(&self.ceph)?.instance_id() as i64;
+        let w = self
+            .image()?
+            .watchers()
+            .map_err(|e| ceph_error("list the RBD image's watchers", e))?;
+        Ok(w.into_iter()
+            .filter(|w| w.id != me)
+            .map(|w| w.address)
+            .collect())
+    }
+    /// Blocklist a (dead) client's address for `secs` seconds.
+    pub(crate) fn fence(&self, addr: &str, secs: u32) -> Result<()> {
+        connect(&self.ceph)?
+            .blocklist(addr, secs)
+            .map_err(|e| ceph_error("blocklist a dead client", e))
     }
     /// The image, or `None` if it does not exist.
     fn image_opt(&self) -> Result<Option<Image>> {
@@ -242,21 +264,26 @@ impl BackingStore for RbdStore {
     fn open(&self, _writable: bool) -> Result<Box<dyn BlockDevice>> {
         Ok(Box::new(RbdDevice::new(self.image()?)))
     }
-    fn open_exclusive(&self) -> Result<Box<dyn BlockDevice>> {
+    fn open_exclusive(&self, claim: &str) -> Result<Box<dyn BlockDevice>> {
         let img = self.image()?;
-        // librbd's exclusive lock, taken explicitly: held until this handle closes (or the
-        // process dies and its watch expires); another client's acquire is refused.
-        match img.lock_acquire() {
-            Ok(()) => Ok(Box::new(RbdDevice::new(img))),
+        // Strongroom's attach claim first (the kernel path's mappings hold no lock while
+        // idle), then librbd's exclusive lock, taken explicitly: held until this handle
+        // closes (or the process dies and its watch expires); another client's acquire is
+        // refused, and a kernel mapping's writes get EROFS.
+        rbd_claim::claim(self, claim, Claimant::Librbd)?;
+        let locked = match img.lock_acquire() {
+            Ok(()) => return Ok(Box::new(RbdDevice::new(img))),
             Err(e) if matches!(e.kind(), ErrorKind::ReadOnly | ErrorKind::Busy) => {
                 let owners = img.lock_owners().unwrap_or_default().join(", ");
-                Err(Error::FailedPrecondition(format!(
+                Error::FailedPrecondition(format!(
                     "RBD image {} is attached read-write elsewhere (exclusive lock held by {owners})",
                     self.image
-                )))
+                ))
             }
-            Err(e) => Err(ceph_error("lock RBD image", e)),
-        }
+            Err(e) => ceph_error("lock RBD image", e),
+        };
+        let _ = rbd_claim::release(self, claim);
+        Err(locked)
     }
     fn local_path(&self) -> Option<&Path> {
         None
@@ -297,7 +324,7 @@ impl BackingStore for RbdStore {
 
 impl RbdStore {
     /// The image as the kernel driver names it, and how the kernel reaches the cluster: the
-    /// monitors' v1 addresses and the user's key (given in memory, or from the ceph.conf's
+    /// monitors' addresses and `ms_mode` ([`kernel_monitors`]) and the user's key (given in memory, or from the ceph.conf's
     /// keyring).
     pub(crate) fn kernel_target(&self) -> Result<(KrbdImage, KrbdCredentials)> {
         let user = self.ceph.user.clone();
@@ -323,7 +350,7 @@ impl RbdStore {
             namespace: self.namespace.clone(),
             image: self.image.clone(),
         };
-        let monitors = v1_monitors(&mon_host)?;
+        let monitors = kernel_monitors(&mon_host, self.ceph.ms_mode)?;
         Ok((
             img,
             KrbdCredentials {
@@ -498,6 +525,7 @@ mod tests {
             conf: None,
             user: "krbd-test-given".into(),
             monitors: Some("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],10.0.0.2".into()),
+            ms_mode: None,
         };
         let e = store(ceph.clone()).kernel_target().err().unwrap();
         assert_eq!(e.kind(), crate::ErrorKind::Unauthenticated, "{e}");
@@ -508,9 +536,30 @@ mod tests {
             ("rbd", "tenant-a")
         );
         assert_eq!(img.image, "csi-vol-x");
-        assert_eq!(cred.monitors, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(cred.monitors.addrs, ["10.0.0.1:6789", "10.0.0.2:6789"]);
+        assert_eq!(cred.monitors.ms_mode, None);
         assert_eq!(cred.user, "krbd-test-given");
         assert_eq!(cred.key.expose(), "AQBgiven==");
+    }
+
+    #[test]
+    fn kernel_target_of_v2_only_monitors_and_an_explicit_mode() {
+        provide_ceph_key("krbd-test-v2", SecretString::new("AQBv2=="));
+        let mut ceph = CephRef {
+            conf: None,
+            user: "krbd-test-v2".into(),
+            monitors: Some("[v2:10.0.0.1:3300] [v2:10.0.0.2:3300]".into()),
+            ms_mode: None,
+        };
+        let (_, cred) = store(ceph.clone()).kernel_target().unwrap();
+        assert_eq!(cred.monitors.addrs, ["10.0.0.1:3300", "10.0.0.2:3300"]);
+        assert_eq!(cred.monitors.ms_mode, Some(crate::MsMode::PreferCrc));
+        ceph.ms_mode = Some(crate::MsMode::Secure);
+        let (_, cred) = store(ceph.clone()).kernel_target().unwrap();
+        assert_eq!(cred.monitors.ms_mode, Some(crate::MsMode::Secure));
+        ceph.ms_mode = Some(crate::MsMode::Legacy);
+        let e = store(ceph).kernel_target().err().unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{e}");
     }
 
     #[test]
@@ -528,9 +577,10 @@ mod tests {
             conf: Some(conf.to_string_lossy().into_owned()),
             user: "csi".into(),
             monitors: None,
+            ms_mode: None,
         };
         let (_, cred) = store(ceph).kernel_target().unwrap();
-        assert_eq!(cred.monitors, ["127.0.0.1:6789"]);
+        assert_eq!(cred.monitors.addrs, ["127.0.0.1:6789"]);
         assert_eq!(cred.key.expose(), "AQBconf==");
     }
 }

@@ -11,7 +11,7 @@ use crate::errors::{CsiError, Result};
 use crate::rbd_id::RbdId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use strongroom_volume::{new_image_name, CephRef, ImageLayout, RbdStore, StoreSpec};
+use strongroom_volume::{new_image_name, CephRef, ImageLayout, MsMode, RbdStore, StoreSpec};
 
 /// The image metadata key holding the [`CsiRecord`] (JSON).
 pub const CSI_ATTR: &str = "strongroom.csi";
@@ -50,6 +50,7 @@ fn store_spec(
     user: &str,
     monitors: &str,
     layout: ImageLayout,
+    ms_mode: Option<MsMode>,
 ) -> StoreSpec {
     StoreSpec::Rbd {
         pool: pool.to_owned(),
@@ -59,6 +60,7 @@ fn store_spec(
             conf: None,
             user: user.to_owned(),
             monitors: Some(monitors.to_owned()),
+            ms_mode,
         },
         layout,
     }
@@ -82,6 +84,7 @@ pub fn record_for(spec: &CreateSpec) -> Result<Option<RbdRecord>> {
             user,
             &p.monitors,
             p.layout.clone(),
+            p.ms_mode,
         ),
     }))
 }
@@ -202,6 +205,7 @@ impl ManagerBackend {
             user,
             &cluster.monitors,
             ImageLayout::default(),
+            None,
         );
         let text = rbd_store(&probe)?
             .get_attr(CSI_ATTR)

@@ -4,7 +4,8 @@
 //!   `{"clusterID": ..., "monitors": [...], "rbd": {"radosNamespace": ...}}`; other keys of an
 //!   entry (`cephFS`, `nfs`, `readAffinity`...) belong to other drivers and are ignored.
 //! * [`RbdParams`]: `clusterID` (→ the monitors), `pool`, `dataPool`, `imageFeatures`,
-//!   `radosNamespace` (may use `${pvc.namespace}`: one RADOS namespace per tenant). The Ceph
+//!   `radosNamespace` (may use `${pvc.namespace}`: one RADOS namespace per tenant),
+//!   `mapOptions` (the kernel rbd driver's map options; only `krbd:ms_mode=...`). The Ceph
 //!   user and key come with each request's secrets (`userID`/`userKey`), never from here.
 
 use super::{get, invalid, Params, PvcMeta, Template};
@@ -12,14 +13,25 @@ use crate::errors::CsiError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use strongroom_volume::{ImageFeatures, ImageLayout};
+use strongroom_volume::{ImageFeatures, ImageLayout, MsMode};
 
 pub const CLUSTER_ID: &str = "clusterID";
 pub const POOL: &str = "pool";
 pub const DATA_POOL: &str = "dataPool";
 pub const IMAGE_FEATURES: &str = "imageFeatures";
 pub const RADOS_NAMESPACE: &str = "radosNamespace";
-pub const KEYS: &[&str] = &[CLUSTER_ID, POOL, DATA_POOL, IMAGE_FEATURES, RADOS_NAMESPACE];
+pub const MAP_OPTIONS: &str = "mapOptions";
+pub const KEYS: &[&str] = &[
+    CLUSTER_ID,
+    POOL,
+    DATA_POOL,
+    IMAGE_FEATURES,
+    RADOS_NAMESPACE,
+    MAP_OPTIONS,
+];
+/// The map options understood in `mapOptions` (anything else could change how the kernel
+/// maps the image, e.g. drop its exclusive access: refused).
+const KNOWN_MAP_OPTIONS: &[&str] = &["ms_mode"];
 
 /// One cluster of the map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +114,41 @@ pub struct RbdParams {
     pub pool: String,
     pub namespace: String,
     pub layout: ImageLayout,
+    /// `mapOptions`' `ms_mode` (`None`: chosen from the monitors' addresses).
+    pub ms_mode: Option<MsMode>,
+}
+
+/// ceph-csi's `mapOptions`: `[krbd:]opt[,opt...]` sections separated by `;`, a section without
+/// a mounter prefix being krbd's. Only `ms_mode=<mode>`, once, is accepted: another option,
+/// another mounter (`nbd:`), a duplicate or an unknown mode is refused, never passed on.
+fn parse_map_options(v: &str) -> Result<Option<MsMode>, CsiError> {
+    let bad = |why: String| invalid(MAP_OPTIONS, why);
+    let mut mode = None;
+    for section in v.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let opts = match section.split_once(':') {
+            Some(("krbd", rest)) => rest,
+            Some((mounter, _)) if !mounter.contains(['=', ',']) => {
+                return Err(bad(format!(
+                    "{mounter:?} options: only the kernel driver (krbd) maps images here"
+                )))
+            }
+            _ => section,
+        };
+        for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+            if !KNOWN_MAP_OPTIONS.contains(&key) {
+                return Err(bad(format!(
+                    "map option {key:?} is not accepted (known: {})",
+                    KNOWN_MAP_OPTIONS.join(", ")
+                )));
+            }
+            let m = MsMode::parse(value).map_err(|e| bad(e.to_string()))?;
+            if mode.replace(m).is_some() {
+                return Err(bad("ms_mode is given twice".into()));
+            }
+        }
+    }
+    Ok(mode)
 }
 
 /// A pool or RADOS namespace name (what `rbd` accepts, without '/' or '@').
@@ -160,6 +207,10 @@ pub fn parse(
     let features = get(params, IMAGE_FEATURES)
         .map(|f| ImageFeatures::parse(f).map_err(|e| invalid(IMAGE_FEATURES, e)))
         .transpose()?;
+    let ms_mode = get(params, MAP_OPTIONS)
+        .map(parse_map_options)
+        .transpose()?
+        .flatten();
     if features.is_some_and(|f| !f.has_layering()) {
         return Err(invalid(
             IMAGE_FEATURES,
@@ -175,6 +226,7 @@ pub fn parse(
             features,
             data_pool,
         },
+        ms_mode,
     }))
 }
 
@@ -221,6 +273,39 @@ mod tests {
     }
 
     #[test]
+    fn map_options_carry_only_a_known_ms_mode() {
+        let (m, pvc) = (map(), pvc());
+        let mode = |v: &str| {
+            parse(
+                &p(&[(POOL, "rbd"), (CLUSTER_ID, "c1"), (MAP_OPTIONS, v)]),
+                &m,
+                &pvc,
+            )
+            .map(|r| r.unwrap().ms_mode)
+        };
+        assert_eq!(mode("krbd:ms_mode=secure").unwrap(), Some(MsMode::Secure));
+        assert_eq!(mode("ms_mode=prefer-crc").unwrap(), Some(MsMode::PreferCrc));
+        assert_eq!(mode(" krbd:ms_mode=crc ; ").unwrap(), Some(MsMode::Crc));
+        assert_eq!(mode("").unwrap(), None);
+        for bad in [
+            "krbd:ms_mode=secure,exclusive",
+            "krbd:noshare",
+            "lock_on_read",
+            "krbd:ms_mode=fast",
+            "krbd:ms_mode=secure;krbd:ms_mode=crc",
+            "nbd:try-netlink",
+            "krbd:ms_mode=secure,key=other",
+            "krbd:ms_mode=secure name=admin",
+        ] {
+            let e = mode(bad).unwrap_err();
+            assert!(
+                matches!(&e, CsiError::Invalid(t) if t.contains(MAP_OPTIONS)),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn rbd_parameters_are_checked_and_rendered() {
         let (m, pvc) = (map(), pvc());
         assert_eq!(parse(&p(&[]), &m, &pvc).unwrap(), None);
@@ -229,6 +314,7 @@ mod tests {
             .unwrap();
         assert_eq!((r.pool.as_str(), r.namespace.as_str()), ("rbd", "ns1"));
         assert_eq!(r.layout, ImageLayout::default());
+        assert_eq!(r.ms_mode, None);
         let r = parse(
             &p(&[
                 (POOL, "rbd"),

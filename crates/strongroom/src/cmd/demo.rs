@@ -214,6 +214,7 @@ fn rbd_stores(vols: &mut [DemoVolume], c: &DevCluster) {
                 conf: Some(c.conf().to_string_lossy().into_owned()),
                 user: "admin".into(),
                 monitors: None,
+                ms_mode: None,
             },
             layout: Default::default(),
         });

@@ -20,7 +20,7 @@ use strongroom_vault_client::split_addresses;
 use strongroom_volume::tenant::{self, TenantLayout};
 use strongroom_volume::{
     new_image_name, CephRef, CreateRequest, Credential, Error as VolError, ErrorKind, FsType,
-    HolderCommand, HolderRole, KmsConfig, Manager, ManagerConfig, ProtectionMode,
+    HolderCommand, HolderRole, KmsConfig, Manager, ManagerConfig, MsMode, ProtectionMode,
     ProtectionRequest, RotateKind, SecretString, StoreSpec, VolumeInfo,
 };
 
@@ -139,6 +139,15 @@ struct CephArgs {
     /// Ceph user id (`admin` = client.admin).
     #[arg(long, default_value = "admin")]
     ceph_user: String,
+    /// The kernel rbd driver's wire protocol: legacy, crc, secure, prefer-crc or
+    /// prefer-secure (Linux 5.11+ for all but legacy). Default: legacy when the monitors have
+    /// v1 addresses, else prefer-crc over their v2 addresses. Recorded at create.
+    #[arg(long, value_parser = parse_ms_mode)]
+    krbd_ms_mode: Option<MsMode>,
+}
+
+fn parse_ms_mode(s: &str) -> Result<MsMode, String> {
+    MsMode::parse(s).map_err(|e| e.to_string())
 }
 
 impl CephArgs {
@@ -158,6 +167,7 @@ impl CephArgs {
                 conf,
                 user: self.ceph_user.clone(),
                 monitors: None,
+                ms_mode: self.krbd_ms_mode,
             },
             layout: Default::default(),
         })

@@ -9,14 +9,19 @@
 //! as a `ceph` key under a one-off description, the string names it (`key=<description>`), and
 //! the key is invalidated as soon as the write returns (libceph keeps its own copy).
 //!
-//! Exclusive access: a read-write map carries `exclusive`, so the kernel takes the image's
-//! exclusive lock while mapping and never hands it over: a map or a librbd `lock_acquire`
-//! elsewhere gets EROFS while it is held (and ours gets EROFS while another holds it).
+//! Exclusive access is not the kernel's: a map does not carry `exclusive` (with it the kernel
+//! holds librbd's exclusive lock for as long as the image is mapped and hands it to nobody,
+//! so not even the controller could grow the image). The kernel takes the lock at its first
+//! write, hands it over when another client asks (a resize, a snapshot) and takes it back at
+//! its next write. Who is attached is recorded by [`crate::rbd_claim`], which names this
+//! mapping's client by its address ([`client_addr`]): `noshare` gives every mapping a client
+//! of its own, so that fencing a dead mapping's client fences that mapping alone.
 //!
 //! `unsafe` only in [`KernelKey`]: two system calls (`add_key`, `keyctl`) whose pointer
 //! arguments are NUL-terminated strings and a byte slice that outlive the call.
 #![allow(unsafe_code)]
 
+use crate::ceph_conf::KernelMonitors;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -27,9 +32,6 @@ use strongroom_vault_client::SecretString;
 use zeroize::Zeroizing;
 
 const BUS: &str = "/sys/bus/rbd";
-/// How long a map waits for the image's exclusive lock before it fails (ETIMEDOUT): a
-/// live owner refuses at once; this bounds the wait on an owner that does not answer.
-const LOCK_TIMEOUT_S: u32 = 30;
 
 /// An RBD image as the kernel driver names it (pool, RADOS namespace, image; the head, not a
 /// snapshot). Recorded in a volume's runtime record before it is mapped.
@@ -41,10 +43,10 @@ pub struct KrbdImage {
     pub image: String,
 }
 
-/// How to reach the cluster: monitors on the v1 (legacy msgr) port, the cephx user and key.
+/// How to reach the cluster: the monitors (in the protocol their `ms_mode` selects), the
+/// cephx user and key.
 pub struct KrbdCredentials {
-    /// `ip:port` of each monitor's v1 address.
-    pub monitors: Vec<String>,
+    pub monitors: KernelMonitors,
     pub user: String,
     pub key: SecretString,
 }
@@ -90,8 +92,9 @@ fn control(op: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Map `img` read-write with its exclusive lock held (`exclusive`); returns its device once
-/// the device node exists.
+/// Map `img` read-write (a client of its own, `noshare`; librbd's exclusive lock taken at
+/// the first write and handed over on request); returns its device once the device node
+/// exists. Who may attach is decided by the caller ([`crate::rbd_claim`]).
 pub fn map(img: &KrbdImage, cred: &KrbdCredentials) -> Result<RbdDev> {
     if let Some(why) = missing() {
         return Err(Error::FailedPrecondition(why.into()));
@@ -111,8 +114,8 @@ pub fn map(img: &KrbdImage, cred: &KrbdCredentials) -> Result<RbdDev> {
     Ok(dev)
 }
 
-/// The line written to `add`: `<mons> name=<user>,key=<desc>[,_pool_ns=<ns>],exclusive,
-/// lock_timeout=<s> <pool> <image> -`. Names that could smuggle in more options or fields
+/// The line written to `add`: `<mons> name=<user>,key=<desc>[,_pool_ns=<ns>][,ms_mode=<m>],
+/// noshare <pool> <image> -`. Names that could smuggle in more options or fields
 /// (whitespace, `,`, `=`) are refused.
 fn map_spec(img: &KrbdImage, cred: &KrbdCredentials, key_desc: &str) -> Result<String> {
     let fields = [
@@ -124,20 +127,24 @@ fn map_spec(img: &KrbdImage, cred: &KrbdCredentials, key_desc: &str) -> Result<S
         plain(what, v, false)?;
     }
     plain("RADOS namespace", &img.namespace, true)?;
-    if cred.monitors.is_empty() {
+    let mons = &cred.monitors.addrs;
+    if mons.is_empty() {
         return Err(Error::InvalidArgument("no monitor addresses".into()));
     }
-    for m in &cred.monitors {
+    for m in mons {
         plain("monitor address", m, false)?;
     }
     let mut opts = format!("name={},key={key_desc}", cred.user);
     if !img.namespace.is_empty() {
         opts.push_str(&format!(",_pool_ns={}", img.namespace));
     }
-    opts.push_str(&format!(",exclusive,lock_timeout={LOCK_TIMEOUT_S}"));
+    if let Some(m) = cred.monitors.ms_mode {
+        opts.push_str(&format!(",ms_mode={}", m.as_str()));
+    }
+    opts.push_str(",noshare");
     Ok(format!(
         "{} {opts} {} {} -",
-        cred.monitors.join(","),
+        mons.join(","),
         img.pool,
         img.image
     ))
@@ -197,6 +204,17 @@ fn map_error(img: &KrbdImage, e: std::io::Error) -> Error {
         )),
         _ => Error::io(what, e),
     }
+}
+
+/// The address of the client a mapping uses (`ip:port/nonce`, as watcher lists show it).
+pub fn client_addr(dev: RbdDev) -> Result<String> {
+    let p = format!("{BUS}/devices/{}/client_addr", dev.0);
+    let a = std::fs::read_to_string(&p).map_err(|e| Error::io(format!("read {p}"), e))?;
+    let a = a.trim();
+    if a.is_empty() || a.contains(char::is_whitespace) {
+        return Err(Error::Internal(format!("{p} holds no client address")));
+    }
+    Ok(a.to_owned())
 }
 
 /// Every mapped device.
@@ -323,7 +341,10 @@ mod tests {
 
     fn cred() -> KrbdCredentials {
         KrbdCredentials {
-            monitors: vec!["10.0.0.1:6789".into(), "10.0.0.2:6789".into()],
+            monitors: KernelMonitors {
+                addrs: vec!["10.0.0.1:6789".into(), "10.0.0.2:6789".into()],
+                ms_mode: None,
+            },
             user: "csi".into(),
             key: SecretString::new("AQBa"),
         }
@@ -341,12 +362,28 @@ mod tests {
         let s = map_spec(&img(""), &cred(), "strongroom-krbd-00").unwrap();
         assert_eq!(
             s,
-            "10.0.0.1:6789,10.0.0.2:6789 name=csi,key=strongroom-krbd-00,exclusive,\
-             lock_timeout=30 rbd csi-vol-1 -"
+            "10.0.0.1:6789,10.0.0.2:6789 name=csi,key=strongroom-krbd-00,noshare rbd csi-vol-1 -"
         );
         assert!(!s.contains("AQBa"));
         let s = map_spec(&img("tenant-a"), &cred(), "k").unwrap();
         assert!(s.contains(",_pool_ns=tenant-a,"), "{s}");
+    }
+
+    #[test]
+    fn msgr2_monitors_are_mapped_with_their_mode() {
+        let mut c = cred();
+        c.monitors = KernelMonitors {
+            addrs: vec!["10.0.0.1:3300".into()],
+            ms_mode: Some(crate::ceph_conf::MsMode::PreferCrc),
+        };
+        let s = map_spec(&img(""), &c, "k").unwrap();
+        assert!(
+            s.starts_with("10.0.0.1:3300 name=csi,key=k,ms_mode=prefer-crc,noshare "),
+            "{s}"
+        );
+        c.monitors.ms_mode = Some(crate::ceph_conf::MsMode::Secure);
+        let s = map_spec(&img("ns"), &c, "k").unwrap();
+        assert!(s.contains(",_pool_ns=ns,ms_mode=secure,"), "{s}");
     }
 
     #[test]
@@ -370,7 +407,9 @@ mod tests {
         c.user = "admin,secret=x".into();
         assert!(map_spec(&img(""), &c, "k").is_err());
         c.user = "admin".into();
-        c.monitors.clear();
+        c.monitors.addrs = vec!["10.0.0.1:6789,10.0.0.2:6789 name=x".into()];
+        assert!(map_spec(&img(""), &c, "k").is_err());
+        c.monitors.addrs.clear();
         assert!(map_spec(&img(""), &c, "k").is_err());
     }
 

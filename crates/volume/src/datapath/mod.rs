@@ -92,6 +92,11 @@ pub struct Runtime {
     /// Its device once mapped: `/dev/rbd<id>` (for people; teardown finds mappings by image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbd_dev: Option<u32>,
+    /// The token of this attach's claim on an RBD image ([`crate::rbd_claim`]), recorded
+    /// before the claim is taken: every process serving the attach claims with it, teardown
+    /// releases it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 impl Runtime {

@@ -11,6 +11,7 @@ use crate::datapath::{self, fuse, holder, krbd, loopdev, DataPathKind, Runtime};
 use crate::error::{Error, Result};
 use crate::kms::Credential;
 use crate::meta::{StoreSpec, VolumeMeta};
+use crate::rbd_claim::{self, Claimant};
 use crate::store;
 use crate::vocab::FsType;
 use rustix::fd::OwnedFd;
@@ -118,6 +119,7 @@ impl Manager {
         let mut rt = Runtime {
             datapath: Some(DataPathKind::Userspace),
             fuse_dir: Some(fuse_dir.clone()),
+            claim: Some(rbd_claim::new_token()),
             ..Default::default()
         };
         match &self.holder {
@@ -141,7 +143,8 @@ impl Manager {
                 rt.save(dir)?;
             }
             None => {
-                let io = crypt_io(m, secret)?;
+                rt.save(dir)?; // the claim's token, before the claim
+                let io = crypt_io(dir, m, secret)?;
                 rt.pid = Some(std::process::id());
                 rt.save(dir)?;
                 let session = fuse::spawn(Arc::new(io), &fuse_dir)?;
@@ -360,9 +363,29 @@ impl Manager {
             (None, None) => true,
         };
         wait_for_holder_exit(id, live_holder, gone)?;
+        if let Some(token) = &rt.claim {
+            self.release_claim(dir, token);
+        }
         self.cache.evict(id);
         Runtime::remove(dir);
         Ok(())
+    }
+
+    /// Release the attach's claim on its RBD image. Best effort: without Ceph or a key here
+    /// (a NodeUnstage carries no secret) the claim stays, and the next attach anywhere breaks
+    /// it, as its mapping or holder no longer watches the image.
+    fn release_claim(&self, dir: &Path, token: &str) {
+        let Some(st) = VolumeMeta::load(dir)
+            .ok()
+            .and_then(|m| crate::store_rbd::RbdStore::of(&m.store))
+        else {
+            return;
+        };
+        if let Err(e) = rbd_claim::release(&st, token) {
+            self.say(&format!(
+                "the attach claim stays (the next attach breaks it): {e}"
+            ));
+        }
     }
 
     fn take_session(&self, id: &str) -> Option<fuser::BackgroundSession> {
@@ -395,12 +418,14 @@ impl Manager {
             Role::Start => {
                 let mut input = std::fs::File::from(input);
                 holder::run_start(h, &mut input, answer, |secret| {
-                    crypt_io(&self.load(id)?.1, secret)
+                    let (dir, m) = self.load(id)?;
+                    crypt_io(&dir, &m, secret)
                 })
             }
-            Role::Server => {
-                holder::run_server(h, input, |key| crypt_io_with_key(&self.load(id)?.1, key))
-            }
+            Role::Server => holder::run_server(h, input, |key| {
+                let (dir, m) = self.load(id)?;
+                crypt_io_with_key(&dir, &m, key)
+            }),
             Role::Keeper => holder::run_keeper(h, input),
         }
     }
@@ -446,37 +471,57 @@ impl Record {
     }
 }
 
-/// Map the volume's RBD image with the kernel driver, exclusively (a read-write attach
-/// elsewhere holds the image's lock: FAILED_PRECONDITION). The image is recorded before the
-/// map, so a crash after it leaves a mapping that teardown finds and removes.
+/// Map the volume's RBD image with the kernel driver and claim it for this attach (a
+/// read-write attach elsewhere holds a live claim: FAILED_PRECONDITION, the mapping undone).
+/// The image and the claim's token are recorded before the map, so a crash after it leaves
+/// a mapping and a claim that teardown finds and removes.
 fn map_rbd(dir: &Path, m: &VolumeMeta, rt: &mut Runtime) -> Result<PathBuf> {
     let st = crate::store_rbd::RbdStore::of(&m.store)
         .ok_or_else(|| Error::Internal("not an RBD volume".into()))?;
     let (img, cred) = st.kernel_target()?;
+    let token = rbd_claim::new_token();
     rt.krbd = Some(img.clone());
+    rt.claim = Some(token.clone());
     rt.save(dir)?;
     let dev = krbd::map(&img, &cred)?;
     fault("mount:krbd-mapped");
     rt.rbd_dev = Some(dev.0);
     rt.save(dir)?;
+    let claimed = krbd::client_addr(dev)
+        .and_then(|addr| rbd_claim::claim(&st, &token, Claimant::Kernel(&addr)));
+    if let Err(e) = claimed {
+        let _ = krbd::unmap(dev);
+        return Err(e);
+    }
     fault("mount:krbd");
     Ok(dev.path())
 }
 
-/// The decrypting I/O of the userspace data path, over the volume's store.
-fn crypt_io(m: &VolumeMeta, secret: &[u8]) -> Result<fuse::CryptIo> {
+/// The decrypting I/O of the userspace data path, over the volume's store, opened for the
+/// attach recorded in `dir` (its claim token).
+fn crypt_io(dir: &Path, m: &VolumeMeta, secret: &[u8]) -> Result<fuse::CryptIo> {
     let st = store::from_spec(&m.store);
     let (vol, u) = unlock(st.as_ref(), secret, false)?;
-    fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, u.volume_key)
+    let dev = st.open_exclusive(&claim_token(dir))?;
+    fuse::CryptIo::new(dev, vol.data_segment()?, u.volume_key)
 }
 
 /// [`crypt_io`] with the volume key itself (a holder's successor; checked against the
 /// header's digest).
-fn crypt_io_with_key(m: &VolumeMeta, key: Zeroizing<Vec<u8>>) -> Result<fuse::CryptIo> {
+fn crypt_io_with_key(dir: &Path, m: &VolumeMeta, key: Zeroizing<Vec<u8>>) -> Result<fuse::CryptIo> {
     let st = store::from_spec(&m.store);
     let vol = strongroom_luks::Volume::open(st.open(false)?)?;
     vol.verify_volume_key(&key)?;
-    fuse::CryptIo::new(st.open_exclusive()?, vol.data_segment()?, key)
+    let dev = st.open_exclusive(&claim_token(dir))?;
+    fuse::CryptIo::new(dev, vol.data_segment()?, key)
+}
+
+/// The attach's claim token as recorded; a fresh one for an attach recorded without one (by
+/// an older binary, whose holder claimed nothing).
+fn claim_token(dir: &Path) -> String {
+    Runtime::load(dir)
+        .and_then(|r| r.claim)
+        .unwrap_or_else(rbd_claim::new_token)
 }
 
 /// How long teardown waits for a holder that served until the unmount to finish (flush and
