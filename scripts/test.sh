@@ -85,7 +85,8 @@ if [ "$vm_rc" = 0 ]; then
 fi
 log "cargo test (host tier)"
 host_rc=0
-cargo test --workspace -- --test-threads=2 --skip vm_tier_ --skip load_tier_ || host_rc=$?
+# --no-fail-fast: one failing test binary does not hide the results of the others
+cargo test --workspace --no-fail-fast -- --test-threads=2 --skip vm_tier_ --skip load_tier_ || host_rc=$?
 log "cargo test (the benchmark's unencrypted twin, feature bench)"
 cargo test -p strongroom-volume --features bench --lib bench:: -- --test-threads=2 || host_rc=$?
 log "VM tier (scripts/vm/run-vm.sh, tests/vm_dmcrypt.rs, tests/vm_krbd.rs)"

@@ -61,6 +61,7 @@ pub enum LuksCommand {
         key_slot: Option<u32>,
         #[command(flatten)]
         kdf: KdfArgs,
+        /// Keyslot priority: `prefer` (tried first), `normal`, or `ignore` (tried only when named).
         #[arg(long, value_enum)]
         priority: Option<Priority>,
         #[command(flatten)]
@@ -71,6 +72,7 @@ pub enum LuksCommand {
         /// File holding the key of the slot to remove (`-` = stdin).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Id of the keyslot to remove (instead of --key-file).
         #[arg(long, short = 'S')]
         key_slot: Option<u32>,
         #[command(flatten)]
@@ -80,6 +82,7 @@ pub enum LuksCommand {
     ChangeKey {
         #[command(flatten)]
         key: KeyArgs,
+        /// File holding the new key (`-` = stdin).
         #[arg(long)]
         new_key_file: PathBuf,
         #[command(flatten)]
@@ -215,11 +218,13 @@ pub struct FormatArgs {
     /// File holding the passphrase of keyslot 0 (`-` = stdin).
     #[arg(long)]
     key_file: PathBuf,
+    /// Data cipher in cryptsetup's form (aes-xts-plain64 is the one dm-crypt and librbd use).
     #[arg(long, default_value = "aes-xts-plain64")]
     cipher: String,
     /// Volume key size in bits (256 or 512 for XTS).
     #[arg(long, default_value_t = 512)]
     key_size: usize,
+    /// Encryption sector size in bytes (512, 1024, 2048 or 4096).
     #[arg(long, default_value_t = 4096)]
     sector_size: u32,
     #[command(flatten)]
@@ -227,10 +232,13 @@ pub struct FormatArgs {
     /// Hash of the volume key digest.
     #[arg(long, default_value = "sha256")]
     digest_hash: String,
+    /// Header label (up to 47 bytes).
     #[arg(long)]
     label: Option<String>,
+    /// Header subsystem name (up to 47 bytes).
     #[arg(long)]
     subsystem: Option<String>,
+    /// Volume UUID (default: a random one).
     #[arg(long)]
     uuid: Option<String>,
     /// Size of each metadata copy in bytes (16384 .. 4194304).
@@ -245,13 +253,16 @@ pub struct FormatArgs {
     /// Use the volume key in this file instead of a random one.
     #[arg(long)]
     volume_key_file: Option<PathBuf>,
+    /// Id of the first keyslot (default: 0).
     #[arg(long, short = 'S')]
     key_slot: Option<u32>,
+    /// Keyslot priority: `prefer` (tried first), `normal`, or `ignore` (tried only when named).
     #[arg(long, value_enum)]
     priority: Option<Priority>,
     /// Detached header file (created if missing); DEVICE then holds only data.
     #[arg(long)]
     header: Option<PathBuf>,
+    /// The file or block device to format.
     device: PathBuf,
 }
 

@@ -58,10 +58,13 @@ impl Workload {
 
 #[derive(Args)]
 pub struct BenchRbdArgs {
+    /// ceph.conf naming the monitors and the keyring of the cluster to benchmark.
     #[arg(long)]
     ceph_conf: PathBuf,
+    /// Pool of the benchmark image.
     #[arg(long, default_value = "rbd")]
     pool: String,
+    /// The benchmark image (made by `--mode prepare`; its payload follows a 16 MiB LUKS2 area).
     #[arg(long)]
     image: String,
     /// File holding the LUKS2 passphrase (never an argument).
@@ -70,12 +73,17 @@ pub struct BenchRbdArgs {
     /// `prepare` (format + fill), `run` (one workload), `provision` (timings).
     #[arg(long, value_enum)]
     mode: Mode,
+    /// Which implementation moves the bytes: our engine over librbd, librbd's own LUKS2
+    /// (`encryption_load`), or unencrypted librbd.
     #[arg(long, value_enum, default_value = "plain")]
     imp: Impl,
+    /// Block size and pattern: sequential 1 MiB or random 4 KiB, write or read.
     #[arg(long, value_enum, default_value = "seq-write1m")]
     workload: Workload,
+    /// Requests in flight (librbd aio).
     #[arg(long, default_value_t = 16)]
     qd: usize,
+    /// How long a `run` lasts.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     /// Bytes of the payload the workloads use (from its start).

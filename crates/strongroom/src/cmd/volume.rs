@@ -80,7 +80,9 @@ enum Kind {
 
 #[derive(Args)]
 struct CreateArgs {
+    /// The new volume's id (letters, digits, `-`, `_`, `.`).
     id: String,
+    /// The tenant the volume belongs to (its key and policy are the tenant's).
     #[arg(long)]
     tenant: String,
     /// Usable size: bytes or with K/M/G/T suffix (binary).
@@ -89,6 +91,7 @@ struct CreateArgs {
     /// `envelope` (wrapped by the tenant's transit key) or `kv`.
     #[arg(long, default_value = "envelope")]
     protection: ProtectionMode,
+    /// Mount path of the transit engine holding the tenant's key (`--protection envelope`).
     #[arg(long, default_value = "transit")]
     transit_mount: String,
     /// Transit key (default `tenant-<tenant>`).
@@ -176,10 +179,12 @@ impl CephArgs {
 
 #[derive(Args)]
 struct SetupTenantArgs {
+    /// The tenant to set up.
     tenant: String,
     /// Also create a token for the tenant and write it to this file (mode 0600).
     #[arg(long)]
     token_out: Option<PathBuf>,
+    /// TTL of that token (e.g. `24h`; default: the key manager's default TTL).
     #[arg(long, default_value = "")]
     token_ttl: String,
     #[command(flatten)]
@@ -192,7 +197,9 @@ enum Sub {
     Create(CreateArgs),
     /// Mount the volume's filesystem (made on first mount) at TARGET.
     Mount {
+        /// The volume's id.
         id: String,
+        /// Directory to mount the filesystem on (created if missing).
         target: PathBuf,
         #[command(flatten)]
         token: TokenArg,
@@ -200,13 +207,16 @@ enum Sub {
     /// Unmount and tear down loop device, FUSE mount / dm-crypt mapping and cached keys.
     /// Needs no token and no key manager (it works with the KMS down or the tenant gone).
     Unmount {
+        /// The volume's id.
         id: String,
         #[command(flatten)]
         _ignored: IgnoredTokenArg,
     },
     /// Grow a volume (online when mounted).
     Resize {
+        /// The volume's id.
         id: String,
+        /// New usable size: bytes or with K/M/G/T suffix (binary); volumes only grow.
         #[arg(long)]
         size: String,
         #[command(flatten)]
@@ -214,7 +224,10 @@ enum Sub {
     },
     /// Rotate the KEK (rewrap, data untouched) or the keyslot secret.
     Rotate {
+        /// The volume's id.
         id: String,
+        /// `kek`: rotate the tenant's transit key and rewrap (data untouched); `slot`: a new
+        /// keyslot secret (the old one stops opening the volume).
         #[arg(long, value_enum, default_value = "kek")]
         kind: Kind,
         #[command(flatten)]
@@ -222,6 +235,7 @@ enum Sub {
     },
     /// Crypto-shred: destroy the wrapped secret / KV entry and wipe every keyslot.
     Shred {
+        /// The volume's id.
         id: String,
         #[command(flatten)]
         token: TokenArg,
@@ -229,10 +243,14 @@ enum Sub {
     /// List volumes.
     List,
     /// Show a volume's state, parameters and rotation ages.
-    Status { id: String },
+    Status {
+        /// The volume's id.
+        id: String,
+    },
     /// Take over on this node a volume whose metadata lives with its data (an RBD image made
     /// on another node): `--pool` and `--image` name it. Needs no token (opening it does).
     Import {
+        /// The id the volume gets on this node.
         id: String,
         #[command(flatten)]
         ceph: CephArgs,
@@ -243,6 +261,7 @@ enum Sub {
     /// node plugin, secret on stdin.
     #[command(hide = true)]
     Hold {
+        /// The volume's id.
         id: String,
         /// Which half: `start` (the first server, started by a mount), or a successor
         /// (`server`, `keeper`) started by the other half with its link on stdin.
@@ -253,12 +272,16 @@ enum Sub {
     /// CSI node plugin asks on SOCKET, so that they survive a restart of its container.
     #[command(hide = true)]
     HolderHost {
+        /// Unix socket the CSI node plugin asks on.
         #[arg(long)]
         socket: PathBuf,
     },
     /// Re-execute the volume holder of a userspace mount (its keeper, then its server) from
     /// the strongroom binary now installed at its path, without an I/O error on the mount.
-    UpgradeHolder { id: String },
+    UpgradeHolder {
+        /// The volume's id.
+        id: String,
+    },
     /// (benchmarks) Serve a plain file or RBD image through the same FUSE layer, without
     /// encryption, until unmounted with `fusermount3 -u DIR` (built with `--features bench`).
     #[cfg(feature = "bench")]
@@ -270,8 +293,10 @@ enum Sub {
     /// (benchmarks) Time provisioning (create + open, no mkfs) with its KMS round trips.
     #[command(hide = true)]
     BenchProvision {
+        /// The tenant whose volumes are timed (set up with `setup-tenant`).
         #[arg(long)]
         tenant: String,
+        /// How many volumes to create and open.
         #[arg(long, default_value_t = 50)]
         count: usize,
         #[command(flatten)]

@@ -44,6 +44,7 @@ pub struct KvWriteArgs {
     pub mount: Option<String>,
     #[command(flatten)]
     pub common: Common,
+    /// Secret path (with its mount in front, unless -mount names the mount).
     pub path: String,
     /// Data as k=v, k=@file, k=- or - (JSON object on stdin).
     pub args: Vec<String>,
@@ -57,19 +58,23 @@ pub struct KvGetArgs {
     /// Print only this field, raw.
     #[arg(long)]
     pub field: Option<String>,
+    /// Mount path (then the positional path is relative to it).
     #[arg(long)]
     pub mount: Option<String>,
     #[command(flatten)]
     pub common: Common,
+    /// Secret path (with its mount in front, unless -mount names the mount).
     pub path: String,
 }
 
 #[derive(Args)]
 pub struct KvPathArgs {
+    /// Mount path (then the positional path is relative to it).
     #[arg(long)]
     pub mount: Option<String>,
     #[command(flatten)]
     pub common: Common,
+    /// Secret path (with its mount in front, unless -mount names the mount).
     pub path: String,
 }
 

@@ -35,6 +35,7 @@ pub struct EnableArgs {
     /// Mount path (default: the type).
     #[arg(long)]
     pub path: Option<String>,
+    /// Human-friendly description of the mount.
     #[arg(long, default_value = "")]
     pub description: String,
     /// KV version (1 or 2) for -version=2 kv.
@@ -72,6 +73,7 @@ pub enum PolicyCommand {
 pub struct PolicyWriteArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The policy's name.
     pub name: String,
     /// Policy file, or "-" for stdin.
     pub file: String,
@@ -81,6 +83,7 @@ pub struct PolicyWriteArgs {
 pub struct PolicyNameArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The policy's name.
     pub name: String,
 }
 

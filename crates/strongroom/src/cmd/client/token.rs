@@ -27,20 +27,28 @@ pub struct TokenCreateArgs {
     /// Policy to attach (repeatable, or comma-separated).
     #[arg(long = "policy")]
     pub policies: Vec<String>,
+    /// Initial TTL (e.g. 30m, 1h or seconds; default: the mount's default TTL).
     #[arg(long)]
     pub ttl: Option<String>,
+    /// Hard upper bound on the token's lifetime, renewals included.
     #[arg(long = "explicit-max-ttl")]
     pub explicit_max_ttl: Option<String>,
+    /// Make a periodic token: every renewal resets its TTL to this period.
     #[arg(long)]
     pub period: Option<String>,
+    /// Name shown in the token's metadata and audit log.
     #[arg(long = "display-name", default_value = "")]
     pub display_name: String,
+    /// Number of uses before the token is revoked (0: unlimited).
     #[arg(long = "use-limit", default_value_t = 0)]
     pub use_limit: u64,
+    /// Whether the token may be renewed.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", action = clap::ArgAction::Set)]
     pub renewable: bool,
+    /// Create the token without a parent (it outlives the creating token's revocation).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub orphan: bool,
+    /// Leave the `default` policy off the token.
     #[arg(long = "no-default-policy", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub no_default_policy: bool,
     /// Metadata k=v (repeatable).
@@ -81,6 +89,7 @@ pub struct TokenRevokeArgs {
     /// Revoke the token in use.
     #[arg(long = "self", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub self_: bool,
+    /// Treat the argument as an accessor.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub accessor: bool,
     /// "orphan" keeps the children.
@@ -88,6 +97,7 @@ pub struct TokenRevokeArgs {
     pub mode: String,
     #[command(flatten)]
     pub common: Common,
+    /// Token (or accessor with -accessor; default: the token in use).
     pub token: Option<String>,
 }
 
@@ -96,6 +106,7 @@ pub struct TokenRenewArgs {
     /// Requested extension (e.g. 30m, 1h or seconds).
     #[arg(long, default_value = "0")]
     pub increment: String,
+    /// Treat the argument as an accessor.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub accessor: bool,
     /// Print only this field (e.g. token, token_accessor), raw.
@@ -103,6 +114,7 @@ pub struct TokenRenewArgs {
     pub field: Option<String>,
     #[command(flatten)]
     pub common: Common,
+    /// Token (or accessor with -accessor; default: the token in use).
     pub token: Option<String>,
 }
 
