@@ -70,7 +70,8 @@ CONF=$W/ceph/ceph.conf
 # a benchmark-only passphrase, in a file (never an argument)
 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/key")
 
-b() { "$BIN" volume bench-rbd --ceph-conf "$CONF" --key-file "$W/key" --qd "$QD" --span "$SPAN_B" "$@"; }
+BENCH_RBD=("$BIN" volume bench-rbd --ceph-conf "$CONF" --key-file "$W/key" --qd "$QD" --span "$SPAN_B")
+b() { "${BENCH_RBD[@]}" "$@"; }
 b --mode prepare --image bench
 
 # LIB_WORKLOADS: a subset of the library-level workloads (default all; "" for none)
@@ -125,9 +126,8 @@ done
 #   rbd lib_<workload>_attributed strongroom_cipher_cpu_s_per_gb=... librbd_libcrypto_cpu_s_per_gb=...
 attributed() { # IMP WORKLOAD SYMBOL_PATTERN
   local data=$W/perf-$1-$2.data out share
-  out=$(perf record -q -F 1999 -o "$data" -- "$BIN" volume bench-rbd --ceph-conf "$CONF" \
-    --key-file "$W/key" --qd "$QD" --span "$SPAN_B" --mode run --image bench --imp "$1" \
-    --workload "$2" --seconds "$SECS" 2>/dev/null)
+  out=$(perf record -q -F 1999 -o "$data" -- "${BENCH_RBD[@]}" --mode run --image bench \
+    --imp "$1" --workload "$2" --seconds "$SECS" 2>/dev/null)
   share=$(perf report -i "$data" --stdio --sort dso,sym 2>/dev/null |
     awk -v pat="$3" '$0 !~ /^#/ && $0 ~ pat {s += $1} END {print s + 0}')
   echo "$out" | awk -v share="$share" '{for(i=1;i<=NF;i++){split($i,kv,"="); f[kv[1]]=kv[2]}}

@@ -80,6 +80,40 @@ impl Drop for HostUnmount<'_> {
     }
 }
 
+/// `volume --json create ID --tenant a --size SIZE --backend rbd --pool POOL --ceph-conf CONF
+/// --token-file a.token` and `extra`, as the host's CLI runs it.
+fn create_rbd(
+    vm: &Vm,
+    ceph: &DevCluster,
+    conf: &str,
+    id: &str,
+    size: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let tok = vm.p("a.token");
+    let mut args = vec![
+        "--json",
+        "create",
+        id,
+        "--tenant",
+        "a",
+        "--size",
+        size,
+        "--backend",
+        "rbd",
+        "--pool",
+    ];
+    args.extend([ceph.pool(), "--ceph-conf", conf, "--token-file", &tok]);
+    args.extend_from_slice(extra);
+    vm.host_cli(&args)
+}
+
+/// The RBD image a successful `--json create` names.
+fn image_of(o: std::process::Output) -> String {
+    let info: serde_json::Value = serde_json::from_slice(&ok(o).stdout).unwrap();
+    info["store"]["image"].as_str().unwrap().to_owned()
+}
+
 fn ok(o: std::process::Output) -> std::process::Output {
     assert!(o.status.success(), "{}", out_text(&o));
     o
@@ -184,50 +218,22 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     let (conf, admin_key) = share_ceph_conf(&vm, ceph);
     let tok = vm.p("a.token");
     let ns = format!("vm{}", std::process::id());
-    let o = ok(vm.host_cli(&[
-        "--json",
-        "create",
+    let image = image_of(create_rbd(
+        &vm,
+        ceph,
+        &conf,
         "v1",
-        "--tenant",
-        "a",
-        "--size",
         "64M",
-        "--protection",
-        "kv",
-        "--backend",
-        "rbd",
-        "--pool",
-        ceph.pool(),
-        "--rados-namespace",
-        &ns,
-        "--ceph-conf",
+        &["--protection", "kv", "--rados-namespace", &ns],
+    ));
+    let image2 = image_of(create_rbd(
+        &vm,
+        ceph,
         &conf,
-        "--token-file",
-        &tok,
-    ]));
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let image = info["store"]["image"].as_str().unwrap().to_owned();
-    let o = ok(vm.host_cli(&[
-        "--json",
-        "create",
         "v2",
-        "--tenant",
-        "a",
-        "--size",
         "64M",
-        "--backend",
-        "rbd",
-        "--pool",
-        ceph.pool(),
-        "--rados-namespace",
-        &ns,
-        "--ceph-conf",
-        &conf,
-        "--token-file",
-        &tok,
-    ]));
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let image2 = info["store"]["image"].as_str().unwrap().to_owned();
+        &["--rados-namespace", &ns],
+    ));
 
     step(t0, "volume created");
     // Host (userspace node A): write files and keep the volume attached.
@@ -470,64 +476,16 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let (conf, _) = share_ceph_conf(&vm, &ceph);
     let tok = vm.p("a.token");
-    let o = ok(vm.host_cli(&[
-        "--json",
-        "create",
-        "m1",
-        "--tenant",
-        "a",
-        "--size",
-        "48M",
-        "--backend",
-        "rbd",
-        "--pool",
-        ceph.pool(),
-        "--ceph-conf",
+    let image = image_of(create_rbd(&vm, &ceph, &conf, "m1", "48M", &[]));
+    let image2 = image_of(create_rbd(
+        &vm,
+        &ceph,
         &conf,
-        "--token-file",
-        &tok,
-    ]));
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let image = info["store"]["image"].as_str().unwrap().to_owned();
-    let o = ok(vm.host_cli(&[
-        "--json",
-        "create",
         "m2",
-        "--tenant",
-        "a",
-        "--size",
         "32M",
-        "--backend",
-        "rbd",
-        "--pool",
-        ceph.pool(),
-        "--ceph-conf",
-        &conf,
-        "--token-file",
-        &tok,
-        "--krbd-ms-mode",
-        "secure",
-    ]));
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let image2 = info["store"]["image"].as_str().unwrap().to_owned();
-    let bad = vm.host_cli(&[
-        "create",
-        "m3",
-        "--tenant",
-        "a",
-        "--size",
-        "32M",
-        "--backend",
-        "rbd",
-        "--pool",
-        ceph.pool(),
-        "--ceph-conf",
-        &conf,
-        "--token-file",
-        &tok,
-        "--krbd-ms-mode",
-        "fast",
-    ]);
+        &["--krbd-ms-mode", "secure"],
+    ));
+    let bad = create_rbd(&vm, &ceph, &conf, "m3", "32M", &["--krbd-ms-mode", "fast"]);
     assert!(!bad.status.success(), "{}", out_text(&bad));
     let guest_mk = marker("krbd-msgr2");
     std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
@@ -579,27 +537,14 @@ fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
     let (conf, _) = share_ceph_conf(&vm, ceph);
     let tok = vm.p("a.token");
     let ns = format!("dead{}", std::process::id());
-    let o = ok(vm.host_cli(&[
-        "--json",
-        "create",
-        "m1",
-        "--tenant",
-        "a",
-        "--size",
-        "32M",
-        "--backend",
-        "rbd",
-        "--pool",
-        ceph.pool(),
-        "--rados-namespace",
-        &ns,
-        "--ceph-conf",
+    let image = image_of(create_rbd(
+        &vm,
+        ceph,
         &conf,
-        "--token-file",
-        &tok,
-    ]));
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let image = info["store"]["image"].as_str().unwrap().to_owned();
+        "m1",
+        "32M",
+        &["--rados-namespace", &ns],
+    ));
     // dead clients' watches expire in 5 s instead of 30 (watches made from now on)
     let watch_timeout = |v: Option<&str>| {
         let args = match v {
