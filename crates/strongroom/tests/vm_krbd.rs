@@ -598,3 +598,74 @@ fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
         "{dead} not fenced: {bl}"
     );
 }
+
+/// Issue 12, rolling upgrade: a node of an older Strongroom mapped its volumes with
+/// `exclusive` and took no attach claim. A kernel attach on an upgraded node while such a
+/// mapping holds the image is refused (FAILED_PRECONDITION: by the kernel's map, or by the
+/// claim's check for a live unclaimed lock holder when the map went through) instead of
+/// attaching and then failing every write; its teardown removes its own mapping and leaves
+/// the other one alone; once the old mapping is gone the attach works and the host reads
+/// what it wrote.
+#[test]
+fn vm_tier_krbd_an_older_nodes_exclusive_mapping_refuses_a_kernel_attach() {
+    let Some(vm) = Vm::start() else { return };
+    let Some(ceph) = DevCluster::for_tests() else {
+        return;
+    };
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return;
+    }
+    let _unmount = HostUnmount(&vm);
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (conf, _) = share_ceph_conf(&vm, ceph);
+    let ns = format!("old{}", std::process::id());
+    let image = image_of(create_rbd(
+        &vm,
+        ceph,
+        &conf,
+        "m1",
+        "32M",
+        &["--rados-namespace", &ns],
+    ));
+    let mk = marker("krbd-after-old");
+    std::fs::write(vm.path("guest-marker.txt"), &mk).unwrap();
+    vm.guest_with(
+        &opts,
+        &format!(
+            "K=\"$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id {CLUSTER}\"\n\
+             $K import m1 --pool rbd --rados-namespace {ns} --image {image} --ceph-conf $D/ceph.conf >/dev/null\n\
+             modprobe rbd\n\
+             key=$(sed -n 's/^[[:space:]]*key = //p' $D/keyring)\n\
+             echo \"{mon} name=admin,secret=$key,_pool_ns={ns},exclusive {pool} {image} -\" \
+               >/sys/bus/rbd/add_single_major\n\
+             old=$(ls /sys/bus/rbd/devices)\n\
+             rc=0; $K mount m1 /mnt/m1 --token-file $D/a.token 2>$D/old-refused.err || rc=$?\n\
+             echo $rc >$D/old-refused.rc\n\
+             ls /sys/bus/rbd/devices >$D/old-devs.txt\n\
+             echo $old >/sys/bus/rbd/remove_single_major\n\
+             $K mount m1 /mnt/m1 --token-file $D/a.token >/dev/null\n\
+             cp $D/guest-marker.txt /mnt/m1/after-old.txt; sync\n\
+             $K unmount m1\n",
+            pool = ceph.pool(),
+            mon = v1_monitor(ceph)
+        ),
+    );
+    assert_ne!(vm.read("old-refused.rc").trim(), "0", "attached beside it");
+    let err = vm.read("old-refused.err");
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("exclusive lock"),
+        "{err}"
+    );
+    assert_eq!(
+        vm.read("old-devs.txt").lines().count(),
+        1,
+        "the refused attach left its mapping"
+    );
+    let mnt = vm.p("host-m1");
+    ok(vm.host_cli(&["mount", "m1", &mnt, "--token-file", &vm.p("a.token")]));
+    let read = std::fs::read_to_string(vm.path("host-m1").join("after-old.txt"));
+    ok(vm.host_cli(&["unmount", "m1"]));
+    assert_eq!(read.unwrap(), mk);
+}

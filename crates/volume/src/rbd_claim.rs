@@ -25,6 +25,7 @@
 
 use crate::error::{Error, Result};
 use crate::store_rbd::{ceph_error, RbdStore};
+use std::time::{Duration, Instant};
 use strongroom_rbd::ErrorKind;
 
 /// The lock's name (librbd's own is `rbd_lock`).
@@ -84,8 +85,10 @@ pub fn claim(st: &RbdStore, token: &str, who: Claimant) -> Result<()> {
     let (oid, mine) = (oid(st), cookie(token, who));
     for _ in 0..4 {
         match io.lock_exclusive(&oid, CLAIM_LOCK, &mine, "strongroom read-write attach") {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Ok(()) => return refuse_unclaimed_writer(st, token, who),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return refuse_unclaimed_writer(st, token, who)
+            }
             Err(e) if e.kind() == ErrorKind::Busy => clear_the_way(st, &oid, token)?,
             Err(e) => return Err(ceph_error("claim the RBD image", e)),
         }
@@ -94,6 +97,56 @@ pub fn claim(st: &RbdStore, token: &str, who: Claimant) -> Result<()> {
         "RBD image {}: its attach claim kept changing hands; retry",
         st.image_name()
     )))
+}
+
+/// How long a claim waits for a live client that holds librbd's exclusive lock without a
+/// claim to let it go (the controller's resize holds it for a moment) before refusing.
+const UNCLAIMED_WRITER_WAIT: Duration = Duration::from_secs(3);
+
+/// The claim is taken; for a kernel mapping, also make sure that no live client holds
+/// librbd's exclusive lock without a claim: a node of an older Strongroom, which mapped with
+/// `exclusive` and claimed nothing (it holds the lock for as long as it is mapped and hands
+/// it to nobody: the new mapping would attach, then fail every write), or another librbd
+/// client writing the image. Refused (FAILED_PRECONDITION) with the claim released. (The
+/// userspace path needs no such check: its `lock_acquire` is refused by that holder.)
+fn refuse_unclaimed_writer(st: &RbdStore, token: &str, who: Claimant) -> Result<()> {
+    let Claimant::Kernel(mapping) = who else {
+        return Ok(());
+    };
+    let t0 = Instant::now();
+    let holder = loop {
+        let holder = live_lock_owner(st, mapping);
+        match holder {
+            Ok(Some(_)) if t0.elapsed() < UNCLAIMED_WRITER_WAIT => {
+                std::thread::sleep(Duration::from_millis(250))
+            }
+            other => break other,
+        }
+    };
+    let refusal = match holder {
+        Ok(None) => return Ok(()),
+        Ok(Some(owner)) => Error::FailedPrecondition(format!(
+            "RBD image {} is attached read-write elsewhere: {owner} holds its exclusive lock \
+             without an attach claim (a node running an older Strongroom, or another client)",
+            st.image_name()
+        )),
+        Err(e) => e,
+    };
+    let _ = release(st, token);
+    Err(refusal)
+}
+
+/// A holder of the image's exclusive lock that still watches the image (a dead one's lock is
+/// broken by the next writer), by address; not this attach's own mapping (`mine`: the kernel
+/// takes the lock as soon as it is free).
+fn live_lock_owner(st: &RbdStore, mine: &str) -> Result<Option<String>> {
+    let img = st.image()?;
+    let owners = (img.lock_owners()).map_err(|e| ceph_error("list the RBD lock's owners", e))?;
+    let watchers = st.header_watchers()?;
+    Ok(owners
+        .into_iter()
+        .filter(|o| bare(o) != bare(mine))
+        .find(|o| watchers.iter().any(|w| bare(w) == bare(o))))
 }
 
 /// Another claim holds the lock: break it if it is this attach's own (earlier process) or
@@ -230,6 +283,63 @@ mod tests {
         assert_eq!(io.lockers(&oid(&st), CLAIM_LOCK).unwrap().len(), 1);
         release(&st, "tok-b").unwrap();
         assert_eq!(io.lockers(&oid(&st), CLAIM_LOCK).unwrap(), vec![]);
+        st.remove().unwrap();
+    }
+
+    /// On a real cluster: a live client holding librbd's exclusive lock without a claim (an
+    /// older node's `exclusive` mapping) refuses a kernel attach's claim, which is released;
+    /// a holder that lets go within the wait (a resize) does not.
+    #[test]
+    fn an_unclaimed_live_lock_holder_refuses_a_kernel_claim() {
+        use crate::meta::CephRef;
+        use crate::store::BackingStore;
+        use strongroom_rbd::dev::DevCluster;
+        let Some(dev) = DevCluster::for_tests() else {
+            return;
+        };
+        let ceph = CephRef {
+            conf: Some(dev.conf().to_string_lossy().into_owned()),
+            user: "admin".into(),
+            monitors: None,
+            ms_mode: None,
+        };
+        let st = RbdStore::new(dev.pool(), "claims", "csi-vol-unclaimed", &ceph);
+        st.ensure(8 << 20).unwrap();
+        let mons = dev.monitors().unwrap();
+        let old_node = |key: &str| {
+            let c = strongroom_rbd::Cluster::from_key(&mons, "admin", key).unwrap();
+            let img = (c.ioctx(dev.pool(), "claims", false).unwrap())
+                .open("csi-vol-unclaimed")
+                .unwrap();
+            img.lock_acquire().unwrap();
+            (c, img)
+        };
+        let key = dev.admin_key().unwrap();
+        let held = old_node(&key);
+        let owner = held.1.lock_owners().unwrap().remove(0);
+        let io = st.ioctx().unwrap();
+        let t0 = Instant::now();
+        let e = claim(&st, "tok-k", Claimant::Kernel("127.0.0.1:0/9")).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::FailedPrecondition, "{e}");
+        assert!(e.to_string().contains(bare(&owner)), "{e}");
+        assert!(
+            t0.elapsed() >= UNCLAIMED_WRITER_WAIT,
+            "refused without waiting"
+        );
+        assert_eq!(io.lockers(&oid(&st), CLAIM_LOCK).unwrap(), vec![]);
+        // the userspace path's claim is not refused here (its lock_acquire is)
+        claim(&st, "tok-u", Claimant::Librbd).unwrap();
+        release(&st, "tok-u").unwrap();
+
+        // a holder that lets go within the wait
+        let letgo = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(800));
+            held.1.lock_release().unwrap();
+            held
+        });
+        claim(&st, "tok-k", Claimant::Kernel("127.0.0.1:0/9")).unwrap();
+        release(&st, "tok-k").unwrap();
+        drop(letgo.join().unwrap());
         st.remove().unwrap();
     }
 }

@@ -95,12 +95,13 @@ fn control(op: &str) -> Option<PathBuf> {
 /// Map `img` read-write (a client of its own, `noshare`; librbd's exclusive lock taken at
 /// the first write and handed over on request); returns its device once the device node
 /// exists. Who may attach is decided by the caller ([`crate::rbd_claim`]).
-pub fn map(img: &KrbdImage, cred: &KrbdCredentials) -> Result<RbdDev> {
+pub fn map(img: &KrbdImage, cred: &KrbdCredentials, attach: &str) -> Result<RbdDev> {
     if let Some(why) = missing() {
         return Err(Error::FailedPrecondition(why.into()));
     }
     let add = control("add").ok_or_else(|| Error::Internal("no rbd add control".into()))?;
-    let key = KernelKey::add(&cred.key)?;
+    plain("attach token", attach, false)?;
+    let key = KernelKey::add(&cred.key, attach)?;
     let spec = map_spec(img, cred, key.description())?;
     let before = devices();
     let written = write_control(&add, &spec);
@@ -246,6 +247,32 @@ pub fn find(img: &KrbdImage) -> Vec<RbdDev> {
         .collect()
 }
 
+/// The devices mapping the head of `img` for the attach `attach` (the token given to
+/// [`map`]): their map line names the key that attach made (`key=strongroom-krbd-<token>`),
+/// so a mapping made just before a crash, before its number was recorded, is found too, and
+/// a mapping of the same image by another attach (another state directory, another program)
+/// is not.
+pub fn find_attach(img: &KrbdImage, attach: &str) -> Vec<RbdDev> {
+    find(img)
+        .into_iter()
+        .filter(|d| {
+            std::fs::read_to_string(format!("{BUS}/devices/{}/config_info", d.0))
+                .is_ok_and(|c| names_attach(&c, attach))
+        })
+        .collect()
+}
+
+/// Whether a map line (`config_info`) names the key of the attach `attach`.
+fn names_attach(config_info: &str, attach: &str) -> bool {
+    let named = format!("key={}", key_description(attach));
+    config_info.split([' ', ',', '\n']).any(|opt| opt == named)
+}
+
+/// The kernel key's description for an attach: also how [`find_attach`] knows its mappings.
+fn key_description(attach: &str) -> String {
+    format!("strongroom-krbd-{attach}")
+}
+
 /// Remove the mapping (after everything on it is closed). Gone already is fine.
 pub fn unmap(dev: RbdDev) -> Result<()> {
     let Some(remove) = control("remove") else {
@@ -284,17 +311,19 @@ struct KernelKey {
 }
 
 impl KernelKey {
-    /// Add the base64 cephx `key` (decoded: the encoded `CryptoKey` libceph parses).
-    fn add(key: &SecretString) -> Result<KernelKey> {
+    /// Add the base64 cephx `key` (decoded: the encoded `CryptoKey` libceph parses) under
+    /// the description of the attach `attach`.
+    fn add(key: &SecretString, attach: &str) -> Result<KernelKey> {
         use base64::Engine;
         let payload = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(key.expose().trim())
                 .map_err(|_| Error::InvalidArgument("the Ceph key is not base64".into()))?,
         );
-        let description = format!("strongroom-krbd-{}", hex::encode(rand::random::<[u8; 8]>()));
+        let description = key_description(attach);
         let ty = CString::new("ceph").expect("no NUL");
-        let desc = CString::new(description.as_str()).expect("hex has no NUL");
+        let desc = CString::new(description.as_str())
+            .map_err(|_| Error::InvalidArgument("attach token holds a NUL".into()))?;
         // SAFETY: `ty` and `desc` are NUL-terminated and `payload` is `payload.len()` readable
         // bytes, all alive across the call; the kernel copies them and keeps no pointer.
         let serial = unsafe {
@@ -423,5 +452,18 @@ mod tests {
         assert_eq!(e(libc::ETIMEDOUT), Unavailable);
         assert_eq!(e(libc::EACCES), PermissionDenied);
         assert_eq!(e(libc::EINVAL), InvalidArgument);
+    }
+
+    #[test]
+    fn an_attach_knows_its_mappings_by_the_key_its_map_line_names() {
+        let line =
+            "10.0.0.1:6789 name=admin,key=strongroom-krbd-abc12,_pool_ns=t,noshare rbd img -\n";
+        assert!(names_attach(line, "abc12"));
+        assert!(!names_attach(line, "abc1"), "a prefix is another attach");
+        assert!(!names_attach(line, "abc123"));
+        let old = "10.0.0.1:6789 name=admin,key=strongroom-krbd-9f00aa,noshare rbd img -";
+        assert!(!names_attach(old, "abc12"));
+        let hand = "10.0.0.1:6789 name=admin,secret=AQB==,exclusive rbd img -";
+        assert!(!names_attach(hand, "abc12"));
     }
 }

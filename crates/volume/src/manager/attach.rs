@@ -333,11 +333,8 @@ impl Manager {
                 }
             }
         }
-        // The kernel RBD mappings of the recorded image: found by what they map, never by the
-        // recorded device number alone (after a reboot that number may be another image's),
-        // so also one made just before a crash, before its number was recorded.
         if let Some(img) = &rt.krbd {
-            for dev in krbd::find(img) {
+            for dev in attach_mappings(img, &rt) {
                 krbd::unmap(dev)?;
             }
             fault("unmount:krbd-unmapped");
@@ -471,6 +468,24 @@ impl Record {
     }
 }
 
+/// The kernel RBD mappings this attach made: those whose map line names its token (also one
+/// made just before a crash, before its number was recorded), and the recorded device if it
+/// still maps the image (a mapping of an older binary, whose line names no token) — never the
+/// recorded number alone (after a reboot it may be another image's), and never another
+/// attach's mapping of the same image (a refused attach beside a live one leaves that alone).
+fn attach_mappings(img: &krbd::KrbdImage, rt: &Runtime) -> Vec<krbd::RbdDev> {
+    let of_image = krbd::find(img);
+    let mut mine: Vec<_> = match &rt.claim {
+        Some(token) => krbd::find_attach(img, token),
+        None => Vec::new(),
+    };
+    let recorded = rt.rbd_dev.map(krbd::RbdDev);
+    if let Some(d) = recorded.filter(|d| of_image.contains(d) && !mine.contains(d)) {
+        mine.push(d);
+    }
+    mine
+}
+
 /// Map the volume's RBD image with the kernel driver and claim it for this attach (a
 /// read-write attach elsewhere holds a live claim: FAILED_PRECONDITION, the mapping undone).
 /// The image and the claim's token are recorded before the map, so a crash after it leaves
@@ -483,7 +498,7 @@ fn map_rbd(dir: &Path, m: &VolumeMeta, rt: &mut Runtime) -> Result<PathBuf> {
     rt.krbd = Some(img.clone());
     rt.claim = Some(token.clone());
     rt.save(dir)?;
-    let dev = krbd::map(&img, &cred)?;
+    let dev = krbd::map(&img, &cred, &token)?;
     fault("mount:krbd-mapped");
     rt.rbd_dev = Some(dev.0);
     rt.save(dir)?;
