@@ -10,6 +10,7 @@
 //! (`STRONGROOM_CEPH_REQUIRED=1`, `STRONGROOM_VM_REQUIRED=1`).
 
 mod common;
+mod csi_common;
 mod vm_common;
 mod volume_common;
 
@@ -668,4 +669,264 @@ fn vm_tier_krbd_an_older_nodes_exclusive_mapping_refuses_a_kernel_attach() {
     let read = std::fs::read_to_string(vm.path("host-m1").join("after-old.txt"));
     ok(vm.host_cli(&["unmount", "m1"]));
     assert_eq!(read.unwrap(), mk);
+}
+
+/// Issue 12, the CSI driver on the kernel path: a real `strongroom csi` (controller and node in
+/// one process) and key manager in the guest, the Ceph of the host, credentials only in the
+/// requests' secrets (`userID`/`userKey`) and monitors from a cluster map, as ceph-csi takes
+/// them. CreateVolume makes the image; NodeStage maps it with krbd and opens dm-crypt;
+/// ControllerExpandVolume grows the image while the node holds it, NodeExpandVolume grows
+/// dm-crypt and ext4; the data survives; NodeUnstage leaves no mapping; DeleteVolume leaves no
+/// image. The guest half is [`guest_csi_rbd_kernel_node`].
+#[test]
+fn vm_tier_krbd_csi_stage_expand_unstage_on_the_kernel_path() {
+    let Some(vm) = Vm::start() else { return };
+    let Some(ceph) = DevCluster::for_tests() else {
+        return;
+    };
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    share_ceph_conf(&vm, ceph);
+    std::fs::write(vm.path("mons.txt"), ceph.monitors().unwrap()).unwrap();
+    std::fs::write(vm.path("pool.txt"), ceph.pool()).unwrap();
+    vm.guest_with(
+        &opts,
+        "modprobe rbd\n\
+         VM_EVIDENCE=$D $T --exact guest_csi_rbd_kernel_node --ignored --nocapture \
+         --test-threads=1 >$D/guest-test.log 2>&1 || { cat $D/guest-test.log; exit 1; }\n",
+    );
+    let e = vm.json("csi-rbd.json");
+    assert_eq!(e["datapath"], "kernel", "{e}");
+    assert_eq!(e["mapped_while_staged"], 1, "{e}");
+    assert_eq!(e["size_after_expand"], 128u64 << 20, "{e}");
+    assert!(
+        e["fs_total_after_expand"].as_u64().unwrap() > 100 << 20,
+        "ext4 grown by NodeExpandVolume: {e}"
+    );
+    assert_eq!(e["readback"], e["marker"], "{e}");
+    assert_eq!(e["mapped_after_unstage"], 0, "{e}");
+    assert_eq!(e["dm_after_unstage"], "No devices found", "{e}");
+    assert_eq!(e["leftovers"], serde_json::json!([]), "{e}");
+    let image = e["image"].as_str().unwrap();
+    assert!(image.starts_with("csi-vol-"), "{e}");
+    let ns = e["namespace"].as_str().unwrap();
+    let ls = ceph
+        .tool("rbd", &["ls", "--namespace", ns, ceph.pool()])
+        .unwrap();
+    let trash = (ceph.tool("rbd", &["trash", "ls", "--namespace", ns, ceph.pool()])).unwrap();
+    let (ls, trash) = (
+        String::from_utf8_lossy(&ls),
+        String::from_utf8_lossy(&trash),
+    );
+    assert!(
+        !ls.contains(image) && !trash.contains(image),
+        "{image} left after DeleteVolume: {ls} {trash}"
+    );
+    let log = vm.read("guest-test.log");
+    assert!(log.contains("test result: ok. 1 passed"), "{log}");
+}
+
+/// The guest half of [`vm_tier_krbd_csi_stage_expand_unstage_on_the_kernel_path`]; runs only
+/// in the VM (where the kernel has krbd and device-mapper), never on the host. The guest has
+/// no loopback of its own (`-N`), so the driver uses the host's key manager (`VAULT_ADDR`,
+/// tenant `a`'s token) instead of starting one as the other CSI tests do.
+#[test]
+#[ignore = "the guest half of a VM tier test: runs inside the VM"]
+fn guest_csi_rbd_kernel_node() {
+    use csi_common::*;
+    use std::collections::HashMap;
+    use strongroom_csi::pb::controller_client::ControllerClient;
+    use strongroom_csi::pb::node_client::NodeClient;
+    use strongroom_csi::pb::*;
+    let out = std::path::PathBuf::from(
+        std::env::var("VM_EVIDENCE").expect("VM_EVIDENCE (run by the VM tier)"),
+    );
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let key = read("keyring")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key = ").map(str::to_owned))
+        .expect("a key in the keyring");
+    // the driver's state and socket on the guest's own filesystem (the shared one takes no
+    // sockets)
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    for sub in [
+        "kms-config",
+        "kms-secrets",
+        "volumes",
+        "kubelet/staging",
+        "kubelet/mount",
+    ] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let map = d.join("cluster-map.json");
+    let conf = serde_json::json!([{"clusterID": "vm-ceph", "monitors": [read("mons.txt").trim()]}]);
+    std::fs::write(&map, conf.to_string()).unwrap();
+    let kms = serde_json::json!({ KMS_ID: {
+        "KMS_PROVIDER": "vaulttokens",
+        "VAULT_ADDR": std::env::var("VAULT_ADDR").expect("VAULT_ADDR"),
+        "VAULT_BACKEND_PATH": "secret/strongroom/${pvc.namespace}",
+        "VAULT_BACKEND": "kv-v2",
+    }});
+    std::fs::write(d.join("kms-config/config.json"), kms.to_string()).unwrap();
+    std::fs::write(d.join("admin.token"), read("root.token")).unwrap();
+    let (sock, log) = (d.join("csi.sock"), d.join("driver.log"));
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new(common::strongroom_bin())
+        .arg("csi")
+        .arg("--endpoint")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["--node-id", "node-1", "--mode", "all", "--ceph-cluster-map"])
+        .arg(&map)
+        .arg("--root")
+        .arg(d.join("volumes"))
+        .arg("--kms-config-dir")
+        .arg(d.join("kms-config"))
+        .arg("--kms-secrets-dir")
+        .arg(d.join("kms-secrets"))
+        .args(["--default-kms-id", KMS_ID, "--cluster-id", CLUSTER])
+        .arg("--admin-token-file")
+        .arg(d.join("admin.token"))
+        .args(["--log-level", "debug"])
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ch = connect(&rt, &sock, &mut child, &log);
+    let (node, ctrl) = (NodeClient::new(ch.clone()), ControllerClient::new(ch));
+    let tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    macro_rules! ok {
+        ($call:expr) => {
+            $call
+                .unwrap_or_else(|e| panic!("{e:?}\n{}", tail()))
+                .into_inner()
+        };
+    }
+
+    let mut sec: HashMap<String, String> = secrets(read("a.token").trim());
+    sec.insert("userID".into(), "admin".into());
+    sec.insert("userKey".into(), key);
+    let ns = format!("csi{}", std::process::id());
+    let params = sc_params(
+        "a",
+        &[
+            ("clusterID", "vm-ceph"),
+            ("pool", read("pool.txt").trim()),
+            ("radosNamespace", &ns),
+        ],
+    );
+    let v = ok!(rt.block_on(ctrl.clone().create_volume(CreateVolumeRequest {
+        name: "pvc-krbd".into(),
+        capacity_range: range(64 * MIB),
+        volume_capabilities: vec![snw()],
+        parameters: params,
+        secrets: sec.clone(),
+        ..Default::default()
+    })))
+    .volume
+    .unwrap();
+    let id = v.volume_id.clone();
+    let staging = d.join("kubelet/staging");
+    let target = d.join("kubelet/mount/target");
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    ok!(
+        rt.block_on(node.clone().node_stage_volume(NodeStageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: path(&staging),
+            volume_capability: Some(snw()),
+            secrets: sec.clone(),
+            volume_context: v.volume_context.clone(),
+            ..Default::default()
+        }))
+    );
+    ok!(
+        rt.block_on(node.clone().node_publish_volume(NodePublishVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: path(&staging),
+            target_path: path(&target),
+            volume_capability: Some(snw()),
+            volume_context: v.volume_context.clone(),
+            ..Default::default()
+        }))
+    );
+    let mapped = || std::fs::read_dir("/sys/bus/rbd/devices").map_or(0, |d| d.count());
+    let mapped_while_staged = mapped();
+    let st = std::process::Command::new(common::strongroom_bin())
+        .args(["volume", "--json", "--root"])
+        .arg(d.join("volumes"))
+        .args(["status", &id])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout)
+        .unwrap_or_else(|_| panic!("{}", volume_common::out_text(&st)));
+    let mk = marker("csi-krbd");
+    std::fs::write(target.join("marker.txt"), &mk).unwrap();
+    ok!(rt.block_on(
+        ctrl.clone()
+            .controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: id.clone(),
+                capacity_range: range(128 * MIB),
+                secrets: sec.clone(),
+                volume_capability: Some(snw()),
+            },)
+    ));
+    let grown = ok!(
+        rt.block_on(node.clone().node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: path(&target),
+            capacity_range: range(128 * MIB),
+            staging_target_path: path(&staging),
+            volume_capability: Some(snw()),
+            secrets: sec.clone(),
+        }))
+    );
+    let stats = ok!(rt.block_on(
+        node.clone()
+            .node_get_volume_stats(NodeGetVolumeStatsRequest {
+                volume_id: id.clone(),
+                volume_path: path(&target),
+                staging_target_path: String::new(),
+            },)
+    ));
+    let readback = std::fs::read_to_string(target.join("marker.txt")).unwrap();
+    ok!(rt.block_on(
+        node.clone()
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                target_path: path(&target),
+            })
+    ));
+    ok!(
+        rt.block_on(node.clone().node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: path(&staging),
+        }))
+    );
+    let mapped_after_unstage = mapped();
+    let dm = std::process::Command::new("dmsetup")
+        .arg("ls")
+        .output()
+        .unwrap();
+    ok!(rt.block_on(ctrl.clone().delete_volume(DeleteVolumeRequest {
+        volume_id: id.clone(),
+        secrets: sec,
+    })));
+    let _ = child.kill();
+    let _ = child.wait();
+    let e = serde_json::json!({
+        "datapath": st["datapath"], "image": v.volume_context["imageName"], "namespace": ns,
+        "mapped_while_staged": mapped_while_staged,
+        "size_after_expand": grown.capacity_bytes, "fs_total_after_expand": stats.usage[0].total,
+        "marker": mk, "readback": readback,
+        "mapped_after_unstage": mapped_after_unstage,
+        "dm_after_unstage": String::from_utf8_lossy(&dm.stdout).trim(),
+        "leftovers": leftovers(&d.join("volumes")),
+        "driver_log": tail(),
+    });
+    std::fs::write(out.join("csi-rbd.json"), e.to_string()).unwrap();
 }
