@@ -115,6 +115,16 @@ fn image_of(o: std::process::Output) -> String {
     info["store"]["image"].as_str().unwrap().to_owned()
 }
 
+/// The host (the userspace node) attaches `id` at `host-<id>`, reads `file` from it and
+/// detaches; the file's text.
+fn host_reads(vm: &Vm, id: &str, file: &str) -> String {
+    let mnt = format!("host-{id}");
+    ok(vm.host_cli(&["mount", id, &vm.p(&mnt), "--token-file", &vm.p("a.token")]));
+    let read = std::fs::read_to_string(vm.path(&mnt).join(file));
+    ok(vm.host_cli(&["unmount", id]));
+    read.unwrap_or_else(|e| panic!("{file} of {id} on the host: {e}"))
+}
+
 fn ok(o: std::process::Output) -> std::process::Output {
     assert!(o.status.success(), "{}", out_text(&o));
     o
@@ -398,13 +408,10 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     // v2, whose filesystem the kernel node made: recorded in the image, so no mkfs here
     assert_eq!(vm.json("mount-v2.json")["datapath"], "kernel");
     assert_eq!(vm.read("after-v2.txt").trim(), "No devices found");
-    let mnt2 = vm.p("host-mnt2");
-    ok(vm.host_cli(&["mount", "v2", &mnt2, "--token-file", &tok]));
-    let read_v2 = std::fs::read_to_string(vm.path("host-mnt2").join("first.txt"));
-    ok(vm.host_cli(&["unmount", "v2"]));
+    let read_v2 = host_reads(&vm, "v2", "first.txt");
     step(t0, "host read the guest's files");
     assert_eq!(read_mk.unwrap(), guest_mk);
-    assert_eq!(read_v2.expect("v2's file on the host"), guest_mk);
+    assert_eq!(read_v2, guest_mk);
     assert_eq!(
         sha256_hex(&read_bin.unwrap()),
         vm.read("guest-bin.sha256").trim()
@@ -476,7 +483,6 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     let opts = guest_opts();
     let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let (conf, _) = share_ceph_conf(&vm, &ceph);
-    let tok = vm.p("a.token");
     let image = image_of(create_rbd(&vm, &ceph, &conf, "m1", "48M", &[]));
     let image2 = image_of(create_rbd(
         &vm,
@@ -506,16 +512,8 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     let ci = vm.read("config-info-2.txt");
     assert!(ci.contains(",ms_mode=secure,"), "{ci}");
     // the userspace node (librados over msgr2) reads what the kernel node wrote
-    let mnt = vm.p("host-m1");
-    ok(vm.host_cli(&["mount", "m1", &mnt, "--token-file", &tok]));
-    let read = std::fs::read_to_string(vm.path("host-m1").join("guest.txt"));
-    ok(vm.host_cli(&["unmount", "m1"]));
-    assert_eq!(read.unwrap(), guest_mk);
-    let mnt2 = vm.p("host-m2");
-    ok(vm.host_cli(&["mount", "m2", &mnt2, "--token-file", &tok]));
-    let read = std::fs::read_to_string(vm.path("host-m2").join("guest.txt"));
-    ok(vm.host_cli(&["unmount", "m2"]));
-    assert_eq!(read.unwrap(), guest_mk);
+    assert_eq!(host_reads(&vm, "m1", "guest.txt"), guest_mk);
+    assert_eq!(host_reads(&vm, "m2", "guest.txt"), guest_mk);
 }
 
 /// Issue 12, a dead kernel node: the guest attaches on the kernel path, writes, syncs and
@@ -664,11 +662,7 @@ fn vm_tier_krbd_an_older_nodes_exclusive_mapping_refuses_a_kernel_attach() {
         1,
         "the refused attach left its mapping"
     );
-    let mnt = vm.p("host-m1");
-    ok(vm.host_cli(&["mount", "m1", &mnt, "--token-file", &vm.p("a.token")]));
-    let read = std::fs::read_to_string(vm.path("host-m1").join("after-old.txt"));
-    ok(vm.host_cli(&["unmount", "m1"]));
-    assert_eq!(read.unwrap(), mk);
+    assert_eq!(host_reads(&vm, "m1", "after-old.txt"), mk);
 }
 
 /// Issue 12, the CSI driver on the kernel path: a real `strongroom csi` (controller and node in

@@ -205,6 +205,7 @@ pub fn release(st: &RbdStore, token: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::BackingStore;
 
     #[test]
     fn cookies_name_the_token_and_the_watch_that_proves_them() {
@@ -231,25 +232,28 @@ mod tests {
         assert_ne!(new_token(), new_token());
     }
 
-    /// On a real cluster: a claim held for a live watcher refuses another attach; once that
-    /// watch is gone the next attach fences (blocklists) its address and breaks it; a claim
-    /// with this attach's own token is taken over; release leaves no lock.
-    #[test]
-    fn live_claims_refuse_dead_ones_are_fenced_and_broken() {
-        use crate::meta::CephRef;
-        use crate::store::BackingStore;
-        use strongroom_rbd::dev::DevCluster;
-        let Some(dev) = DevCluster::for_tests() else {
-            return;
-        };
-        let ceph = CephRef {
+    /// A fresh 8 MiB image `name` in namespace `claims` of the dev cluster (None: no Ceph).
+    fn dev_image(name: &str) -> Option<(&'static strongroom_rbd::dev::DevCluster, RbdStore)> {
+        let dev = strongroom_rbd::dev::DevCluster::for_tests()?;
+        let ceph = crate::meta::CephRef {
             conf: Some(dev.conf().to_string_lossy().into_owned()),
             user: "admin".into(),
             monitors: None,
             ms_mode: None,
         };
-        let st = RbdStore::new(dev.pool(), "claims", "csi-vol-claim", &ceph);
+        let st = RbdStore::new(dev.pool(), "claims", name, &ceph);
         st.ensure(8 << 20).unwrap();
+        Some((dev, st))
+    }
+
+    /// On a real cluster: a claim held for a live watcher refuses another attach; once that
+    /// watch is gone the next attach fences (blocklists) its address and breaks it; a claim
+    /// with this attach's own token is taken over; release leaves no lock.
+    #[test]
+    fn live_claims_refuse_dead_ones_are_fenced_and_broken() {
+        let Some((dev, st)) = dev_image("csi-vol-claim") else {
+            return;
+        };
         // another node's client, watching the image (as a kernel mapping does)
         let mons = dev.monitors().unwrap();
         let other = strongroom_rbd::Cluster::from_key(&mons, "admin", &dev.admin_key().unwrap());
@@ -291,20 +295,9 @@ mod tests {
     /// a holder that lets go within the wait (a resize) does not.
     #[test]
     fn an_unclaimed_live_lock_holder_refuses_a_kernel_claim() {
-        use crate::meta::CephRef;
-        use crate::store::BackingStore;
-        use strongroom_rbd::dev::DevCluster;
-        let Some(dev) = DevCluster::for_tests() else {
+        let Some((dev, st)) = dev_image("csi-vol-unclaimed") else {
             return;
         };
-        let ceph = CephRef {
-            conf: Some(dev.conf().to_string_lossy().into_owned()),
-            user: "admin".into(),
-            monitors: None,
-            ms_mode: None,
-        };
-        let st = RbdStore::new(dev.pool(), "claims", "csi-vol-unclaimed", &ceph);
-        st.ensure(8 << 20).unwrap();
         let mons = dev.monitors().unwrap();
         let old_node = |key: &str| {
             let c = strongroom_rbd::Cluster::from_key(&mons, "admin", key).unwrap();
