@@ -63,6 +63,25 @@ fn guest_opts() -> Vec<String> {
     opts
 }
 
+/// Run `script` in a guest that reaches the host's Ceph (`-N`) and loads librbd.
+fn guest(vm: &Vm, script: &str) -> String {
+    let opts = guest_opts();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    vm.guest_with(&opts, script)
+}
+
+/// The VM, the dev Ceph, and a host that can mount (the userspace node); None (skipped,
+/// loudly) without one of them.
+fn world() -> Option<(Vm, &'static DevCluster)> {
+    let vm = Vm::start()?;
+    let ceph = DevCluster::for_tests()?;
+    if !can_mount() {
+        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
+        return None;
+    }
+    Some((vm, ceph))
+}
+
 /// Progress on stderr, to see where a slow run spends its time.
 fn step(t0: Instant, what: &str) {
     eprintln!("vm_krbd: {:>6.1} s {what}", t0.elapsed().as_secs_f64());
@@ -214,18 +233,9 @@ $K unmount v2
 #[test]
 fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     let t0 = Instant::now();
-    let Some(vm) = Vm::start() else { return };
-    let Some(ceph) = DevCluster::for_tests() else {
-        return;
-    };
-    if !can_mount() {
-        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
-        return;
-    }
+    let Some((vm, ceph)) = world() else { return };
     let _unmount = HostUnmount(&vm);
     step(t0, "VM runner, key manager and Ceph ready");
-    let opts = guest_opts();
-    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let (conf, admin_key) = share_ceph_conf(&vm, ceph);
     let tok = vm.p("a.token");
     let ns = format!("vm{}", std::process::id());
@@ -269,8 +279,8 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
         mon = v1_monitor(ceph)
     );
     // Guest while the host holds the image: the kernel attach is refused, nothing is left.
-    vm.guest_with(
-        &opts,
+    guest(
+        &vm,
         &format!(
             "{vars}K=\"$B volume --root $D/node-b --address $VAULT_ADDR --cluster-id $CL\"\n\
              $K import v1 --pool rbd --rados-namespace $NS --image $IMG --ceph-conf $D/ceph.conf\n\
@@ -294,7 +304,7 @@ fn vm_tier_krbd_kernel_and_userspace_nodes_share_one_rbd_volume_exclusively() {
     let guest_mk = marker("krbd-guest");
     std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
     let (host_attempt, host_resize) = std::thread::scope(|s| {
-        let guest = s.spawn(|| vm.guest_with(&opts, &format!("{vars}{GUEST_NODE_B}")));
+        let guest = s.spawn(|| guest(&vm, &format!("{vars}{GUEST_NODE_B}")));
         let t0 = Instant::now();
         while !vm.path("held").exists() && !guest.is_finished() {
             assert!(
@@ -480,8 +490,6 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     assert!(!mons.contains("v1:"), "not msgr2-only: {mons}");
     let _unmount = HostUnmount(&vm);
     step(t0, "VM runner, key manager and a msgr2-only Ceph ready");
-    let opts = guest_opts();
-    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let (conf, _) = share_ceph_conf(&vm, &ceph);
     let image = image_of(create_rbd(&vm, &ceph, &conf, "m1", "48M", &[]));
     let image2 = image_of(create_rbd(
@@ -497,7 +505,7 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
     let guest_mk = marker("krbd-msgr2");
     std::fs::write(vm.path("guest-marker.txt"), &guest_mk).unwrap();
     let vars = format!("CL={CLUSTER}\nIMG={image}\nIMG2={image2}\n");
-    vm.guest_with(&opts, &format!("{vars}{GUEST_MSGR2}"));
+    guest(&vm, &format!("{vars}{GUEST_MSGR2}"));
     step(t0, "guest mapped over msgr2");
     assert_eq!(vm.json("mount.json")["datapath"], "kernel");
     let ci = vm.read("config-info.txt");
@@ -522,17 +530,8 @@ fn vm_tier_krbd_maps_over_msgr2_when_the_monitors_have_no_v1_address() {
 /// and breaks its claim, and reads what the dead node wrote.
 #[test]
 fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
-    let Some(vm) = Vm::start() else { return };
-    let Some(ceph) = DevCluster::for_tests() else {
-        return;
-    };
-    if !can_mount() {
-        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
-        return;
-    }
+    let Some((vm, ceph)) = world() else { return };
     let _unmount = HostUnmount(&vm);
-    let opts = guest_opts();
-    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let (conf, _) = share_ceph_conf(&vm, ceph);
     let tok = vm.p("a.token");
     let ns = format!("dead{}", std::process::id());
@@ -555,8 +554,8 @@ fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
     watch_timeout(Some("5"));
     let mk = marker("krbd-dead");
     std::fs::write(vm.path("guest-marker.txt"), &mk).unwrap();
-    vm.guest_with(
-        &opts,
+    guest(
+        &vm,
         &format!(
             "K=\"$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id {CLUSTER}\"\n\
              $K import m1 --pool rbd --rados-namespace {ns} --image {image} --ceph-conf $D/ceph.conf\n\
@@ -607,17 +606,8 @@ fn vm_tier_krbd_a_dead_kernel_nodes_claim_is_fenced_and_broken() {
 /// what it wrote.
 #[test]
 fn vm_tier_krbd_an_older_nodes_exclusive_mapping_refuses_a_kernel_attach() {
-    let Some(vm) = Vm::start() else { return };
-    let Some(ceph) = DevCluster::for_tests() else {
-        return;
-    };
-    if !can_mount() {
-        eprintln!("*** SKIP VM krbd test: the host half needs root, FUSE and loop ***");
-        return;
-    }
+    let Some((vm, ceph)) = world() else { return };
     let _unmount = HostUnmount(&vm);
-    let opts = guest_opts();
-    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     let (conf, _) = share_ceph_conf(&vm, ceph);
     let ns = format!("old{}", std::process::id());
     let image = image_of(create_rbd(
@@ -630,8 +620,8 @@ fn vm_tier_krbd_an_older_nodes_exclusive_mapping_refuses_a_kernel_attach() {
     ));
     let mk = marker("krbd-after-old");
     std::fs::write(vm.path("guest-marker.txt"), &mk).unwrap();
-    vm.guest_with(
-        &opts,
+    guest(
+        &vm,
         &format!(
             "K=\"$B volume --root $D/node-k --address $VAULT_ADDR --cluster-id {CLUSTER}\"\n\
              $K import m1 --pool rbd --rados-namespace {ns} --image {image} --ceph-conf $D/ceph.conf >/dev/null\n\
@@ -678,13 +668,11 @@ fn vm_tier_krbd_csi_stage_expand_unstage_on_the_kernel_path() {
     let Some(ceph) = DevCluster::for_tests() else {
         return;
     };
-    let opts = guest_opts();
-    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
     share_ceph_conf(&vm, ceph);
     std::fs::write(vm.path("mons.txt"), ceph.monitors().unwrap()).unwrap();
     std::fs::write(vm.path("pool.txt"), ceph.pool()).unwrap();
-    vm.guest_with(
-        &opts,
+    guest(
+        &vm,
         "modprobe rbd\n\
          VM_EVIDENCE=$D $T --exact guest_csi_rbd_kernel_node --ignored --nocapture \
          --test-threads=1 >$D/guest-test.log 2>&1 || { cat $D/guest-test.log; exit 1; }\n",

@@ -26,7 +26,7 @@
 use crate::error::{Error, Result};
 use crate::store_rbd::{ceph_error, RbdStore};
 use std::time::{Duration, Instant};
-use strongroom_rbd::ErrorKind;
+use strongroom_rbd::{ErrorKind, Image};
 
 /// The lock's name (librbd's own is `rbd_lock`).
 pub const CLAIM_LOCK: &str = "strongroom.attach";
@@ -85,12 +85,11 @@ pub fn claim(st: &RbdStore, token: &str, who: Claimant) -> Result<()> {
     let (oid, mine) = (oid(st), cookie(token, who));
     for _ in 0..4 {
         match io.lock_exclusive(&oid, CLAIM_LOCK, &mine, "strongroom read-write attach") {
-            Ok(()) => return refuse_unclaimed_writer(st, token, who),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return refuse_unclaimed_writer(st, token, who)
-            }
             Err(e) if e.kind() == ErrorKind::Busy => clear_the_way(st, &oid, token)?,
-            Err(e) => return Err(ceph_error("claim the RBD image", e)),
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                return Err(ceph_error("claim the RBD image", e))
+            }
+            _ => return refuse_unclaimed_writer(st, token, who), // taken, or ours already
         }
     }
     Err(Error::Unavailable(format!(
@@ -113,9 +112,10 @@ fn refuse_unclaimed_writer(st: &RbdStore, token: &str, who: Claimant) -> Result<
     let Claimant::Kernel(mapping) = who else {
         return Ok(());
     };
+    let img = st.image()?;
     let t0 = Instant::now();
     let holder = loop {
-        let holder = live_lock_owner(st, mapping);
+        let holder = live_lock_owner(st, &img, mapping);
         match holder {
             Ok(Some(_)) if t0.elapsed() < UNCLAIMED_WRITER_WAIT => {
                 std::thread::sleep(Duration::from_millis(250))
@@ -139,10 +139,9 @@ fn refuse_unclaimed_writer(st: &RbdStore, token: &str, who: Claimant) -> Result<
 /// A holder of the image's exclusive lock that still watches the image (a dead one's lock is
 /// broken by the next writer), by address; not this attach's own mapping (`mine`: the kernel
 /// takes the lock as soon as it is free).
-fn live_lock_owner(st: &RbdStore, mine: &str) -> Result<Option<String>> {
-    let img = st.image()?;
+fn live_lock_owner(st: &RbdStore, img: &Image, mine: &str) -> Result<Option<String>> {
     let owners = (img.lock_owners()).map_err(|e| ceph_error("list the RBD lock's owners", e))?;
-    let watchers = st.header_watchers()?;
+    let watchers = st.header_watchers(img)?;
     Ok(owners
         .into_iter()
         .filter(|o| bare(o) != bare(mine))
@@ -154,7 +153,7 @@ fn live_lock_owner(st: &RbdStore, mine: &str) -> Result<Option<String>> {
 fn clear_the_way(st: &RbdStore, oid: &str, token: &str) -> Result<()> {
     let io = st.ioctx()?;
     let lockers = (io.lockers(oid, CLAIM_LOCK)).map_err(|e| ceph_error("list claims", e))?;
-    let watchers = st.header_watchers()?;
+    let watchers = st.header_watchers(&st.image()?)?;
     for l in lockers {
         let (theirs, addr, kernel) = parse_cookie(&l.cookie, &l.address);
         if theirs != token {

@@ -206,11 +206,11 @@ impl RbdStore {
     pub(crate) fn image_name(&self) -> &str {
         &self.image
     }
-    /// The addresses of the clients watching the image's header, but this process's own.
-    pub(crate) fn header_watchers(&self) -> Result<Vec<String>> {
+    /// The addresses of the clients watching the header of `img` (this store's image, open),
+    /// but this process's own.
+    pub(crate) fn header_watchers(&self, img: &Image) -> Result<Vec<String>> {
         let me = connect(&self.ceph)?.instance_id() as i64;
-        let w = self
-            .image()?
+        let w = img
             .watchers()
             .map_err(|e| ceph_error("list the RBD image's watchers", e))?;
         Ok(w.into_iter()

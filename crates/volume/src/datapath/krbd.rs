@@ -247,19 +247,13 @@ pub fn find(img: &KrbdImage) -> Vec<RbdDev> {
         .collect()
 }
 
-/// The devices mapping the head of `img` for the attach `attach` (the token given to
-/// [`map`]): their map line names the key that attach made (`key=strongroom-krbd-<token>`),
-/// so a mapping made just before a crash, before its number was recorded, is found too, and
-/// a mapping of the same image by another attach (another state directory, another program)
-/// is not.
-pub fn find_attach(img: &KrbdImage, attach: &str) -> Vec<RbdDev> {
-    find(img)
-        .into_iter()
-        .filter(|d| {
-            std::fs::read_to_string(format!("{BUS}/devices/{}/config_info", d.0))
-                .is_ok_and(|c| names_attach(&c, attach))
-        })
-        .collect()
+/// Whether the mapping `dev` was made for the attach `attach` (the token given to [`map`]):
+/// its map line names the key that attach made (`key=strongroom-krbd-<token>`), so a mapping
+/// made just before a crash, before its number was recorded, is known too, and a mapping of
+/// the same image by another attach (another state directory, another program) is not.
+pub fn made_by(dev: RbdDev, attach: &str) -> bool {
+    std::fs::read_to_string(format!("{BUS}/devices/{}/config_info", dev.0))
+        .is_ok_and(|c| names_attach(&c, attach))
 }
 
 /// Whether a map line (`config_info`) names the key of the attach `attach`.
@@ -268,7 +262,7 @@ fn names_attach(config_info: &str, attach: &str) -> bool {
     config_info.split([' ', ',', '\n']).any(|opt| opt == named)
 }
 
-/// The kernel key's description for an attach: also how [`find_attach`] knows its mappings.
+/// The kernel key's description for an attach: also how [`made_by`] knows its mappings.
 fn key_description(attach: &str) -> String {
     format!("strongroom-krbd-{attach}")
 }

@@ -474,16 +474,11 @@ impl Record {
 /// recorded number alone (after a reboot it may be another image's), and never another
 /// attach's mapping of the same image (a refused attach beside a live one leaves that alone).
 fn attach_mappings(img: &krbd::KrbdImage, rt: &Runtime) -> Vec<krbd::RbdDev> {
-    let of_image = krbd::find(img);
-    let mut mine: Vec<_> = match &rt.claim {
-        Some(token) => krbd::find_attach(img, token),
-        None => Vec::new(),
-    };
-    let recorded = rt.rbd_dev.map(krbd::RbdDev);
-    if let Some(d) = recorded.filter(|d| of_image.contains(d) && !mine.contains(d)) {
-        mine.push(d);
-    }
-    mine
+    let token = rt.claim.as_deref();
+    krbd::find(img)
+        .into_iter()
+        .filter(|&d| rt.rbd_dev == Some(d.0) || token.is_some_and(|t| krbd::made_by(d, t)))
+        .collect()
 }
 
 /// Map the volume's RBD image with the kernel driver and claim it for this attach (a
